@@ -1,0 +1,49 @@
+# sdt-build: every target creates what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SDT := $(BIN)/sdt-build
+EXAMPLE ?= examples/local-csv
+PYTEST_ARGS ?=
+
+.PHONY: install test demo check build smoke run docker-up base-image bench clean constraints
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+docker-up:
+	bash scripts/docker-up.sh
+
+base-image: install docker-up
+	$(SDT) base
+
+test: install base-image
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(SDT) check $(EXAMPLE)
+	$(SDT) run $(EXAMPLE) --output .sdt-demo
+
+check: install
+	$(SDT) check $(EXAMPLE)
+
+build: install base-image
+	$(SDT) build $(EXAMPLE)
+
+smoke: build
+	$(SDT) smoke $(EXAMPLE)
+
+run: install
+	$(SDT) run $(EXAMPLE) --output .sdt-run
+
+bench: install base-image
+	$(BIN)/python -m benchmarks
+
+clean:
+	-[ -x $(SDT) ] && $(SDT) clean
+	rm -rf .sdt-demo .sdt-run .pytest_cache build *.egg-info

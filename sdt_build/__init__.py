@@ -1,0 +1,23 @@
+"""sdt-build: from a dataplug + client folder to a checked image and a Dask run over many PV systems.
+
+Light on purpose: this package is imported inside the image and on every worker, so only the
+plug contract is imported eagerly; ``SDTDask`` and the clients load on first use.
+"""
+
+from sdt_build.errors import SdtBuildError
+from sdt_build.plug import DataPlug, EnvVar
+
+__version__ = "0.1.0"
+__all__ = ["DataPlug", "EnvVar", "Client", "SDTDask", "SdtBuildError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "SDTDask":
+        from sdt_build.runner import SDTDask
+
+        return SDTDask
+    if name == "Client":
+        from sdt_build.clients.base import Client
+
+        return Client
+    raise AttributeError(f"module 'sdt_build' has no attribute {name!r}")

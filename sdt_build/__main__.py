@@ -1,0 +1,3 @@
+from sdt_build.cli import main
+
+main()

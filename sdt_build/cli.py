@@ -1,0 +1,274 @@
+"""The `sdt-build` command: a thin shell over the pipeline functions. Only this module prints."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from sdt_build import __version__
+from sdt_build.errors import EXIT_CODES, Problem, SdtBuildError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness score": "clearness",
+                  "inverter clipping": "clipping", "clipped fraction": "clipped", "capacity change": "cap. change",
+                  "time shift correction": "time shift", "time zone correction": "tz fix",
+                  "data quality warning": "quality warn", "seconds total": "seconds"}
+
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+class Output:
+    """Human output (rich) or one JSON document on stdout (``--json``)."""
+
+    def __init__(self, as_json: bool, debug: bool):
+        self.as_json = as_json
+        self.debug = debug
+
+    def say(self, message: str) -> None:
+        if not self.as_json:
+            err.print(message, highlight=False)
+
+    def emit(self, payload: dict[str, Any]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(payload, indent=2, default=str))
+
+
+def command(group: click.Group, name: str | None = None):
+    """A subcommand with --json and --debug whose errors print as cause + fix, never a traceback."""
+
+    def wrap(fn: Callable) -> click.Command:
+        @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for CI).")
+        @click.option("--debug", is_flag=True, help="Show tracebacks.")
+        @functools.wraps(fn)
+        def run(as_json: bool, debug: bool, **kwargs):
+            output = Output(as_json, debug)
+            try:
+                code = fn(output, **kwargs)
+            except SdtBuildError as exc:
+                _print_error(output, exc)
+                sys.exit(exc.exit_code)
+            except KeyboardInterrupt:
+                output.say("[yellow]interrupted[/]")
+                sys.exit(130)
+            except Exception as exc:  # a bug of ours: say so, keep the traceback in a file
+                _print_internal(output, exc)
+                sys.exit(70)
+            sys.exit(code or 0)
+
+        return group.command(name)(run)
+
+    return wrap
+
+
+def _print_error(output: Output, exc: SdtBuildError) -> None:
+    if output.as_json:
+        output.emit({"ok": False, "error": exc.to_dict()})
+        return
+    problems = exc.problems or (Problem(exc.code, exc.cause, exc.fix),)
+    for problem in problems:
+        _print_problem(problem)
+    if exc.detail and (output.debug or not exc.problems):
+        err.print(f"[dim]{exc.detail.strip()[-2000:]}[/]", highlight=False)
+    if exc.log_path:
+        err.print(f"  full log: {exc.log_path}", highlight=False)
+    if output.debug:
+        err.print("".join(traceback.format_exception(exc)), highlight=False)
+
+
+def _print_problem(problem: Problem) -> None:
+    color = {"error": "red", "warning": "yellow"}.get(problem.severity, "cyan")
+    where = f" [dim]{problem.location}[/]" if problem.location else ""
+    err.print(f"[bold {color}]{problem.code}[/] {problem.cause}{where}", highlight=False)
+    err.print(f"  [green]fix:[/] {problem.fix}", highlight=False)
+
+
+def _print_internal(output: Output, exc: Exception) -> None:
+    log = Path(tempfile.gettempdir()) / f"sdt-build-crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log.write_text("".join(traceback.format_exception(exc)))
+    payload = {"code": "SDT-E999", "cause": f"internal error: {type(exc).__name__}: {exc}",
+               "fix": f"please report it with the traceback in {log}", "log": str(log)}
+    if output.as_json:
+        output.emit({"ok": False, "error": payload})
+    else:
+        err.print(f"[bold red]SDT-E999[/] {payload['cause']}\n  [green]fix:[/] {payload['fix']}",
+                  highlight=False)
+        if output.debug:
+            err.print(log.read_text(), highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
+@click.version_option(__version__, prog_name="sdt-build")
+def main() -> None:
+    """Check, build, smoke-test and run Solar Data Tools projects (dataplug.py + client.py)."""
+
+
+@command(main, "init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--example", default="local-csv", show_default=True, help="Example to start from.")
+@click.option("--force", is_flag=True, help="Write into a folder that already has files.")
+def init_command(output: Output, directory: Path, example: str, force: bool) -> int:
+    """Scaffold a user folder from an example."""
+    from sdt_build.errors import ProjectError
+
+    available = sorted(p.name for p in EXAMPLES.iterdir() if (p / "dataplug.py").exists()) \
+        if EXAMPLES.is_dir() else []
+    if example not in available:
+        raise ProjectError("SDT-E120", f"there is no example named {example!r}",
+                           f"choose one of: {', '.join(available) or 'none found'}")
+    if directory.exists() and any(directory.iterdir()) and not force:
+        raise ProjectError("SDT-E121", f"{directory} already has files",
+                           "choose an empty folder, or pass --force to overwrite")
+    shutil.copytree(EXAMPLES / example, directory, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    written = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+    output.emit({"ok": True, "directory": str(directory), "example": example, "files": written})
+    output.say(f"[green]created[/] {directory} from example {example}: {', '.join(written)}")
+    output.say(f"next: sdt-build check {directory}")
+    return 0
+
+
+@command(main, "check")
+@click.argument("directory", type=click.Path(path_type=Path))
+def check_command(output: Output, directory: Path) -> int:
+    """Validate the folder's contract (files, classes, signatures, imports, env vars)."""
+    from sdt_build.project import inspect_project
+
+    project, problems = inspect_project(directory)
+    errors = [p for p in problems if p.severity == "error"]
+    payload = {"ok": not errors, "directory": str(directory),
+               "problems": [p.to_dict() for p in problems]}
+    if project is not None:
+        payload.update(name=project.name, python=project.settings.python, plug=project.plug.name,
+                       client=project.client.name, requirements=list(project.requirement_lines),
+                       env=[{"name": v.name, "required": v.required, "secret": v.secret}
+                            for v in project.env])
+    output.emit(payload)
+    for problem in problems:
+        if not output.as_json:
+            _print_problem(problem)
+    if errors:
+        return 1
+    output.say(f"[green]ok[/] {directory}: plug {project.plug.name}, client {project.client.name}, "
+               f"Python {project.settings.python}, {len(project.requirement_lines)} extra requirement(s)")
+    return 0
+
+
+@command(main, "base")
+@click.option("--python", "python", default="3.11", show_default=True, help="Target Python (X.Y).")
+@click.option("--force", is_flag=True, help="Bootstrap again even when the image exists.")
+def base_command(output: Output, python: str, force: bool) -> int:
+    """Bootstrap a base image from Debian packages (for machines that cannot pull python:X.Y-slim)."""
+    from sdt_build.image import make_base_image
+
+    choice = make_base_image(python, force=force, say=output.say)
+    output.emit({"ok": True, "image": choice.image, "image_id": choice.image_id, "reason": choice.reason})
+    output.say(f"[green]base[/] {choice.image} ({choice.reason})")
+    return 0
+
+
+@command(main, "run")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--key", "keys", multiple=True, help="A key as JSON (e.g. '[13, [2011, 2012]]') or a plain string.")
+@click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Keys from a CSV (one key per row) or JSON (a list of keys) file.")
+@click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
+              help="Where results go (default: sdt-results/<name>).")
+@click.option("--resume", is_flag=True, help="Run only the keys without a finished row in --output.")
+def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_file: Path | None,
+                output_dir: Path | None, resume: bool) -> int:
+    """Run SDT's pipeline for every key on the client from client.py."""
+    from sdt_build.runner import SDTDask
+
+    chosen = [_parse_key(k) for k in keys] + (_read_keys_file(keys_file) if keys_file else [])
+    runner = SDTDask(directory)
+    output_dir = output_dir or Path("sdt-results") / runner.project.name
+    output.say(f"running {runner.project.name} on {runner.client.backend} client "
+               f"({runner.client.workers} workers); results in {output_dir}")
+
+    def progress(row: dict) -> None:
+        state = "[green]ok[/]" if row["status"] == "ok" else f"[red]{row['status']}[/] at {row.get('stage')}"
+        output.say(f"  {tuple(row['key'])}: {state}")
+
+    result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, on_row=progress)
+    table = result.table
+    output.emit({"ok": result.ok, "output": str(output_dir), "seconds": round(result.seconds, 1),
+                 "counts": result.counts, "rows": json.loads(table.to_json(orient="records"))})
+    if not output.as_json:
+        _print_results(table)
+        output.say(f"{len(table)} keys in {result.seconds:.0f} s: "
+                   + ", ".join(f"{n} {s}" for s, n in result.counts.items())
+                   + f"; table in {output_dir / 'results.csv'}")
+    return 0 if result.ok else 5
+
+
+def _print_results(table) -> None:
+    view = Table(title="SDT results", show_lines=False)
+    columns = ["key", "status"] + (["stage"] if table["stage"].notna().any() else [])
+    columns += [c for c in REPORT_COLUMNS if c in table.columns]
+    for column in columns:
+        view.add_column(REPORT_COLUMNS.get(column, column), overflow="fold")
+    for _, row in table.iterrows():
+        view.add_row(*[_cell(row.get(c)) for c in columns])
+    out.print(view)
+    failed = table[table["status"] != "ok"] if "status" in table else table.iloc[0:0]
+    for _, row in failed.iterrows():
+        err.print(f"[red]{_cell(row['key'])}[/] failed at {row.get('stage')}: "
+                  f"{row.get('error_type')}: {row.get('message')}", highlight=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _parse_key(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return (text,)
+    return value
+
+
+def _read_keys_file(path: Path) -> list:
+    from sdt_build.errors import RunFailure
+
+    try:
+        if path.suffix.lower() == ".json":
+            return list(json.loads(path.read_text()))
+        import csv
+
+        with path.open(newline="") as handle:
+            rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
+        return [tuple(_csv_field(v) for v in row) for row in rows]
+    except (ValueError, OSError) as exc:
+        raise RunFailure("SDT-E502", f"cannot read keys from {path}: {exc}",
+                         "give a JSON list of keys, or a CSV with one key per row") from exc
+
+
+def _csv_field(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+if __name__ == "__main__":
+    main()

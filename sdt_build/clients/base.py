@@ -1,0 +1,65 @@
+"""The client contract: one method, ``connect(image)``, for every backend."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sdt_build.plug import EnvVar
+
+if TYPE_CHECKING:  # distributed is imported only when a client connects
+    import distributed
+
+
+class Client:
+    """Where a run happens: compute, auth and environment for one backend.
+
+    Subclass a backend (``LocalClient``, ``DockerClient``…) in ``client.py`` and set its
+    attributes, or pass them as keyword arguments. sdt-build calls ``connect(image)`` and
+    gets a connected ``distributed.Client``; ``image`` is the tag sdt-build built, or None
+    when nothing was built. A client that names its own ``image`` runs that one instead.
+    """
+
+    backend: str = "custom"
+    workers: int = 2
+    threads_per_worker: int = 1
+    memory_per_worker: str = "7GiB"
+    image: str | None = None
+    env: tuple[EnvVar, ...] = ()
+
+    def __init__(self, **settings: Any):
+        for name, value in settings.items():
+            if not hasattr(type(self), name):
+                raise TypeError(f"{type(self).__name__} has no setting {name!r}")
+            setattr(self, name, value)
+        self._dask_client: "distributed.Client | None" = None
+
+    @property
+    def needs_image(self) -> bool:
+        """True when the scheduler and workers run a container image."""
+        return False
+
+    def connect(self, image: str | None = None) -> "distributed.Client":
+        """Start or reach the cluster and return a connected ``distributed.Client``."""
+        raise NotImplementedError(f"{type(self).__name__}.connect(image) is not implemented")
+
+    def close(self) -> None:
+        """Release what ``connect`` started. Safe to call twice."""
+        if self._dask_client is not None:
+            self._dask_client.close()
+            self._dask_client = None
+
+    def describe(self) -> dict[str, Any]:
+        """Settings shown in run records and `--dry-run` output."""
+        return {
+            "backend": self.backend,
+            "workers": self.workers,
+            "threads_per_worker": self.threads_per_worker,
+            "memory_per_worker": self.memory_per_worker,
+            "image": self.image,
+        }
+
+    def __enter__(self) -> "distributed.Client":
+        return self.connect(self.image)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,87 @@
+"""LocalClient: a Dask LocalCluster of processes on this machine; no image."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from sdt_build.clients.base import Client
+from sdt_build.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    import distributed
+
+log = logging.getLogger(__name__)
+
+# One SDT pipeline run peaks near 6 GB (its clipping check allocates a 4.7 GiB matrix).
+PIPELINE_PEAK_BYTES = 6 * 2**30
+
+
+def parse_memory(value: str | int | float) -> int:
+    """Bytes from '7GiB', '6 GB', 6.5 (GiB) or a byte count."""
+    from dask.utils import parse_bytes
+
+    if isinstance(value, (int, float)) and value < 4096:
+        return int(value * 2**30)
+    return int(parse_bytes(value))
+
+
+class LocalClient(Client):
+    """Workers as local processes. Checks workers × memory against this machine first."""
+
+    backend = "local"
+
+    def fit_check(self) -> list[str]:
+        """Raise when the cluster cannot fit this machine; return warnings for tight fits."""
+        import psutil
+
+        total = psutil.virtual_memory().total
+        cores = os.cpu_count() or 1
+        per_worker = parse_memory(self.memory_per_worker)
+        warnings = []
+        if self.workers * per_worker > total:
+            fits = max(1, total // max(per_worker, 1))
+            raise EnvironmentProblem(
+                "SDT-E905",
+                f"{self.workers} workers × {self.memory_per_worker} need more memory than this machine "
+                f"has ({total / 2**30:.1f} GiB)",
+                f"set workers = {fits} (or lower memory_per_worker) in client.py",
+            )
+        if per_worker < PIPELINE_PEAK_BYTES:
+            warnings.append(
+                f"memory_per_worker {self.memory_per_worker} is below the ~6 GiB one SDT pipeline "
+                "run peaks at: long sites may be killed for memory"
+            )
+        if self.workers * self.threads_per_worker > cores:
+            warnings.append(
+                f"{self.workers} workers × {self.threads_per_worker} threads exceed this machine's "
+                f"{cores} cores: runs will be slower, not faster"
+            )
+        return warnings
+
+    def connect(self, image: str | None = None) -> "distributed.Client":
+        from distributed import Client as DaskClient, LocalCluster
+
+        for warning in self.fit_check():
+            log.warning(warning)
+        if image:
+            log.info("LocalClient runs on this machine's Python; image %s is not used", image)
+        cluster = LocalCluster(
+            n_workers=self.workers,
+            threads_per_worker=self.threads_per_worker,
+            memory_limit=parse_memory(self.memory_per_worker),
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+        self._cluster = cluster
+        self._dask_client = DaskClient(cluster)
+        return self._dask_client
+
+    def close(self) -> None:
+        super().close()
+        cluster = getattr(self, "_cluster", None)
+        if cluster is not None:
+            cluster.close()
+            self._cluster = None

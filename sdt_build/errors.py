@@ -1,0 +1,145 @@
+"""One error vocabulary: every failure a user can meet has a stable code, a cause and a fix.
+
+Library code raises these; only the CLI prints them. Codes are documented in
+docs/troubleshooting.md (a test keeps the two in step).
+
+Code ranges: SDT-E1xx user files, SDT-E2xx dependencies, SDT-E3xx image build,
+SDT-E4xx smoke test, SDT-E5xx run, SDT-E9xx the machine's environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about the user's files: where it is, what is wrong, how to fix it."""
+
+    code: str
+    cause: str
+    fix: str
+    file: str | None = None
+    line: int | None = None
+    severity: str = "error"  # "error" stops the stage; "warning" and "note" do not
+
+    @property
+    def location(self) -> str:
+        if self.file is None:
+            return ""
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def to_dict(self) -> dict:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "cause": self.cause,
+            "fix": self.fix,
+            "file": self.file,
+            "line": self.line,
+        }
+
+
+class SdtBuildError(Exception):
+    """Base of every error sdt-build raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        code: str,
+        cause: str,
+        fix: str,
+        detail: str | None = None,
+        problems: tuple[Problem, ...] = (),
+        log_path: Path | None = None,
+    ):
+        super().__init__(f"{code}: {cause}")
+        self.code = code
+        self.cause = cause
+        self.fix = fix
+        self.detail = detail
+        self.problems = tuple(problems)
+        self.log_path = log_path
+
+    @classmethod
+    def from_problems(cls, problems: list[Problem] | tuple[Problem, ...]) -> "SdtBuildError":
+        """One error for a list of findings; the first error-level finding leads."""
+        errors = [p for p in problems if p.severity == "error"]
+        first = errors[0]
+        cause = first.cause if len(errors) == 1 else f"{first.cause} (and {len(errors) - 1} more problem(s))"
+        return cls(first.code, cause, first.fix, problems=tuple(problems))
+
+    def to_dict(self) -> dict:
+        return {
+            "code": self.code,
+            "cause": self.cause,
+            "fix": self.fix,
+            "detail": self.detail,
+            "log": str(self.log_path) if self.log_path else None,
+            "problems": [p.to_dict() for p in self.problems],
+            "exit_code": self.exit_code,
+        }
+
+
+class ProjectError(SdtBuildError):
+    """The user's folder breaks the contract (exit 1)."""
+
+    exit_code = 1
+
+
+class DependencyConflict(SdtBuildError):
+    """The plug's requirements cannot live with SDT's pinned set (exit 2)."""
+
+    exit_code = 2
+
+
+class BuildError(SdtBuildError):
+    """The image could not be built (exit 3)."""
+
+    exit_code = 3
+
+
+class SmokeFailure(SdtBuildError):
+    """The image was built but does not work (exit 4)."""
+
+    exit_code = 4
+
+
+class RunFailure(SdtBuildError):
+    """A run finished with failed keys, or could not start (exit 5)."""
+
+    exit_code = 5
+
+
+class EnvironmentProblem(SdtBuildError):
+    """Something on the machine is missing or broken: no Docker daemon, not root… (exit 10)."""
+
+    exit_code = 10
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "bad user files (ProjectError)",
+    2: "dependency conflict (DependencyConflict)",
+    3: "image build failed (BuildError)",
+    4: "smoke test failed (SmokeFailure)",
+    5: "run finished with failed keys, or could not start (RunFailure)",
+    10: "environment problem: no Docker daemon, not root, missing tool (EnvironmentProblem)",
+}
+
+
+@dataclass
+class ProblemList:
+    """Collects findings while a stage inspects the user's files."""
+
+    items: list[Problem] = field(default_factory=list)
+
+    def add(self, code: str, cause: str, fix: str, file: str | None = None,
+            line: int | None = None, severity: str = "error") -> None:
+        self.items.append(Problem(code, cause, fix, file, line, severity))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.items if p.severity == "error"]

@@ -1,0 +1,261 @@
+"""Docker through its SDK: the daemon, base images, builds, running a command in an image."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from sdt_build.errors import BuildError, EnvironmentProblem
+
+# The Debian release that ships each Python as its python3.
+DEBIAN_SUITES = {"3.11": "bookworm", "3.13": "trixie", "3.9": "bullseye"}
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+LABEL = "io.sdt-build"
+
+
+@dataclass(frozen=True)
+class BaseChoice:
+    """The base image a build starts from, and why it was chosen."""
+
+    image: str
+    image_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    output: str
+
+
+def docker_client():
+    """A connected docker SDK client, or EnvironmentProblem saying why not."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+        return client
+    except DockerException as exc:
+        raise classify_daemon_error(exc) from exc
+
+
+def classify_daemon_error(exc: Exception) -> EnvironmentProblem:
+    text = str(exc)
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if "Permission denied" in text or "PermissionError" in text:
+        return EnvironmentProblem(
+            "SDT-E902", f"permission denied on the Docker socket ({host})",
+            "add your user to the docker group (then log in again), or run as root",
+            detail=text)
+    return EnvironmentProblem(
+        "SDT-E901", f"no Docker daemon answers at {host}",
+        "start one with `make docker-up` (or `sudo systemctl start docker`); set DOCKER_HOST if it "
+        "listens elsewhere", detail=text)
+
+
+def image_exists(client, ref: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(ref)
+        return True
+    except ImageNotFound:
+        return False
+
+
+def bootstrapped_base_tag(python: str) -> str:
+    suite = DEBIAN_SUITES.get(python, "bookworm")
+    return f"sdt-base:{suite}-py{python}"
+
+
+def choose_base(client, python: str, wanted: str | None = None) -> BaseChoice:
+    """The base for ``python``: the one asked for, else python:X.Y-slim, else the bootstrapped one."""
+    from docker.errors import APIError, ImageNotFound
+
+    candidates = [wanted] if wanted else [f"python:{python}-slim"]
+    failures = []
+    for ref in candidates:
+        if image_exists(client, ref):
+            return BaseChoice(ref, client.images.get(ref).id, f"{ref} is present locally")
+        try:
+            pulled = client.images.pull(ref)
+            return BaseChoice(ref, pulled.id, f"pulled {ref}")
+        except (APIError, ImageNotFound) as exc:
+            failures.append(f"{ref} cannot be pulled: {_first_line(exc)}")
+    if wanted:
+        raise BuildError("SDT-E301", f"base image {wanted} is neither present nor pullable",
+                         "pull or build it first, fix base_image in sdt.toml, or remove base_image to use "
+                         "the default", detail="\n".join(failures))
+    fallback = bootstrapped_base_tag(python)
+    if image_exists(client, fallback):
+        return BaseChoice(fallback, client.images.get(fallback).id,
+                          f"{failures[0]}; using {fallback}, bootstrapped from Debian packages")
+    raise BuildError("SDT-E301", f"no base image for Python {python}: {failures[0]}",
+                     f"run `sdt-build base --python {python}` (or `make base-image`) to bootstrap one "
+                     "from Debian packages, or set base_image in sdt.toml",
+                     detail="\n".join(failures))
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt already uses (SDT_DEBIAN_MIRROR overrides)."""
+    if os.environ.get("SDT_DEBIAN_MIRROR"):
+        return os.environ["SDT_DEBIAN_MIRROR"]
+    sources = sorted(Path("/etc/apt").glob("sources.list.d/*.sources")) + [Path("/etc/apt/sources.list")]
+    for path in sources:
+        if not path.exists():
+            continue
+        for match in re.finditer(r"(?:^URIs:\s*|^deb\s+(?:\[[^\]]*\]\s+)?)(\S+)", path.read_text(), re.M):
+            uri = match.group(1)
+            if uri.rstrip("/").endswith("/debian"):
+                return uri
+    return "http://deb.debian.org/debian"
+
+
+def make_base_image(python: str = "3.11", *, force: bool = False, log_dir: Path | None = None,
+                    say: Callable[[str], None] = lambda _: None) -> BaseChoice:
+    """Bootstrap a minimal Debian with ``python`` (debootstrap) and import it as an image."""
+    client = docker_client()
+    tag = bootstrapped_base_tag(python)
+    if image_exists(client, tag) and not force:
+        return BaseChoice(tag, client.images.get(tag).id, f"{tag} already exists")
+    suite = DEBIAN_SUITES.get(python)
+    if suite is None:
+        raise EnvironmentProblem(
+            "SDT-E906", f"no Debian release ships Python {python} as its python3",
+            f"use the official python:{python}-slim (pull it once where Docker Hub is reachable and "
+            f"`docker load` it here) or set base_image in sdt.toml; bootstrapping works for "
+            f"{', '.join(sorted(DEBIAN_SUITES))}")
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "SDT-E903", "bootstrapping a base image needs root and debootstrap",
+            "run `make base-image` as root (it installs debootstrap), or set base_image in sdt.toml "
+            "to an image with Python you already have")
+    log_path = _log_file(log_dir, f"base-{suite}-py{python}.log")
+    with tempfile.TemporaryDirectory(prefix="sdt-base-") as work:
+        rootfs = Path(work) / "rootfs"
+        mirror = debian_mirror()
+        say(f"debootstrap {suite} from {mirror} (log: {log_path})")
+        command = ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+                   suite, str(rootfs), mirror]
+        with open(log_path, "w") as log:
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise _bootstrap_failure(log_path)
+        shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+        shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
+        tarball = Path(work) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        say(f"importing as {tag}")
+        repository, _, version = tag.partition(":")
+        client.api.import_image_from_file(
+            str(tarball), repository=repository, tag=version,
+            changes=["ENV LANG=C.UTF-8", 'CMD ["python3"]', f"LABEL {LABEL}.base=debootstrap-{suite}"])
+    return BaseChoice(tag, client.images.get(tag).id, f"bootstrapped {tag} from {mirror}")
+
+
+def _bootstrap_failure(log_path: Path) -> EnvironmentProblem:
+    text = log_path.read_text(errors="replace")
+    if "No space left" in text:
+        return EnvironmentProblem("SDT-E904", "the disk filled up while bootstrapping the base image",
+                                  "free space (docker system prune) and retry", log_path=log_path)
+    return EnvironmentProblem(
+        "SDT-E907", "debootstrap could not fetch Debian's packages",
+        "check that the Debian mirror is reachable, or set SDT_DEBIAN_MIRROR to one that is",
+        detail="\n".join(text.splitlines()[-5:]), log_path=log_path)
+
+
+def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
+          labels: dict[str, str] | None = None, log_path: Path | None = None,
+          on_line: Callable[[str], None] = lambda _: None) -> str:
+    """Build ``context`` with host networking; return the image id. The whole log goes to a file."""
+    from docker.errors import APIError, BuildError as DockerBuildError
+
+    log_path = log_path or _log_file(None, f"build-{tag.replace('/', '_').replace(':', '-')}.log")
+    image_id = None
+    with open(log_path, "w") as log:
+        try:
+            for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag,
+                                                  network_mode="host", rm=True, forcerm=True,
+                                                  labels=labels or {}, decode=True):
+                text = chunk.get("stream") or chunk.get("status") or ""
+                if text:
+                    log.write(text)
+                    for line in text.splitlines():
+                        if line.strip():
+                            on_line(line)
+                if "error" in chunk:
+                    log.write(chunk["error"] + "\n")
+                    raise classify_build_error(chunk["error"], log_path)
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+        except (APIError, DockerBuildError) as exc:
+            log.write(str(exc))
+            raise classify_build_error(str(exc), log_path) from exc
+    return image_id or client.images.get(tag).id
+
+
+def classify_build_error(message: str, log_path: Path) -> BuildError | EnvironmentProblem:
+    """Name what went wrong in a failed build."""
+    log = log_path.read_text(errors="replace") if log_path.exists() else message
+    if "no space left on device" in log.lower():
+        return EnvironmentProblem("SDT-E904", "the disk filled up during the build",
+                                  "free space (`docker system prune`, `sdt-build clean`) and retry",
+                                  log_path=log_path)
+    if "pull access denied" in log or "manifest unknown" in log or "not found: manifest" in log:
+        return BuildError("SDT-E301", "the base image is neither present nor pullable",
+                          "run `sdt-build base` to bootstrap one, or set base_image in sdt.toml",
+                          detail=message, log_path=log_path)
+    if "pip" in log and ("ERROR:" in log or "No matching distribution" in log):
+        pip_lines = [line for line in log.splitlines() if line.startswith("ERROR:")]
+        return BuildError("SDT-E303", f"pip failed inside the build: {(pip_lines or [message])[-1]}",
+                          "run `sdt-build check --resolve DIR` to find the conflict before building",
+                          detail=message, log_path=log_path)
+    return BuildError("SDT-E302", f"the image build failed: {_first_line(message)}",
+                      f"read the build log at {log_path}", detail=message, log_path=log_path)
+
+
+def run_python(client, image: str, code: str, *, env: dict[str, str] | None = None,
+               user: str | None = None, timeout: float = 600) -> CommandResult:
+    """Run ``python -c code`` in a throwaway container of ``image`` (host network) and collect output."""
+    return run_command(client, image, ["python3", "-c", code], env=env, user=user, timeout=timeout)
+
+
+def run_command(client, image: str, command: list[str], *, env: dict[str, str] | None = None,
+                user: str | None = None, timeout: float = 600) -> CommandResult:
+    container = client.containers.run(image, command, detach=True, network_mode="host",
+                                      environment=env or {}, user=user,
+                                      labels={f"{LABEL}.role": "command"})
+    try:
+        status = container.wait(timeout=timeout)
+        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+        return CommandResult(int(status.get("StatusCode", 1)), output)
+    finally:
+        container.remove(force=True)
+
+
+def image_labels(client, ref: str) -> dict[str, str]:
+    return dict(client.images.get(ref).labels or {})
+
+
+def _log_file(log_dir: Path | None, name: str) -> Path:
+    directory = log_dir or Path(os.environ.get("SDT_LOG_DIR", Path(tempfile.gettempdir()) / "sdt-build-logs"))
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return directory / f"{stamp}-{name}"
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip()
+    explanation = getattr(exc, "explanation", None)
+    if explanation:
+        text = str(explanation)
+    return text.splitlines()[0] if text else type(exc).__name__

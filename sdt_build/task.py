@@ -1,0 +1,126 @@
+"""What runs on a worker for one key: get_data → DataHandler → run_pipeline → report.
+
+A task never raises: it returns one row saying how far the key got and why it stopped.
+The plug's source travels with the task (a few kilobytes) and is imported once per worker
+process, so any backend runs exactly the code the user has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STAGES = ("get_data", "make DataHandler", "run_pipeline", "report", "loss analysis")
+_load_lock = threading.Lock()
+_loaded: dict[str, type] = {}
+
+
+@dataclass(frozen=True)
+class PlugBundle:
+    """The user's Python files and the name of the plug class in dataplug.py."""
+
+    files: tuple[tuple[str, str], ...]
+    class_name: str
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256(self.class_name.encode())
+        for name, text in self.files:
+            h.update(name.encode() + b"\0" + text.encode() + b"\0")
+        return h.hexdigest()[:16]
+
+    @classmethod
+    def from_folder(cls, root: Path, relative_files: tuple[Path, ...], class_name: str) -> "PlugBundle":
+        return cls(tuple((str(p), (root / p).read_text("utf-8")) for p in relative_files), class_name)
+
+    def plug_class(self) -> type:
+        """Import dataplug.py on this process (once) and return the plug class."""
+        digest = self.digest
+        with _load_lock:
+            if digest not in _loaded:
+                folder = Path(tempfile.gettempdir()) / "sdt-build-plugs" / digest
+                for name, text in self.files:
+                    target = folder / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(text, "utf-8")
+                if str(folder) not in sys.path:
+                    sys.path.insert(0, str(folder))
+                module_name = f"sdt_user_dataplug_{digest}"
+                spec = importlib.util.spec_from_file_location(module_name, folder / "dataplug.py")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+                _loaded[digest] = getattr(module, self.class_name)
+            return _loaded[digest]
+
+
+def run_key(bundle: PlugBundle, key: tuple, pipeline_kwargs: dict[str, Any],
+            loss_analysis: bool = False) -> dict[str, Any]:
+    """Run SDT for one key and return its row (never raises)."""
+    row: dict[str, Any] = {"key": key, "status": "ok", "stage": None, "error_type": None,
+                           "message": None, "traceback": None,
+                           "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    durations: dict[str, float] = {}
+    stage = "get_data"
+    started = time.perf_counter()
+    try:
+        plug = bundle.plug_class()()
+        data = _timed(durations, stage, plug.get_data, key)
+
+        stage = "make DataHandler"
+        from solardatatools import DataHandler
+
+        handler = _timed(durations, stage, DataHandler, data)
+        del data
+
+        stage = "run_pipeline"
+        _timed(durations, stage, handler.run_pipeline, **pipeline_kwargs)
+
+        stage = "report"
+        report = _timed(durations, stage, handler.report, return_values=True, verbose=False)
+        row.update({name: _plain(value) for name, value in (report or {}).items()})
+        row["num_days"] = int(handler.num_days)
+
+        if loss_analysis:
+            stage = "loss analysis"
+            if handler.num_days <= 365:
+                row["loss_analysis"] = f"skipped: {handler.num_days} days of data (needs more than a year)"
+            else:
+                _timed(durations, stage, handler.run_loss_factor_analysis, verbose=False)
+                loss = handler.loss_analysis.report()
+                row.update({f"loss {name}": _plain(value) for name, value in loss.items()})
+                row["loss_analysis"] = "done"
+    except BaseException as exc:  # a task reports every failure instead of raising it
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        row.update(status="failed", stage=stage, error_type=type(exc).__name__,
+                   message=str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__,
+                   traceback="".join(traceback.format_exception(exc))[-8000:])
+    for name, seconds in durations.items():
+        row[f"seconds {name}"] = round(seconds, 3)
+    row["seconds total"] = round(time.perf_counter() - started, 3)
+    return row
+
+
+def _timed(durations: dict[str, float], stage: str, fn, *args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        durations[stage] = time.perf_counter() - start
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python scalars, so rows serialise to JSON, CSV and Parquet alike."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) and getattr(value, "ndim", 1) == 0 else value
