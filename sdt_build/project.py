@@ -166,7 +166,7 @@ def _parse(root: Path, name: str, found: ProblemList, missing_code: str,
         found.add(missing_code, f"{name} is missing from {root}", missing_fix)
         return None
     try:
-        source = path.read_bytes().decode("utf-8")
+        source = path.read_bytes().decode("utf-8-sig")  # Python accepts a UTF-8 BOM, so do we
     except (OSError, UnicodeDecodeError) as exc:
         found.add("SDT-E117", f"{name} cannot be read as UTF-8 text ({exc.__class__.__name__})",
                   f"save {name} as UTF-8", file=name)
@@ -174,8 +174,9 @@ def _parse(root: Path, name: str, found: ProblemList, missing_code: str,
     try:
         return ast.parse(source, filename=name)
     except SyntaxError as exc:
+        where = f"line {exc.lineno} of {name}" if exc.lineno else name
         found.add("SDT-E103", f"syntax error in {name}: {exc.msg}",
-                  f"fix line {exc.lineno} of {name} (python -m py_compile {name} shows it too)",
+                  f"fix {where} (python -m py_compile {name} shows it too)",
                   file=name, line=exc.lineno)
         return None
 
@@ -352,8 +353,8 @@ def _literal_env(node: ast.expr, file: str, found: ProblemList) -> tuple[EnvVar,
             if not (isinstance(element, ast.Call) and getattr(element.func, "id",
                                                               getattr(element.func, "attr", "")) == "EnvVar"):
                 raise ValueError("not an EnvVar(...) call")
-            args = [ast.literal_eval(a) for a in element.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in element.keywords}
+            args = [_literal(a) for a in element.args]
+            kwargs = {k.arg: _literal(k.value) for k in element.keywords}
             var = EnvVar(*args, **kwargs)
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var.name):
                 raise ValueError(f"{var.name!r} is not a valid variable name")
@@ -362,6 +363,13 @@ def _literal_env(node: ast.expr, file: str, found: ProblemList) -> tuple[EnvVar,
             found.add("SDT-E115", f"environment declaration cannot be read statically: {exc}", fix,
                       file=file, line=element.lineno)
     return tuple(declared)
+
+
+def _literal(node: ast.expr) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:  # its own message shows an AST object's repr, not the user's code
+        raise ValueError(f"`{ast.unparse(node)}` is not a literal value") from None
 
 
 def _imports(tree: ast.Module) -> list[tuple[str, int]]:
@@ -432,14 +440,13 @@ def _read_requirements(path: Path, found: ProblemList, seen: frozenset[Path] = f
     """Logical requirement lines (comments, blanks and --hash options stripped, -r followed)."""
     name = path.name if not seen else str(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # pip accepts a UTF-8 BOM
     except (OSError, UnicodeDecodeError) as exc:
         found.add("SDT-E117", f"{name} cannot be read as UTF-8 text ({exc.__class__.__name__})",
                   f"save {name} as UTF-8", file=name)
         return ()
     lines: list[str] = []
-    text = re.sub(r"\\\n", " ", text)
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in _logical_lines(text):
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()
         line = re.sub(r"\s--hash[= ]\S+", "", line).strip()
         if not line:
@@ -465,6 +472,24 @@ def _read_requirements(path: Path, found: ProblemList, seen: frozenset[Path] = f
             continue
         lines.append(line)
     return tuple(lines)
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(number of the first physical line, text) with backslash continuations joined."""
+    logical: list[tuple[int, str]] = []
+    pending: list[str] = []
+    start = 1
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not pending:
+            start = number
+        if raw.endswith("\\"):
+            pending.append(raw[:-1])
+            continue
+        logical.append((start, " ".join(pending + [raw])))
+        pending = []
+    if pending:
+        logical.append((start, " ".join(pending)))
+    return logical
 
 
 def _read_settings(root: Path, found: ProblemList) -> Settings:
@@ -510,7 +535,7 @@ def normalize_key(key: Any) -> tuple:
     if isinstance(key, tuple):
         return key
     if isinstance(key, list):
-        return tuple(key)
+        return tuple(tuple(k) if isinstance(k, list) else k for k in key)
     return (key,)
 
 

@@ -1,0 +1,33 @@
+"""Docs stay in step with the code: every error code has a troubleshooting entry."""
+
+from __future__ import annotations
+
+import re
+
+from sdt_build.errors import EXIT_CODES
+
+from conftest import ROOT
+
+CODE = re.compile(r"SDT-E\d{3}")
+
+
+def codes_in_source() -> set[str]:
+    return {code for path in (ROOT / "sdt_build").rglob("*.py") for code in CODE.findall(path.read_text())}
+
+
+def test_every_error_code_has_a_troubleshooting_entry():
+    doc = (ROOT / "docs" / "troubleshooting.md").read_text()
+    documented = set(re.findall(r"^### (SDT-E\d{3}) ", doc, re.M))
+    missing = codes_in_source() - documented
+    assert not missing, f"codes without an entry in docs/troubleshooting.md: {sorted(missing)}"
+    for code in documented:
+        entry = doc.split(f"### {code} ")[1].split("\n### ")[0]
+        assert "**Cause:**" in entry and "**Fix:**" in entry, code
+
+
+def test_readme_starts_with_the_two_commands_and_lists_exit_codes():
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```")[1]
+    assert "make demo" in first_block and "make test" in first_block
+    for code in EXIT_CODES:
+        assert re.search(rf"^\|\s*{code}\s*\|", readme, re.M), f"exit code {code} missing from README"

@@ -1,0 +1,125 @@
+"""SDTDask on a real local Dask cluster with real SDT on the real PV CSVs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import textwrap
+
+import pandas as pd
+import pytest
+
+from sdt_build import SDTDask
+from sdt_build.clients import LocalClient
+from sdt_build.errors import RunFailure
+
+from conftest import EXAMPLES, SDT
+
+SHORT_PLUG = '''
+import pandas as pd
+from pathlib import Path
+from solardatatools.time_axis_manipulation import make_time_series
+from sdt_build import DataPlug
+
+
+class ShortSlices(DataPlug):
+    """(site, days): the first `days` days of a real site; site 'missing' raises."""
+
+    def get_data(self, key):
+        site, days = key
+        import sdt_dask
+        folder = Path(sdt_dask.__file__).parent / "examples" / "example_data"
+        raw = pd.read_csv(folder / f"{site}.csv")
+        series, _ = make_time_series(raw)
+        return series[series.index < series.index[0] + pd.Timedelta(days=days)]
+'''
+
+
+@pytest.fixture
+def short_project(tmp_path):
+    folder = tmp_path / "short"
+    folder.mkdir()
+    (folder / "dataplug.py").write_text(SHORT_PLUG)
+    shutil.copy(EXAMPLES / "local-csv" / "client.py", folder / "client.py")
+    return folder
+
+
+def _small_client():
+    return LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
+
+
+def test_failures_are_rows_not_exceptions(short_project, tmp_path):
+    keys = [("TAEFC1044741", 60), ("missing", 10), ("ZT162185000441C1203", 45)]
+    result = SDTDask(short_project, client=_small_client()).execute(keys, output_dir=tmp_path / "out")
+    table = result.table.set_index("key")
+    assert list(result.table["key"].sort_values()) == sorted(keys)
+    assert table.loc[[("missing", 10)], "status"].item() == "failed"
+    assert table.loc[[("missing", 10)], "stage"].item() == "get_data"
+    assert table.loc[[("missing", 10)], "error_type"].item() == "FileNotFoundError"
+    assert (table.drop(index=[("missing", 10)])["status"] == "ok").all()
+    assert table.loc[[("TAEFC1044741", 60)], "capacity"].item() > 0
+    journal = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
+    assert len(journal) == 3
+    assert pd.read_csv(tmp_path / "out" / "results.csv").shape[0] == 3
+    assert result.counts == {"ok": 2, "failed": 1}
+
+
+def test_resume_keeps_finished_rows(short_project, tmp_path):
+    out = tmp_path / "out"
+    first = SDTDask(short_project, client=_small_client()).execute([("TAEFC1044741", 40)], output_dir=out)
+    assert first.ok
+    journal = out / "journal.jsonl"
+    before = journal.read_text()
+    again = SDTDask(short_project, client=_small_client()).execute(
+        [("TAEFC1044741", 40), ("ZT162185000441C1203", 40)], output_dir=out, resume=True)
+    assert len(again.table) == 2 and again.ok
+    lines = journal.read_text().splitlines()
+    assert journal.read_text().startswith(before) and len(lines) == 2  # only the new key was run
+
+
+def test_no_keys_is_a_named_error(short_project):
+    with pytest.raises(RunFailure) as caught:
+        SDTDask(short_project, client=_small_client()).execute([])
+    assert caught.value.code == "SDT-E501"
+
+
+@pytest.mark.slow
+def test_local_csv_matches_direct_datahandler(tmp_path):
+    """The example's two real sites give the same report as a direct DataHandler call."""
+    from solardatatools import DataHandler
+    import importlib.util
+
+    result = SDTDask(EXAMPLES / "local-csv").execute(output_dir=tmp_path / "out")
+    assert result.ok, result.table[["key", "stage", "message"]]
+    spec = importlib.util.spec_from_file_location("local_csv_plug", EXAMPLES / "local-csv" / "dataplug.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    plug = module.LocalCSV()
+    for key in plug.keys():
+        handler = DataHandler(plug.get_data(key))
+        handler.run_pipeline(fix_shifts=True, verbose=False)
+        expected = handler.report(return_values=True, verbose=False)
+        row = result.table.set_index("key").loc[[key]].iloc[0]
+        for field, value in expected.items():
+            assert row[field] == pytest.approx(value), (key, field)
+
+
+def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps([["TAEFC1044741", 30], ["missing", 5]]))
+    (short_project / "client.py").write_text(textwrap.dedent('''
+        from sdt_build.clients import LocalClient
+
+        class Small(LocalClient):
+            workers = 2
+            threads_per_worker = 1
+            memory_per_worker = "7GiB"
+    '''))
+    done = subprocess.run([SDT, "run", str(short_project), "--keys", str(keys_file), "--output",
+                           str(tmp_path / "out"), "--json"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 5, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["counts"] == {"ok": 1, "failed": 1}
+    assert {tuple(r["key"]) for r in payload["rows"]} == {("TAEFC1044741", 30), ("missing", 5)}
+    assert "Traceback" not in done.stderr
