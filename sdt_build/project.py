@@ -535,7 +535,7 @@ def normalize_key(key: Any) -> tuple:
     if isinstance(key, tuple):
         return key
     if isinstance(key, list):
-        return tuple(tuple(k) if isinstance(k, list) else k for k in key)
+        return tuple(key)
     return (key,)
 
 

@@ -8,6 +8,7 @@ folders are picked up automatically.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -544,6 +545,7 @@ def test_import_listed_under_its_distribution_name(tmp_path, monkeypatch, statem
     top = re.split(r"[ .]", statement)[1]
     base = constraints.module_index("3.11")
     monkeypatch.setattr(constraints, "module_index", lambda python: base - {top})  # not in SDT's image
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", lambda: {})  # nor on this host
     folder = make_project(tmp_path / "p", statement + "\n" + GOOD_PLUG)
     _, problems = inspect_project(folder)
     assert [p.code for p in problems] == ["SDT-E107"]  # control: unlisted, it is flagged
@@ -551,6 +553,15 @@ def test_import_listed_under_its_distribution_name(tmp_path, monkeypatch, statem
     project, problems = inspect_project(folder)
     assert problems == []
     assert project.requirement_lines == (distribution,)
+
+
+def test_import_mapped_by_installed_metadata(tmp_path, monkeypatch):
+    """An import name the alias table does not know is matched through installed packages' metadata."""
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", lambda: {"pvfoo": ["pv-foo-dist"]})
+    folder = make_project(tmp_path / "p", "import pvfoo\n" + GOOD_PLUG)
+    assert [p.code for p in inspect_project(folder)[1]] == ["SDT-E107"]
+    (folder / "requirements.txt").write_text("pv_foo_dist==1.0\n")
+    assert inspect_project(folder)[1] == []
 
 
 def test_import_suggests_the_distribution_name(tmp_path, monkeypatch):
@@ -626,3 +637,14 @@ def test_fixture_copy_keeps_its_code(tmp_path):
     shutil.copytree(FIXTURES / "syntax-error", copy)
     _, problems = inspect_project(copy)
     assert [p.code for p in problems] == ["SDT-E103"]
+
+
+def test_user_files_doc_lists_every_code_and_setting():
+    from sdt_build.project import SETTINGS_KEYS
+
+    doc = (ROOT / "docs" / "user-files.md").read_text()
+    emitted = set(re.findall(r'"(SDT-E1\d\d)"', (ROOT / "sdt_build" / "project.py").read_text()))
+    missing = sorted(code for code in emitted | {"SDT-E101"} if f"| {code} |" not in doc)
+    assert not missing, f"codes missing from the table in docs/user-files.md: {missing}"
+    for key in SETTINGS_KEYS:
+        assert f"| `{key}` |" in doc or f"| `[{key}]` |" in doc, f"sdt.toml setting {key} is not documented"

@@ -1,0 +1,108 @@
+"""Regenerate the pinned SDT constraints (``make constraints``).
+
+For each target Python: lock solar-data-tools + dask + distributed with pip-compile (run by an
+interpreter of that version; uv when none is found), lock the cloud clients' packages for the
+client side on top of it, download every worker wheel for linux x86_64 and record what each
+declares (requirements, Requires-Python, import names). Writes into ``constraints/py3.X/``:
+
+    sdt.in          the inputs             worker.txt      the worker image's lock
+    client.in       client-side inputs     client.txt      the client side's lock
+    metadata.json   per pinned package     modules.txt     import names the image provides
+    inputs.json     how and when all this was made
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version as installed_version
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from sdt_build.constraints import HERE, folder, read_lock
+from sdt_build.project import SUPPORTED_PYTHONS
+from sdt_build.wheels import download, read_wheel
+
+SDT_VERSION = "2.1.5"
+WORKER_INPUTS = [f"solar-data-tools=={SDT_VERSION}", "dask", "distributed"]
+# Client side only: the cloud cluster managers never go into the worker image.
+CLIENT_INPUTS = ["dask-cloudprovider[aws,azure]", "pyarrow"]
+COMPILE_FLAGS = ["--strip-extras", "--allow-unsafe", "--no-emit-index-url", "--no-emit-find-links",
+                 "--annotation-style=line"]
+
+
+def interpreter(python: str) -> str | None:
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == python:
+        return sys.executable
+    return shutil.which(f"python{python}")
+
+
+def compile_lock(python: str, inputs: Path, output: Path, work: Path, constraint: Path | None = None) -> str:
+    """pip-compile ``inputs`` for ``python``; returns a description of the tool used."""
+    extra = ["-c", str(constraint)] if constraint else []
+    exe = interpreter(python)
+    if exe:
+        venv = work / f"venv{python}"
+        if not venv.exists():
+            subprocess.run([exe, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin/pip"), "install", "-q", "pip-tools>=7.4"], check=True)
+        subprocess.run([str(venv / "bin/pip-compile"), "-q", *COMPILE_FLAGS, "--no-header", *extra,
+                        "-o", str(output), str(inputs)], check=True, cwd=inputs.parent)
+        tool = subprocess.run([str(venv / "bin/pip-compile"), "--version"], capture_output=True, text=True)
+        return tool.stdout.strip()
+    subprocess.run([sys.executable, "-m", "uv", "pip", "compile", "-q", "--python-version", python,
+                    "--python-platform", "x86_64-manylinux_2_28", "--no-header", "--annotation-style",
+                    "line", "--no-emit-index-url", "--no-emit-find-links", *extra,
+                    "-o", str(output), str(inputs)], check=True, cwd=inputs.parent)
+    return f"uv {installed_version('uv')} (no python{python} interpreter found)"
+
+
+def generate(python: str, work: Path) -> None:
+    target = folder(python)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "sdt.in").write_text("\n".join(WORKER_INPUTS) + "\n")
+    (target / "client.in").write_text("-c worker.txt\n" + "\n".join(CLIENT_INPUTS) + "\n")
+    worker_tool = compile_lock(python, target / "sdt.in", target / "worker.txt", work)
+    client_tool = compile_lock(python, target / "client.in", target / "client.txt", work)
+    pins = read_lock(target / "worker.txt")
+    wheels = download(pins, python, work / f"download-{python}.log")
+    metadata, modules = {}, set()
+    for name, path in sorted(wheels.items()):
+        info = read_wheel(path)
+        metadata[canonicalize_name(name)] = {
+            "version": info.version, "requires": list(info.requires),
+            "requires_python": info.requires_python, "extras": list(info.extras),
+            "modules": list(info.modules), "wheel": info.filename,
+        }
+        modules.update(info.modules)
+    (target / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    (target / "modules.txt").write_text("\n".join(sorted(modules)) + "\n")
+    (target / "inputs.json").write_text(json.dumps({
+        "python": python, "platform": "linux x86_64 (manylinux_2_28 … 2_36)",
+        "solar_data_tools": SDT_VERSION, "worker_inputs": WORKER_INPUTS, "client_inputs": CLIENT_INPUTS,
+        "worker_lock_tool": worker_tool, "client_lock_tool": client_tool,
+        "compile_flags": COMPILE_FLAGS, "created": datetime.date.today().isoformat(),
+        "packages": len(pins),
+    }, indent=1) + "\n")
+    print(f"py{python}: {len(pins)} pinned packages, {len(modules)} import names ({worker_tool})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--python", action="append", choices=SUPPORTED_PYTHONS,
+                        help="target(s) to regenerate (default: all)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sdt-constraints-") as work:
+        for python in args.python or SUPPORTED_PYTHONS:
+            generate(python, Path(work))
+    print(f"constraints written under {HERE}")
+
+
+if __name__ == "__main__":
+    main()

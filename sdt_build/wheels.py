@@ -1,0 +1,125 @@
+"""Wheels for the target (not the host): download them with the user's pip configuration into a
+shared cache, and read what each wheel says about itself (requirements, Requires-Python, modules)."""
+
+from __future__ import annotations
+
+import email.parser
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+# Debian bookworm (the default base) has glibc 2.36; pip expands each manylinux tag downwards.
+MANYLINUX = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(36, 27, -1))
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SDT_CACHE_DIR", Path.home() / ".cache" / "sdt-build"))
+
+
+@dataclass(frozen=True)
+class WheelInfo:
+    """What one wheel declares about itself."""
+
+    name: str
+    version: str
+    filename: str
+    requires: tuple[str, ...]
+    requires_python: str | None
+    extras: tuple[str, ...]
+    modules: tuple[str, ...]
+
+
+def target_args(python: str) -> list[str]:
+    """pip arguments that select wheels for ``python`` on linux x86_64."""
+    args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python]
+    for platform in MANYLINUX:
+        args += ["--platform", platform]
+    return args
+
+
+def wheel_cache(python: str) -> Path:
+    folder = cache_root() / "wheels" / f"cp{python.replace('.', '')}-manylinux_x86_64"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def download(pins: dict[str, str], python: str, log_path: Path) -> dict[str, Path]:
+    """Fetch the wheel of every ``name==version`` for the target into the cache (only missing ones).
+
+    Returns name → wheel path. Raises subprocess.CalledProcessError with the log written to
+    ``log_path`` when pip cannot get one.
+    """
+    folder = wheel_cache(python)
+    present = cached_wheels(folder)
+    missing = [f"{name}=={version}" for name, version in sorted(pins.items())
+               if present.get(canonicalize_name(name), (None,))[0] != version]
+    if missing:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off",
+                   "--disable-pip-version-check", "-d", str(folder), *target_args(python), *missing]
+        with open(log_path, "w") as log:
+            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
+        present = cached_wheels(folder)
+    return {name: present[canonicalize_name(name)][1] for name in pins}
+
+
+def cached_wheels(folder: Path) -> dict[str, tuple[str, Path]]:
+    found = {}
+    for path in folder.glob("*.whl"):
+        name, version, _, _ = parse_wheel_filename(path.name)
+        found[canonicalize_name(name)] = (str(version), path)
+    return found
+
+
+def read_wheel(path: Path) -> WheelInfo:
+    """Metadata and top-level import names from a wheel file, without installing it."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        dist_info = next(n.split("/")[0] for n in names if re.match(r"[^/]+\.dist-info/METADATA$", n))
+        meta = email.parser.Parser().parsestr(archive.read(f"{dist_info}/METADATA").decode("utf-8", "replace"))
+        top_level = f"{dist_info}/top_level.txt"
+        if top_level in names:
+            modules = {m.strip() for m in archive.read(top_level).decode().splitlines() if m.strip()}
+        else:
+            modules = set()
+            for name in names:
+                first = name.split("/")[0]
+                if first.endswith((".dist-info", ".data")):
+                    continue
+                if "/" in name or name.endswith(".py") or name.endswith(".so"):
+                    modules.add(first.split(".")[0])
+    return WheelInfo(
+        name=meta["Name"], version=meta["Version"], filename=path.name,
+        requires=tuple(meta.get_all("Requires-Dist") or ()),
+        requires_python=meta.get("Requires-Python"),
+        extras=tuple(meta.get_all("Provides-Extra") or ()),
+        modules=tuple(sorted(m for m in modules if m and not m.startswith("_") and m.isidentifier())),
+    )
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def link_into(paths: list[Path], folder: Path) -> None:
+    """Hard-link (or copy across file systems) wheels into a build context."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        target = folder / path.name
+        if target.exists():
+            continue
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
