@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PYV := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# The client environment gets the same dask, distributed, numpy, pandas… as the image (parity).
+CLIENT_LOCK := sdt_build/constraints/py$(PYV)/client.txt
 SDT := $(BIN)/sdt-build
 EXAMPLE ?= examples/local-csv
 PYTEST_ARGS ?=
@@ -10,10 +13,10 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CLIENT_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c $(CLIENT_LOCK) -e '.[dev]'
 	touch $@
 
 docker-up:
@@ -40,6 +43,9 @@ smoke: build
 
 run: install
 	$(SDT) run $(EXAMPLE) --output .sdt-run
+
+constraints: install
+	$(BIN)/python -m sdt_build.constraints.generate
 
 bench: install base-image
 	$(BIN)/python -m benchmarks

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from sdt_build import __version__
 from sdt_build.errors import EXIT_CODES, Problem, SdtBuildError
+from sdt_build.resolve import BACKENDS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness score": "clearness",
@@ -142,27 +143,112 @@ def init_command(output: Output, directory: Path, example: str, force: bool) -> 
 
 @command(main, "check")
 @click.argument("directory", type=click.Path(path_type=Path))
-def check_command(output: Output, directory: Path) -> int:
-    """Validate the folder's contract (files, classes, signatures, imports, env vars)."""
+@click.option("--resolve", is_flag=True, help="Also run the full resolver (pip-compile or uv).")
+@click.option("--offline", is_flag=True, help="Skip the index lookups (wheels, Requires-Python, names).")
+@click.option("--resolver", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              envvar="SDT_RESOLVER", help="Resolver for --resolve.")
+def check_command(output: Output, directory: Path, resolve: bool, offline: bool, resolver: str) -> int:
+    """Validate the folder's contract, then its requirements against SDT's pinned set."""
+    from sdt_build.precheck import precheck
     from sdt_build.project import inspect_project
+    from sdt_build.resolve import lock
 
     project, problems = inspect_project(directory)
-    errors = [p for p in problems if p.severity == "error"]
-    payload = {"ok": not errors, "directory": str(directory),
-               "problems": [p.to_dict() for p in problems]}
-    if project is not None:
-        payload.update(name=project.name, python=project.settings.python, plug=project.plug.name,
-                       client=project.client.name, requirements=list(project.requirement_lines),
-                       env=[{"name": v.name, "required": v.required, "secret": v.secret}
-                            for v in project.env])
-    output.emit(payload)
+    payload: dict[str, Any] = {"ok": False, "directory": str(directory),
+                               "problems": [p.to_dict() for p in problems], "findings": []}
     for problem in problems:
         if not output.as_json:
             _print_problem(problem)
-    if errors:
+    if project is None or any(p.severity == "error" for p in problems):
+        output.emit(payload)
         return 1
+    payload.update(name=project.name, python=project.settings.python, plug=project.plug.name,
+                   client=project.client.name, requirements=list(project.requirement_lines),
+                   env=[{"name": v.name, "required": v.required, "secret": v.secret} for v in project.env])
+    started = time.perf_counter()
+    findings = precheck(project, offline=offline)
+    payload["findings"] = [f.to_dict() for f in findings]
+    payload["precheck_seconds"] = round(time.perf_counter() - started, 3)
+    for finding in findings:
+        if not output.as_json:
+            _print_problem(finding.to_problem())
+    if any(f.severity == "error" for f in findings):
+        output.emit(payload)
+        return 2
+    if resolve:
+        result = lock(project, backend=resolver)
+        payload["lock"] = result.to_dict()
+        output.say(f"[green]resolved[/] {len(result.pins)} packages with {result.backend}"
+                   f"{' (cached)' if result.cached else ''} in {result.seconds:.1f} s; "
+                   f"plug adds/moves: {', '.join(f'{n}=={v}' for n, v in result.plug_layer.items()) or 'nothing'}")
+    payload["ok"] = True
+    output.emit(payload)
     output.say(f"[green]ok[/] {directory}: plug {project.plug.name}, client {project.client.name}, "
-               f"Python {project.settings.python}, {len(project.requirement_lines)} extra requirement(s)")
+               f"Python {project.settings.python}, {len(project.requirement_lines)} extra requirement line(s)")
+    return 0
+
+
+@command(main, "lock")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--output", "output_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the lock (default: DIR/sdt.lock).")
+@click.option("--resolver", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              envvar="SDT_RESOLVER", help="pip-compile (the target's Python) or uv (any target).")
+@click.option("--no-cache", is_flag=True, help="Resolve again even when the inputs are unchanged.")
+def lock_command(output: Output, directory: Path, output_file: Path | None, resolver: str, no_cache: bool) -> int:
+    """Resolve the plug's requirements with SDT's pinned set and write the lock the image installs."""
+    from sdt_build.project import load_project
+    from sdt_build.resolve import lock
+
+    project = load_project(directory, require_env=False)
+    result = lock(project, backend=resolver, use_cache=not no_cache)
+    target = output_file or project.root / "sdt.lock"
+    target.write_text(result.text)
+    output.emit({"ok": True, "lock_file": str(target), **result.to_dict()})
+    for finding in result.findings:
+        if not output.as_json:
+            _print_problem(finding.to_problem())
+    output.say(f"[green]locked[/] {len(result.pins)} packages for Python {result.python} with {result.backend}"
+               f"{' (cached)' if result.cached else ''} in {result.seconds:.1f} s → {target}")
+    return 0
+
+
+@command(main, "build")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--push", "registry", default=None, help="Push the image to this registry (host[:port][/path]).")
+@click.option("--resolver", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              envvar="SDT_RESOLVER", help="pip-compile (the target's Python) or uv (any target).")
+@click.option("--context-only", "context_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the build context (Dockerfile, wheels, lock, code) to this folder and stop.")
+def build_command(output: Output, directory: Path, registry: str | None, resolver: str,
+                  context_dir: Path | None) -> int:
+    """Build the image the scheduler and workers run (skipped when nothing changed)."""
+    from sdt_build.pipeline import build_project
+
+    last = {"line": ""}
+
+    def progress(line: str) -> None:
+        if line.startswith("Step ") and not output.as_json:
+            err.print(f"  [dim]{line[:150]}[/]", highlight=False)
+        last["line"] = line
+
+    registry = registry or None
+    built = build_project(directory, push=registry, resolver=resolver, context_dir=context_dir,
+                          context_only=context_dir is not None, say=output.say, on_line=progress)
+    payload = {"ok": True, "name": built.project.name, "base": built.context.base_image,
+               "base_reason": built.base_reason, "context": str(built.context.directory),
+               "content_hash": built.context.content_hash, "lock": built.lock.to_dict()}
+    if built.image is None:
+        output.emit({**payload, "tag": built.context.tag})
+        output.say(f"[green]context[/] written to {built.context.directory} (tag would be {built.context.tag})")
+        return 0
+    payload.update(built.image.to_dict())
+    output.emit(payload)
+    image = built.image
+    verb = "exists, build skipped" if image.skipped else f"built in {image.seconds:.0f} s"
+    output.say(f"[green]image[/] {image.tag} ({image.size / 1e9:.2f} GB) {verb}; also tagged :latest")
+    if image.pushed:
+        output.say(f"[green]pushed[/] {image.pushed}")
     return 0
 
 

@@ -175,7 +175,7 @@ def _bootstrap_failure(log_path: Path) -> EnvironmentProblem:
 
 def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
           labels: dict[str, str] | None = None, log_path: Path | None = None,
-          on_line: Callable[[str], None] = lambda _: None) -> str:
+          buildargs: dict[str, str] | None = None, on_line: Callable[[str], None] = lambda _: None) -> str:
     """Build ``context`` with host networking; return the image id. The whole log goes to a file."""
     from docker.errors import APIError, BuildError as DockerBuildError
 
@@ -185,7 +185,8 @@ def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
         try:
             for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag,
                                                   network_mode="host", rm=True, forcerm=True,
-                                                  labels=labels or {}, decode=True):
+                                                  labels=labels or {}, buildargs=buildargs or {},
+                                                  decode=True):
                 text = chunk.get("stream") or chunk.get("status") or ""
                 if text:
                     log.write(text)
@@ -259,3 +260,62 @@ def _first_line(exc: object) -> str:
     if explanation:
         text = str(explanation)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built (or reused) image."""
+
+    tag: str
+    image_id: str
+    size: int
+    skipped: bool
+    seconds: float
+    base: str
+    log_path: Path | None = None
+    pushed: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"tag": self.tag, "image_id": self.image_id, "size": self.size, "skipped": self.skipped,
+                "seconds": round(self.seconds, 1), "base": self.base,
+                "log": str(self.log_path) if self.log_path else None, "pushed": self.pushed}
+
+
+def build_image(client, context, *, log_dir: Path | None = None,
+                on_line: Callable[[str], None] = lambda _: None) -> Image:
+    """Build the context (or reuse the image its content hash names) and tag it ``:latest`` too."""
+    started = time.perf_counter()
+    repository = context.tag.split(":")[0]
+    if image_exists(client, context.tag):
+        found = client.images.get(context.tag)
+        found.tag(repository, "latest")
+        return Image(context.tag, found.id, found.attrs.get("Size", 0), True, time.perf_counter() - started,
+                     context.base_image)
+    log_path = _log_file(log_dir, f"build-{context.tag.replace('/', '_').replace(':', '-')}.log")
+    image_id = build(client, context.directory, context.tag, labels=context.labels, log_path=log_path,
+                     buildargs={"BASE_IMAGE": context.base_image}, on_line=on_line)
+    built = client.images.get(image_id)
+    built.tag(repository, "latest")
+    return Image(context.tag, built.id, built.attrs.get("Size", 0), False, time.perf_counter() - started,
+                 context.base_image, log_path)
+
+
+def push_image(client, image: Image, registry: str, *, on_line: Callable[[str], None] = lambda _: None) -> str:
+    """Tag ``image`` under ``registry`` and push it; returns the pushed reference."""
+    from docker.errors import APIError
+
+    name, tag = image.tag.rsplit(":", 1)
+    repository = f"{registry.rstrip('/')}/{name}"
+    client.images.get(image.image_id).tag(repository, tag)
+    try:
+        for chunk in client.images.push(repository, tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise BuildError("SDT-E305", f"pushing {repository}:{tag} failed: {chunk['error']}",
+                                 "check the registry address and `docker login` for it",
+                                 detail=str(chunk.get("errorDetail")))
+            if chunk.get("status"):
+                on_line(f"{chunk['status']} {chunk.get('progress', '')}".strip())
+    except APIError as exc:
+        raise BuildError("SDT-E305", f"pushing {repository}:{tag} failed: {_first_line(exc)}",
+                         "check the registry address and `docker login` for it", detail=str(exc)) from exc
+    return f"{repository}:{tag}"

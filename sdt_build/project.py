@@ -144,9 +144,10 @@ def inspect_project(path: str | os.PathLike, *, require_env: bool = True
         client = _find_client(client_tree, root / CLIENT_FILE, settings, found)
 
     if plug is not None and client is not None:
-        for var in plug.env + client.env:
+        declared = {var.name: (var, CLIENT_FILE) for var in client.env}
+        declared.update({var.name: (var, PLUG_FILE) for var in plug.env})  # the plug's declaration wins
+        for var, where in declared.values():
             if var.required and var.default is None and not os.environ.get(var.name):
-                where = PLUG_FILE if var in plug.env else CLIENT_FILE
                 found.add("SDT-E108", f"required environment variable {var.name} is not set"
                           + (" (secret)" if var.secret else ""),
                           f"export {var.name}=… before running (declared in {where})",
@@ -372,15 +373,35 @@ def _literal(node: ast.expr) -> Any:
         raise ValueError(f"`{ast.unparse(node)}` is not a literal value") from None
 
 
-def _imports(tree: ast.Module) -> list[tuple[str, int]]:
-    """Absolute imports (dotted name, line) anywhere in the module."""
+def _imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
+    """Absolute imports (dotted name, line, optional) anywhere in the module.
+
+    Optional: inside ``try: … except ImportError`` (a fallback exists) or ``if TYPE_CHECKING:``.
+    """
+    optional_lines: set[int] = set()
+    for node in ast.walk(tree):
+        guarded = []
+        if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers):
+            guarded = node.body
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            guarded = node.body
+        for statement in guarded:
+            optional_lines.update(n.lineno for n in ast.walk(statement) if hasattr(n, "lineno"))
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.extend((alias.name, node.lineno) for alias in node.names)
+            names.extend((a.name, node.lineno, node.lineno in optional_lines) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.extend((f"{node.module}.{alias.name}", node.lineno) for alias in node.names)
+            names.extend((f"{node.module}.{a.name}", node.lineno, node.lineno in optional_lines)
+                         for a in node.names)
     return names
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    if handler.type is None:
+        return True
+    caught = ast.unparse(handler.type)
+    return any(name in caught for name in ("ImportError", "ModuleNotFoundError", "Exception"))
 
 
 def _check_imports(tree: ast.Module, root: Path, file: str, lines: tuple[str, ...], python: str,
@@ -388,7 +409,7 @@ def _check_imports(tree: ast.Module, root: Path, file: str, lines: tuple[str, ..
     required = {canonicalize_name(name) for name in requirement_names(lines)}
     base = constraints.module_index(python)
     reported = set()
-    for dotted, line in _imports(tree):
+    for dotted, line, optional in _imports(tree):
         top = dotted.split(".")[0]
         if top in reported or top in sys.stdlib_module_names or top == "sdt_build" or top in base:
             continue
@@ -399,8 +420,9 @@ def _check_imports(tree: ast.Module, root: Path, file: str, lines: tuple[str, ..
         reported.add(top)
         suggestion = IMPORT_ALIASES.get(top, top.replace("_", "-"))
         found.add("SDT-E107", f"{file} imports {top}, which is not in SDT's image and not listed in "
-                  "requirements.txt",
-                  f"add `{suggestion}` to requirements.txt (or remove the import)", file=file, line=line)
+                  "requirements.txt" + (" (the import has a fallback)" if optional else ""),
+                  f"add `{suggestion}` to requirements.txt (or remove the import)", file=file, line=line,
+                  severity="warning" if optional else "error")
 
 
 def _provided_by(dotted: str, required: set[str]) -> bool:

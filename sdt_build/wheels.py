@@ -16,8 +16,10 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-# Debian bookworm (the default base) has glibc 2.36; pip expands each manylinux tag downwards.
-MANYLINUX = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(36, 27, -1))
+# Debian bookworm (the default base) has glibc 2.36. pip does not expand a --platform to older
+# glibc tags, so every tag a bookworm image accepts is listed.
+MANYLINUX = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)) + (
+    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
 
 
 def cache_root() -> Path:

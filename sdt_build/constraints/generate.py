@@ -6,6 +6,7 @@ client side on top of it, download every worker wheel for linux x86_64 and recor
 declares (requirements, Requires-Python, import names). Writes into ``constraints/py3.X/``:
 
     sdt.in          the inputs             worker.txt      the worker image's lock
+    parity.txt      the worker pins the client must share (Dask's version check)
     client.in       client-side inputs     client.txt      the client side's lock
     metadata.json   per pinned package     modules.txt     import names the image provides
     inputs.json     how and when all this was made
@@ -27,51 +28,78 @@ from packaging.utils import canonicalize_name
 
 from sdt_build.constraints import HERE, folder, read_lock
 from sdt_build.project import SUPPORTED_PYTHONS
+from sdt_build.resolve import compile_for_target
 from sdt_build.wheels import download, read_wheel
 
 SDT_VERSION = "2.1.5"
 WORKER_INPUTS = [f"solar-data-tools=={SDT_VERSION}", "dask", "distributed"]
-# Client side only: the cloud cluster managers never go into the worker image.
-CLIENT_INPUTS = ["dask-cloudprovider[aws,azure]", "pyarrow"]
+# Client side only: the cloud cluster managers never go into the worker image. The client shares
+# the worker's versions of what crosses the wire; the rest (boto's pins, say) may differ.
+CLIENT_INPUTS = [f"solar-data-tools=={SDT_VERSION}", "dask-cloudprovider[aws,azure]", "pyarrow"]
+PARITY = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy", "pandas", "lz4")
 COMPILE_FLAGS = ["--strip-extras", "--allow-unsafe", "--no-emit-index-url", "--no-emit-find-links",
                  "--annotation-style=line"]
 
 
 def interpreter(python: str) -> str | None:
+    """A working interpreter of ``python`` on this machine (PATH, then pyenv), or None."""
     if f"{sys.version_info.major}.{sys.version_info.minor}" == python:
         return sys.executable
-    return shutil.which(f"python{python}")
+    candidates = [shutil.which(f"python{python}")]
+    candidates += sorted(str(p) for p in (Path.home() / ".pyenv" / "versions").glob(f"{python}.*/bin/python{python}"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == python:
+            return candidate
+    return None
 
 
-def compile_lock(python: str, inputs: Path, output: Path, work: Path, constraint: Path | None = None) -> str:
-    """pip-compile ``inputs`` for ``python``; returns a description of the tool used."""
-    extra = ["-c", str(constraint)] if constraint else []
-    exe = interpreter(python)
+def compile_lock(python: str, inputs: Path, output: Path, work: Path, tool: str = "pip-compile") -> str:
+    """Lock ``inputs`` for ``python``; returns a description of the tool used.
+
+    pip-compile runs under an interpreter of the target version; uv (any target) when there is
+    none, or when asked: the client lock backtracks through boto's releases, which uv does in
+    seconds and pip's resolver in tens of minutes.
+    """
+    exe = interpreter(python) if tool == "pip-compile" else None
+    staging = work / f"{output.stem}-{python}"
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.copy(inputs, staging / "requirements.in")
+    for sibling in inputs.parent.glob("*.txt"):  # -c files the inputs name
+        shutil.copy(sibling, staging / sibling.name)
     if exe:
         venv = work / f"venv{python}"
         if not venv.exists():
             subprocess.run([exe, "-m", "venv", str(venv)], check=True)
             subprocess.run([str(venv / "bin/pip"), "install", "-q", "pip-tools>=7.4"], check=True)
-        subprocess.run([str(venv / "bin/pip-compile"), "-q", *COMPILE_FLAGS, "--no-header", *extra,
-                        "-o", str(output), str(inputs)], check=True, cwd=inputs.parent)
-        tool = subprocess.run([str(venv / "bin/pip-compile"), "--version"], capture_output=True, text=True)
-        return tool.stdout.strip()
-    subprocess.run([sys.executable, "-m", "uv", "pip", "compile", "-q", "--python-version", python,
-                    "--python-platform", "x86_64-manylinux_2_28", "--no-header", "--annotation-style",
-                    "line", "--no-emit-index-url", "--no-emit-find-links", *extra,
-                    "-o", str(output), str(inputs)], check=True, cwd=inputs.parent)
-    return f"uv {installed_version('uv')} (no python{python} interpreter found)"
+        text = compile_for_target("pip-compile", python, staging / "requirements.in", [], staging / "log.txt",
+                                  pip_compile=[str(venv / "bin/pip-compile")])
+        version = subprocess.run([str(venv / "bin/pip-compile"), "--version"], capture_output=True, text=True)
+        described = version.stdout.strip()
+    else:
+        text = compile_for_target("uv", python, staging / "requirements.in", [], staging / "log.txt")
+        why = "asked for" if tool == "uv" else f"no python{python} interpreter found"
+        described = f"uv {installed_version('uv')} ({why})"
+    output.write_text(text)
+    return described
 
 
 def generate(python: str, work: Path) -> None:
     target = folder(python)
     target.mkdir(parents=True, exist_ok=True)
     (target / "sdt.in").write_text("\n".join(WORKER_INPUTS) + "\n")
-    (target / "client.in").write_text("-c worker.txt\n" + "\n".join(CLIENT_INPUTS) + "\n")
     worker_tool = compile_lock(python, target / "sdt.in", target / "worker.txt", work)
-    client_tool = compile_lock(python, target / "client.in", target / "client.txt", work)
     pins = read_lock(target / "worker.txt")
-    wheels = download(pins, python, work / f"download-{python}.log")
+    (target / "parity.txt").write_text("".join(f"{n}=={pins[n]}\n" for n in PARITY if n in pins))
+    (target / "client.in").write_text("-c parity.txt\n" + "\n".join(CLIENT_INPUTS) + "\n")
+    client_tool = compile_lock(python, target / "client.in", target / "client.txt", work, tool="uv")
+    log = work / f"download-{python}.log"
+    try:
+        wheels = download(pins, python, log)
+    except subprocess.CalledProcessError:
+        sys.exit(f"downloading py{python} wheels failed:\n" + "\n".join(
+            line for line in log.read_text().splitlines() if "ERROR" in line))
     metadata, modules = {}, set()
     for name, path in sorted(wheels.items()):
         info = read_wheel(path)
@@ -84,7 +112,7 @@ def generate(python: str, work: Path) -> None:
     (target / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
     (target / "modules.txt").write_text("\n".join(sorted(modules)) + "\n")
     (target / "inputs.json").write_text(json.dumps({
-        "python": python, "platform": "linux x86_64 (manylinux_2_28 … 2_36)",
+        "python": python, "platform": "linux x86_64 (manylinux 2_5 … 2_36)",
         "solar_data_tools": SDT_VERSION, "worker_inputs": WORKER_INPUTS, "client_inputs": CLIENT_INPUTS,
         "worker_lock_tool": worker_tool, "client_lock_tool": client_tool,
         "compile_flags": COMPILE_FLAGS, "created": datetime.date.today().isoformat(),

@@ -1,0 +1,465 @@
+"""Pre-detection: the plug's requirements against SDT's pinned set, before any resolver runs.
+
+Offline and fast (``packaging`` only): specifier vs pin, who in SDT's set needs what, markers
+and extras for the target, duplicates, requirement kinds a build cannot take. When an index
+answers it adds what only the index knows: unknown names, Requires-Python, yanked releases and
+ranges with no wheel for the target.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version as installed_version
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from sdt_build import constraints, index
+from sdt_build.errors import Problem
+from sdt_build.project import UserProject
+
+SDT = "solar-data-tools"
+# Client and workers must run the same versions of these (Dask's own version check).
+PARITY = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz")
+CATALOG = "docs/edge-cases.md"
+OPTION = re.compile(r"^(-[a-zA-Z]|--[a-z-]+)(?:[= ]\s*(.*))?$")
+WELL_KNOWN = (
+    "boto3", "botocore", "s3fs", "fsspec", "pyarrow", "fastparquet", "psycopg2-binary", "psycopg",
+    "sqlalchemy", "redshift-connector", "requests", "httpx", "aiohttp", "pyyaml", "python-dotenv",
+    "scikit-learn", "statsmodels", "matplotlib", "seaborn", "plotly", "xarray", "netcdf4", "h5py",
+    "tables", "openpyxl", "xlrd", "pvlib", "pvanalytics", "polars", "duckdb", "azure-storage-blob",
+    "google-cloud-storage", "pymysql", "influxdb-client", "tqdm", "numba", "shapely", "geopandas",
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One structured finding about a requirement, rendered as one paragraph."""
+
+    code: str
+    severity: str  # error | warning | note
+    package: str | None
+    cause: str
+    fix: str
+    plug_asks: str | None = None
+    sdt_pins: str | None = None
+    needed_by: tuple[str, ...] = field(default_factory=tuple)
+
+    def paragraph(self) -> str:
+        parts = [self.cause]
+        if self.needed_by:
+            parts.append("SDT's set needs " + "; ".join(self.needed_by) + ".")
+        parts.append(f"Fix: {self.fix}")
+        return " ".join(parts)
+
+    def to_problem(self) -> Problem:
+        cause = self.cause if not self.needed_by else \
+            f"{self.cause} SDT's set needs {'; '.join(self.needed_by)}."
+        return Problem(self.code, cause, self.fix, file="requirements.txt", severity=self.severity)
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "severity": self.severity, "package": self.package,
+                "plug_asks": self.plug_asks, "sdt_pins": self.sdt_pins, "needed_by": list(self.needed_by),
+                "cause": self.cause, "fix": self.fix, "paragraph": self.paragraph()}
+
+
+@dataclass(frozen=True)
+class PlugLine:
+    """One logical requirement line, classified."""
+
+    text: str
+    kind: str  # name | url | vcs | path | editable | option
+    requirement: Requirement | None = None
+
+
+def target_environment(python: str) -> dict[str, str]:
+    return {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
+            "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+            "implementation_name": "cpython", "platform_python_implementation": "CPython",
+            "platform_release": "", "platform_version": "", "implementation_version": f"{python}.0",
+            "extra": ""}
+
+
+def classify(line: str) -> PlugLine:
+    if line.startswith(("-e ", "--editable")):
+        return PlugLine(line, "editable")
+    if line.startswith("-"):
+        return PlugLine(line, "option")
+    if re.match(r"^(git|hg|svn|bzr)\+", line) or re.search(r"@\s*(git|hg|svn|bzr)\+", line):
+        return PlugLine(line, "vcs")
+    if line.startswith((".", "/", "file:")) or re.search(r"@\s*file:", line):
+        return PlugLine(line, "path")
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement:
+        return PlugLine(line, "url" if "://" in line else "option")
+    return PlugLine(line, "url" if requirement.url else "name", requirement)
+
+
+class SdtSet:
+    """SDT's pinned set for one target: pins and who needs what."""
+
+    def __init__(self, python: str):
+        self.python = python
+        self.pins = constraints.pins(python)
+        self.meta = constraints.metadata(python)
+        self.env = target_environment(python)
+        self.needs: dict[str, list[tuple[str, SpecifierSet]]] = {}
+        for name, info in self.meta.items():
+            for text in info["requires"]:
+                self._add_need(f"{name} {info['version']}", text, "")
+
+    def _add_need(self, who: str, text: str, extra: str) -> None:
+        requirement = Requirement(text)
+        if requirement.marker and not requirement.marker.evaluate({**self.env, "extra": extra}):
+            return
+        self.needs.setdefault(canonicalize_name(requirement.name), []).append((who, requirement.specifier))
+
+    def extra_requirements(self, name: str, extra: str) -> list[Requirement]:
+        info = self.meta.get(canonicalize_name(name), {})
+        found = []
+        for text in info.get("requires", ()):
+            requirement = Requirement(text)
+            if requirement.marker and "extra" in str(requirement.marker) \
+                    and requirement.marker.evaluate({**self.env, "extra": extra}):
+                found.append(requirement)
+        return found
+
+
+def satisfiable(specs: list[SpecifierSet], known: list[Version]) -> list[Version]:
+    """Versions (from ``known`` and the specifiers' own boundaries) that satisfy every spec."""
+    candidates = set(known)
+    for spec in specs:
+        for item in spec:
+            try:
+                base = Version(item.version.rstrip(".*"))
+            except InvalidVersion:
+                continue
+            major, minor, micro = (list(base.release) + [0, 0])[:3]
+            candidates.update({base, Version(f"{major}.{minor}.{micro + 1}"), Version(f"{major}.{minor + 1}"),
+                               Version(f"{major + 1}")})
+            if micro:
+                candidates.add(Version(f"{major}.{minor}.{micro - 1}"))
+            if minor:
+                candidates.add(Version(f"{major}.{minor - 1}.999"))
+            if major:
+                candidates.add(Version(f"{major - 1}.999.999"))
+    return sorted((v for v in candidates if all(spec.contains(v, prereleases=True) for spec in specs)),
+                  reverse=True)
+
+
+def precheck(project: UserProject, *, offline: bool = False) -> list[Finding]:
+    """Every finding about the plug's requirements for the project's target Python."""
+    sdt = SdtSet(project.settings.python)
+    findings: list[Finding] = []
+    lines = [classify(text) for text in project.requirement_lines]
+    named: dict[str, list[Requirement]] = {}
+    for line in lines:
+        if line.kind == "name" or (line.kind == "url" and line.requirement is not None):
+            requirement = line.requirement
+            if requirement.marker and not requirement.marker.evaluate(sdt.env):
+                findings.append(Finding(
+                    "SDT-E213", "note", requirement.name,
+                    f"`{line.text}` does not apply to the image (Python {sdt.python} on linux x86_64), "
+                    "so it is left out.", "nothing to do, unless you meant it to apply", plug_asks=line.text))
+                continue
+            named.setdefault(canonicalize_name(requirement.name), []).append(requirement)
+            if line.kind == "url":
+                findings.extend(_check_url(line, sdt))
+        else:
+            findings.extend(_check_special(line, project.root))
+    for name, requirements in named.items():
+        findings.extend(_check_named(name, requirements, sdt))
+    if not offline:
+        findings.extend(_check_index(named, sdt, findings))
+    return findings
+
+
+def _combined(requirements: list[Requirement]) -> SpecifierSet:
+    combined = SpecifierSet()
+    for requirement in requirements:
+        combined &= requirement.specifier
+    return combined
+
+
+def _asks(requirements: list[Requirement]) -> str:
+    return ", ".join(f"`{r}`" for r in requirements)
+
+
+def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet) -> list[Finding]:
+    findings = []
+    spec = _combined(requirements)
+    asks = _asks(requirements)
+    if len(requirements) > 1:
+        if not satisfiable([r.specifier for r in requirements], []):
+            return [Finding("SDT-E209", "error", name, f"requirements.txt asks for {name} twice in ways that "
+                            f"cannot both hold: {asks}.", f"keep one line for {name}", plug_asks=asks)]
+        findings.append(Finding("SDT-E209", "note", name, f"{name} is listed {len(requirements)} times "
+                                f"({asks}); the lines are combined as `{name}{spec}`.",
+                                "keep one line per package", plug_asks=asks))
+    for requirement in requirements:
+        for extra in sorted(requirement.extras):
+            findings.extend(_check_extra(name, extra, sdt))
+    pinned = sdt.pins.get(name)
+    if pinned is None:
+        return findings
+    pin = Version(pinned)
+    needed = sdt.needs.get(name, [])
+    needed_by = tuple(f"{name}{s} ({who})" for who, s in needed if str(s))
+    if spec.contains(pin, prereleases=True):
+        return findings
+    if name == canonicalize_name(SDT):
+        findings.append(Finding(
+            "SDT-E201", "error", name, f"the plug asks {asks}, but sdt-build's constraints are made for "
+            f"solar-data-tools {pinned}.", f"remove the {name} line (the image gets {pinned}); SDT itself is "
+            "pinned by sdt-build, not by the plug", plug_asks=asks, sdt_pins=f"{name}=={pinned}"))
+        return findings
+    if name in PARITY:
+        client = _client_version(name)
+        where = f"the client environment runs {name} {client}" if client else f"SDT's set pins {name} {pinned}"
+        findings.append(Finding(
+            "SDT-E202", "error", name, f"the plug asks {asks}, but {where}; Dask needs the same {name} on the "
+            "client, the scheduler and every worker, or tasks fail to deserialize.",
+            f"remove the {name} line (the image gets {pinned}, matching the client)" if client in (None, pinned)
+            else f"remove the {name} line, and make the client environment match: pip install {name}=={pinned}",
+            plug_asks=asks, sdt_pins=f"{name}=={pinned}"))
+        return findings
+    specs = [spec] + [s for _, s in needed]
+    if satisfiable(specs, [pin]):
+        findings.append(Finding(
+            "SDT-E204", "warning", name, f"the plug asks {asks}, which moves {name} off SDT's tested pin "
+            f"{pinned}; SDT's set allows it, so the lock will pick another version.",
+            f"keep it if you need it (the smoke test checks the result), or ask for {name}=={pinned} to stay on "
+            "the tested version", plug_asks=asks, sdt_pins=f"{name}=={pinned}", needed_by=needed_by))
+        return findings
+    accepted = _combined_specs([s for _, s in needed])
+    fix = (f"change the line to `{name}{accepted}`, or remove it" if accepted else f"remove the {name} line") + \
+        f" (SDT pins {name}=={pinned})"
+    findings.append(Finding(
+        "SDT-E203", "error", name, f"the plug asks {asks}, but no {name} version satisfies both that and "
+        f"SDT's set (pinned: {name} {pinned}).", fix, plug_asks=asks, sdt_pins=f"{name}=={pinned}",
+        needed_by=tuple(f"{name}{s} ({who})" for who, s in needed if str(s) and not satisfiable([spec, s], []))
+        or needed_by))
+    return findings
+
+
+def _combined_specs(specs: list[SpecifierSet]) -> str:
+    """The specifiers as one short range: the highest lower bound, the lowest upper bound, exclusions."""
+    lower = upper = None
+    others = []
+    for spec in specs:
+        for item in spec:
+            try:
+                version = Version(item.version)
+            except InvalidVersion:
+                others.append(str(item))
+                continue
+            if item.operator in (">=", ">") and (lower is None or version > Version(lower.version)):
+                lower = item
+            elif item.operator in ("<", "<=") and (upper is None or version < Version(upper.version)):
+                upper = item
+            elif item.operator in ("!=", "==", "~=", "==="):
+                others.append(str(item))
+    bounds = [str(b) for b in (lower, upper) if b is not None]
+    window = SpecifierSet(",".join(bounds))
+    kept = [o for o in dict.fromkeys(others)
+            if not o.startswith("!=") or window.contains(o[2:].rstrip(".*"), prereleases=True)]
+    return ",".join(bounds + kept)
+
+
+def _check_extra(name: str, extra: str, sdt: SdtSet) -> list[Finding]:
+    info = sdt.meta.get(name)
+    if info is None:
+        return []
+    if canonicalize_name(extra) not in {canonicalize_name(e) for e in info["extras"]}:
+        return [Finding("SDT-E214", "warning", name, f"{name} {info['version']} has no extra [{extra}] "
+                        f"(it has: {', '.join(info['extras']) or 'none'}).",
+                        f"fix the extra's name or drop [{extra}]", plug_asks=f"{name}[{extra}]")]
+    findings = []
+    for requirement in sdt.extra_requirements(name, extra):
+        dep = canonicalize_name(requirement.name)
+        pinned = sdt.pins.get(dep)
+        if pinned and not requirement.specifier.contains(Version(pinned), prereleases=True):
+            others = [s for _, s in sdt.needs.get(dep, [])]
+            severity = "warning" if satisfiable([requirement.specifier] + others, []) else "error"
+            findings.append(Finding(
+                "SDT-E203" if severity == "error" else "SDT-E204", severity, dep,
+                f"{name}[{extra}] needs `{requirement}`, but SDT pins {dep} {pinned}.",
+                f"drop the [{extra}] extra, or pin {name} to a release whose [{extra}] accepts {dep} {pinned}",
+                plug_asks=f"{name}[{extra}]", sdt_pins=f"{dep}=={pinned}"))
+    return findings
+
+
+def _check_url(line: PlugLine, sdt: SdtSet) -> list[Finding]:
+    url = line.requirement.url or ""
+    filename = url.rsplit("/", 1)[-1].split("#")[0]
+    if filename.endswith(".whl"):
+        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+        try:
+            _, version, _, tags = parse_wheel_filename(filename)
+        except InvalidWheelFilename:
+            return []
+        if not tags & index.target_tags(sdt.python):
+            return [Finding("SDT-E208", "error", line.requirement.name,
+                            f"the wheel {filename} is not for Python {sdt.python} on linux x86_64.",
+                            f"point at a wheel tagged cp{sdt.python.replace('.', '')} manylinux x86_64 "
+                            "(or py3-none-any)", plug_asks=line.text)]
+        pinned = sdt.pins.get(canonicalize_name(line.requirement.name))
+        if pinned and str(version) != pinned:
+            return [Finding("SDT-E204", "warning", line.requirement.name,
+                            f"the wheel URL installs {line.requirement.name} {version} instead of SDT's {pinned}.",
+                            "keep it if you need it; the smoke test checks the result", plug_asks=line.text,
+                            sdt_pins=f"{line.requirement.name}=={pinned}")]
+        return []
+    return [Finding("SDT-E212", "warning", line.requirement.name, f"`{line.text}` is a direct URL that "
+                    "sdt-build can only check by resolving it.",
+                    "prefer a released version from the index; `sdt-build check --resolve` resolves it",
+                    plug_asks=line.text)]
+
+
+def _check_special(line: PlugLine, root: Path) -> list[Finding]:
+    text = line.text
+    if line.kind == "editable":
+        target = re.sub(r"^(-e|--editable)[= ]?\s*", "", text)
+        return [Finding("SDT-E210", "error", None, f"`{text}` is an editable install, which cannot live in an "
+                        "image (it points back at a source tree).",
+                        f"drop -e: list `{target}` as a plain path or a released version", plug_asks=text)]
+    if line.kind == "vcs":
+        return [Finding("SDT-E212", "warning", None, f"`{text}` installs from a version-control repository: "
+                        "resolving and building it need that host to be reachable, and the result can change.",
+                        "pin a released version from the index, or a tag/commit (`@v1.2`) if it must be VCS",
+                        plug_asks=text)]
+    if line.kind == "path":
+        raw = re.sub(r"^.*@\s*file:(//)?", "", text) if "@" in text else re.sub(r"^file:(//)?", "", text)
+        path = (root / raw.split("#")[0].split("[")[0]).resolve()
+        if not path.exists():
+            return [Finding("SDT-E211", "error", None, f"`{text}` points at {path}, which does not exist.",
+                            "fix the path (relative to the folder with requirements.txt)", plug_asks=text)]
+        if root.resolve() not in path.parents and path != root.resolve():
+            return [Finding("SDT-E211", "error", None, f"`{text}` points outside the project folder; the build "
+                            "only sees the folder.", "move the package into the folder, or publish it and "
+                            "list it by name", plug_asks=text)]
+        return []
+    option = OPTION.match(text)
+    flag = option.group(1) if option else text.split()[0]
+    if flag in ("--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--trusted-host"):
+        return [Finding("SDT-E216", "note", None, f"`{text}` is passed on to the resolver and the wheel "
+                        "download (the image build itself never reaches an index).",
+                        "nothing to do; make sure this machine can reach it", plug_asks=text)]
+    if flag in ("-c", "--constraint"):
+        return []
+    if flag == "--pre":
+        return [Finding("SDT-E227", "note", None, "`--pre` lets the resolver pick pre-releases for every "
+                        "package.", "prefer naming a pre-release only where you need it (`pkg==2.0rc1`)",
+                        plug_asks=text)]
+    return [Finding("SDT-E216", "warning", None, f"`{text}` is a pip option sdt-build passes on unchanged.",
+                    "remove it unless the resolver needs it", plug_asks=text)]
+
+
+def _client_version(name: str) -> str | None:
+    try:
+        return installed_version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[Finding]) -> list[Finding]:
+    """What only the index knows, for requirements that leave SDT's pins (looked up in parallel)."""
+    decided = {f.package for f in found if f.severity == "error" and f.code not in ("SDT-E203",)}
+    todo = {name: reqs for name, reqs in named.items() if name not in decided and (
+        name not in sdt.pins or not _combined(reqs).contains(Version(sdt.pins[name]), prereleases=True))}
+    if not todo:
+        return []
+
+    def look(item):
+        name, reqs = item
+        try:
+            return name, reqs, index.releases(name, sdt.python), None
+        except index.NotOnIndex:
+            return name, reqs, None, "missing"
+        except index.IndexUnreachable as exc:
+            return name, reqs, None, str(exc)
+
+    findings: list[Finding] = []
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(look, todo.items()))
+    for name, reqs, releases, problem in results:
+        asks = _asks(reqs)
+        spec = _combined(reqs)
+        if problem == "missing":
+            close = difflib.get_close_matches(name, sorted(set(sdt.pins) | set(WELL_KNOWN)), n=3, cutoff=0.6)
+            findings.append(Finding("SDT-E205", "error", name, f"there is no package named {name} on the index.",
+                                    f"did you mean {' or '.join(close)}?" if close else
+                                    "check the spelling on the index (pip index versions NAME)", plug_asks=asks))
+            continue
+        if problem:
+            findings.append(Finding("SDT-E224", "note", name, f"the index did not answer for {name} ({problem}); "
+                                    "wheel availability was not checked.", "run `sdt-build check --resolve` "
+                                    "once the index is reachable", plug_asks=asks))
+            continue
+        findings.extend(_judge_releases(name, reqs, spec, releases, sdt.python))
+    return findings
+
+
+def _judge_releases(name: str, reqs: list[Requirement], spec: SpecifierSet, releases: list[index.Release],
+                    python: str) -> list[Finding]:
+    asks = _asks(reqs)
+    exact = any(s.operator in ("==", "===") and "*" not in s.version for s in spec)
+    pre = _mentions_prerelease(spec)
+    matching = [r for r in releases if spec.contains(r.version, prereleases=pre or exact)]
+    findings = []
+    if not matching:
+        newest = ", ".join(str(r.version) for r in releases[:3])
+        return [Finding("SDT-E217", "error", name, f"no release of {name} matches {asks} (newest: {newest}).",
+                        f"widen the range; {name} {releases[0].version} is the newest" if releases else
+                        f"{name} has no releases", plug_asks=asks)]
+    live = [r for r in matching if not r.yanked]
+    if exact and not live:
+        findings.append(Finding("SDT-E207", "warning", name, f"{asks} is a yanked release: its authors withdrew it.",
+                                f"pin another version (newest: {releases[0].version})", plug_asks=asks))
+    candidates = live or matching
+    if pre:
+        findings.append(Finding("SDT-E227", "note", name, f"{asks} asks for a pre-release; the resolver will "
+                                "allow pre-releases of it.", "nothing to do if that is intended", plug_asks=asks))
+    for_python = [r for r in candidates if r.allows_python(python)]
+    if not for_python:
+        needs = candidates[0].requires_python
+        return findings + [Finding(
+            "SDT-E206", "error", name, f"every release of {name} matching {asks} requires Python {needs}, and the "
+            f"image runs Python {python}.", f"choose a {name} version that supports Python {python}, or set "
+            "python in sdt.toml", plug_asks=asks)]
+    if not any(r.wheel_for_target for r in for_python):
+        with_wheel = next((r for r in releases if r.wheel_for_target and r.allows_python(python)), None)
+        hint = f"{name}=={with_wheel.version} has one" if with_wheel else f"no {name} release has one"
+        findings.append(Finding(
+            "SDT-E208", "error", name, f"no release of {name} matching {asks} has a wheel for Python {python} on "
+            "linux x86_64: it would need compiling, which the offline image build cannot do.",
+            f"pick a version with a wheel ({hint}); see {CATALOG}", plug_asks=asks))
+    return findings
+
+
+def _mentions_prerelease(spec: SpecifierSet) -> bool:
+    for item in spec:
+        try:
+            if Version(item.version.rstrip(".*")).is_prerelease:
+                return True
+        except InvalidVersion:
+            continue
+    return False
+
+
+def requirement_names(project: UserProject) -> set[str]:
+    """Canonical names the plug's lines constrain (for dropping SDT's pins of them)."""
+    names = set()
+    for text in project.requirement_lines:
+        line = classify(text)
+        if line.requirement is not None:
+            names.add(canonicalize_name(line.requirement.name))
+    return names

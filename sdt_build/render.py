@@ -1,0 +1,138 @@
+"""Render the Dockerfile (Jinja) and assemble the build context: wheelhouse, lock, runtime, project.
+
+The context is a folder sdt-build writes, never the user's folder itself: only the files it
+names go in, and the user's folder is copied through an ignore list that keeps secrets out.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from sdt_build import __version__
+from sdt_build.errors import BuildError
+from sdt_build.project import UserProject
+from sdt_build.resolve import ResolvedLock
+from sdt_build.wheels import cache_root, download, link_into
+
+PACKAGE = Path(__file__).resolve().parent
+TEMPLATES = Path(os.environ.get("SDT_TEMPLATES", PACKAGE.parent / "templates"))
+TEMPLATE = "Dockerfile.j2"
+UID = 1000
+# Never copied from the user's folder into an image (on top of the folder's own .dockerignore).
+IGNORED = (
+    ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv", ".env", ".env.*", "*.env", ".envrc",
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.crt", "id_rsa*", "id_ed25519*", "id_ecdsa*", ".ssh", ".aws",
+    ".azure", ".gcloud", ".kube", ".docker", ".netrc", ".pypirc", ".pgpass", "credentials*",
+    "*.lock", ".ipynb_checkpoints", "sdt-results", ".sdt", ".pytest_cache", ".mypy_cache", "*.log",
+)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything the image build needs, and the tag its content hash gives."""
+
+    directory: Path
+    dockerfile: str
+    name: str
+    content_hash: str
+    base_image: str
+    lock: ResolvedLock
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:{self.content_hash}"
+
+
+def render_dockerfile(project: UserProject, lock: ResolvedLock) -> str:
+    """The Dockerfile text for ``project``: deterministic, so dockerfiles/ can be checked against it."""
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                                     undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return environment.get_template(TEMPLATE).render(
+        name=project.name, python=lock.python, default_base=f"python:{lock.python}-slim", uid=UID,
+        plug_packages=bool(lock.plug_layer), sdt_version=lock.pins.get("solar-data-tools", "?"),
+        plug_class=project.plug.name, client_class=project.client.name)
+
+
+def ignored(relative: Path, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in patterns) or \
+        any(fnmatch.fnmatch(str(relative), pattern) for pattern in patterns)
+
+
+def project_files(project: UserProject) -> list[Path]:
+    """The user's files that go into the image (relative paths), secrets and caches left out."""
+    patterns = IGNORED + _user_ignore(project.root)
+    return sorted(p.relative_to(project.root) for p in project.root.rglob("*")
+                  if p.is_file() and not ignored(p.relative_to(project.root), patterns))
+
+
+def _user_ignore(root: Path) -> tuple[str, ...]:
+    path = root / ".dockerignore"
+    if not path.exists():
+        return ()
+    return tuple(line.strip().rstrip("/") for line in path.read_text().splitlines()
+                 if line.strip() and not line.startswith(("#", "!")))
+
+
+def prepare(project: UserProject, lock: ResolvedLock, base_image: str, base_id: str, *,
+            directory: Path | None = None, log_dir: Path | None = None) -> BuildContext:
+    """Download the wheelhouse for the target and write the build context folder."""
+    folder = directory or cache_root() / "contexts" / project.name
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    wheels = _wheelhouse(lock, log_dir or cache_root() / "logs")
+    link_into([wheels[n] for n in lock.sdt_layer], folder / "wheels" / "sdt")
+    link_into([wheels[n] for n in lock.plug_layer], folder / "wheels" / "plug")
+    (folder / "lock").mkdir()
+    (folder / "lock" / "sdt.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.sdt_layer.items())))
+    (folder / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.plug_layer.items())))
+    runtime = folder / "runtime" / "sdt_build"
+    shutil.copytree(PACKAGE, runtime, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "generate.py"))
+    for relative in project_files(project):
+        target = folder / "project" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project.root / relative, target)
+    (folder / "project").mkdir(exist_ok=True)
+    dockerfile = render_dockerfile(project, lock)
+    (folder / "Dockerfile").write_text(dockerfile)
+    (folder / ".dockerignore").write_text("\n".join(f"**/{p}" for p in IGNORED) + "\n")
+    digest = _content_hash(folder, dockerfile, base_id)
+    labels = {"org.opencontainers.image.source": str(project.root),
+              "org.opencontainers.image.version": digest,
+              "io.sdt-build.content-hash": digest, "io.sdt-build.lock-hash": lock.input_hash,
+              "io.sdt-build.base": base_image, "io.sdt-build.version": __version__}
+    return BuildContext(folder, dockerfile, project.name, digest, base_image, lock, labels)
+
+
+def _wheelhouse(lock: ResolvedLock, log_dir: Path) -> dict[str, Path]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"wheels-{lock.input_hash[:8]}.log"
+    try:
+        return download(lock.pins, lock.python, log_path)
+    except subprocess.CalledProcessError as exc:
+        text = log_path.read_text(errors="replace")
+        missing = sorted(set(re.findall(r"No matching distribution found for (\S+)", text)))
+        raise BuildError("SDT-E304", f"no wheel for Python {lock.python} on linux x86_64: "
+                         f"{', '.join(missing) or 'see the log'}",
+                         "pin a version that has a wheel for the target (docs/edge-cases.md), or check the index "
+                         "settings pip uses", log_path=log_path) from exc
+
+
+def _content_hash(folder: Path, dockerfile: str, base_id: str) -> str:
+    """Covers the lock, the rendered template, runtime and user code, and the base image's id."""
+    digest = hashlib.sha256(dockerfile.encode() + b"\0" + base_id.encode())
+    for sub in ("lock", "runtime", "project"):
+        for path in sorted((folder / sub).rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]

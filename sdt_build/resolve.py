@@ -1,0 +1,340 @@
+"""Joint resolution: the plug's requirements with SDT's pinned set, for the target (not the host).
+
+SDT's pins hold for every package the plug does not constrain (a ``-c`` file); packages the plug
+names are resolved from its line and what SDT's set needs of them, so a conflict is a failed
+resolution, never a silent override. The lock is cached by a hash of every input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from sdt_build import __version__, constraints
+from sdt_build.errors import DependencyConflict, EnvironmentProblem
+from sdt_build.precheck import Finding, classify, precheck, requirement_names
+from sdt_build.project import UserProject
+from sdt_build.wheels import cache_root
+
+BACKENDS = ("auto", "pip-compile", "uv")
+
+
+@dataclass(frozen=True)
+class ResolvedLock:
+    """The full lock for the image, split into SDT's shared layer and the plug's own packages."""
+
+    python: str
+    backend: str
+    pins: dict[str, str]
+    sdt_layer: dict[str, str]
+    plug_layer: dict[str, str]
+    moved: dict[str, tuple[str, str]]
+    text: str
+    input_hash: str
+    cached: bool
+    seconds: float
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        return {"python": self.python, "backend": self.backend, "input_hash": self.input_hash,
+                "cached": self.cached, "seconds": round(self.seconds, 3), "packages": len(self.pins),
+                "plug_packages": self.plug_layer, "moved": {k: {"sdt": a, "locked": b} for k, (a, b)
+                                                           in self.moved.items()},
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def check_dependencies(project: UserProject, *, offline: bool = False) -> list[Finding]:
+    """Pre-detection; raises DependencyConflict when a finding is an error."""
+    findings = precheck(project, offline=offline)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise DependencyConflict.from_problems([f.to_problem() for f in findings])
+    return findings
+
+
+def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True, offline_precheck: bool = False,
+         log_dir: Path | None = None) -> ResolvedLock:
+    """Pre-check, then resolve with the backend; the lock comes from the cache when inputs are unchanged."""
+    findings = check_dependencies(project, offline=offline_precheck)
+    python = project.settings.python
+    chosen = choose_backend(backend, python)
+    sdt_inputs = (constraints.folder(python) / "sdt.in").read_text()
+    pins = constraints.pins(python)
+    constrained = requirement_names(project) | _constraint_file_names(project)
+    kept = "\n".join(f"{name}=={version}" for name, version in sorted(pins.items()) if name not in constrained)
+    plug_lines = [_absolute(line, project.root) for line in project.requirement_lines]
+    digest = hashlib.sha256(json.dumps([__version__, python, chosen, sdt_inputs, kept, plug_lines,
+                                        _local_contents(project)]).encode()).hexdigest()[:20]
+    cached = cache_root() / "locks" / f"{digest}.txt"
+    started = time.perf_counter()
+    if use_cache and cached.exists():
+        text = cached.read_text()
+        return _result(python, chosen, text, digest, True, time.perf_counter() - started, findings, project)
+
+    pre = any(line.strip() == "--pre" for line in project.requirement_lines)
+    with tempfile.TemporaryDirectory(prefix="sdt-resolve-") as work:
+        inputs = Path(work) / "requirements.in"
+        inputs.write_text(sdt_inputs + "\n".join(plug_lines) + "\n")
+        text = compile_for_target(chosen, python, inputs, kept.splitlines(), _log_path(log_dir, digest), pre=pre)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(text)
+    return _result(python, chosen, text, digest, False, time.perf_counter() - started, findings, project)
+
+
+def choose_backend(backend: str, python: str) -> str:
+    """pip-compile when this interpreter is the target; uv (which resolves for any target) otherwise."""
+    host = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if backend == "auto":
+        backend = "pip-compile" if host == python else "uv"
+    if backend == "pip-compile" and host != python:
+        raise EnvironmentProblem("SDT-E908", f"pip-compile resolves for the Python it runs on ({host}), and the "
+                                 f"target is {python}", "use --resolver uv (it resolves for any target), or run "
+                                 f"sdt-build from a Python {python} environment")
+    if backend == "uv" and shutil.which("uv") is None and not _module_available("uv"):
+        raise EnvironmentProblem("SDT-E908", "the uv resolver is not installed", "pip install uv, or use "
+                                 "--resolver pip-compile from a Python of the target version")
+    return backend
+
+
+def _module_available(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def compile_for_target(backend: str, python: str, inputs: Path, constraint_lines: list[str], log_path: Path,
+                       *, pre: bool = False, pip_compile: list[str] | None = None) -> str:
+    """Resolve ``inputs`` under ``constraint_lines`` for ``python``; return the lock text.
+
+    pip-compile resolves for the micro version it runs on (3.11.7, say), while the image may have
+    3.11.2: pins whose Requires-Python excludes X.Y.0 are capped and resolved again (at most 3 times).
+    """
+    caps: dict[str, list[str]] = {}
+    output = inputs.parent / "lock.txt"
+    inputs.write_text("-c sdt-pins.txt\n" + inputs.read_text())
+    with open(log_path, "w") as log:
+        for _ in range(4):
+            (inputs.parent / "sdt-pins.txt").write_text(
+                "\n".join(constraint_lines + [f"{n}" + ",".join(f"!={v}" for v in vs) for n, vs in sorted(caps.items())])
+                + "\n")
+            command = _command(backend, python, inputs, output, pre, pip_compile)
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            done = subprocess.run(command, cwd=inputs.parent, stdout=log, stderr=subprocess.STDOUT)
+            if done.returncode != 0 or not output.exists():
+                log.close()
+                raise explain_failure(log_path.read_text(errors="replace"), log_path, backend)
+            text = output.read_text().replace(f"{inputs.parent}/", "")
+            if backend == "uv":
+                return text
+            fixed = {line.split("==")[0] for line in constraint_lines if "==" in line}
+            bad = python_floor_violations({n: v for n, v in constraints.read_lock_text(text).items()
+                                           if n not in fixed}, python)
+            if not bad:
+                return text
+            log.write(f"excluding releases that need a newer Python than {python}.0: {sorted(bad)}\n")
+            caps.update(bad)
+    raise DependencyConflict("SDT-E206", f"the resolver keeps choosing releases that need a newer Python than "
+                             f"{python}.0: {', '.join(caps)}", "pin those packages to older releases in "
+                             "requirements.txt", log_path=log_path)
+
+
+def python_floor_violations(pins: dict[str, str], python: str) -> dict[str, list[str]]:
+    """For each pin whose Requires-Python excludes ``python``.0: every release of it that does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sdt_build import index
+
+    def look(item):
+        name, version = item
+        try:
+            releases = index.releases(name, python)
+        except (index.NotOnIndex, index.IndexUnreachable):
+            return None
+        release = next((r for r in releases if str(r.version) == version), None)
+        if release is None or release.allows_python(python):
+            return None
+        return name, [str(r.version) for r in releases if not r.allows_python(python)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(filter(None, pool.map(look, pins.items())))
+
+
+def _command(backend: str, python: str, inputs: Path, output: Path, pre: bool,
+             pip_compile: list[str] | None) -> list[str]:
+    if backend == "pip-compile":
+        return [*(pip_compile or [sys.executable, "-m", "piptools", "compile"]), "--strip-extras",
+                "--allow-unsafe", "--no-header", "--annotation-style=line", "--no-emit-index-url",
+                "--no-emit-find-links", "--no-emit-trusted-host", *(["--pre"] if pre else []),
+                "-o", str(output), str(inputs)]
+    uv = shutil.which("uv")
+    prefix = [uv] if uv else [sys.executable, "-m", "uv"]
+    return [*prefix, "pip", "compile", "--python-version", python, "--python-platform", "x86_64-manylinux_2_28",
+            "--no-header", "--annotation-style", "line", "--no-emit-index-url", "--no-emit-find-links",
+            *(["--prerelease", "allow"] if pre else []), *_uv_index_args(), "-o", str(output), str(inputs)]
+
+
+def _uv_index_args() -> list[str]:
+    """The user's pip index settings, for uv (which does not read pip's configuration)."""
+    args = []
+    try:
+        listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                                 timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return args
+    for key, value in re.findall(r"^[\w:.]*?\.?(index-url|extra-index-url|find-links)='([^']*)'", listing, re.M):
+        for item in value.split():
+            if key == "find-links":
+                args += ["--find-links", item]
+            elif key == "index-url" and item.startswith("http"):
+                args += ["--index-url", item]
+            elif item.startswith("http"):
+                args += ["--extra-index-url", item]
+    return args
+
+
+def _absolute(line: str, root: Path) -> str:
+    """Relative paths in requirement lines (``-c``, local packages) made absolute for the resolver."""
+    match = re.match(r"^(-c|--constraint)[= ]?\s*(\S+)$", line)
+    if match:
+        return f"-c {(root / match.group(2)).resolve()}"
+    if line.startswith((".", "file:")) and classify(line).kind == "path":
+        return str((root / re.sub(r"^file:(//)?", "", line)).resolve())
+    return line
+
+
+def _constraint_file_names(project: UserProject) -> set[str]:
+    names = set()
+    for line in project.requirement_lines:
+        match = re.match(r"^(-c|--constraint)[= ]?\s*(\S+)$", line)
+        if match and (project.root / match.group(2)).is_file():
+            for text in (project.root / match.group(2)).read_text().splitlines():
+                text = text.split("#")[0].strip()
+                if text and not text.startswith("-"):
+                    try:
+                        names.add(canonicalize_name(Requirement(text).name))
+                    except Exception:  # the resolver reports bad constraint lines itself
+                        continue
+    return names
+
+
+def _local_contents(project: UserProject) -> list[str]:
+    """Constraint files' text, so editing one invalidates the cached lock."""
+    texts = []
+    for line in project.requirement_lines:
+        match = re.match(r"^(-c|--constraint)[= ]?\s*(\S+)$", line)
+        if match and (project.root / match.group(2)).is_file():
+            texts.append((project.root / match.group(2)).read_text())
+    return texts
+
+
+def _result(python, backend, text, digest, cached, seconds, findings, project) -> ResolvedLock:
+    pins = constraints.read_lock_text(text)
+    sdt_pins = constraints.pins(python)
+    sdt_layer = {n: v for n, v in pins.items() if sdt_pins.get(n) == v}
+    plug_layer = {n: v for n, v in pins.items() if n not in sdt_layer}
+    moved = {n: (sdt_pins[n], v) for n, v in plug_layer.items() if n in sdt_pins}
+    _verify(project, pins)
+    return ResolvedLock(python, backend, pins, sdt_layer, plug_layer, moved, text, digest, cached, seconds,
+                        tuple(findings))
+
+
+def _verify(project: UserProject, pins: dict[str, str]) -> None:
+    """Every name the plug asks for is in the lock at a version its line accepts."""
+    from sdt_build.precheck import target_environment
+
+    env = target_environment(project.settings.python)
+    for text in project.requirement_lines:
+        requirement = classify(text).requirement
+        if requirement is None or (requirement.marker and not requirement.marker.evaluate(env)):
+            continue
+        name = canonicalize_name(requirement.name)
+        locked = pins.get(name)
+        if locked is None or not requirement.specifier.contains(Version(locked), prereleases=True):
+            raise DependencyConflict("SDT-E225", f"the lock has {name} {locked or 'missing'}, which does not "
+                                     f"satisfy `{text}`", "report this: the resolver's output broke the plug's "
+                                     "requirement")
+
+
+def _log_path(log_dir: Path | None, digest: str) -> Path:
+    folder = log_dir or cache_root() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"resolve-{time.strftime('%Y%m%d-%H%M%S')}-{digest[:8]}.log"
+
+
+FAILURES = (
+    # (code, pattern, cause template, fix)
+    ("SDT-E223", r"CERTIFICATE_VERIFY_FAILED|SSLError|certificate verify failed|invalid peer certificate",
+     "the resolver could not verify the index's TLS certificate (a TLS-intercepting proxy?)",
+     "give pip your proxy's CA: `pip config set global.cert /path/to/ca.pem` (or PIP_CERT / SSL_CERT_FILE)"),
+    ("SDT-E224", r"Failed to establish a new connection|Temporary failure in name resolution|Name or service not "
+                 r"known|Network is unreachable|Max retries exceeded|Connection refused|dns error|Could not connect",
+     "the package index is unreachable from this machine",
+     "check the network/proxy settings, or point pip at a reachable index (pip config set global.index-url …)"),
+    ("SDT-E222", r"metadata-generation-failed|Getting requirements to build wheel did not run successfully|"
+                 r"Failed to build|subprocess-exited-with-error|Failed to download and build",
+     "the resolver had to build {package} from source to read its metadata, and that build failed",
+     "choose a {package} version that has a wheel for the target (see docs/edge-cases.md)"),
+    ("SDT-E220", r"ResolutionImpossible|No solution found when resolving|Could not find a version that matches|"
+                 r"conflicting dependencies|The conflict is caused by",
+     "the plug's requirements and SDT's set cannot all hold",
+     "loosen or remove the plug's line for the package named above; `sdt-build check` shows who needs what"),
+    ("SDT-E221", r"No matching distribution found for|Could not find a version that satisfies the requirement|"
+                 r"not found in the package registry|was not found in the package registry|no version of",
+     "no release of {package} fits the request for the target",
+     "check the name and version range (pip index versions {package})"),
+)
+
+
+def explain_failure(log: str, log_path: Path, backend: str) -> DependencyConflict:
+    """Turn a resolver's log into one named error with the lines that matter (never a traceback)."""
+    for code, pattern, cause, fix in FAILURES:
+        if re.search(pattern, log, re.I):
+            package = _failing_package(log, code)
+            detail = _relevant_lines(log, code)
+            return DependencyConflict(code, cause.format(package=package or "a package"),
+                                      fix.format(package=package or "NAME"), detail=detail, log_path=log_path)
+    tail = "\n".join(line for line in log.splitlines()[-5:] if line.strip())
+    return DependencyConflict("SDT-E226", f"the {backend} resolver failed", "read the resolver log",
+                              detail=tail, log_path=log_path)
+
+
+def _failing_package(log: str, code: str) -> str | None:
+    """The package a failure is about, as the resolver named it."""
+    name = r"([A-Za-z0-9][A-Za-z0-9_.\-]*)"
+    if code == "SDT-E222":
+        uv = re.findall(r"Failed to (?:download and )?build `" + name, log)
+        if uv:
+            return uv[-1]
+        failure = re.search(FAILURES[2][1], log)
+        collected = re.findall(r"Collecting " + name, log[: failure.start()] if failure else log)
+        return collected[-1] if collected else None
+    patterns = [r"No matching distribution found for " + name, r"satisfies the requirement " + name,
+                r"Because " + name + r" was not found", r"Could not find a version that matches " + name,
+                r"The user requested " + name]
+    for pattern in patterns:
+        found = re.findall(pattern, log)
+        if found:
+            return found[-1]
+    return None
+
+
+def _relevant_lines(log: str, code: str) -> str:
+    lines = log.splitlines()
+    keep = [line for line in lines if re.search(r"conflict is caused by|depends on|requested|Because|"
+                                               r"we can conclude|Could not find|No matching|ERROR:|error:|"
+                                               r"requirements are unsatisfiable|ModuleNotFoundError", line)]
+    keep = [line for line in keep if not line.lstrip().startswith(("File ", "Traceback"))]
+    return "\n".join(keep[:25]) or "\n".join(lines[-10:])
