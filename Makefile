@@ -9,7 +9,7 @@ SDT := $(BIN)/sdt-build
 EXAMPLE ?= examples/local-csv
 PYTEST_ARGS ?=
 
-.PHONY: install test demo check build smoke run docker-up base-image bench clean constraints
+.PHONY: install test test-services demo check build smoke run docker-up base-image bench clean constraints
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,10 @@ docker-up:
 base-image: install docker-up
 	$(SDT) base
 
-test: install base-image
+test-services:
+	bash scripts/test-services.sh
+
+test: install base-image test-services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install

@@ -18,6 +18,7 @@ from sdt_build.errors import BuildError, EnvironmentProblem
 DEBIAN_SUITES = {"3.11": "bookworm", "3.13": "trixie", "3.9": "bullseye"}
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 LABEL = "io.sdt-build"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
@@ -184,22 +185,24 @@ def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
     with open(log_path, "w") as log:
         try:
             for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag,
-                                                  network_mode="host", rm=True, forcerm=True,
-                                                  labels=labels or {}, buildargs=buildargs or {},
-                                                  decode=True):
-                text = chunk.get("stream") or chunk.get("status") or ""
+                                          network_mode="host", rm=True, forcerm=True,
+                                          labels=labels or {}, buildargs=buildargs or {},
+                                          decode=True):
+                text = ANSI.sub("", chunk.get("stream") or chunk.get("status") or "")
                 if text:
                     log.write(text)
                     for line in text.splitlines():
                         if line.strip():
                             on_line(line)
                 if "error" in chunk:
-                    log.write(chunk["error"] + "\n")
+                    log.write(ANSI.sub("", chunk["error"]) + "\n")
+                    log.flush()
                     raise classify_build_error(chunk["error"], log_path)
                 if "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
         except (APIError, DockerBuildError) as exc:
             log.write(str(exc))
+            log.flush()
             raise classify_build_error(str(exc), log_path) from exc
     return image_id or client.images.get(tag).id
 

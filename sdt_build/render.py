@@ -107,11 +107,24 @@ def prepare(project: UserProject, lock: ResolvedLock, base_image: str, base_id: 
     (folder / "Dockerfile").write_text(dockerfile)
     (folder / ".dockerignore").write_text("\n".join(f"**/{p}" for p in IGNORED) + "\n")
     digest = _content_hash(folder, dockerfile, base_id)
-    labels = {"org.opencontainers.image.source": str(project.root),
-              "org.opencontainers.image.version": digest,
+    labels = {"org.opencontainers.image.version": digest,
               "io.sdt-build.content-hash": digest, "io.sdt-build.lock-hash": lock.input_hash,
               "io.sdt-build.base": base_image, "io.sdt-build.version": __version__}
+    source = _source_url(project.root)
+    if source:
+        labels["org.opencontainers.image.source"] = source
     return BuildContext(folder, dockerfile, project.name, digest, base_image, lock, labels)
+
+
+def _source_url(root: Path) -> str | None:
+    """The folder's git remote, without credentials (never a local path: it says nothing in a registry)."""
+    try:
+        done = subprocess.run(["git", "-C", str(root), "config", "--get", "remote.origin.url"],
+                              capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = done.stdout.strip()
+    return re.sub(r"^(https?://)[^@/]+@", r"\1", url) if done.returncode == 0 and url else None
 
 
 def _wheelhouse(lock: ResolvedLock, log_dir: Path) -> dict[str, Path]:

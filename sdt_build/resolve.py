@@ -79,6 +79,9 @@ def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
                                         _local_contents(project)]).encode()).hexdigest()[:20]
     cached = cache_root() / "locks" / f"{digest}.txt"
     started = time.perf_counter()
+    if not project.requirement_lines:  # nothing to merge: SDT's pinned set is the lock
+        text = (constraints.folder(python) / "worker.txt").read_text()
+        return _result(python, "sdt-pins", text, digest, True, time.perf_counter() - started, findings, project)
     if use_cache and cached.exists():
         text = cached.read_text()
         return _result(python, chosen, text, digest, True, time.perf_counter() - started, findings, project)
@@ -275,8 +278,10 @@ def _log_path(log_dir: Path | None, digest: str) -> Path:
 
 
 FAILURES = (
-    # (code, pattern, cause template, fix)
-    ("SDT-E223", r"CERTIFICATE_VERIFY_FAILED|SSLError|certificate verify failed|invalid peer certificate",
+    # (code, pattern, cause template, fix); the first that matches wins, so a missing distribution
+    # (which pip-compile's traceback and uv's "No solution found" also report) is told before a conflict
+    ("SDT-E223", r"CERTIFICATE_VERIFY_FAILED|SSLError|certificate verify failed|invalid peer certificate|"
+                 r"problem confirming the ssl certificate",
      "the resolver could not verify the index's TLS certificate (a TLS-intercepting proxy?)",
      "give pip your proxy's CA: `pip config set global.cert /path/to/ca.pem` (or PIP_CERT / SSL_CERT_FILE)"),
     ("SDT-E224", r"Failed to establish a new connection|Temporary failure in name resolution|Name or service not "
@@ -287,14 +292,16 @@ FAILURES = (
                  r"Failed to build|subprocess-exited-with-error|Failed to download and build",
      "the resolver had to build {package} from source to read its metadata, and that build failed",
      "choose a {package} version that has a wheel for the target (see docs/edge-cases.md)"),
-    ("SDT-E220", r"ResolutionImpossible|No solution found when resolving|Could not find a version that matches|"
-                 r"conflicting dependencies|The conflict is caused by",
-     "the plug's requirements and SDT's set cannot all hold",
-     "loosen or remove the plug's line for the package named above; `sdt-build check` shows who needs what"),
     ("SDT-E221", r"No matching distribution found for|Could not find a version that satisfies the requirement|"
-                 r"not found in the package registry|was not found in the package registry|no version of",
+                 r"not found in the package registry|was not found in the package registry|"
+                 r"there is no version of \S+ and you require|only \S+ (?:is|are) available and you require",
      "no release of {package} fits the request for the target",
      "check the name and version range (pip index versions {package})"),
+    ("SDT-E220", r"ResolutionImpossible|No solution found when resolving|Could not find a version that matches|"
+                 r"conflicting dependencies|The conflict is caused by",
+     "the plug's requirements and SDT's set cannot all hold: the resolver found no version of {package} that "
+     "satisfies every requirement on it",
+     "loosen or remove the plug's line for {package}; `sdt-build check` shows who needs what"),
 )
 
 
@@ -315,15 +322,17 @@ def _failing_package(log: str, code: str) -> str | None:
     """The package a failure is about, as the resolver named it."""
     name = r"([A-Za-z0-9][A-Za-z0-9_.\-]*)"
     if code == "SDT-E222":
-        uv = re.findall(r"Failed to (?:download and )?build `" + name, log)
-        if uv:
-            return uv[-1]
+        built = re.findall(r"Failed to (?:download and )?build [`']" + name, log)
+        if built:
+            return built[-1]
         failure = re.search(FAILURES[2][1], log)
         collected = re.findall(r"Collecting " + name, log[: failure.start()] if failure else log)
         return collected[-1] if collected else None
     patterns = [r"No matching distribution found for " + name, r"satisfies the requirement " + name,
-                r"Because " + name + r" was not found", r"Could not find a version that matches " + name,
-                r"The user requested " + name]
+                r"Because " + name + r" was not found", r"there is no version of " + name,
+                r"Because only " + name, r"Could not find a version that matches " + name,
+                r"The user requested " + name, r"SpecifierRequirement\('" + name + r"[^']*'\), parent=None",
+                r"you require " + name]
     for pattern in patterns:
         found = re.findall(pattern, log)
         if found:
@@ -335,6 +344,7 @@ def _relevant_lines(log: str, code: str) -> str:
     lines = log.splitlines()
     keep = [line for line in lines if re.search(r"conflict is caused by|depends on|requested|Because|"
                                                r"we can conclude|Could not find|No matching|ERROR:|error:|"
-                                               r"requirements are unsatisfiable|ModuleNotFoundError", line)]
-    keep = [line for line in keep if not line.lstrip().startswith(("File ", "Traceback"))]
-    return "\n".join(keep[:25]) or "\n".join(lines[-10:])
+                                               r"requirements are unsatisfiable|^\s*\w*Error: ", line)]
+    frames = [line for line in lines if not line.lstrip().startswith(("File ", "Traceback", "^", "~"))]
+    keep = [line for line in keep if line in frames]
+    return "\n".join(keep[:25]) or "\n".join(frames[-10:])

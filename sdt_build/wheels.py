@@ -61,22 +61,23 @@ def download(pins: dict[str, str], python: str, log_path: Path) -> dict[str, Pat
     """
     folder = wheel_cache(python)
     present = cached_wheels(folder)
-    missing = [f"{name}=={version}" for name, version in sorted(pins.items())
-               if present.get(canonicalize_name(name), (None,))[0] != version]
+    wanted = {(canonicalize_name(name), version) for name, version in pins.items()}
+    missing = sorted(f"{name}=={version}" for name, version in wanted if (name, version) not in present)
     if missing:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off",
                    "--disable-pip-version-check", "-d", str(folder), *target_args(python), *missing]
         with open(log_path, "w") as log:
             subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
         present = cached_wheels(folder)
-    return {name: present[canonicalize_name(name)][1] for name in pins}
+    return {name: present[(canonicalize_name(name), version)] for name, version in pins.items()}
 
 
-def cached_wheels(folder: Path) -> dict[str, tuple[str, Path]]:
+def cached_wheels(folder: Path) -> dict[tuple[str, str], Path]:
+    """(canonical name, version) → wheel file, for every wheel in ``folder``."""
     found = {}
     for path in folder.glob("*.whl"):
         name, version, _, _ = parse_wheel_filename(path.name)
-        found[canonicalize_name(name)] = (str(version), path)
+        found[(canonicalize_name(name), str(version))] = path
     return found
 
 

@@ -33,3 +33,57 @@ def base_image(docker):
     if not image_exists(docker, BASE_IMAGE):
         pytest.fail(f"base image {BASE_IMAGE} is missing: run `make base-image` first")
     return BASE_IMAGE
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A real Docker registry (Debian's docker-registry) on 127.0.0.1, for push tests."""
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    if not Path(binary).exists():
+        pytest.fail("docker-registry is missing: run `make test` (scripts/test-services.sh installs it)")
+    folder = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = folder / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: warn\n")
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=open(folder / "registry.log", "w"))
+    address = f"127.0.0.1:{port}"
+    for _ in range(50):
+        try:
+            urllib.request.urlopen(f"http://{address}/v2/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail(f"registry did not start: {(folder / 'registry.log').read_text()[-500:]}")
+    yield address
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def copy_example(tmp_path):
+    """A writable copy of an example folder (so tests can edit it)."""
+    import shutil
+
+    def make(name: str = "local-csv", folder_name: str | None = None) -> Path:
+        target = tmp_path / (folder_name or name)
+        shutil.copytree(EXAMPLES / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+        return target
+
+    return make

@@ -1,0 +1,16 @@
+"""Write dockerfiles/<example>.Dockerfile: what templates/Dockerfile.j2 renders for each example."""
+
+from pathlib import Path
+
+from sdt_build.project import load_project
+from sdt_build.render import render_dockerfile
+from sdt_build.resolve import lock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+for folder in sorted((ROOT / "examples").iterdir()):
+    if (folder / "dataplug.py").exists() and not folder.name.startswith("broken"):
+        project = load_project(folder, require_env=False)
+        target = ROOT / "dockerfiles" / f"{folder.name}.Dockerfile"
+        target.write_text(render_dockerfile(project, lock(project)))
+        print(f"wrote {target.relative_to(ROOT)}")

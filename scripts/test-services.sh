@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install what the tests start themselves (each on 127.0.0.1): a Docker registry (Debian's
+# docker-registry). Idempotent; exits 0 at once when everything is present.
+set -euo pipefail
+
+say() { printf 'test-services: %s\n' "$*" >&2; }
+missing=()
+command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  say "missing ${missing[*]}: install them (Debian packages) or run as root"
+  exit 10
+fi
+say "installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian package starts a registry on :5000 as a service; tests start their own on 127.0.0.1.
+if command -v service >/dev/null 2>&1; then service docker-registry stop >/dev/null 2>&1 || true; fi

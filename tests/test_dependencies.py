@@ -1,0 +1,336 @@
+"""Every kind of requirement line a plug can bring, against SDT's pinned set.
+
+Each case runs the pre-check on a temporary copy of examples/local-csv with a requirements.txt
+written for it, and asserts the codes, the severities, that the message names the package and
+that it gives a fix. docs/edge-cases.md shows the same cases next to what the naive two-step
+Dockerfile does with them (benchmarks/naive_catalog.py produces that side). Then: the CLI's exit
+codes, the pre-check's speed, and explain_failure on real resolver logs made here by running
+pip-compile and uv on bad inputs. PyPI is reachable here and in CI.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from packaging.utils import canonicalize_name
+
+from sdt_build import constraints
+from sdt_build.errors import DependencyConflict
+from sdt_build.precheck import Finding, SdtSet, precheck
+from sdt_build.project import load_project
+from sdt_build.resolve import compile_for_target, explain_failure, lock
+
+from conftest import EXAMPLES, SDT
+
+PY = "3.11"
+PINS = constraints.pins(PY)
+NUMPY_WIN = ("numpy @ https://files.pythonhosted.org/packages/c5/31/7fc6239c12bce7e931463251cca4426c465e1876ba3cc785402ef4"
+             "dd8f4e/numpy-2.4.6-cp311-cp311-win_amd64.whl")
+DOTENV_WHEEL = ("python-dotenv @ https://files.pythonhosted.org/packages/6a/3e/b68c118422ec867fa7ab88444e1274aa40681c606d5"
+                "9ac27de5a5588f082/python_dotenv-1.0.1-py3-none-any.whl")
+DOTENV_HASHES = ("sha256:f7b63ef50f1b690dddf550d03497b66d609393b40b564ed0d674909a68ebf16a",
+                 "sha256:e324ee90a023d808f1959c46bcbc04446a10ced277783dc6ee09987c37ec10ca")
+LOCAL_PACKAGE = {
+    "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
+                      '[project]\nname = "mypkg"\nversion = "0.1.0"\n',
+    "mypkg/__init__.py": "VALUE = 1\n",
+}
+
+
+def _package(prefix: str) -> dict[str, str]:
+    return {f"{prefix}/{name}": text for name, text in LOCAL_PACKAGE.items()}
+
+
+def _write(base: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_text(text)
+
+
+def make_folder(tmp_path: Path, requirements: str, files: dict[str, str] | None = None,
+                outside: dict[str, str] | None = None) -> Path:
+    """A copy of examples/local-csv with this requirements.txt (and files beside or outside it)."""
+    folder = tmp_path / "plug"
+    shutil.copytree(EXAMPLES / "local-csv", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "requirements.txt").write_text(requirements)
+    _write(folder, files or {})
+    _write(tmp_path, outside or {})
+    return folder
+
+
+def check(tmp_path: Path, requirements: str, *, offline: bool = False, **files) -> list[Finding]:
+    return precheck(load_project(make_folder(tmp_path, requirements, **files), require_env=False), offline=offline)
+
+
+def codes(found: list[Finding]) -> list[tuple[str, str]]:
+    return sorted((f.code, f.severity) for f in found)
+
+
+def assert_explained(finding: Finding, *names: str) -> None:
+    """The one-paragraph message names the package (or the line) and gives a fix."""
+    text = finding.paragraph()
+    for name in names:
+        assert name.lower() in text.lower(), f"{finding.code} does not name {name}: {text}"
+    assert finding.fix.strip() and "Fix: " in text, text
+    assert "Traceback" not in text
+
+
+# (id, requirements.txt, extra files, files outside the folder, expected (code, severity) pairs,
+#  what each finding's message must name). The ids are the cases of docs/edge-cases.md.
+CASES = [
+    ("exact-pin", "python-dotenv==1.0.1\n", {}, {}, [], ()),
+    ("range", "boto3>=1.34,<2\n", {}, {}, [], ()),
+    ("not-equal-keeps-pin", "pandas!=3.0.0\n", {}, {}, [], ()),
+    ("not-equal", f"pandas!={PINS['pandas']}\n", {}, {}, [("SDT-E204", "warning")], ("pandas",)),
+    ("compatible-release", "python-dotenv~=1.0\n", {}, {}, [], ()),
+    ("extra-valid", "requests[socks]\n", {}, {}, [], ()),
+    ("extra-unknown", "requests[sockz]\n", {}, {}, [("SDT-E214", "warning")], ("requests", "sockz")),
+    ("marker-excludes", 'pywin32>=306; sys_platform == "win32"\n', {}, {}, [("SDT-E213", "note")], ("pywin32",)),
+    ("marker-includes", 'python-dotenv>=1.0; python_version >= "3.10" and sys_platform == "linux"\n', {}, {}, [], ()),
+    ("includes", "-r more.txt\n-c constraints.txt\nboto3\n",
+     {"more.txt": "python-dotenv\n", "constraints.txt": "python-dotenv<1.1\nboto3==1.34.131\n"}, {}, [], ()),
+    ("comments", "# data access\n\npython-dotenv==1.0.1   # .env files\n\n   \nboto3>=1.34,\\\n  <2  # S3\n",
+     {}, {}, [], ()),
+    ("duplicates", "requests>=2.30\nrequests<3\n", {}, {}, [("SDT-E209", "note")], ("requests",)),
+    ("duplicates-conflicting", "python-dotenv==1.0.1\npython-dotenv==1.2.1\n", {}, {}, [("SDT-E209", "error")],
+     ("python-dotenv", "1.0.1", "1.2.1")),
+    ("sdt-pin-same", f"numpy=={PINS['numpy']}\n", {}, {}, [], ()),
+    ("sdt-pin-moved", "requests==2.32.3\n", {}, {}, [("SDT-E204", "warning")], ("requests", PINS["requests"])),
+    ("numpy-old", "numpy<1.20\n", {}, {}, [("SDT-E203", "error"), ("SDT-E208", "error")], ("numpy",)),
+    ("sdt-version", "solar-data-tools==1.5.0\n", {}, {}, [("SDT-E201", "error")],
+     ("solar-data-tools", PINS["solar-data-tools"])),
+    ("dask-version", "dask==2024.8.0\ndistributed==2024.8.0\n", {}, {},
+     [("SDT-E202", "error"), ("SDT-E202", "error")], ()),
+    ("nonexistent", "pandsa\n", {}, {}, [("SDT-E205", "error")], ("pandsa", "pandas")),
+    ("normalised-name", f"Scikit_Learn=={PINS['scikit-learn']}\n", {}, {}, [], ()),
+    ("normalised-name-moved", "Scikit_Learn<1.0\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E208", "error")],
+     ("scikit-learn",)),
+    ("vcs", "pvanalytics @ git+https://github.com/pvlib/pvanalytics@v0.2.2\n", {}, {}, [("SDT-E212", "warning")],
+     ("pvanalytics",)),
+    ("path-inside", "./vendor/mypkg\n", _package("vendor/mypkg"), {}, [], ()),
+    ("path-outside", "../shared/mypkg\n", {}, _package("shared/mypkg"), [("SDT-E211", "error")], ("../shared/mypkg",)),
+    ("path-missing", "./vendor/nothere\n", {}, {}, [("SDT-E211", "error")], ("vendor/nothere",)),
+    ("editable", "-e ./vendor/mypkg\n", _package("vendor/mypkg"), {}, [("SDT-E210", "error")], ("./vendor/mypkg",)),
+    ("wheel-wrong-platform", NUMPY_WIN + "\n", {}, {}, [("SDT-E208", "error")], ("numpy", "win_amd64")),
+    ("wheel-compatible", DOTENV_WHEEL + "\n", {}, {}, [], ()),
+    ("hashes", "python-dotenv==1.0.1 \\\n    --hash=" + DOTENV_HASHES[0] + " \\\n    --hash=" + DOTENV_HASHES[1] + "\n",
+     {}, {}, [], ()),
+    ("index-options", "--index-url https://pypi.org/simple\n--extra-index-url https://pypi.org/simple\n"
+     "python-dotenv==1.0.1\n", {}, {}, [("SDT-E216", "note"), ("SDT-E216", "note")], ("index-url",)),
+    ("other-pip-option", "--prefer-binary\npython-dotenv\n", {}, {}, [("SDT-E216", "warning")], ("--prefer-binary",)),
+    ("pre-release", "rich==13.0.0a1\n", {}, {}, [("SDT-E227", "note")], ("rich", "13.0.0a1")),
+    ("pre-flag", "--pre\npython-dotenv\n", {}, {}, [("SDT-E227", "note")], ("--pre",)),
+    ("yanked", "requests==2.32.0\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E207", "warning")],
+     ("requests", "2.32.0")),
+    ("requires-python", "django==6.0\n", {}, {}, [("SDT-E206", "error")], ("django", "3.11", ">=3.12")),
+    ("no-wheel", "pyyaml==5.4.1\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E208", "error")], ("pyyaml", "5.4.1")),
+    ("no-release", "python-dotenv>=99\n", {}, {}, [("SDT-E217", "error")], ("python-dotenv",)),
+    ("boto3", "boto3==1.34.131\n", {}, {}, [], ()),
+]
+
+
+@pytest.mark.parametrize("requirements, files, outside, expected, names",
+                         [pytest.param(*case[1:], id=case[0]) for case in CASES])
+def test_requirement_kind(tmp_path, requirements, files, outside, expected, names):
+    found = check(tmp_path, requirements, files=files, outside=outside)
+    assert codes(found) == sorted(expected), [f.paragraph() for f in found]
+    for finding in found:
+        assert_explained(finding, *names)
+        if finding.package:
+            assert canonicalize_name(finding.package) in finding.paragraph().lower().replace("_", "-")
+
+
+def test_dask_version_names_the_client_and_the_fix(tmp_path):
+    found = {f.package: f for f in check(tmp_path, "dask==2024.8.0\ndistributed==2024.8.0\n")}
+    for name in ("dask", "distributed"):
+        finding = found[name]
+        assert_explained(finding, name, "2024.8.0", "client", PINS[name])
+        assert finding.sdt_pins == f"{name}=={PINS[name]}"
+
+
+def test_numpy_below_1_20_names_who_needs_what(tmp_path):
+    found = {f.code: f for f in check(tmp_path, "numpy<1.20\n")}
+    conflict = found["SDT-E203"]
+    text = conflict.paragraph()
+    assert conflict.plug_asks == "`numpy<1.20`" and conflict.sdt_pins == f"numpy=={PINS['numpy']}"
+    assert "numpy<1.20" in text and PINS["numpy"] in text
+    needers = {who.split()[0] for who, spec in SdtSet(PY).needs["numpy"]
+               if str(spec) and not spec.contains("1.19.5")}
+    assert needers, "SDT's metadata should say who needs numpy>=…"
+    for who in needers:  # every SDT package that rules numpy 1.19 out is named
+        assert who in text, f"{who} missing from: {text}"
+    assert "Fix: change the line to `numpy" in text
+    wheel = found["SDT-E208"]
+    assert "numpy" in wheel.paragraph() and "wheel" in wheel.paragraph() and PY in wheel.paragraph()
+
+
+def test_compatible_move_is_a_warning_that_names_the_pin(tmp_path):
+    (finding,) = check(tmp_path, "requests==2.32.3\n")
+    assert (finding.code, finding.severity) == ("SDT-E204", "warning")
+    assert finding.sdt_pins == f"requests=={PINS['requests']}"
+    assert f"requests=={PINS['requests']}" in finding.fix
+
+
+def test_offline_skips_what_only_the_index_knows(tmp_path):
+    assert codes(check(tmp_path, "numpy<1.20\npandsa\ndjango==6.0\n", offline=True)) == [("SDT-E203", "error")]
+
+
+def test_unreachable_index_is_a_note(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens on the discard port
+    name = f"sdt-build-test-{uuid.uuid4().hex[:8]}"  # never in the index cache
+    (finding,) = check(tmp_path, f"{name}==1.0\n")
+    assert (finding.code, finding.severity) == ("SDT-E224", "note")
+    assert_explained(finding, name)
+
+
+def test_precheck_answers_numpy_below_1_20_in_under_a_second(tmp_path):
+    project = load_project(make_folder(tmp_path, "numpy<1.20\n"), require_env=False)
+    precheck(project)  # fills the on-disk index cache
+    for offline in (False, True):
+        started = time.perf_counter()
+        found = precheck(project, offline=offline)
+        seconds = time.perf_counter() - started
+        assert "SDT-E203" in {f.code for f in found}
+        assert seconds < 1.0, f"precheck(offline={offline}) took {seconds:.2f} s"
+
+
+def _cli_check(folder: Path) -> tuple[int, dict]:
+    done = subprocess.run([SDT, "check", str(folder), "--json"], capture_output=True, text=True, timeout=120)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_cli_exit_codes(tmp_path):
+    code, payload = _cli_check(make_folder(tmp_path / "clean", "python-dotenv==1.0.1\n"))
+    assert (code, payload["ok"]) == (0, True)
+
+    code, payload = _cli_check(make_folder(tmp_path / "conflict", "numpy<1.20\n"))
+    assert (code, payload["ok"]) == (2, False)
+    assert {f["code"] for f in payload["findings"]} == {"SDT-E203", "SDT-E208"}
+
+    code, payload = _cli_check(make_folder(tmp_path / "broken", "numpy>>1\n-r missing.txt\n"))
+    assert (code, payload["ok"]) == (1, False)
+    assert [p["code"] for p in payload["problems"]] == ["SDT-E113", "SDT-E113"]
+
+
+def test_cli_warnings_do_not_fail_the_check(tmp_path):
+    code, payload = _cli_check(make_folder(tmp_path, "requests==2.32.3\n"))
+    assert code == 0 and [f["code"] for f in payload["findings"]] == ["SDT-E204"]
+
+
+# --- explain_failure on real resolver logs ---------------------------------------------------------
+
+def _resolve(tmp_path: Path, backend: str, lines: list[str]) -> DependencyConflict:
+    """Run the resolver the way lock() does (SDT's inputs + the plug's lines, SDT's other pins as -c)."""
+    inputs = tmp_path / "requirements.in"
+    inputs.write_text((constraints.folder(PY) / "sdt.in").read_text() + "\n".join(lines) + "\n")
+    from sdt_build.precheck import classify
+
+    named = {canonicalize_name(classify(line).requirement.name) for line in lines}
+    kept = [f"{n}=={v}" for n, v in sorted(PINS.items()) if n not in named]
+    with pytest.raises(DependencyConflict) as raised:
+        compile_for_target(backend, PY, inputs, kept, tmp_path / "resolve.log")
+    return raised.value
+
+
+def assert_no_traceback(exc: DependencyConflict) -> None:
+    message = "\n".join(filter(None, (exc.cause, exc.fix, exc.detail)))
+    assert "Traceback" not in message and 'File "' not in message, message
+    assert exc.log_path and exc.log_path.exists()
+
+
+@pytest.mark.parametrize("backend", ["uv", "pip-compile"])
+def test_lock_conflict_between_plug_packages_is_e220(tmp_path, backend):
+    # Both lines pass the pre-check (neither is in SDT's set); only resolving finds the clash.
+    project = load_project(make_folder(tmp_path, "boto3==1.34.131\nbotocore==1.35.0\n"), require_env=False)
+    with pytest.raises(DependencyConflict) as raised:
+        lock(project, backend=backend, use_cache=False, log_dir=tmp_path / "logs")
+    exc = raised.value
+    assert exc.code == "SDT-E220" and exc.exit_code == 2
+    assert "botocore" in exc.cause and "botocore" in exc.fix
+    assert "ResolutionImpossible" in exc.log_path.read_text() or "No solution found" in exc.log_path.read_text()
+    assert_no_traceback(exc)
+
+
+@pytest.mark.parametrize("backend", ["uv", "pip-compile"])
+@pytest.mark.parametrize("line, package", [("pandsa", "pandsa"), ("python-dotenv>=99", "python-dotenv")])
+def test_no_matching_distribution_is_e221(tmp_path, backend, line, package):
+    exc = _resolve(tmp_path, backend, [line])
+    assert exc.code == "SDT-E221", (exc.code, exc.cause, exc.detail)
+    assert package in exc.cause and package in exc.fix
+    assert_no_traceback(exc)
+
+
+def test_sdist_build_failure_is_e222(tmp_path):
+    # PyYAML 5.4.1 has no cp311 wheel; its setup.py breaks under Cython 3 (cython_sources).
+    exc = _resolve(tmp_path, "pip-compile", ["pyyaml==5.4.1"])
+    assert exc.code == "SDT-E222", (exc.code, exc.cause, exc.detail)
+    assert "pyyaml" in exc.cause.lower() and "pyyaml" in exc.fix.lower()
+    assert "cython_sources" in exc.detail
+    assert_no_traceback(exc)
+
+
+@pytest.mark.slow
+def test_numpy_below_1_20_with_pip_compile(tmp_path):
+    # pip-compile downloads numpy 1.19.5's sdist and builds its metadata (~30-40 s). Where a C
+    # compiler is present that works and the resolver then reports the conflict (E220); where
+    # the build breaks (no compiler, no pkg_resources) it is E222. Either way: numpy, no traceback.
+    exc = _resolve(tmp_path, "pip-compile", ["numpy<1.20"])
+    assert exc.code in ("SDT-E220", "SDT-E222"), (exc.code, exc.cause, exc.detail)
+    assert "numpy" in exc.cause and "numpy" in exc.fix
+    assert "numpy-1.19" in exc.log_path.read_text() or "numpy_" in exc.log_path.read_text()
+    assert_no_traceback(exc)
+
+
+@pytest.fixture
+def untrusted_index(tmp_path):
+    """An HTTPS index on 127.0.0.1 whose self-signed certificate no CA file vouches for."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/simple"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("backend", ["pip-compile", "uv"])
+def test_tls_failure_is_e223(tmp_path, untrusted_index, backend):
+    empty_ca = tmp_path / "empty-ca.pem"
+    empty_ca.write_text("")
+    (tmp_path / "pip.conf").write_text(f"[global]\nindex-url = {untrusted_index}\n")
+    inputs = tmp_path / "requirements.in"
+    inputs.write_text("python-dotenv==1.0.1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    # One retry: pip-compile prints pip's "Retrying ... SSLError" warning but not (without -v) the final
+    # "Could not fetch URL"; with no retry at all its log only says "from versions: none" (E221).
+    env.update(PIP_CONFIG_FILE=str(tmp_path / "pip.conf"), PIP_CERT=str(empty_ca), PIP_RETRIES="1",
+               SSL_CERT_FILE=str(empty_ca))
+    if backend == "pip-compile":
+        command = [sys.executable, "-m", "piptools", "compile", "--no-header", "-o", "lock.txt", str(inputs)]
+    else:
+        command = [sys.executable, "-m", "uv", "pip", "compile", "--no-cache", "--no-config", "--index-url",
+                   untrusted_index, "--python-version", PY, "-o", "lock.txt", str(inputs)]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    log = tmp_path / "resolve.log"
+    log.write_text(done.stdout + done.stderr)
+    exc = explain_failure(log.read_text(), log, backend)
+    assert exc.code == "SDT-E223", (exc.code, exc.cause, exc.detail)
+    assert "TLS" in exc.cause and "PIP_CERT" in exc.fix
+    assert_no_traceback(exc)

@@ -1,0 +1,202 @@
+"""Images built for real from the examples: tags, skip, rebuild, plug layer, push, secrets, reference Dockerfiles."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sdt_build.errors import BuildError
+from sdt_build.image import build, run_command
+from sdt_build.pipeline import build_project
+from sdt_build.project import load_project
+from sdt_build.render import render_dockerfile
+from sdt_build.resolve import lock
+
+from conftest import EXAMPLES, ROOT, SDT
+
+pytestmark = pytest.mark.docker
+
+
+def _unique(folder: Path) -> Path:
+    """Give a copied example its own image name so tests never share tags."""
+    (folder / "sdt.toml").write_text(re.sub(r'name = "[^"]*"', f'name = "sdt-test-{uuid.uuid4().hex[:8]}"',
+                                            (folder / "sdt.toml").read_text()))
+    return folder
+
+
+def _remove(docker, name: str) -> None:
+    for image in docker.images.list(name=name):
+        docker.images.remove(image.id, force=True)
+
+
+def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_example):
+    folder = _unique(copy_example())
+    name = load_project(folder).name
+    try:
+        first = build_project(folder)
+        image = first.image
+        assert not image.skipped and re.fullmatch(rf"{name}:[0-9a-f]{{12}}", image.tag)
+        built = docker.images.get(image.tag)
+        assert f"{name}:latest" in built.tags
+        labels = built.labels
+        assert labels["io.sdt-build.content-hash"] == image.tag.split(":")[1]
+        assert labels["io.sdt-build.sdt-version"] == "2.1.5"
+        assert labels["io.sdt-build.lock-hash"] == first.lock.input_hash
+        checks = run_command(docker, image.tag, ["sh", "-c", "id -u; pip check; ls /root 2>&1; "
+                                                 "ls ~/.cache/pip 2>&1; command -v gcc || echo no-gcc"])
+        assert checks.output.splitlines()[0] == "1000", checks.output  # non-root
+        assert "No broken requirements found." in checks.output
+        assert "no-gcc" in checks.output and "Permission denied" in checks.output
+
+        again = build_project(folder)
+        assert again.image.skipped and again.image.tag == image.tag
+
+        with open(folder / "dataplug.py", "a") as plug:
+            plug.write("\n# an edit\n")
+        edited = build_project(folder)
+        assert not edited.image.skipped and edited.image.tag != image.tag
+        edited_layers = docker.images.get(edited.image.tag).history()
+        shared = {layer["Id"] for layer in docker.images.get(image.tag).history()} & \
+            {layer["Id"] for layer in edited_layers}
+        assert len(shared) >= 4  # base, user, SDT venv, runtime layers are reused
+    finally:
+        _remove(docker, name)
+
+
+def test_plug_packages_get_their_own_layer_and_can_move_a_pin(docker, base_image, copy_example):
+    folder = _unique(copy_example())
+    (folder / "requirements.txt").write_text("tabulate==0.9.0\npandas>=2.2,<3\n")
+    name = load_project(folder).name
+    try:
+        built = build_project(folder)
+        assert set(built.lock.plug_layer) == {"tabulate", "pandas"}
+        assert built.lock.moved["pandas"][0] == "3.1.1" and built.lock.moved["pandas"][1].startswith("2.")
+        result = run_command(docker, built.image.tag, ["python3", "-c",
+                             "import tabulate, pandas, solardatatools; print(tabulate.__version__, pandas.__version__)"])
+        assert result.exit_code == 0, result.output
+        assert result.output.split()[0] == "0.9.0" and result.output.split()[1].startswith("2.")
+    finally:
+        _remove(docker, name)
+
+
+def test_push_to_a_real_registry(docker, base_image, registry, copy_example):
+    folder = _unique(copy_example())
+    name = load_project(folder).name
+    try:
+        built = build_project(folder, push=registry)
+        assert built.image.pushed == f"{registry}/{built.image.tag}"
+        import urllib.request
+
+        tags = json.loads(urllib.request.urlopen(f"http://{registry}/v2/{name}/tags/list").read())
+        assert built.image.tag.split(":")[1] in tags["tags"]
+    finally:
+        _remove(docker, name)
+        _remove(docker, f"{registry}/{name}")
+
+
+def test_no_secret_or_host_ca_in_any_layer(docker, base_image, copy_example, monkeypatch):
+    folder = _unique(copy_example())
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    (folder / ".env").write_text(f"AWS_SECRET_ACCESS_KEY={secret}\n")
+    (folder / ".aws").mkdir()
+    (folder / ".aws" / "credentials").write_text(f"[default]\naws_secret_access_key = {secret}\n")
+    (folder / "server.pem").write_text(f"-----BEGIN PRIVATE KEY-----\n{secret}\n")
+    (folder / "id_rsa").write_text(secret)
+    (folder / "sites.csv").write_text("site\nA\n")  # ordinary data files do go in
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    name = load_project(folder).name
+    try:
+        built = build_project(folder)
+        history = docker.api.history(built.image.tag)
+        assert not any(secret in (layer.get("CreatedBy") or "") for layer in history)
+        files, blobs = _layer_files(docker, built.image.tag)
+        assert "opt/sdt/project/sites.csv" in files and "opt/sdt/project/dataplug.py" in files
+        for forbidden in (".env", ".aws/credentials", "server.pem", "id_rsa"):
+            assert not any(f.endswith(forbidden) and "opt/sdt/project" in f for f in files), forbidden
+        assert not any(secret.encode() in blob for blob in blobs)
+        assert not any("pip.conf" in f or f.endswith("/.pip/pip.conf") for f in files)
+        host_only = _host_only_certificates(docker, built.image.tag)
+        assert not any(cert in blob for cert in host_only for blob in blobs)
+    finally:
+        _remove(docker, name)
+
+
+def _layer_files(docker, tag: str) -> tuple[set[str], list[bytes]]:
+    """Every file path in every layer, and the layers' bytes."""
+    archive = io.BytesIO(b"".join(docker.images.get(tag).save()))
+    files, blobs = set(), []
+    with tarfile.open(fileobj=archive) as image:
+        for member in image.getmembers():
+            if member.name.endswith("layer.tar"):
+                blob = image.extractfile(member).read()
+                blobs.append(blob)
+                with tarfile.open(fileobj=io.BytesIO(blob)) as layer:
+                    files.update(layer.getnames())
+    return files, blobs
+
+
+def _host_only_certificates(docker, tag: str) -> list[bytes]:
+    """PEM blocks in this host's CA bundle that the image's own bundle does not have (a proxy's CA)."""
+    host = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not host.exists():
+        return []
+    pem = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+    image_bundle = run_command(docker, tag, ["cat", "/etc/ssl/certs/ca-certificates.crt"]).output.encode()
+    image_certs = set(pem.findall(image_bundle))
+    return [cert for cert in pem.findall(host.read_bytes()) if cert not in image_certs]
+
+
+def test_pip_failure_in_build_is_classified(docker, base_image, copy_example, tmp_path):
+    folder = _unique(copy_example())
+    built = build_project(folder, context_only=True, context_dir=tmp_path / "context")
+    (built.context.directory / "lock" / "plug.txt").write_text("tabulate==0.9.0\n")  # no wheel in the context
+    dockerfile = built.context.directory / "Dockerfile"
+    dockerfile.write_text(render_dockerfile(built.project, _with_plug_layer(built.lock)))
+    with pytest.raises(BuildError) as caught:
+        build(docker, built.context.directory, f"sdt-test-broken:{uuid.uuid4().hex[:8]}",
+              buildargs={"BASE_IMAGE": base_image}, log_path=tmp_path / "build.log")
+    assert caught.value.code == "SDT-E303"
+    assert "tabulate" in caught.value.cause
+    assert caught.value.log_path == tmp_path / "build.log"
+
+
+def _with_plug_layer(locked):
+    from dataclasses import replace
+
+    return replace(locked, plug_layer={"tabulate": "0.9.0"})
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "dockerfiles").glob("*.Dockerfile")))
+def test_reference_dockerfiles_match_the_template(example):
+    name = example.removesuffix(".Dockerfile")
+    project = load_project(EXAMPLES / name, require_env=False)
+    rendered = render_dockerfile(project, lock(project))
+    assert (ROOT / "dockerfiles" / example).read_text() == rendered, \
+        "regenerate with: .venv/bin/python scripts/render-dockerfiles.py"
+
+
+def test_every_example_has_a_reference_dockerfile():
+    examples = {p.name for p in EXAMPLES.iterdir() if (p / "dataplug.py").exists() and not p.name.startswith("broken")}
+    references = {p.name.removesuffix(".Dockerfile") for p in (ROOT / "dockerfiles").glob("*.Dockerfile")}
+    assert examples <= references
+
+
+def test_build_cli_json(docker, base_image, copy_example):
+    folder = _unique(copy_example())
+    name = load_project(folder).name
+    try:
+        done = subprocess.run([SDT, "build", str(folder), "--json"], capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+        payload = json.loads(done.stdout)
+        for field in ("tag", "image_id", "size", "skipped", "base", "base_reason"):
+            assert field in payload
+        assert payload["size"] > 100_000_000 and payload["image_id"].startswith("sha256:")
+    finally:
+        _remove(docker, name)
