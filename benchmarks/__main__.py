@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-SUITES = ("resolve",)
+SUITES = ("resolve", "build")
 
 
 def main(argv: list[str]) -> None:

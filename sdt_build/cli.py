@@ -220,8 +220,9 @@ def lock_command(output: Output, directory: Path, output_file: Path | None, reso
               envvar="SDT_RESOLVER", help="pip-compile (the target's Python) or uv (any target).")
 @click.option("--context-only", "context_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the build context (Dockerfile, wheels, lock, code) to this folder and stop.")
+@click.option("--no-cache", is_flag=True, help="Rebuild every layer, even when the image exists.")
 def build_command(output: Output, directory: Path, registry: str | None, resolver: str,
-                  context_dir: Path | None) -> int:
+                  context_dir: Path | None, no_cache: bool) -> int:
     """Build the image the scheduler and workers run (skipped when nothing changed)."""
     from sdt_build.pipeline import build_project
 
@@ -232,9 +233,9 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
             err.print(f"  [dim]{line[:150]}[/]", highlight=False)
         last["line"] = line
 
-    registry = registry or None
     built = build_project(directory, push=registry, resolver=resolver, context_dir=context_dir,
-                          context_only=context_dir is not None, say=output.say, on_line=progress)
+                          context_only=context_dir is not None, no_cache=no_cache, say=output.say,
+                          on_line=progress)
     payload = {"ok": True, "name": built.project.name, "base": built.context.base_image,
                "base_reason": built.base_reason, "context": str(built.context.directory),
                "content_hash": built.context.content_hash, "lock": built.lock.to_dict()}
@@ -249,6 +250,24 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
     output.say(f"[green]image[/] {image.tag} ({image.size / 1e9:.2f} GB) {verb}; also tagged :latest")
     if image.pushed:
         output.say(f"[green]pushed[/] {image.pushed}")
+    return 0
+
+
+@command(main, "clean")
+@click.option("--images", is_flag=True, help="Also remove every image sdt-build built.")
+@click.option("--cache", is_flag=True, help="Also empty sdt-build's cache (wheels, locks, contexts, logs).")
+def clean_command(output: Output, images: bool, cache: bool) -> int:
+    """Remove leftover containers (and optionally images and caches) that sdt-build created."""
+    from sdt_build.image import clean, docker_client
+    from sdt_build.wheels import cache_root
+
+    removed = clean(docker_client(), images=images)
+    if cache and cache_root().exists():
+        shutil.rmtree(cache_root())
+        removed["cache"] = [str(cache_root())]
+    output.emit({"ok": True, **removed})
+    output.say(f"[green]removed[/] {len(removed['containers'])} container(s), {len(removed['images'])} image(s)"
+               + (f", cache {cache_root()}" if cache else ""))
     return 0
 
 

@@ -176,7 +176,8 @@ def _bootstrap_failure(log_path: Path) -> EnvironmentProblem:
 
 def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
           labels: dict[str, str] | None = None, log_path: Path | None = None,
-          buildargs: dict[str, str] | None = None, on_line: Callable[[str], None] = lambda _: None) -> str:
+          buildargs: dict[str, str] | None = None, no_cache: bool = False,
+          on_line: Callable[[str], None] = lambda _: None) -> str:
     """Build ``context`` with host networking; return the image id. The whole log goes to a file."""
     from docker.errors import APIError, BuildError as DockerBuildError
 
@@ -187,7 +188,7 @@ def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
             for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag,
                                           network_mode="host", rm=True, forcerm=True,
                                           labels=labels or {}, buildargs=buildargs or {},
-                                          decode=True):
+                                          nocache=no_cache, decode=True):
                 text = ANSI.sub("", chunk.get("stream") or chunk.get("status") or "")
                 if text:
                     log.write(text)
@@ -284,19 +285,22 @@ class Image:
                 "log": str(self.log_path) if self.log_path else None, "pushed": self.pushed}
 
 
-def build_image(client, context, *, log_dir: Path | None = None,
+def build_image(client, context, *, log_dir: Path | None = None, no_cache: bool = False,
                 on_line: Callable[[str], None] = lambda _: None) -> Image:
-    """Build the context (or reuse the image its content hash names) and tag it ``:latest`` too."""
+    """Build the context (or reuse the image its content hash names) and tag it ``:latest`` too.
+
+    ``no_cache`` rebuilds every layer, even when the tag exists.
+    """
     started = time.perf_counter()
     repository = context.tag.split(":")[0]
-    if image_exists(client, context.tag):
+    if image_exists(client, context.tag) and not no_cache:
         found = client.images.get(context.tag)
         found.tag(repository, "latest")
         return Image(context.tag, found.id, found.attrs.get("Size", 0), True, time.perf_counter() - started,
                      context.base_image)
     log_path = _log_file(log_dir, f"build-{context.tag.replace('/', '_').replace(':', '-')}.log")
     image_id = build(client, context.directory, context.tag, labels=context.labels, log_path=log_path,
-                     buildargs={"BASE_IMAGE": context.base_image}, on_line=on_line)
+                     buildargs={"BASE_IMAGE": context.base_image}, no_cache=no_cache, on_line=on_line)
     built = client.images.get(image_id)
     built.tag(repository, "latest")
     return Image(context.tag, built.id, built.attrs.get("Size", 0), False, time.perf_counter() - started,
@@ -322,3 +326,16 @@ def push_image(client, image: Image, registry: str, *, on_line: Callable[[str], 
         raise BuildError("SDT-E305", f"pushing {repository}:{tag} failed: {_first_line(exc)}",
                          "check the registry address and `docker login` for it", detail=str(exc)) from exc
     return f"{repository}:{tag}"
+
+
+def clean(client, *, images: bool = False) -> dict[str, list[str]]:
+    """Remove every container sdt-build started (found by label), and its images when asked."""
+    removed: dict[str, list[str]] = {"containers": [], "images": []}
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL}.role"}):
+        container.remove(force=True)
+        removed["containers"].append(container.name)
+    if images:
+        for image in client.images.list(filters={"label": f"{LABEL}.content-hash"}):
+            client.images.remove(image.id, force=True)
+            removed["images"].extend(image.tags or [image.short_id])
+    return removed

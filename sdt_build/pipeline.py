@@ -22,7 +22,7 @@ class Built:
 
 
 def build_project(path: str | Path, *, push: str | None = None, resolver: str = "auto",
-                  context_dir: Path | None = None, context_only: bool = False,
+                  context_dir: Path | None = None, context_only: bool = False, no_cache: bool = False,
                   say: Callable[[str], None] = lambda _: None,
                   on_line: Callable[[str], None] = lambda _: None) -> Built:
     """Check, lock, render and build ``path`` (skipped when its content hash is already an image)."""
@@ -36,7 +36,7 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str = 
     context = prepare(project, locked, base.image, base.image_id, directory=context_dir)
     if context_only:
         return Built(project, locked, context, None, base.reason)
-    image = build_image(client, context, on_line=on_line)
+    image = build_image(client, context, no_cache=no_cache, on_line=on_line)
     if push:
         image = Image(**{**image.__dict__, "pushed": push_image(client, image, push, on_line=on_line)})
     return Built(project, locked, context, image, base.reason)
