@@ -5,13 +5,16 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 # --- SDT layer: identical for every plug with the same constraints and base -------------------
+# Packages' own test suites and C/Cython sources are left out: nothing imports them at run time.
 FROM ${BASE_IMAGE} AS sdt-builder
 COPY lock/sdt.txt /tmp/lock/sdt.txt
 COPY wheels/sdt/ /tmp/wheels/
 RUN python3 -m venv /opt/sdt/venv \
  && /opt/sdt/venv/bin/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \
         --find-links /tmp/wheels --requirement /tmp/lock/sdt.txt \
- && find /opt/sdt/venv -name '__pycache__' -prune -exec rm -rf {} +
+ && find /opt/sdt/venv \( -name '__pycache__' -o -path '*/site-packages/*/tests' \) -type d -prune \
+        -exec rm -rf {} + \
+ && find /opt/sdt/venv/lib \( -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.cpp' \) -delete
 
 FROM ${BASE_IMAGE} AS sdt-runtime
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin sdt

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sdt_build import __version__
-from sdt_build.errors import EXIT_CODES, Problem, SdtBuildError
+from sdt_build.errors import EXIT_CODES, Problem, SdtBuildError, SmokeFailure
 from sdt_build.resolve import BACKENDS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -221,8 +221,13 @@ def lock_command(output: Output, directory: Path, output_file: Path | None, reso
 @click.option("--context-only", "context_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the build context (Dockerfile, wheels, lock, code) to this folder and stop.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every layer, even when the image exists.")
+@click.option("--no-smoke", is_flag=True, help="Skip the smoke test (the image is still tagged :latest).")
+@click.option("--sample-key", default=None, help="Smoke-test get_data on this key (JSON, e.g. '[\"SITE\"]').")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the smoke test as JUnit XML.")
 def build_command(output: Output, directory: Path, registry: str | None, resolver: str,
-                  context_dir: Path | None, no_cache: bool) -> int:
+                  context_dir: Path | None, no_cache: bool, no_smoke: bool, sample_key: str | None,
+                  junit: Path | None) -> int:
     """Build the image the scheduler and workers run (skipped when nothing changed)."""
     from sdt_build.pipeline import build_project
 
@@ -233,9 +238,21 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
             err.print(f"  [dim]{line[:150]}[/]", highlight=False)
         last["line"] = line
 
-    built = build_project(directory, push=registry, resolver=resolver, context_dir=context_dir,
-                          context_only=context_dir is not None, no_cache=no_cache, say=output.say,
-                          on_line=progress)
+    try:
+        built = build_project(directory, push=registry, resolver=resolver, context_dir=context_dir,
+                              context_only=context_dir is not None, no_cache=no_cache, smoke=not no_smoke,
+                              sample_key=_parse_key(sample_key) if sample_key else None, say=output.say,
+                              on_line=progress)
+    except SmokeFailure as exc:
+        if exc.report is not None:
+            _write_junit(junit, exc.report)
+            if not output.as_json:
+                _print_smoke(exc.report)
+        raise
+    if built.smoke is not None:
+        _write_junit(junit, built.smoke)
+        if not output.as_json:
+            _print_smoke(built.smoke)
     payload = {"ok": True, "name": built.project.name, "base": built.context.base_image,
                "base_reason": built.base_reason, "context": str(built.context.directory),
                "content_hash": built.context.content_hash, "lock": built.lock.to_dict()}
@@ -244,13 +261,84 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
         output.say(f"[green]context[/] written to {built.context.directory} (tag would be {built.context.tag})")
         return 0
     payload.update(built.image.to_dict())
+    payload["smoke"] = built.smoke.to_dict() if built.smoke else None
     output.emit(payload)
     image = built.image
     verb = "exists, build skipped" if image.skipped else f"built in {image.seconds:.0f} s"
-    output.say(f"[green]image[/] {image.tag} ({image.size / 1e9:.2f} GB) {verb}; also tagged :latest")
+    output.say(f"[green]image[/] {image.tag} ({image.size / 1e9:.2f} GB) {verb}; "
+               + ("smoke test passed, " if built.smoke else "smoke test skipped, ") + "tagged :latest")
     if image.pushed:
         output.say(f"[green]pushed[/] {image.pushed}")
     return 0
+
+
+@command(main, "smoke")
+@click.argument("target")
+@click.option("--sample-key", default=None, help="Also run get_data on this key (JSON, e.g. '[\"SITE\"]').")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the result as JUnit XML.")
+@click.option("--pipeline-days", default=30, show_default=True, help="Days of real data for the SDT pipeline step "
+              "(0 skips it).")
+def smoke_command(output: Output, target: str, sample_key: str | None, junit: Path | None,
+                  pipeline_days: int) -> int:
+    """Prove an image works and matches this client: TARGET is a project folder (its image) or an image."""
+    from sdt_build.image import docker_client, image_exists
+    from sdt_build.pipeline import build_project
+    from sdt_build.smoke import smoke_image
+
+    key = _parse_key(sample_key) if sample_key else None
+    if Path(target).is_dir():  # build (skipped when unchanged), then smoke-test and tag
+        try:
+            report = build_project(target, sample_key=key, say=output.say).smoke
+        except SmokeFailure as exc:
+            if exc.report is not None:
+                _write_junit(junit, exc.report)
+                if not output.as_json:
+                    _print_smoke(exc.report)
+            raise
+    else:
+        docker = docker_client()
+        if not image_exists(docker, target):
+            raise SmokeFailure("SDT-E410", f"{target} is neither a project folder nor a local image",
+                               "pass a folder with dataplug.py, or an image (pull it first)")
+        report = smoke_image(docker, target, sample_key=key, pipeline_days=pipeline_days)
+    _write_junit(junit, report)
+    if report.ok:
+        output.emit(report.to_dict())
+    if not output.as_json:
+        _print_smoke(report)
+    if not report.ok:
+        failure = report.failure()
+        failure.report = report
+        raise failure
+    output.say(f"[green]smoke test passed[/] for {report.image} in {report.seconds:.0f} s")
+    return 0
+
+
+def _write_junit(path: Path | None, report) -> None:
+    from sdt_build.smoke import junit_xml
+
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(junit_xml(report))
+
+
+def _print_smoke(report) -> None:
+    steps = Table(title=f"smoke test: {report.image}")
+    for column in ("step", "result", "seconds", "detail"):
+        steps.add_column(column, overflow="fold")
+    for step in report.steps:
+        steps.add_row(step.name, "[green]pass[/]" if step.ok else "[red]FAIL[/]", f"{step.seconds:.1f}",
+                      step.detail[:200])
+    err.print(steps)
+    parity = Table(title="parity: this client vs the image")
+    for column in ("package", "client", "image", "", "fix"):
+        parity.add_column(column, overflow="fold")
+    colors = {"ok": "green", "note": "cyan", "warning": "yellow", "error": "red"}
+    for row in report.parity:
+        parity.add_row(row.package, row.client or "-", row.image or "-",
+                       f"[{colors[row.severity]}]{row.severity}[/]", row.fix)
+    err.print(parity)
 
 
 @command(main, "clean")

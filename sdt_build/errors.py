@@ -102,9 +102,13 @@ class BuildError(SdtBuildError):
 
 
 class SmokeFailure(SdtBuildError):
-    """The image was built but does not work (exit 4)."""
+    """The image was built but does not work (exit 4). ``report`` holds every step when there is one."""
 
     exit_code = 4
+    report = None
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "smoke": self.report.to_dict() if self.report is not None else None}
 
 
 class RunFailure(SdtBuildError):

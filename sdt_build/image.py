@@ -287,24 +287,31 @@ class Image:
 
 def build_image(client, context, *, log_dir: Path | None = None, no_cache: bool = False,
                 on_line: Callable[[str], None] = lambda _: None) -> Image:
-    """Build the context (or reuse the image its content hash names) and tag it ``:latest`` too.
-
-    ``no_cache`` rebuilds every layer, even when the tag exists.
-    """
+    """Build the context, or reuse the image its content hash names (``no_cache`` rebuilds anyway)."""
     started = time.perf_counter()
-    repository = context.tag.split(":")[0]
     if image_exists(client, context.tag) and not no_cache:
         found = client.images.get(context.tag)
-        found.tag(repository, "latest")
         return Image(context.tag, found.id, found.attrs.get("Size", 0), True, time.perf_counter() - started,
                      context.base_image)
     log_path = _log_file(log_dir, f"build-{context.tag.replace('/', '_').replace(':', '-')}.log")
     image_id = build(client, context.directory, context.tag, labels=context.labels, log_path=log_path,
                      buildargs={"BASE_IMAGE": context.base_image}, no_cache=no_cache, on_line=on_line)
     built = client.images.get(image_id)
-    built.tag(repository, "latest")
     return Image(context.tag, built.id, built.attrs.get("Size", 0), False, time.perf_counter() - started,
                  context.base_image, log_path)
+
+
+def mark(client, image: Image, passed: bool) -> str:
+    """After the smoke test: ``:latest`` for a passing image; a failing one is re-tagged
+    ``<name>:smoke-failed-<hash>`` and loses its content tag, so it is never deployed by mistake."""
+    repository, digest = image.tag.rsplit(":", 1)
+    found = client.images.get(image.image_id)
+    if passed:
+        found.tag(repository, "latest")
+        return f"{repository}:latest"
+    found.tag(repository, f"smoke-failed-{digest}")
+    client.images.remove(image.tag)
+    return f"{repository}:smoke-failed-{digest}"
 
 
 def push_image(client, image: Image, registry: str, *, on_line: Callable[[str], None] = lambda _: None) -> str:

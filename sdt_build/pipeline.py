@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sdt_build.image import Image, build_image, choose_base, docker_client, push_image
+from sdt_build.image import Image, build_image, choose_base, docker_client, mark, push_image
 from sdt_build.project import UserProject, load_project
 from sdt_build.render import BuildContext, prepare
 from sdt_build.resolve import ResolvedLock, lock
+from sdt_build.smoke import SmokeReport, smoke_image
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,19 @@ class Built:
     context: BuildContext
     image: Image | None  # None when only the context was written
     base_reason: str
+    smoke: SmokeReport | None = None
 
 
 def build_project(path: str | Path, *, push: str | None = None, resolver: str = "auto",
                   context_dir: Path | None = None, context_only: bool = False, no_cache: bool = False,
+                  smoke: bool = True, sample_key: tuple | None = None,
                   say: Callable[[str], None] = lambda _: None,
                   on_line: Callable[[str], None] = lambda _: None) -> Built:
-    """Check, lock, render and build ``path`` (skipped when its content hash is already an image)."""
+    """Check, lock, render, build and smoke-test ``path``.
+
+    The build is skipped when the content hash is already an image. Only an image that passed the
+    smoke test is tagged ``:latest`` or pushed; a failing one raises SmokeFailure (with the report).
+    """
     project = load_project(path, require_env=False)
     locked = lock(project, backend=resolver)
     say(f"lock: {len(locked.pins)} packages ({len(locked.plug_layer)} from the plug)"
@@ -37,6 +44,23 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str = 
     if context_only:
         return Built(project, locked, context, None, base.reason)
     image = build_image(client, context, no_cache=no_cache, on_line=on_line)
+    say(f"image: {image.tag} {'exists, build skipped' if image.skipped else f'built in {image.seconds:.0f} s'}")
+    report = None
+    if smoke:
+        say("smoke test: imports, pip check, dask entry points, plug, a real SDT pipeline, parity")
+        report = smoke_image(client, image.tag, project, sample_key=sample_key, env=_runtime_env(project))
+        if not report.ok:
+            failed_tag = mark(client, image, passed=False)
+            failure = report.failure()
+            failure.report = report
+            failure.fix = f"{failure.fix} (the image is tagged {failed_tag}, not :latest)"
+            raise failure
+    mark(client, image, passed=True)
     if push:
         image = Image(**{**image.__dict__, "pushed": push_image(client, image, push, on_line=on_line)})
-    return Built(project, locked, context, image, base.reason)
+    return Built(project, locked, context, image, base.reason, report)
+
+
+def _runtime_env(project: UserProject) -> dict[str, str]:
+    """The declared environment variables that are set here: passed to containers at run time only."""
+    return {var.name: var.value() for var in project.env if var.value() is not None}

@@ -1,0 +1,133 @@
+"""Runs inside an image (``python3 -m sdt_build.probe ARGS_JSON``) for the smoke test.
+
+Each step runs on its own, is timed, and ends as one record; the last line printed is one JSON
+document. Only the standard library is imported at module level: a broken numeric stack must
+show up as a failed step, not as a crash of the probe.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+
+PACKAGES = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy", "pandas", "lz4",
+            "solar-data-tools")
+
+
+def step(name: str, results: list, fn) -> object:
+    started = time.perf_counter()
+    try:
+        detail = fn()
+        results.append({"name": name, "ok": True, "seconds": round(time.perf_counter() - started, 3),
+                        "detail": str(detail or "")[:2000]})
+        return detail
+    except BaseException as exc:  # every failure is a result, never a crash of the probe
+        results.append({"name": name, "ok": False, "seconds": round(time.perf_counter() - started, 3),
+                        "error_type": type(exc).__name__, "detail": f"{type(exc).__name__}: {exc}"[:2000],
+                        "traceback": traceback.format_exc()[-4000:]})
+        return None
+
+
+def imports(modules: list[str]) -> str:
+    loaded = []
+    for module in modules:
+        importlib.import_module(module)
+        loaded.append(module)
+    return ", ".join(loaded)
+
+
+def user_module(folder: str, module: str, class_name: str) -> str:
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    loaded = importlib.import_module(module)
+    getattr(loaded, class_name)
+    return f"{module}.{class_name}"
+
+
+def pip_check() -> str:
+    done = subprocess.run([sys.executable, "-m", "pip", "check", "--disable-pip-version-check"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError((done.stdout + done.stderr).strip())
+    return done.stdout.strip()
+
+
+def entry_points() -> str:
+    found = []
+    for command in (["dask", "scheduler", "--version"], ["dask", "worker", "--version"]):
+        if shutil.which(command[0]) is None:
+            raise RuntimeError("the `dask` command is not on PATH")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"`{' '.join(command)}` failed: {(done.stderr or done.stdout).strip()[-500:]}")
+        found.append(" ".join(command[:2]))
+    return ", ".join(found)
+
+
+def sample(folder: str, class_name: str, key: list) -> str:
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    plug = getattr(importlib.import_module("dataplug"), class_name)()
+    data = plug.get_data(tuple(key))
+    shape = getattr(data, "shape", None)
+    if shape is None or not shape[0]:
+        raise ValueError(f"get_data{tuple(key)} returned {type(data).__name__} with no rows")
+    return f"{shape[0]} rows × {shape[1] if len(shape) > 1 else 1} columns"
+
+
+def pipeline(days: int) -> str:
+    """A real SDT pipeline on the first ``days`` days of a site that ships with SDT."""
+    from pathlib import Path
+
+    import pandas as pd
+    import sdt_dask
+    from solardatatools import DataHandler
+    from solardatatools.time_axis_manipulation import make_time_series
+
+    csv = Path(sdt_dask.__file__).parent / "examples" / "example_data" / "ZT162185000441C1203.csv"
+    series, _ = make_time_series(pd.read_csv(csv))
+    series = series[series.index < series.index[0] + pd.Timedelta(days=days)]
+    handler = DataHandler(series)
+    handler.run_pipeline(verbose=False)
+    report = handler.report(return_values=True, verbose=False)
+    capacity = float(report["capacity"])
+    if not capacity > 0:
+        raise ValueError(f"the pipeline ran but found capacity {capacity}")
+    return f"{days} days, capacity {capacity:.2f} kW, quality {float(report['quality score']):.2f}"
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def main(args: dict) -> dict:
+    results: list = []
+    step("imports", results, lambda: imports(["solardatatools", "dask", "distributed", "sdt_build"]))
+    folder = args["project"]
+    step("plug module", results, lambda: user_module(folder, "dataplug", args["plug_class"]))
+    step("client module", results, lambda: user_module(folder, "client", args["client_class"]))
+    step("pip check", results, pip_check)
+    step("dask entry points", results, entry_points)
+    if args.get("sample_key") is not None:
+        step("get_data sample key", results, lambda: sample(folder, args["plug_class"], args["sample_key"]))
+    if args.get("pipeline_days"):
+        step("SDT pipeline", results, lambda: pipeline(args["pipeline_days"]))
+    return {"steps": results, "versions": versions(), "user": os.getuid()}
+
+
+if __name__ == "__main__":
+    print("SDT-PROBE " + json.dumps(main(json.loads(sys.argv[1]))))
