@@ -31,8 +31,9 @@ test-services:
 test: install base-image test-services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: install
+demo: install base-image
 	$(SDT) check $(EXAMPLE)
+	$(SDT) build $(EXAMPLE) --sample-key '["TAEFC1044741"]'
 	$(SDT) run $(EXAMPLE) --output .sdt-demo
 
 check: install

@@ -67,6 +67,11 @@ def index_url() -> str:
     """The user's primary index (PIP_INDEX_URL, pip config, else PyPI)."""
     if os.environ.get("PIP_INDEX_URL"):
         return os.environ["PIP_INDEX_URL"].rstrip("/")
+    return _configured_index()
+
+
+@lru_cache(maxsize=1)
+def _configured_index() -> str:
     try:
         done = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
                               capture_output=True, text=True, timeout=10)
@@ -88,6 +93,8 @@ def releases(name: str, python: str, *, timeout: float = 5.0, index: str | None 
     cache = cache_root() / "index" / f"{project}.json"
     if cache.exists() and time.time() - cache.stat().st_mtime < TTL_SECONDS:
         data = json.loads(cache.read_text())
+        if data.get("missing"):
+            raise NotOnIndex(project)
     else:
         url = f"{index or index_url()}/{project}/"
         request = urllib.request.Request(url, headers={"Accept": ACCEPT, "User-Agent": "sdt-build"})
@@ -96,6 +103,8 @@ def releases(name: str, python: str, *, timeout: float = 5.0, index: str | None 
                 data = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps({"missing": True}))
                 raise NotOnIndex(project) from exc
             raise IndexUnreachable(f"{url}: HTTP {exc.code}") from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:

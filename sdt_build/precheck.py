@@ -158,9 +158,10 @@ def precheck(project: UserProject, *, offline: bool = False) -> list[Finding]:
     """Every finding about the plug's requirements for the project's target Python."""
     sdt = SdtSet(project.settings.python)
     findings: list[Finding] = []
-    lines = [classify(text) for text in project.requirement_lines]
+    constraint_lines = constraint_file_lines(project)
+    lines = [classify(text) for text in project.requirement_lines + constraint_lines]
     named: dict[str, list[Requirement]] = {}
-    for line in lines:
+    for position, line in enumerate(lines):
         if line.kind == "name" or (line.kind == "url" and line.requirement is not None):
             requirement = line.requirement
             if requirement.marker and not requirement.marker.evaluate(sdt.env):
@@ -169,6 +170,8 @@ def precheck(project: UserProject, *, offline: bool = False) -> list[Finding]:
                     f"`{line.text}` does not apply to the image (Python {sdt.python} on linux x86_64), "
                     "so it is left out.", "nothing to do, unless you meant it to apply", plug_asks=line.text))
                 continue
+            if position >= len(lines) - len(constraint_lines):
+                requirement = _as_constraint(requirement)
             named.setdefault(canonicalize_name(requirement.name), []).append(requirement)
             if line.kind == "url":
                 findings.extend(_check_url(line, sdt))
@@ -179,6 +182,14 @@ def precheck(project: UserProject, *, offline: bool = False) -> list[Finding]:
     if not offline:
         findings.extend(_check_index(named, sdt, findings))
     return findings
+
+
+class _Constraint(Requirement):
+    """A line from a ``-c`` file: it narrows versions but does not ask for the package."""
+
+
+def _as_constraint(requirement: Requirement) -> Requirement:
+    return _Constraint(str(requirement))
 
 
 def _combined(requirements: list[Requirement]) -> SpecifierSet:
@@ -198,8 +209,9 @@ def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet) -> lis
     asks = _asks(requirements)
     if len(requirements) > 1:
         if not satisfiable([r.specifier for r in requirements], []):
-            return [Finding("SDT-E209", "error", name, f"requirements.txt asks for {name} twice in ways that "
-                            f"cannot both hold: {asks}.", f"keep one line for {name}", plug_asks=asks)]
+            return [Finding("SDT-E209", "error", name, f"requirements.txt (with its -c files) asks for {name} in "
+                            f"ways that cannot all hold: {asks}.", f"keep one line for {name}", plug_asks=asks)]
+    if sum(not isinstance(r, _Constraint) for r in requirements) > 1:
         findings.append(Finding("SDT-E209", "note", name, f"{name} is listed {len(requirements)} times "
                                 f"({asks}); the lines are combined as `{name}{spec}`.",
                                 "keep one line per package", plug_asks=asks))
@@ -455,10 +467,24 @@ def _mentions_prerelease(spec: SpecifierSet) -> bool:
     return False
 
 
+def constraint_file_lines(project: UserProject) -> tuple[str, ...]:
+    """Requirement lines of the ``-c`` files requirements.txt names (they narrow versions too)."""
+    found: list[str] = []
+    for text in project.requirement_lines:
+        match = re.match(r"^(-c|--constraint)[= ]?\s*(\S+)$", text)
+        path = project.root / match.group(2) if match else None
+        if path is not None and path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                line = re.sub(r"(^|\s)#.*$", "", line).strip()
+                if line and not line.startswith("-"):
+                    found.append(line)
+    return tuple(found)
+
+
 def requirement_names(project: UserProject) -> set[str]:
     """Canonical names the plug's lines constrain (for dropping SDT's pins of them)."""
     names = set()
-    for text in project.requirement_lines:
+    for text in project.requirement_lines + constraint_file_lines(project):
         line = classify(text)
         if line.requirement is not None:
             names.add(canonicalize_name(line.requirement.name))

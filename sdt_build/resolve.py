@@ -72,7 +72,7 @@ def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
     chosen = choose_backend(backend, python)
     sdt_inputs = (constraints.folder(python) / "sdt.in").read_text()
     pins = constraints.pins(python)
-    constrained = requirement_names(project) | _constraint_file_names(project)
+    constrained = requirement_names(project)
     kept = "\n".join(f"{name}=={version}" for name, version in sorted(pins.items()) if name not in constrained)
     plug_lines = [_absolute(line, project.root) for line in project.requirement_lines]
     digest = hashlib.sha256(json.dumps([__version__, python, chosen, sdt_inputs, kept, plug_lines,
@@ -216,21 +216,6 @@ def _absolute(line: str, root: Path) -> str:
     if line.startswith((".", "file:")) and classify(line).kind == "path":
         return str((root / re.sub(r"^file:(//)?", "", line)).resolve())
     return line
-
-
-def _constraint_file_names(project: UserProject) -> set[str]:
-    names = set()
-    for line in project.requirement_lines:
-        match = re.match(r"^(-c|--constraint)[= ]?\s*(\S+)$", line)
-        if match and (project.root / match.group(2)).is_file():
-            for text in (project.root / match.group(2)).read_text().splitlines():
-                text = text.split("#")[0].strip()
-                if text and not text.startswith("-"):
-                    try:
-                        names.add(canonicalize_name(Requirement(text).name))
-                    except Exception:  # the resolver reports bad constraint lines itself
-                        continue
-    return names
 
 
 def _local_contents(project: UserProject) -> list[str]:
