@@ -215,7 +215,8 @@ def lock_command(output: Output, directory: Path, output_file: Path | None, reso
 
 @command(main, "build")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--push", "registry", default=None, help="Push the image to this registry (host[:port][/path]).")
+@click.option("--push", "registry", is_flag=False, flag_value="", default=None,
+              help="Push the image to this registry (host[:port][/path]); alone, to sdt.toml's registry.")
 @click.option("--resolver", type=click.Choice(BACKENDS), default="auto", show_default=True,
               envvar="SDT_RESOLVER", help="pip-compile (the target's Python) or uv (any target).")
 @click.option("--context-only", "context_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

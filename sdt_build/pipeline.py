@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from sdt_build.errors import ProjectError
 from sdt_build.image import Image, build_image, choose_base, docker_client, mark, push_image
 from sdt_build.project import UserProject, load_project
 from sdt_build.render import BuildContext, prepare
@@ -34,6 +35,11 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str = 
     smoke test is tagged ``:latest`` or pushed; a failing one raises SmokeFailure (with the report).
     """
     project = load_project(path, require_env=False)
+    if push == "":  # --push with no value: the registry sdt.toml names
+        if not project.settings.registry:
+            raise ProjectError("SDT-E122", "--push was given no registry and sdt.toml names none",
+                               'pass --push HOST[:PORT][/PATH], or set registry = "…" in sdt.toml')
+        push = project.settings.registry
     locked = lock(project, backend=resolver)
     say(f"lock: {len(locked.pins)} packages ({len(locked.plug_layer)} from the plug)"
         f"{', cached' if locked.cached else ''}")

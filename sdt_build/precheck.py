@@ -180,7 +180,7 @@ def precheck(project: UserProject, *, offline: bool = False) -> list[Finding]:
     for name, requirements in named.items():
         findings.extend(_check_named(name, requirements, sdt))
     if not offline:
-        findings.extend(_check_index(named, sdt, findings))
+        findings.extend(_check_index(named, sdt, findings, project.settings.build_sdists))
     return findings
 
 
@@ -382,7 +382,8 @@ def _client_version(name: str) -> str | None:
         return None
 
 
-def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[Finding]) -> list[Finding]:
+def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[Finding],
+                 build_sdists: bool) -> list[Finding]:
     """What only the index knows, for requirements that leave SDT's pins (looked up in parallel)."""
     decided = {f.package for f in found if f.severity == "error" and f.code not in ("SDT-E203",)}
     todo = {name: reqs for name, reqs in named.items() if name not in decided and (
@@ -416,12 +417,12 @@ def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[F
                                     "wheel availability was not checked.", "run `sdt-build check --resolve` "
                                     "once the index is reachable", plug_asks=asks))
             continue
-        findings.extend(_judge_releases(name, reqs, spec, releases, sdt.python))
+        findings.extend(_judge_releases(name, reqs, spec, releases, sdt.python, build_sdists))
     return findings
 
 
 def _judge_releases(name: str, reqs: list[Requirement], spec: SpecifierSet, releases: list[index.Release],
-                    python: str) -> list[Finding]:
+                    python: str, build_sdists: bool) -> list[Finding]:
     asks = _asks(reqs)
     exact = any(s.operator in ("==", "===") and "*" not in s.version for s in spec)
     pre = _mentions_prerelease(spec)
@@ -450,10 +451,17 @@ def _judge_releases(name: str, reqs: list[Requirement], spec: SpecifierSet, rele
     if not any(r.wheel_for_target for r in for_python):
         with_wheel = next((r for r in releases if r.wheel_for_target and r.allows_python(python)), None)
         hint = f"{name}=={with_wheel.version} has one" if with_wheel else f"no {name} release has one"
-        findings.append(Finding(
-            "SDT-E208", "error", name, f"no release of {name} matching {asks} has a wheel for Python {python} on "
-            "linux x86_64: it would need compiling, which the offline image build cannot do.",
-            f"pick a version with a wheel ({hint}); see {CATALOG}", plug_asks=asks))
+        if build_sdists and any(r.has_sdist for r in for_python):
+            findings.append(Finding(
+                "SDT-E208", "warning", name, f"no release of {name} matching {asks} has a wheel for Python {python} "
+                "on linux x86_64; build_sdists = true, so the builder stage compiles it from source.",
+                f"nothing to do if it compiles; a version with a wheel builds faster ({hint})", plug_asks=asks))
+        else:
+            findings.append(Finding(
+                "SDT-E208", "error", name, f"no release of {name} matching {asks} has a wheel for Python {python} "
+                "on linux x86_64: it would need compiling, which the offline image build does not do.",
+                f"pick a version with a wheel ({hint}), or set build_sdists = true in sdt.toml to compile it in "
+                f"the builder stage; see {CATALOG}", plug_asks=asks))
     return findings
 
 

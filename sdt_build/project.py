@@ -47,7 +47,7 @@ IMPORT_ALIASES = {
 
 SETTINGS_KEYS = {
     "name": str, "python": str, "base_image": str, "registry": str, "plug_class": str,
-    "client_class": str, "keys": list, "run_pipeline": dict,
+    "client_class": str, "keys": list, "run_pipeline": dict, "build_sdists": bool,
 }
 
 
@@ -74,6 +74,7 @@ class Settings:
     client_class: str | None = None
     keys: tuple[tuple, ...] = ()
     run_pipeline: dict[str, Any] = field(default_factory=dict)
+    build_sdists: bool = False  # compile packages that have no wheel for the target in the builder stage
 
 
 @dataclass(frozen=True)

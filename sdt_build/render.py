@@ -21,7 +21,7 @@ from sdt_build import __version__
 from sdt_build.errors import BuildError
 from sdt_build.project import UserProject
 from sdt_build.resolve import ResolvedLock
-from sdt_build.wheels import cache_root, download, link_into
+from sdt_build.wheels import cache_root, download, download_sdists, link_into
 
 PACKAGE = Path(__file__).resolve().parent
 TEMPLATES = Path(os.environ.get("SDT_TEMPLATES", PACKAGE.parent / "templates"))
@@ -53,13 +53,13 @@ class BuildContext:
         return f"{self.name}:{self.content_hash}"
 
 
-def render_dockerfile(project: UserProject, lock: ResolvedLock) -> str:
+def render_dockerfile(project: UserProject, lock: ResolvedLock, sdists: bool = False) -> str:
     """The Dockerfile text for ``project``: deterministic, so dockerfiles/ can be checked against it."""
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return environment.get_template(TEMPLATE).render(
         name=project.name, python=lock.python, default_base=f"python:{lock.python}-slim", uid=UID,
-        plug_packages=bool(lock.plug_layer), sdt_version=lock.pins.get("solar-data-tools", "?"),
+        plug_packages=bool(lock.plug_layer), sdists=sdists, sdt_version=lock.pins.get("solar-data-tools", "?"),
         plug_class=project.plug.name, client_class=project.client.name)
 
 
@@ -90,9 +90,11 @@ def prepare(project: UserProject, lock: ResolvedLock, base_image: str, base_id: 
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    wheels = _wheelhouse(lock, log_dir or cache_root() / "logs")
+    wheels, sdists, build_wheels = _wheelhouse(lock, log_dir or cache_root() / "logs", project.settings.build_sdists)
     link_into([wheels[n] for n in lock.sdt_layer], folder / "wheels" / "sdt")
-    link_into([wheels[n] for n in lock.plug_layer], folder / "wheels" / "plug")
+    link_into([wheels[n] for n in lock.plug_layer if n in wheels], folder / "wheels" / "plug")
+    link_into(list(sdists.values()), folder / "sdists")
+    link_into(build_wheels, folder / "wheels" / "build")
     (folder / "lock").mkdir()
     (folder / "lock" / "sdt.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.sdt_layer.items())))
     (folder / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.plug_layer.items())))
@@ -103,7 +105,7 @@ def prepare(project: UserProject, lock: ResolvedLock, base_image: str, base_id: 
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(project.root / relative, target)
     (folder / "project").mkdir(exist_ok=True)
-    dockerfile = render_dockerfile(project, lock)
+    dockerfile = render_dockerfile(project, lock, sdists=bool(sdists))
     (folder / "Dockerfile").write_text(dockerfile)
     (folder / ".dockerignore").write_text("\n".join(f"**/{p}" for p in IGNORED) + "\n")
     digest = _content_hash(folder, dockerfile, base_id)
@@ -127,18 +129,39 @@ def _source_url(root: Path) -> str | None:
     return re.sub(r"^(https?://)[^@/]+@", r"\1", url) if done.returncode == 0 and url else None
 
 
-def _wheelhouse(lock: ResolvedLock, log_dir: Path) -> dict[str, Path]:
+def _wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool
+                ) -> tuple[dict[str, Path], dict[str, Path], list[Path]]:
+    """Target wheels of the lock; with ``build_sdists``, source archives (and their build
+    requirements) for the plug's packages that have no wheel for the target."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"wheels-{lock.input_hash[:8]}.log"
+    from_source = _without_wheel(lock.plug_layer, lock.python) if build_sdists else {}
     try:
-        return download(lock.pins, lock.python, log_path)
+        wheels = download({n: v for n, v in lock.pins.items() if n not in from_source}, lock.python, log_path)
+        sdists, build_wheels = download_sdists(from_source, lock.python, log_path) if from_source else ({}, [])
     except subprocess.CalledProcessError as exc:
         text = log_path.read_text(errors="replace")
         missing = sorted(set(re.findall(r"No matching distribution found for (\S+)", text)))
         raise BuildError("SDT-E304", f"no wheel for Python {lock.python} on linux x86_64: "
                          f"{', '.join(missing) or 'see the log'}",
-                         "pin a version that has a wheel for the target (docs/edge-cases.md), or check the index "
-                         "settings pip uses", log_path=log_path) from exc
+                         "pin a version that has a wheel for the target, or set build_sdists = true in sdt.toml "
+                         "(docs/edge-cases.md)", log_path=log_path) from exc
+    return wheels, sdists, build_wheels
+
+
+def _without_wheel(pins: dict[str, str], python: str) -> dict[str, str]:
+    """The pins whose release has no wheel for the target (per the index)."""
+    from sdt_build import index
+
+    missing = {}
+    for name, version in pins.items():
+        try:
+            release = next((r for r in index.releases(name, python) if str(r.version) == version), None)
+        except (index.NotOnIndex, index.IndexUnreachable):
+            continue
+        if release is not None and not release.wheel_for_target and release.has_sdist:
+            missing[name] = version
+    return missing
 
 
 def _content_hash(folder: Path, dockerfile: str, base_id: str) -> str:

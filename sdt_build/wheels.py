@@ -126,3 +126,53 @@ def link_into(paths: list[Path], folder: Path) -> None:
             os.link(path, target)
         except OSError:
             shutil.copy2(path, target)
+
+
+def download_sdists(pins: dict[str, str], python: str, log_path: Path) -> tuple[dict[str, Path], list[Path]]:
+    """Source archives of ``pins``, and the target wheels that building them needs (build-system.requires).
+
+    For ``build_sdists = true``: the builder stage compiles these, with no index, from the context.
+    """
+    folder = cache_root() / "sdists"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--progress-bar",
+                        "off", "--disable-pip-version-check", "-d", str(folder),
+                        *(f"{n}=={v}" for n, v in sorted(pins.items()))],
+                       stdout=log, stderr=subprocess.STDOUT, check=True)
+    sdists = {}
+    for name, version in pins.items():
+        prefix = re.compile(rf"^{re.escape(canonicalize_name(name)).replace('-', '[-_.]')}-{re.escape(version)}"
+                            r"\.(tar\.gz|zip)$", re.I)
+        sdists[name] = next(p for p in folder.iterdir() if prefix.match(p.name))
+    requires = sorted({r for path in sdists.values() for r in build_requires(path)})
+    build_folder = cache_root() / "build-wheels" / hashlib.sha256("\n".join(requires + [python]).encode()).hexdigest()[:16]
+    build_folder.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--progress-bar", "off",
+                        "--disable-pip-version-check", "-d", str(build_folder), *target_args(python), *requires],
+                       stdout=log, stderr=subprocess.STDOUT, check=True)
+    return sdists, sorted(build_folder.glob("*.whl"))
+
+
+def build_requires(sdist: Path) -> list[str]:
+    """``[build-system] requires`` of a source archive (setuptools and wheel when it declares none)."""
+    import tarfile
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    text = None
+    if sdist.name.endswith(".zip"):
+        with zipfile.ZipFile(sdist) as archive:
+            name = next((n for n in archive.namelist() if n.count("/") == 1 and n.endswith("/pyproject.toml")), None)
+            text = archive.read(name).decode() if name else None
+    else:
+        with tarfile.open(sdist) as archive:
+            member = next((m for m in archive.getmembers()
+                           if m.name.count("/") == 1 and m.name.endswith("/pyproject.toml")), None)
+            text = archive.extractfile(member).read().decode() if member else None
+    declared = tomllib.loads(text).get("build-system", {}).get("requires") if text else None
+    return list(declared) if declared else ["setuptools>=40.8.0", "wheel"]

@@ -200,3 +200,21 @@ def test_build_cli_json(docker, base_image, copy_example):
         assert payload["size"] > 100_000_000 and payload["image_id"].startswith("sha256:")
     finally:
         _remove(docker, name)
+
+
+def test_build_sdists_compiles_a_package_without_wheels_in_the_builder(docker, base_image, copy_example):
+    folder = _unique(copy_example())
+    (folder / "requirements.txt").write_text("docopt==0.6.2\n")  # published as a source archive only
+    (folder / "dataplug.py").write_text("import docopt\n" + (folder / "dataplug.py").read_text())
+    name = load_project(folder).name
+    try:
+        with pytest.raises(Exception) as refused:  # without the opt-in: stopped before the build
+            build_project(folder, smoke=False)
+        assert getattr(refused.value, "code", None) == "SDT-E208"
+        (folder / "sdt.toml").write_text("build_sdists = true\n" + (folder / "sdt.toml").read_text())
+        built = build_project(folder, smoke=False)
+        assert "sdists" in built.context.dockerfile and (built.context.directory / "sdists").is_dir()
+        result = run_command(docker, built.image.tag, ["python3", "-c", "import docopt; print(docopt.__version__)"])
+        assert result.exit_code == 0 and result.output.strip() == "0.6.2", result.output
+    finally:
+        _remove(docker, name)
