@@ -381,30 +381,42 @@ def base_command(output: Output, python: str, force: bool) -> int:
 @click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
               help="Where results go (default: sdt-results/<name>).")
 @click.option("--resume", is_flag=True, help="Run only the keys without a finished row in --output.")
+@click.option("--timeout", type=float, default=None, help="Seconds one key may run (default: no limit).")
+@click.option("--retries", type=int, default=1, show_default=True, help="Extra attempts for a key whose worker died.")
+@click.option("--loss-analysis", is_flag=True, help="Also run SDT's loss factor analysis (sites over a year).")
+@click.option("--max-in-flight", type=int, default=None, help="Keys submitted at once (default: 2 × threads).")
+@click.option("--image", default=None, help="Image the scheduler and workers run (default: the client's).")
 def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_file: Path | None,
-                output_dir: Path | None, resume: bool) -> int:
+                output_dir: Path | None, resume: bool, timeout: float | None, retries: int, loss_analysis: bool,
+                max_in_flight: int | None, image: str | None) -> int:
     """Run SDT's pipeline for every key on the client from client.py."""
     from sdt_build.runner import SDTDask
 
     chosen = [_parse_key(k) for k in keys] + (_read_keys_file(keys_file) if keys_file else [])
-    runner = SDTDask(directory)
+    runner = SDTDask(directory, image=image)
     output_dir = output_dir or Path("sdt-results") / runner.project.name
-    output.say(f"running {runner.project.name} on {runner.client.backend} client "
-               f"({runner.client.workers} workers); results in {output_dir}")
-
-    def progress(row: dict) -> None:
-        state = "[green]ok[/]" if row["status"] == "ok" else f"[red]{row['status']}[/] at {row.get('stage')}"
-        output.say(f"  {tuple(row['key'])}: {state}")
-
-    result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, on_row=progress)
+    output.say(f"running {runner.project.name} on the {runner.client.backend} client "
+               f"({runner.client.workers} workers × {runner.client.threads_per_worker} threads); "
+               f"results in {output_dir}")
+    result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, timeout=timeout,
+                            retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
+                            progress=not output.as_json and sys.stderr.isatty())
     table = result.table
-    output.emit({"ok": result.ok, "output": str(output_dir), "seconds": round(result.seconds, 1),
-                 "counts": result.counts, "rows": json.loads(table.to_json(orient="records"))})
+    summary = result.summary()
+    output.emit({"ok": result.ok, "output": str(output_dir), "summary": summary,
+                 "rows": json.loads(table.drop(columns=["traceback"], errors="ignore").to_json(orient="records"))})
     if not output.as_json:
         _print_results(table)
+        for warning in result.record.get("warnings", []):
+            err.print(f"[yellow]warning[/] {warning}", highlight=False)
+        for group in summary["failures"]:
+            err.print(f"[red]{group['count']} failed[/] at {group['stage']} ({group['error_type']}): "
+                      f"{group['example']}", highlight=False)
+        efficiency = summary.get("parallel_efficiency")
         output.say(f"{len(table)} keys in {result.seconds:.0f} s: "
                    + ", ".join(f"{n} {s}" for s, n in result.counts.items())
-                   + f"; table in {output_dir / 'results.csv'}")
+                   + (f"; parallel efficiency {efficiency:.2f}" if efficiency else "")
+                   + f"; results in {output_dir}/results.csv (+ .parquet, journal.jsonl, run.json)")
     return 0 if result.ok else 5
 
 
@@ -417,10 +429,6 @@ def _print_results(table) -> None:
     for _, row in table.iterrows():
         view.add_row(*[_cell(row.get(c)) for c in columns])
     out.print(view)
-    failed = table[table["status"] != "ok"] if "status" in table else table.iloc[0:0]
-    for _, row in failed.iterrows():
-        err.print(f"[red]{_cell(row['key'])}[/] failed at {row.get('stage')}: "
-                  f"{row.get('error_type')}: {row.get('message')}", highlight=False)
 
 
 def _cell(value: Any) -> str:

@@ -60,6 +60,7 @@ class ClassSpec:
     line: int
     env: tuple[EnvVar, ...] = ()
     has_keys: bool = False
+    has_size: bool = False  # a size(key) estimate, for longest-first ordering
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,8 @@ def _find_plug(tree: ast.Module, path: Path, settings: Settings, found: ProblemL
                   f"{', '.join(_required_args(keys))}",
                   "define `def keys(self)` returning a list of key tuples", file=PLUG_FILE, line=keys.lineno)
     env = _env_declaration(cls, classes, PLUG_FILE, found)
-    return ClassSpec(path, cls.name, cls.lineno, env, keys is not None)
+    has_size = _inherited_method(cls, classes, "size") is not None
+    return ClassSpec(path, cls.name, cls.lineno, env, keys is not None, has_size)
 
 
 def _find_client(tree: ast.Module, path: Path, settings: Settings, found: ProblemList) -> ClassSpec | None:

@@ -1,15 +1,17 @@
-"""What runs on a worker for one key: get_data → DataHandler → run_pipeline → report.
+"""What runs on a worker for one key: get_data → DataHandler → run_pipeline → report (→ loss analysis).
 
-A task never raises: it returns one row saying how far the key got and why it stopped.
-The plug's source travels with the task (a few kilobytes) and is imported once per worker
-process, so any backend runs exactly the code the user has.
+A task never raises: it returns one row saying how far the key got and why it stopped. The plug's
+source travels with the task (a few kilobytes) and is imported once per worker process, so any
+backend runs exactly the code the user has. Heavy objects never leave the worker.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 STAGES = ("get_data", "make DataHandler", "run_pipeline", "report", "loss analysis")
+START_TOPIC = "sdt-build-start"
 _load_lock = threading.Lock()
 _loaded: dict[str, type] = {}
 
@@ -64,9 +67,15 @@ class PlugBundle:
             return _loaded[digest]
 
 
+def key_id(key: tuple) -> str:
+    """A key as text: how it is journaled, compared on resume, and named in events."""
+    return json.dumps(list(key), sort_keys=True, default=str)
+
+
 def run_key(bundle: PlugBundle, key: tuple, pipeline_kwargs: dict[str, Any],
             loss_analysis: bool = False) -> dict[str, Any]:
     """Run SDT for one key and return its row (never raises)."""
+    _announce(key)
     row: dict[str, Any] = {"key": key, "status": "ok", "stage": None, "error_type": None,
                            "message": None, "traceback": None,
                            "worker": f"{socket.gethostname()}:{os.getpid()}"}
@@ -94,22 +103,64 @@ def run_key(bundle: PlugBundle, key: tuple, pipeline_kwargs: dict[str, Any],
         if loss_analysis:
             stage = "loss analysis"
             if handler.num_days <= 365:
-                row["loss_analysis"] = f"skipped: {handler.num_days} days of data (needs more than a year)"
+                row["loss_analysis"] = f"skipped: {handler.num_days} days of data (it needs more than a year)"
             else:
                 _timed(durations, stage, handler.run_loss_factor_analysis, verbose=False)
                 loss = handler.loss_analysis.report()
                 row.update({f"loss {name}": _plain(value) for name, value in loss.items()})
                 row["loss_analysis"] = "done"
-    except BaseException as exc:  # a task reports every failure instead of raising it
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
+    except Exception as exc:  # a task reports every failure instead of raising it
+        message = str(exc).strip()
         row.update(status="failed", stage=stage, error_type=type(exc).__name__,
-                   message=str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__,
+                   message=message.splitlines()[0][:500] if message else type(exc).__name__,
                    traceback="".join(traceback.format_exception(exc))[-8000:])
+        row.update(dependency_problem(exc))
     for name, seconds in durations.items():
         row[f"seconds {name}"] = round(seconds, 3)
     row["seconds total"] = round(time.perf_counter() - started, 3)
     return row
+
+
+def dependency_problem(exc: BaseException) -> dict[str, Any]:
+    """When an error comes from a dependency (missing module, a library's AttributeError, a pickle
+    from another version): the package and its version here."""
+    package = None
+    if isinstance(exc, ImportError):
+        package = (getattr(exc, "name", None) or "").split(".")[0] or None
+        if package is None:
+            match = re.search(r"cannot import name '\w+' from '([\w.]+)'", str(exc))
+            package = match.group(1).split(".")[0] if match else None
+    elif isinstance(exc, (AttributeError, TypeError)) or type(exc).__name__ == "UnpicklingError":
+        frames = traceback.extract_tb(exc.__traceback__)
+        library = [f for f in frames if "site-packages" in f.filename or "dist-packages" in f.filename]
+        if library and library[-1] is frames[-1]:
+            package = re.split(r"[/\\]", library[-1].filename.split("-packages")[1].lstrip("/\\"))[0]
+    if not package:
+        return {}
+    return {"dependency": package, "dependency_version_worker": module_version(package)}
+
+
+def module_version(module: str) -> str | None:
+    """The version of the distribution that provides ``module`` here (None when absent)."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    for name in packages_distributions().get(module, [module]):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _announce(key: tuple) -> None:
+    """Tell the client this key started, and where (for per-key timeouts)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    worker.log_event(START_TOPIC, {"key": key_id(key), "worker": worker.address, "time": time.time()})
 
 
 def _timed(durations: dict[str, float], stage: str, fn, *args, **kwargs):
@@ -124,3 +175,20 @@ def _plain(value: Any) -> Any:
     """numpy scalars to Python scalars, so rows serialise to JSON, CSV and Parquet alike."""
     item = getattr(value, "item", None)
     return item() if callable(item) and getattr(value, "ndim", 1) == 0 else value
+
+
+def plug_keys(bundle: PlugBundle) -> list:
+    """The plug's own keys (run on a worker: the client needs none of the plug's packages)."""
+    return list(bundle.plug_class()().keys())
+
+
+def plug_sizes(bundle: PlugBundle, keys: list[tuple]) -> list[float]:
+    """The plug's size estimate per key, for longest-first ordering (0 where it cannot tell)."""
+    plug = bundle.plug_class()()
+    sizes = []
+    for key in keys:
+        try:
+            sizes.append(float(plug.size(key)))
+        except Exception:  # an estimate only: never a reason to fail a run
+            sizes.append(0.0)
+    return sizes

@@ -120,6 +120,6 @@ def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):
                            str(tmp_path / "out"), "--json"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 5, done.stderr
     payload = json.loads(done.stdout)
-    assert payload["counts"] == {"ok": 1, "failed": 1}
+    assert payload["summary"]["counts"] == {"ok": 1, "failed": 1}
     assert {tuple(r["key"]) for r in payload["rows"]} == {("TAEFC1044741", 30), ("missing", 5)}
     assert "Traceback" not in done.stderr

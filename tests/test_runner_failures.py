@@ -1,0 +1,124 @@
+"""The runner on a real Dask cluster when things go wrong: raising plugs, a hanging key, a worker
+killed mid-run, a missing module; then resume. Every key ends in exactly one row."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import dask
+import distributed  # noqa: F401  (loads its config before dask.config.set touches it)
+import pytest
+
+from sdt_build import SDTDask
+from sdt_build.clients import LocalClient
+from sdt_build.task import key_id
+
+from conftest import EXAMPLES
+
+TROUBLE_PLUG = '''
+import os
+import signal
+import time
+from pathlib import Path
+
+from sdt_build import DataPlug
+
+import importlib
+import importlib.util
+
+_spec = importlib.util.spec_from_file_location("synthetic_plug", {synthetic!r})
+_synthetic = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_synthetic)
+
+
+class Trouble(DataPlug):
+    """(name, days): 'ok' gives synthetic data; the others misbehave unless SDT_TEST_FIXED is set."""
+
+    def get_data(self, key):
+        name, days = key
+        calls = Path({calls!r}) / f"{{name}}.calls"
+        calls.write_text(str(int(calls.read_text()) + 1 if calls.exists() else 1))
+        if not os.environ.get("SDT_TEST_FIXED"):
+            if name == "raises":
+                raise ValueError("site 'raises' has no data")
+            if name == "hangs":
+                time.sleep(3600)
+            if name == "dies":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if name == "dependency":
+                importlib.import_module("sdt_no_such_module")  # as if the image lacked a package
+        return _synthetic.SyntheticPV().get_data((3, days))
+'''
+
+
+@pytest.fixture
+def trouble(tmp_path):
+    folder = tmp_path / "trouble"
+    folder.mkdir()
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    (folder / "dataplug.py").write_text(TROUBLE_PLUG.format(synthetic=str(EXAMPLES / "synthetic" / "dataplug.py"),
+                                                            calls=str(calls)))
+    shutil.copy(EXAMPLES / "local-csv" / "client.py", folder / "client.py")
+    return folder, calls
+
+
+def test_every_failure_is_a_row_and_resume_redoes_only_what_failed(trouble, tmp_path, monkeypatch):
+    folder, calls = trouble
+    monkeypatch.delenv("SDT_TEST_FIXED", raising=False)
+    keys = [("ok", 30), ("raises", 30), ("hangs", 30), ("dies", 30), ("dependency", 30), ("ok2", 30)]
+    out = tmp_path / "out"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
+        result = SDTDask(folder, client=client).execute(keys, output_dir=out, timeout=40, retries=1)
+    rows = result.table.set_index(result.table["key"].map(key_id))
+    assert sorted(rows.index) == sorted(key_id(k) for k in keys)  # exactly one row per key
+
+    def row(name):
+        return rows.loc[key_id((name, 30))]
+
+    assert row("ok")["status"] == "ok" and row("ok2")["status"] == "ok" and row("ok")["capacity"] > 0
+    assert (row("raises")["stage"], row("raises")["error_type"]) == ("get_data", "ValueError")
+    assert "has no data" in row("raises")["message"] and "Traceback" in row("raises")["traceback"]
+    assert row("hangs")["stage"] == "timeout" and "40 s" in row("hangs")["message"]
+    assert row("dies")["stage"] == "worker lost" and row("dies")["attempts"] == 2
+    assert "GiB memory limit" in row("dies")["message"] and "Fix:" in row("dies")["message"]
+    assert row("dependency")["stage"] == "get_data" and row("dependency")["dependency"] == "sdt_no_such_module"
+    assert "client has none" in row("dependency")["message"]
+    summary = result.summary()
+    assert summary["counts"] == {"ok": 2, "failed": 4}
+    assert {f["stage"] for f in summary["failures"]} == {"get_data", "timeout", "worker lost"}
+    for name in ("results.csv", "results.parquet", "journal.jsonl", "run.json"):
+        assert (out / name).exists(), name
+    record = json.loads((out / "run.json").read_text())
+    assert record["keys"] == 6 and "bokeh" in record.get("performance_report", "bokeh")
+
+    ok_calls = (calls / "ok.calls").read_text()
+    monkeypatch.setenv("SDT_TEST_FIXED", "1")  # the plug is fixed: resume runs only the failed keys
+    client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
+    again = SDTDask(folder, client=client).execute(keys, output_dir=out, resume=True)
+    assert again.counts == {"ok": 6}
+    assert (calls / "ok.calls").read_text() == ok_calls  # finished keys are not redone
+    assert again.record["already_done"] == 2
+
+
+def test_run_pipeline_kwargs_reach_sdt(tmp_path):
+    client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
+    runner = SDTDask(EXAMPLES / "synthetic", client=client)
+    shifted = [(5, 150)]  # system 5 has a one-hour clock shift part way through
+    with_fix = runner.execute(shifted, fix_shifts=True)
+    client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
+    without = SDTDask(EXAMPLES / "synthetic", client=client).execute(shifted, fix_shifts=False)
+    assert with_fix.table.iloc[0]["time shift correction"] is True or with_fix.table.iloc[0]["time shift correction"]
+    assert not without.table.iloc[0]["time shift correction"]
+
+
+def test_a_users_dask_client_is_left_open(tmp_path):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, memory_limit="7GiB") as cluster, Client(cluster) as mine:
+        result = SDTDask(EXAMPLES / "synthetic").execute([(1, 40)], dask_client=mine)
+        assert result.ok
+        assert mine.status == "running" and mine.submit(sum, [1, 2]).result() == 3
