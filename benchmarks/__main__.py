@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-SUITES = ("resolve", "build")
+SUITES = ("resolve", "build", "runner")
 
 
 def main(argv: list[str]) -> None:

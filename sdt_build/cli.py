@@ -457,12 +457,24 @@ def _read_keys_file(path: Path) -> list:
             return list(json.loads(path.read_text()))
         import csv
 
-        with path.open(newline="") as handle:
-            rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
+        text = path.read_text()
+        rows = [row for row in csv.reader(text.splitlines()) if row and not row[0].startswith("#")]
+        if len(rows) > 1 and _has_header(rows):
+            rows = rows[1:]  # a header row names the key's fields
         return [tuple(_csv_field(v) for v in row) for row in rows]
     except (ValueError, OSError) as exc:
         raise RunFailure("SDT-E502", f"cannot read keys from {path}: {exc}",
                          "give a JSON list of keys, or a CSV with one key per row") from exc
+
+
+def _has_header(rows: list[list[str]]) -> bool:
+    """A first row of text above a column that is numeric in every other row names the fields."""
+    def numeric(value: str) -> bool:
+        return isinstance(_csv_field(value), (int, float))
+
+    first, rest = rows[0], rows[1:]
+    return not any(numeric(v) for v in first) and any(
+        all(len(row) > column and numeric(row[column]) for row in rest) for column in range(len(first)))
 
 
 def _csv_field(value: str) -> Any:
