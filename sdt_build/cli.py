@@ -119,8 +119,10 @@ def main() -> None:
 @command(main, "init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--example", default="local-csv", show_default=True, help="Example to start from.")
+@click.option("--client", "client_example", default=None,
+              help="Use this example client.py instead (docker, scheduler, fargate, azure).")
 @click.option("--force", is_flag=True, help="Write into a folder that already has files.")
-def init_command(output: Output, directory: Path, example: str, force: bool) -> int:
+def init_command(output: Output, directory: Path, example: str, client_example: str | None, force: bool) -> int:
     """Scaffold a user folder from an example."""
     from sdt_build.errors import ProjectError
 
@@ -132,8 +134,14 @@ def init_command(output: Output, directory: Path, example: str, force: bool) -> 
     if directory.exists() and any(directory.iterdir()) and not force:
         raise ProjectError("SDT-E121", f"{directory} already has files",
                            "choose an empty folder, or pass --force to overwrite")
+    clients = sorted(p.name for p in (EXAMPLES / "clients").iterdir()) if (EXAMPLES / "clients").is_dir() else []
+    if client_example is not None and client_example not in clients:
+        raise ProjectError("SDT-E120", f"there is no example client named {client_example!r}",
+                           f"choose one of: {', '.join(clients) or 'none found'}")
     shutil.copytree(EXAMPLES / example, directory, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
+    if client_example:
+        shutil.copy(EXAMPLES / "clients" / client_example / "client.py", directory / "client.py")
     written = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
     output.emit({"ok": True, "directory": str(directory), "example": example, "files": written})
     output.say(f"[green]created[/] {directory} from example {example}: {', '.join(written)}")
@@ -386,14 +394,23 @@ def base_command(output: Output, python: str, force: bool) -> int:
 @click.option("--loss-analysis", is_flag=True, help="Also run SDT's loss factor analysis (sites over a year).")
 @click.option("--max-in-flight", type=int, default=None, help="Keys submitted at once (default: 2 × threads).")
 @click.option("--image", default=None, help="Image the scheduler and workers run (default: the client's).")
+@click.option("--dry-run", is_flag=True, help="Print the cluster spec the client would create, and its problems.")
 def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_file: Path | None,
                 output_dir: Path | None, resume: bool, timeout: float | None, retries: int, loss_analysis: bool,
-                max_in_flight: int | None, image: str | None) -> int:
+                max_in_flight: int | None, image: str | None, dry_run: bool) -> int:
     """Run SDT's pipeline for every key on the client from client.py."""
     from sdt_build.runner import SDTDask
 
     chosen = [_parse_key(k) for k in keys] + (_read_keys_file(keys_file) if keys_file else [])
     runner = SDTDask(directory, image=image)
+    if dry_run:
+        spec = runner.client.dry_run(runner.image)
+        output.emit({"ok": not spec["problems"], **spec})
+        if not output.as_json:
+            out.print_json(json.dumps({k: v for k, v in spec.items() if k != "problems"}, default=str))
+            for problem in spec["problems"]:
+                err.print(f"[red]problem[/] {problem}", highlight=False)
+        return 5 if spec["problems"] else 0
     output_dir = output_dir or Path("sdt-results") / runner.project.name
     output.say(f"running {runner.project.name} on the {runner.client.backend} client "
                f"({runner.client.workers} workers × {runner.client.threads_per_worker} threads); "

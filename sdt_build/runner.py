@@ -103,6 +103,8 @@ class SDTDask:
         self.project = load_project(path)
         self.client = client or load_client(self.project)
         self.image = image or self.client.image
+        # the declared variables that are set here: containers and cloud workers get them at run time
+        self.client.runtime_env = {v.name: v.value() for v in self.project.env if v.value() is not None}
 
     def execute(self, keys: Iterable[Any] | None = None, output_dir: str | Path | None = None,
                 resume: bool = False, *, loss_analysis: bool = False, timeout: float | None = None,
@@ -117,10 +119,16 @@ class SDTDask:
         options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
                              loss_analysis, timeout, retries, max_in_flight, check_versions)
         owns = dask_client is None
-        dask_client = dask_client or self.client.connect(self.image)
+        if owns:
+            if self.client.needs_image and not self.image:  # the image sdt-build builds (skipped if unchanged)
+                from sdt_build.pipeline import build_project
+
+                self.image = build_project(self.project.root).image.tag
+            dask_client = self.client.connect(self.image)
         try:
             return run(self.project, dask_client, keys, options, output_dir=output_dir, resume=resume,
-                       progress=progress, on_row=on_row, client_settings=self.client.describe())
+                       progress=progress, on_row=on_row, client_settings=self.client.describe(),
+                       explain=self.client.explain_lost_worker if owns else None)
         finally:
             if owns:
                 self.client.close()
@@ -128,8 +136,12 @@ class SDTDask:
 
 def run(project: UserProject, dask_client, keys: Iterable[Any] | None, options: RunOptions, *,
         output_dir: str | Path | None = None, resume: bool = False, progress: bool = False,
-        on_row: Callable[[dict], None] | None = None, client_settings: dict | None = None) -> RunResult:
-    """Keys → tasks → journal → table, on a connected ``distributed.Client``."""
+        on_row: Callable[[dict], None] | None = None, client_settings: dict | None = None,
+        explain: Callable[[], str | None] | None = None) -> RunResult:
+    """Keys → tasks → journal → table, on a connected ``distributed.Client``.
+
+    ``explain`` is the backend's account of dead workers (container logs), added to lost-worker rows.
+    """
     started = time.perf_counter()
     output = Path(output_dir) if output_dir else None
     journal = Journal(output / JOURNAL if output else None, resume)
@@ -143,12 +155,16 @@ def run(project: UserProject, dask_client, keys: Iterable[Any] | None, options: 
               "client": client_settings or {}, "options": {**options.__dict__},
               "keys": len(chosen), "already_done": len(chosen) - len(todo), "warnings": warnings,
               "versions": _cluster_versions(dask_client)}
-    stream = Stream(dask_client, bundle, options, journal, on_row, progress)
+    stream = Stream(dask_client, bundle, options, journal, on_row, progress, explain)
     try:
         with _performance_report(output, record):
             stream.run(todo)
     finally:
         journal.close()
+        lost = explain() if explain else None
+        if lost:
+            record["lost_workers"] = lost
+            record["warnings"].append(f"workers died during the run: {lost}")
         rows = journal.rows_for(chosen)
         table = _table(rows)
         wall = time.perf_counter() - started
@@ -204,13 +220,15 @@ class Stream:
     """Submits keys with backpressure, enforces timeouts, retries lost ones, journals every row."""
 
     def __init__(self, dask_client, bundle: PlugBundle, options: RunOptions, journal: Journal,
-                 on_row: Callable[[dict], None] | None, progress: bool):
+                 on_row: Callable[[dict], None] | None, progress: bool,
+                 explain: Callable[[], str | None] | None = None):
         self.client = dask_client
         self.bundle = bundle
         self.options = options
         self.journal = journal
         self.on_row = on_row
         self.progress = progress
+        self.explain = explain
         self.run_id = uuid.uuid4().hex[:8]
         self.started: dict[str, tuple[float, str]] = {}
         self.seconds = 0.0
@@ -292,6 +310,9 @@ class Stream:
             message = (f"the worker running this key died {attempt} time(s) ({cause}). Each worker has "
                        f"{memory}; one SDT pipeline run peaks near 6 GB. Fix: raise memory_per_worker or use "
                        "fewer threads per worker; if memory was not the cause, read the worker logs")
+            backend = self.explain() if self.explain else None
+            if backend:
+                message += f". The backend says: {backend}"
             return {"key": key, "status": "failed", "stage": "worker lost", "error_type": name,
                     "message": message, "worker": worker, "attempts": attempt}
         detail = str(exc) if exc else "the task was cancelled (scheduler restarted or client disconnected)"

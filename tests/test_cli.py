@@ -65,3 +65,14 @@ def test_keys_files_round_trip_list_fields(tmp_path):
     broken.write_text("[1, 2")
     done = run("run", str(EXAMPLES / "local-csv"), "--keys", str(broken), "--json")
     assert done.returncode == 5 and json.loads(done.stdout)["error"]["code"] == "SDT-E502"
+
+
+def test_init_with_an_example_client(tmp_path):
+    target = tmp_path / "cloud"
+    done = run("init", str(target), "--client", "fargate")
+    assert done.returncode == 0, done.stderr
+    assert "FargateClient" in (target / "client.py").read_text()
+    check = run("check", str(target), "--json", "--offline")
+    assert check.returncode == 0 and json.loads(check.stdout)["client"] == "Fargate"
+    bad = run("init", str(tmp_path / "x"), "--client", "nope")
+    assert bad.returncode == 1 and "SDT-E120" in bad.stderr

@@ -32,6 +32,8 @@ class Client:
                 raise TypeError(f"{type(self).__name__} has no setting {name!r}")
             setattr(self, name, value)
         self._dask_client: "distributed.Client | None" = None
+        # Values of the project's declared environment variables, passed to containers at run time.
+        self.runtime_env: dict[str, str] = {}
 
     @property
     def needs_image(self) -> bool:
@@ -47,6 +49,14 @@ class Client:
         if self._dask_client is not None:
             self._dask_client.close()
             self._dask_client = None
+
+    def explain_lost_worker(self) -> str | None:
+        """What the backend knows about workers that died (container state, logs), if anything."""
+        return None
+
+    def dry_run(self, image: str | None = None) -> dict[str, Any]:
+        """What ``connect`` would create, without creating it."""
+        return {**self.describe(), "image": image or self.image, "problems": []}
 
     def describe(self) -> dict[str, Any]:
         """Settings shown in run records and `--dry-run` output."""

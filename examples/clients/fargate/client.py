@@ -1,0 +1,23 @@
+"""AWS Fargate through dask-cloudprovider (pip install "sdt-build[cloud]").
+
+Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE,
+~/.aws, or a role); the region from here or AWS_REGION. The image must be in a registry Fargate can
+pull from: `sdt-build build DIR --push 123456789012.dkr.ecr.us-west-2.amazonaws.com`.
+`sdt-build run DIR --dry-run` prints the cluster spec without creating anything.
+"""
+
+from sdt_build.clients import FargateClient
+
+
+class Fargate(FargateClient):
+    region = "us-west-2"
+    vpc = "vpc-0123456789abcdef0"
+    subnets = ("subnet-0123456789abcdef0", "subnet-0fedcba9876543210")
+    security_groups = ("sg-0123456789abcdef0",)
+    workers = 20
+    threads_per_worker = 1
+    worker_cpu = 1024          # Fargate units: 1024 = 1 vCPU
+    worker_mem = 8192          # MiB; one SDT pipeline run peaks near 6 GiB
+    memory_per_worker = "7GiB"  # Dask's limit inside that
+    image = "123456789012.dkr.ecr.us-west-2.amazonaws.com/mysites:latest"
+    tags = {"project": "pv-fleet", "owner": "analytics"}

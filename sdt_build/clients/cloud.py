@@ -1,0 +1,305 @@
+"""FargateClient and AzureClient: dask-cloudprovider clusters, every setting checked offline first.
+
+Nothing here calls a cloud before the settings, the credentials and the image have been checked:
+a wrong subnet or a missing key is a named error on this machine, not a cluster that never starts.
+``dry_run()`` returns the exact cluster spec ``connect`` would create. dask-cloudprovider stays on
+the client side (``pip install "sdt-build[cloud]"``); the worker image does not need it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdt_build.clients.base import Client
+from sdt_build.clients.local import parse_memory
+from sdt_build.errors import RunFailure
+from sdt_build.plug import EnvVar
+
+if TYPE_CHECKING:
+    import distributed
+
+PIPELINE_PEAK_GIB = 6
+# Fargate task sizes: CPU units → allowed memory (MiB) per AWS's table.
+FARGATE_SIZES = {
+    256: [512, 1024, 2048],
+    512: list(range(1024, 4097, 1024)),
+    1024: list(range(2048, 8193, 1024)),
+    2048: list(range(4096, 16385, 1024)),
+    4096: list(range(8192, 30721, 1024)),
+    8192: list(range(16384, 61441, 4096)),
+    16384: list(range(32768, 122881, 8192)),
+}
+# Memory (GiB) of common Azure VM sizes, to check workers × memory fits a VM.
+AZURE_VM_MEMORY = {
+    "Standard_D2s_v3": 8, "Standard_D4s_v3": 16, "Standard_D8s_v3": 32, "Standard_D16s_v3": 64,
+    "Standard_D2s_v5": 8, "Standard_D4s_v5": 16, "Standard_D8s_v5": 32, "Standard_D16s_v5": 64,
+    "Standard_E2s_v3": 16, "Standard_E4s_v3": 32, "Standard_E8s_v3": 64, "Standard_E16s_v3": 128,
+    "Standard_E2s_v5": 16, "Standard_E4s_v5": 32, "Standard_E8s_v5": 64, "Standard_F4s_v2": 8,
+    "Standard_F8s_v2": 16, "Standard_F16s_v2": 32, "Standard_B2ms": 8, "Standard_B4ms": 16,
+}
+
+
+class CloudClient(Client):
+    """What Fargate and Azure share: offline checks, the registry rule, dry runs."""
+
+    tags: dict[str, str] = {}
+    problems_code = "SDT-E510"
+
+    def check(self, image: str | None) -> list[str]:
+        """Every setting problem (empty when connect may go ahead)."""
+        raise NotImplementedError
+
+    def spec(self, image: str) -> dict[str, Any]:
+        """The keyword arguments of the dask-cloudprovider cluster, secrets masked."""
+        raise NotImplementedError
+
+    def dry_run(self, image: str | None = None) -> dict[str, Any]:
+        image = image or self.image or "<the image sdt-build builds and pushes>"
+        problems = self.check(None if image.startswith("<") else image)
+        return {"backend": self.backend, "cluster": self.cluster_class, "kwargs": self.spec(image),
+                "problems": problems}
+
+    def _raise_problems(self, image: str | None) -> None:
+        problems = self.check(image)
+        if problems:
+            raise RunFailure(self.problems_code, f"{type(self).__name__} settings are not valid: {problems[0]}",
+                             "fix the settings in client.py (or their environment variables); "
+                             "`sdt-build run DIR --dry-run` shows every problem and the cluster spec",
+                             detail="\n".join(problems))
+
+    def _image_problems(self, image: str | None) -> list[str]:
+        if not image:
+            return ["no image: build and push one (`sdt-build build DIR --push REGISTRY`) or set image"]
+        first = image.split("/")[0]
+        if "/" not in image:
+            return [f"image {image} has no registry: the cloud cannot pull an image that exists only here; "
+                    "push it with `sdt-build build DIR --push REGISTRY` and use the pushed name"]
+        if re.match(r"^(localhost|127\.|0\.0\.0\.0|\[::1\])", first):
+            return [f"image {image} is in a registry on this machine, which the cloud cannot reach; push it "
+                    "to one it can (`sdt-build build DIR --push REGISTRY`)"]
+        return []
+
+    def _tag_problems(self) -> list[str]:
+        problems = []
+        for key, value in (self.tags or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                problems.append(f"tag {key!r}: keys and values must be strings")
+            elif key.lower().startswith(("aws:", "azure", "microsoft", "windows")):
+                problems.append(f"tag {key!r} uses a prefix the cloud reserves")
+            elif len(key) > 128 or len(value) > 256:
+                problems.append(f"tag {key!r} is too long (key ≤ 128, value ≤ 256 characters)")
+        return problems
+
+    def _environment(self) -> dict[str, str]:
+        return dict(self.runtime_env)
+
+    def _masked_environment(self) -> dict[str, str]:
+        secret = {v.name for v in self.env if v.secret} | {n for n in self.runtime_env
+                                                           if re.search(r"SECRET|PASSWORD|TOKEN|KEY", n)}
+        return {n: ("****" if n in secret else v) for n, v in self._environment().items()}
+
+    def _cloudprovider(self, module: str):
+        import importlib
+
+        try:
+            return importlib.import_module(f"dask_cloudprovider.{module}")
+        except ImportError as exc:
+            raise RunFailure("SDT-E509", f"{type(self).__name__} needs dask-cloudprovider on this machine",
+                             'pip install "sdt-build[cloud]" (or -c sdt_build/constraints/py3.X/client.txt '
+                             "dask-cloudprovider[aws,azure])") from exc
+
+    def connect(self, image: str | None = None) -> "distributed.Client":
+        from distributed import Client as DaskClient
+
+        image = image or self.image
+        self._raise_problems(image)
+        self._cluster = self._make_cluster(image)
+        self._dask_client = DaskClient(self._cluster)
+        return self._dask_client
+
+    def close(self) -> None:
+        super().close()
+        cluster = getattr(self, "_cluster", None)
+        if cluster is not None:
+            cluster.close()
+            self._cluster = None
+
+
+class FargateClient(CloudClient):
+    """AWS Fargate (dask-cloudprovider's FargateCluster). CPU in Fargate units (1024 = 1 vCPU)."""
+
+    backend = "fargate"
+    cluster_class = "dask_cloudprovider.aws.FargateCluster"
+    problems_code = "SDT-E510"
+    region: str | None = None
+    vpc: str | None = None
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    scheduler_cpu: int = 1024
+    scheduler_mem: int = 4096
+    worker_cpu: int = 1024
+    worker_mem: int = 8192
+    fargate_spot: bool = False
+    env = (EnvVar("AWS_REGION", required=False, help="region when `region` is not set (or AWS_DEFAULT_REGION)"),
+           EnvVar("AWS_ACCESS_KEY_ID", required=False, secret=True),
+           EnvVar("AWS_SECRET_ACCESS_KEY", required=False, secret=True),
+           EnvVar("AWS_SESSION_TOKEN", required=False, secret=True),
+           EnvVar("AWS_PROFILE", required=False, help="a profile in ~/.aws/credentials or ~/.aws/config"))
+
+    @property
+    def needs_image(self) -> bool:
+        return True
+
+    def _region(self) -> str | None:
+        return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+    def check(self, image: str | None) -> list[str]:
+        problems = []
+        region = self._region()
+        if not region:
+            problems.append("no region: set region in client.py, or AWS_REGION / AWS_DEFAULT_REGION")
+        elif not re.fullmatch(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d", region):
+            problems.append(f"region {region!r} is not an AWS region name (like us-west-2)")
+        if self.vpc and not re.fullmatch(r"vpc-[0-9a-f]{8}([0-9a-f]{9})?", self.vpc):
+            problems.append(f"vpc {self.vpc!r} is not a VPC id (vpc-0123456789abcdef0)")
+        problems += [f"subnet {s!r} is not a subnet id (subnet-0123456789abcdef0)" for s in self.subnets
+                     if not re.fullmatch(r"subnet-[0-9a-f]{8}([0-9a-f]{9})?", s)]
+        problems += [f"security group {g!r} is not a security group id (sg-0123456789abcdef0)"
+                     for g in self.security_groups if not re.fullmatch(r"sg-[0-9a-f]{8}([0-9a-f]{9})?", g)]
+        if self.subnets and not self.vpc:
+            problems.append("subnets are set but vpc is not: name the VPC they belong to")
+        for role, cpu, mem in (("scheduler", self.scheduler_cpu, self.scheduler_mem),
+                               ("worker", self.worker_cpu, self.worker_mem)):
+            if cpu not in FARGATE_SIZES:
+                problems.append(f"{role}_cpu {cpu} is not a Fargate size ({', '.join(map(str, FARGATE_SIZES))})")
+            elif mem not in FARGATE_SIZES[cpu]:
+                allowed = FARGATE_SIZES[cpu]
+                problems.append(f"{role}_mem {mem} MiB does not go with {role}_cpu {cpu}: Fargate allows "
+                                f"{allowed[0]}–{allowed[-1]} MiB in steps of {allowed[1] - allowed[0] if len(allowed) > 1 else 0}")
+        if self.worker_mem < PIPELINE_PEAK_GIB * 1024:
+            problems.append(f"worker_mem {self.worker_mem} MiB is below the ~{PIPELINE_PEAK_GIB} GiB one SDT pipeline "
+                            "run needs: use at least 8192")
+        if self.workers < 1 or self.threads_per_worker < 1:
+            problems.append("workers and threads_per_worker must be at least 1")
+        problems += self._tag_problems() + self._image_problems(image) + self._credential_problems()
+        return problems
+
+    def _credential_problems(self) -> list[str]:
+        try:
+            import botocore.session
+
+            found = botocore.session.Session().get_credentials() is not None
+        except ImportError:  # without botocore: the standard variables and files
+            home = Path.home() / ".aws"
+            found = bool(os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")) or \
+                (home / "credentials").exists() or bool(os.environ.get("AWS_PROFILE"))
+        if found:
+            return []
+        missing = [n for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(n)]
+        return [f"no AWS credentials: {', '.join(missing)} unset, no AWS_PROFILE, no ~/.aws/credentials "
+                "(or instance/container role)"]
+
+    def spec(self, image: str) -> dict[str, Any]:
+        spec = {"image": image, "region_name": self._region(), "n_workers": self.workers,
+                "scheduler_cpu": self.scheduler_cpu, "scheduler_mem": self.scheduler_mem,
+                "worker_cpu": self.worker_cpu, "worker_mem": self.worker_mem,
+                "worker_nthreads": self.threads_per_worker, "fargate_spot": self.fargate_spot,
+                "environment": self._masked_environment(), "tags": dict(self.tags or {})}
+        if self.vpc:
+            spec["vpc"] = self.vpc
+        if self.subnets:
+            spec["subnets"] = list(self.subnets)
+        if self.security_groups:
+            spec["security_groups"] = list(self.security_groups)
+        return spec
+
+    def _make_cluster(self, image: str):
+        aws = self._cloudprovider("aws")
+        return aws.FargateCluster(**{**self.spec(image), "environment": self._environment()})
+
+
+class AzureClient(CloudClient):
+    """Azure VMs (dask-cloudprovider's AzureVMCluster)."""
+
+    backend = "azure"
+    cluster_class = "dask_cloudprovider.azure.AzureVMCluster"
+    problems_code = "SDT-E511"
+    location: str | None = None
+    resource_group: str | None = None
+    vnet: str | None = None
+    security_group: str | None = None
+    vm_size: str = "Standard_E2s_v5"
+    disk_size: int = 50
+    env = (EnvVar("AZURE_SUBSCRIPTION_ID", required=False, help="the subscription clusters are created in"),
+           EnvVar("AZURE_TENANT_ID", required=False), EnvVar("AZURE_CLIENT_ID", required=False),
+           EnvVar("AZURE_CLIENT_SECRET", required=False, secret=True),
+           EnvVar("AZURE_LOCATION", required=False, help="location when `location` is not set"),
+           EnvVar("AZURE_RESOURCE_GROUP", required=False), EnvVar("AZURE_VNET", required=False),
+           EnvVar("AZURE_SECURITY_GROUP", required=False))
+
+    @property
+    def needs_image(self) -> bool:
+        return True
+
+    def _setting(self, name: str) -> str | None:
+        return getattr(self, name) or os.environ.get(f"AZURE_{name.upper()}")
+
+    def check(self, image: str | None) -> list[str]:
+        problems = []
+        location = self._setting("location")
+        if not location:
+            problems.append("no location: set location in client.py or AZURE_LOCATION (like westus2)")
+        elif not re.fullmatch(r"[a-z]+[a-z0-9]*", location):
+            problems.append(f"location {location!r} is not an Azure location name (like westus2, lowercase)")
+        group = self._setting("resource_group")
+        if not group:
+            problems.append("no resource_group: set it in client.py or AZURE_RESOURCE_GROUP")
+        elif not re.fullmatch(r"[\w\-.()]{1,90}", group) or group.endswith("."):
+            problems.append(f"resource_group {group!r} is not a valid name (1–90 letters, digits, _-.() )")
+        for name in ("vnet", "security_group"):
+            value = self._setting(name)
+            if not value:
+                problems.append(f"no {name}: set it in client.py or AZURE_{name.upper()}")
+            elif not re.fullmatch(r"[A-Za-z0-9][\w\-.]{0,62}[\w]", value):
+                problems.append(f"{name} {value!r} is not a valid name (2–64 letters, digits, _-.)")
+        if not re.fullmatch(r"Standard_[A-Z]+\d+[a-z_0-9]*", self.vm_size):
+            problems.append(f"vm_size {self.vm_size!r} is not an Azure VM size (like Standard_E2s_v5)")
+        else:
+            memory = AZURE_VM_MEMORY.get(self.vm_size)
+            needed = parse_memory(self.memory_per_worker) / 2**30
+            if memory is not None and needed > memory:
+                problems.append(f"vm_size {self.vm_size} has {memory} GiB, less than memory_per_worker "
+                                f"{self.memory_per_worker}")
+            if memory is not None and memory < PIPELINE_PEAK_GIB:
+                problems.append(f"vm_size {self.vm_size} has {memory} GiB; one SDT pipeline run needs ~6 GiB")
+        if self.disk_size < 30:
+            problems.append(f"disk_size {self.disk_size} GB is too small for the image (use 50 or more)")
+        problems += self._tag_problems() + self._image_problems(image) + self._credential_problems()
+        return problems
+
+    def _credential_problems(self) -> list[str]:
+        if not os.environ.get("AZURE_SUBSCRIPTION_ID"):
+            return ["no AZURE_SUBSCRIPTION_ID: export the subscription the cluster is created in"]
+        service_principal = all(os.environ.get(n) for n in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID",
+                                                            "AZURE_CLIENT_SECRET"))
+        cli_login = (Path.home() / ".azure" / "msal_token_cache.json").exists() or \
+            (Path.home() / ".azure" / "accessTokens.json").exists()
+        if service_principal or cli_login or os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
+            return []
+        missing = [n for n in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET") if not os.environ.get(n)]
+        return [f"no Azure credentials: {', '.join(missing)} unset and no `az login` token cache"]
+
+    def spec(self, image: str) -> dict[str, Any]:
+        return {"location": self._setting("location"), "resource_group": self._setting("resource_group"),
+                "vnet": self._setting("vnet"), "security_group": self._setting("security_group"),
+                "vm_size": self.vm_size, "disk_size": self.disk_size, "n_workers": self.workers,
+                "docker_image": image, "worker_options": {"nthreads": self.threads_per_worker,
+                                                          "memory_limit": self.memory_per_worker},
+                "env_vars": self._masked_environment(), "extra_vm_options": {"tags": dict(self.tags or {})}}
+
+    def _make_cluster(self, image: str):
+        azure = self._cloudprovider("azure")
+        return azure.AzureVMCluster(**{**self.spec(image), "env_vars": self._environment()})

@@ -1,0 +1,125 @@
+"""DockerClient: a real Dask cluster of containers of the image sdt-build built."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import pytest
+
+from sdt_build import SDTDask
+from sdt_build.clients import DockerClient
+from sdt_build.errors import RunFailure
+from sdt_build.image import LABEL, build
+from sdt_build.pipeline import build_project
+from sdt_build.wheels import download, link_into
+
+from conftest import SDT
+
+pytestmark = pytest.mark.docker
+
+
+def _unique(folder):
+    (folder / "sdt.toml").write_text(re.sub(r'name = "[^"]*"', f'name = "sdt-dc-{uuid.uuid4().hex[:8]}"',
+                                            (folder / "sdt.toml").read_text()))
+    return folder
+
+
+def _cluster_containers(docker):
+    return docker.containers.list(all=True, filters={"label": f"{LABEL}.cluster"})
+
+
+@pytest.fixture
+def local_csv_image(docker, base_image, copy_example):
+    folder = _unique(copy_example())
+    built = build_project(folder, smoke=False)
+    yield folder, built.image.tag
+    docker.images.remove(built.image.image_id, force=True)
+
+
+def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local_csv_image, tmp_path):
+    folder, image = local_csv_image
+    client = DockerClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
+    killed = {}
+
+    def kill_one_worker_mid_run():
+        """Once both worker containers run, give the keys time to start, then kill one."""
+        for _ in range(600):
+            workers = docker.containers.list(filters={"label": f"{LABEL}.role=worker"})
+            if len(workers) == 2:
+                time.sleep(10)
+                workers[0].kill()
+                killed["name"] = workers[0].name
+                return
+            time.sleep(0.5)
+
+    killer = threading.Thread(target=kill_one_worker_mid_run, daemon=True)
+    killer.start()
+    result = SDTDask(folder, client=client, image=image).execute(output_dir=tmp_path / "out")
+    killer.join(timeout=5)
+    assert killed, "no worker container was killed"
+    assert result.ok and result.counts == {"ok": 2}, result.table[["key", "status", "stage", "message"]]
+    assert killed["name"] in result.record.get("lost_workers", ""), result.record
+    assert "exited 137" in result.record["lost_workers"]
+    assert result.table["capacity"].min() > 0
+    assert not _cluster_containers(docker)  # everything removed on close
+
+
+def test_an_image_with_another_dask_is_refused_before_any_task(docker, base_image, copy_example, tmp_path):
+    folder = _unique(copy_example())
+    built = build_project(folder, context_only=True, context_dir=tmp_path / "context")
+    context = built.context.directory
+    pins = {"dask": "2025.1.0", "distributed": "2025.1.0"}
+    link_into(list(download(pins, "3.11", tmp_path / "download.log").values()), context / "wheels" / "plug")
+    (context / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(
+        "RUN mkdir -p /opt/sdt/plug \\\n && pip check",
+        "RUN mkdir -p /opt/sdt/plug && pip install --no-index --no-deps --target /opt/sdt/plug "
+        "--find-links /tmp/wheels -r /tmp/lock/plug.txt \\\n && pip check"))
+    tag = f"{built.context.name}:old-dask"
+    build(docker, context, tag, labels=built.context.labels, buildargs={"BASE_IMAGE": built.context.base_image},
+          log_path=tmp_path / "build.log")
+    try:
+        client = DockerClient(workers=1, threads_per_worker=1, memory_per_worker="7GiB")
+        with pytest.raises(RunFailure) as refused:
+            SDTDask(folder, client=client, image=tag).execute(output_dir=tmp_path / "out")
+        assert refused.value.code == "SDT-E503" and "dask" in refused.value.cause
+        assert "pip install dask==" in refused.value.fix or "requirements.txt" in refused.value.fix
+        assert not (tmp_path / "out" / "journal.jsonl").exists() or \
+            (tmp_path / "out" / "journal.jsonl").read_text() == ""
+        assert not _cluster_containers(docker)
+    finally:
+        docker.images.remove(tag, force=True)
+
+
+def test_leftover_containers_after_a_crash_are_cleaned(docker, local_csv_image):
+    _, image = local_csv_image
+    script = textwrap.dedent(f"""
+        import os, signal
+        from sdt_build.clients import DockerClient
+        client = DockerClient(workers=1, threads_per_worker=1, memory_per_worker="2GiB")
+        client.connect({image!r})
+        print("connected", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # a crash: no close, no atexit
+    """)
+    crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "connected" in crashed.stdout, crashed.stderr[-2000:]
+    assert len(_cluster_containers(docker)) == 2  # scheduler and worker left behind
+    done = subprocess.run([SDT, "clean", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not _cluster_containers(docker)
+
+
+def test_a_broken_image_fails_fast_with_its_log(docker, base_image):
+    client = DockerClient(workers=1, threads_per_worker=1, memory_per_worker="2GiB", startup_timeout=30)
+    with pytest.raises(RunFailure) as caught:
+        client.connect(base_image)  # no dask in the bare base image
+    assert caught.value.code == "SDT-E504"
+    assert "dask" in (caught.value.detail or "")
+    assert not _cluster_containers(docker)
