@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import tempfile
 import threading
 import time
 import traceback
@@ -24,7 +26,8 @@ from sdt_build import __version__
 from sdt_build.clients.base import Client
 from sdt_build.errors import ProjectError, RunFailure
 from sdt_build.project import UserProject, load_project, normalize_key
-from sdt_build.task import START_TOPIC, PlugBundle, key_id, module_version, plug_keys, plug_sizes, run_key
+from sdt_build.task import (START_TOPIC, PlugBundle, PlugInstaller, key_id, module_version, plug_keys,
+                            plug_sizes, run_key)
 
 JOURNAL = "journal.jsonl"
 PIPELINE_PEAK_BYTES = 6 * 2**30  # one SDT pipeline run peaks near 6 GB
@@ -144,9 +147,10 @@ def run(project: UserProject, dask_client, keys: Iterable[Any] | None, options: 
     """
     started = time.perf_counter()
     output = Path(output_dir) if output_dir else None
-    journal = Journal(output / JOURNAL if output else None, resume)
+    journal = Journal(output / JOURNAL if output else None, resume and output is not None)
     bundle = PlugBundle.from_folder(project.root, project.code_files, project.plug.name)
     warnings = preflight(dask_client, options)
+    dask_client.register_plugin(PlugInstaller(bundle))  # the plug's files go to each worker once
     chosen = _keys(keys, project, dask_client, bundle)
     todo = [k for k in chosen if key_id(k) not in journal.done]
     if project.plug.has_size and len(todo) > 1:
@@ -165,8 +169,8 @@ def run(project: UserProject, dask_client, keys: Iterable[Any] | None, options: 
         if lost:
             record["lost_workers"] = lost
             record["warnings"].append(f"workers died during the run: {lost}")
-        rows = journal.rows_for(chosen)
-        table = _table(rows)
+        table = _table(journal.rows_for(chosen))
+        journal.discard()
         wall = time.perf_counter() - started
         busy = float(table["seconds total"].sum()) if "seconds total" in table else 0.0
         threads = max(1, sum(w.get("nthreads", 1) for w in dask_client.scheduler_info()["workers"].values()))
@@ -180,40 +184,52 @@ def run(project: UserProject, dask_client, keys: Iterable[Any] | None, options: 
 
 
 class Journal:
-    """Rows appended (and flushed) as they arrive; on resume, the finished ones are read back."""
+    """Rows appended (and flushed) as they arrive, kept on disk rather than in memory, so the
+    client's memory stays flat however many keys run. Without an output folder it is a temporary
+    file. On resume, keys whose last row is ``ok`` count as done."""
 
     def __init__(self, path: Path | None, resume: bool):
+        self.temporary = path is None
+        if path is None:
+            handle, name = tempfile.mkstemp(prefix="sdt-journal-", suffix=".jsonl")
+            os.close(handle)
+            path = Path(name)
         self.path = path
-        self.rows: dict[str, dict] = {}
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if resume and path.exists():
-                for line in path.read_text().splitlines():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut short by a crash is simply redone
-                        continue
-                    row["key"] = normalize_key(row["key"])
-                    self.rows[key_id(row["key"])] = row
-            elif path.exists():
-                path.unlink()
-        self.done = {k for k, row in self.rows.items() if row.get("status") == "ok"}
-        self._file = open(path, "a") if path is not None else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume and path.exists():
+            path.unlink()
+        self.done = {key for key, row in self._last_rows().items() if row.get("status") == "ok"}
+        self._file = open(path, "a")
         self._lock = threading.Lock()
+
+    def _last_rows(self) -> dict[str, dict]:
+        rows: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a crash is simply redone
+                    continue
+                row["key"] = normalize_key(row["key"])
+                rows[key_id(row["key"])] = row
+        return rows
 
     def add(self, row: dict) -> None:
         with self._lock:
-            self.rows[key_id(row["key"])] = row
-            if self._file is not None:
-                self._file.write(json.dumps({**row, "key": list(row["key"])}, default=str) + "\n")
-                self._file.flush()
+            self._file.write(json.dumps({**row, "key": list(row["key"])}, default=str) + "\n")
+            self._file.flush()
 
     def rows_for(self, keys: list[tuple]) -> list[dict]:
-        return [self.rows[key_id(k)] for k in keys if key_id(k) in self.rows]
+        """The last row of each key, in the order of ``keys``."""
+        rows = self._last_rows()
+        return [rows[key_id(k)] for k in keys if key_id(k) in rows]
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        self._file.close()
+
+    def discard(self) -> None:
+        if self.temporary:
+            self.path.unlink(missing_ok=True)
 
 
 class Stream:
@@ -249,7 +265,7 @@ class Stream:
             while pending or futures:
                 while pending and len(futures) < limit:
                     key, attempt = pending.popleft()
-                    future = self.client.submit(run_key, self.bundle, key, self.options.pipeline_kwargs,
+                    future = self.client.submit(run_key, self.bundle.digest, key, self.options.pipeline_kwargs,
                                                 self.options.loss_analysis, pure=False,
                                                 key=f"sdt-{self.run_id}-{key_id(key)}-{attempt}")
                     futures[future] = (key, attempt)
@@ -345,6 +361,7 @@ class Stream:
                 "worker": worker, "attempts": attempt, "seconds total": round(time.monotonic() - began, 3)}
 
     def _finish(self, row: dict, bar) -> None:
+        self.started.pop(key_id(row["key"]), None)
         self.journal.add(row)
         if self.on_row:
             self.on_row(row)
@@ -407,7 +424,7 @@ def _keys(keys, project: UserProject, dask_client, bundle: PlugBundle) -> list[t
     elif project.settings.keys:
         chosen = list(project.settings.keys)
     elif project.plug.has_keys:
-        chosen = [normalize_key(k) for k in dask_client.submit(plug_keys, bundle, pure=False).result()]
+        chosen = [normalize_key(k) for k in dask_client.submit(plug_keys, bundle.digest, pure=False).result()]
     else:
         chosen = []
     if not chosen:
@@ -419,7 +436,7 @@ def _keys(keys, project: UserProject, dask_client, bundle: PlugBundle) -> list[t
 
 def _longest_first(dask_client, bundle: PlugBundle, keys: list[tuple]) -> list[tuple]:
     """Keys by the plug's size estimate, largest first, so no long site starts last."""
-    sizes = dask_client.submit(plug_sizes, bundle, keys, pure=False).result()
+    sizes = dask_client.submit(plug_sizes, bundle.digest, keys, pure=False).result()
     return [keys[i] for i in sorted(range(len(keys)), key=lambda i: -sizes[i])]
 
 

@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distributed.diagnostics.plugin import WorkerPlugin
+
 STAGES = ("get_data", "make DataHandler", "run_pipeline", "report", "loss analysis")
 START_TOPIC = "sdt-build-start"
 _load_lock = threading.Lock()
 _loaded: dict[str, type] = {}
+_installed: dict[str, "PlugBundle"] = {}
 
 
 @dataclass(frozen=True)
@@ -67,14 +70,39 @@ class PlugBundle:
             return _loaded[digest]
 
 
+class PlugInstaller(WorkerPlugin):
+    """A Dask worker plugin that gives every worker the plug's files, once: the scheduler keeps it
+    and hands it to workers that join or restart later, so each task only names the plug by digest."""
+
+    idempotent = True
+
+    def __init__(self, bundle: PlugBundle):
+        self.bundle = bundle
+        self.name = f"sdt-build-plug-{bundle.digest}"
+
+    def setup(self, worker) -> None:
+        _installed[self.bundle.digest] = self.bundle
+
+    def teardown(self, worker) -> None:
+        _installed.pop(self.bundle.digest, None)
+
+
+def installed(digest: str) -> PlugBundle:
+    """The bundle PlugInstaller put on this worker."""
+    try:
+        return _installed[digest]
+    except KeyError:
+        raise RuntimeError(f"the plug (digest {digest}) was not installed on this worker") from None
+
+
 def key_id(key: tuple) -> str:
     """A key as text: how it is journaled, compared on resume, and named in events."""
     return json.dumps(list(key), sort_keys=True, default=str)
 
 
-def run_key(bundle: PlugBundle, key: tuple, pipeline_kwargs: dict[str, Any],
+def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any],
             loss_analysis: bool = False) -> dict[str, Any]:
-    """Run SDT for one key and return its row (never raises)."""
+    """Run SDT for one key with the installed plug ``digest``, and return its row (never raises)."""
     _announce(key)
     row: dict[str, Any] = {"key": key, "status": "ok", "stage": None, "error_type": None,
                            "message": None, "traceback": None,
@@ -83,7 +111,7 @@ def run_key(bundle: PlugBundle, key: tuple, pipeline_kwargs: dict[str, Any],
     stage = "get_data"
     started = time.perf_counter()
     try:
-        plug = bundle.plug_class()()
+        plug = installed(digest).plug_class()()
         data = _timed(durations, stage, plug.get_data, key)
 
         stage = "make DataHandler"
@@ -177,14 +205,14 @@ def _plain(value: Any) -> Any:
     return item() if callable(item) and getattr(value, "ndim", 1) == 0 else value
 
 
-def plug_keys(bundle: PlugBundle) -> list:
+def plug_keys(digest: str) -> list:
     """The plug's own keys (run on a worker: the client needs none of the plug's packages)."""
-    return list(bundle.plug_class()().keys())
+    return list(installed(digest).plug_class()().keys())
 
 
-def plug_sizes(bundle: PlugBundle, keys: list[tuple]) -> list[float]:
+def plug_sizes(digest: str, keys: list[tuple]) -> list[float]:
     """The plug's size estimate per key, for longest-first ordering (0 where it cannot tell)."""
-    plug = bundle.plug_class()()
+    plug = installed(digest).plug_class()()
     sizes = []
     for key in keys:
         try:

@@ -121,5 +121,5 @@ def test_a_broken_image_fails_fast_with_its_log(docker, base_image):
     with pytest.raises(RunFailure) as caught:
         client.connect(base_image)  # no dask in the bare base image
     assert caught.value.code == "SDT-E504"
-    assert "dask" in (caught.value.detail or "")
+    assert "no dask or distributed" in caught.value.cause
     assert not _cluster_containers(docker)

@@ -98,7 +98,7 @@ def test_every_failure_is_a_row_and_resume_redoes_only_what_failed(trouble, tmp_
     monkeypatch.setenv("SDT_TEST_FIXED", "1")  # the plug is fixed: resume runs only the failed keys
     client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
     again = SDTDask(folder, client=client).execute(keys, output_dir=out, resume=True)
-    assert again.counts == {"ok": 6}
+    assert again.counts == {"ok": 6}, again.table[["key", "status", "stage", "error_type", "message"]].to_string()
     assert (calls / "ok.calls").read_text() == ok_calls  # finished keys are not redone
     assert again.record["already_done"] == 2
 

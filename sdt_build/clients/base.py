@@ -44,6 +44,16 @@ class Client:
         """Start or reach the cluster and return a connected ``distributed.Client``."""
         raise NotImplementedError(f"{type(self).__name__}.connect(image) is not implemented")
 
+    @staticmethod
+    def new_dask_client(target: Any, **kwargs: Any) -> "distributed.Client":
+        """A ``distributed.Client`` without Dask's debug log of recent messages, which would keep
+        every submitted task's message in memory (client memory then stays flat at 10,000 keys)."""
+        import dask
+        from distributed import Client as DaskClient
+
+        with dask.config.set({"distributed.admin.low-level-log-length": 0}):
+            return DaskClient(target, **kwargs)
+
     def close(self) -> None:
         """Release what ``connect`` started. Safe to call twice."""
         if self._dask_client is not None:

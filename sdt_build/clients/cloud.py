@@ -112,12 +112,11 @@ class CloudClient(Client):
                              "dask-cloudprovider[aws,azure])") from exc
 
     def connect(self, image: str | None = None) -> "distributed.Client":
-        from distributed import Client as DaskClient
 
         image = image or self.image
         self._raise_problems(image)
         self._cluster = self._make_cluster(image)
-        self._dask_client = DaskClient(self._cluster)
+        self._dask_client = self.new_dask_client(self._cluster)
         return self._dask_client
 
     def close(self) -> None:

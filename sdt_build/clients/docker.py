@@ -37,7 +37,7 @@ class DockerContainer(ProcessInterface):
 
     def __init__(self, image: str, cluster_id: str, environment: dict[str, str] | None = None,
                  startup_timeout: float = 90, mem_limit: int | None = None, nano_cpus: int | None = None,
-                 **kwargs: Any):
+                 obituaries: list[str] | None = None, **kwargs: Any):
         super().__init__(scheduler=kwargs.get("scheduler"), name=kwargs.get("name"))
         self.image = image
         self.cluster_id = cluster_id
@@ -45,6 +45,7 @@ class DockerContainer(ProcessInterface):
         self.startup_timeout = startup_timeout
         self.mem_limit = mem_limit
         self.nano_cpus = nano_cpus
+        self.obituaries = obituaries if obituaries is not None else []
         self.container = None
 
     def command(self) -> list[str]:
@@ -83,10 +84,30 @@ class DockerContainer(ProcessInterface):
         return self.container.logs().decode(errors="replace"), self.container.status
 
     async def close(self) -> None:
+        """Remove the container; one that died first leaves its exit code and last log lines behind."""
         if self.container is not None:
             container, self.container = self.container, None
-            await asyncio.get_running_loop().run_in_executor(None, _remove, container)
+            await asyncio.get_running_loop().run_in_executor(None, self._bury, container)
         await super().close()
+
+    def _bury(self, container) -> None:
+        self.bury_into(container, self.obituaries)
+        _remove(container)
+
+    @staticmethod
+    def bury_into(container, notes: list[str]) -> None:
+        """A dead container's exit code, out-of-memory flag and last log lines, added to ``notes``."""
+        from docker.errors import APIError, NotFound
+
+        try:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                state = container.attrs.get("State", {})
+                tail = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
+                notes.append(f"container {container.name} exited {state.get('ExitCode')}"
+                             + (" (out of memory)" if state.get("OOMKilled") else "") + f": {tail[-400:]}")
+        except (NotFound, APIError):
+            pass
 
 
 class DockerScheduler(DockerContainer):
@@ -145,23 +166,24 @@ class DockerClient(Client):
         return True
 
     def connect(self, image: str | None = None) -> "distributed.Client":
-        from distributed import Client as DaskClient
 
         image = image or self.image
         if not image:
             raise RunFailure("SDT-E506", "DockerClient needs an image to run",
                              "build one with `sdt-build build DIR` (SDTDask does it for you), or set image in client.py")
+        self._check_parity(image)
         memory = parse_memory(self.memory_per_worker)
         cluster_id = self._cluster_id = uuid.uuid4().hex[:8]
+        self._obituaries: list[str] = []
         shared = {"image": image, "cluster_id": cluster_id, "environment": dict(self.runtime_env),
-                  "startup_timeout": self.startup_timeout}
+                  "startup_timeout": self.startup_timeout, "obituaries": self._obituaries}
         worker = {"cls": DockerWorker, "options": {**shared, "threads": self.threads_per_worker, "memory": memory,
                                                     "mem_limit": memory + 2**30,
                                                     "nano_cpus": int(self.threads_per_worker * 1e9)}}
         self._cluster = SpecCluster(scheduler={"cls": DockerScheduler, "options": shared},
                                     workers={f"docker-{i}": worker for i in range(self.workers)},
                                     worker=worker, name=f"sdt-docker-{cluster_id}")
-        self._dask_client = DaskClient(self._cluster)
+        self._dask_client = self.new_dask_client(self._cluster)
         try:
             self._dask_client.wait_for_workers(self.workers, timeout=self.startup_timeout)
         except TimeoutError as exc:
@@ -171,6 +193,35 @@ class DockerClient(Client):
                              "and the workers' logs; lower workers or memory_per_worker if the machine is full") from exc
         return self._dask_client
 
+    def _check_parity(self, image: str) -> None:
+        """Refuse an image whose Dask cannot talk to this client, before any container starts."""
+        import json
+
+        from sdt_build.image import docker_client, run_command
+        from sdt_build.smoke import client_versions, compare, parity_text
+
+        probe = ("import json, platform, importlib.metadata as m\nv = {'python': platform.python_version()}\n"
+                 "for n in ('dask', 'distributed', 'cloudpickle', 'msgpack', 'tornado', 'toolz', 'numpy', 'pandas',"
+                 " 'lz4', 'solar-data-tools'):\n    try: v[n] = m.version(n)\n    except Exception: v[n] = None\n"
+                 "print('SDT-VERSIONS ' + json.dumps(v))")
+        result = run_command(docker_client(), image, ["python3", "-c", probe], timeout=120)
+        line = next((l for l in result.output.splitlines() if l.startswith("SDT-VERSIONS ")), None)
+        if line is None:
+            raise RunFailure("SDT-E504", f"{image} cannot report its Python packages (exit {result.exit_code})",
+                             "check the image with `sdt-build smoke IMAGE`", detail=result.output[-2000:])
+        versions = json.loads(line[len("SDT-VERSIONS "):])
+        missing = [name for name in ("dask", "distributed") if not versions.get(name)]
+        if missing:
+            raise RunFailure("SDT-E504", f"{image} has no {' or '.join(missing)}: it cannot run a Dask scheduler "
+                             "or workers", "build the image with `sdt-build build DIR`, or add dask and "
+                             "distributed to the image you bring", detail=result.output[-2000:])
+        rows = compare(client_versions(), versions)
+        errors = [r for r in rows if r.severity == "error"]
+        if errors:
+            raise RunFailure("SDT-E503", f"the image runs {errors[0].package} {errors[0].image}, this client "
+                             f"{errors[0].client}: its scheduler and workers could not serve this client",
+                             errors[0].fix, detail=parity_text(rows))
+
     def close(self) -> None:
         super().close()
         cluster = getattr(self, "_cluster", None)
@@ -179,18 +230,15 @@ class DockerClient(Client):
             self._cluster = None
 
     def explain_lost_worker(self) -> str | None:
-        """What the dead worker containers say: out of memory, exit code, last log lines."""
+        """What the worker containers that died said: exit code, out of memory, last log lines
+        (from containers already removed, and from exited ones not yet removed)."""
         import docker
 
-        client = docker.from_env()
-        if getattr(self, "_cluster_id", None) is None:
-            return None
-        dead = client.containers.list(all=True, filters={"label": f"{LABEL}.cluster={self._cluster_id}",
-                                                         "status": "exited"})
-        notes = []
-        for container in dead:
-            state = container.attrs.get("State", {})
-            tail = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
-            notes.append(f"container {container.name} exited {state.get('ExitCode')}"
-                         + (" (out of memory)" if state.get("OOMKilled") else "") + f": {tail[-400:]}")
+        notes = list(getattr(self, "_obituaries", []))
+        if getattr(self, "_cluster_id", None):
+            exited = docker.from_env().containers.list(
+                all=True, filters={"label": f"{LABEL}.cluster={self._cluster_id}", "status": "exited"})
+            for container in exited:
+                if not any(container.name in note for note in notes):
+                    DockerContainer.bury_into(container, notes)
         return "; ".join(notes) or None

@@ -61,7 +61,7 @@ class LocalClient(Client):
         return warnings
 
     def connect(self, image: str | None = None) -> "distributed.Client":
-        from distributed import Client as DaskClient, LocalCluster
+        from distributed import LocalCluster
 
         for warning in self.fit_check():
             log.warning(warning)
@@ -76,7 +76,7 @@ class LocalClient(Client):
             dashboard_address=None,
         )
         self._cluster = cluster
-        self._dask_client = DaskClient(cluster)
+        self._dask_client = self.new_dask_client(cluster)
         return self._dask_client
 
     def close(self) -> None:

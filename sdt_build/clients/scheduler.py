@@ -28,7 +28,6 @@ class SchedulerClient(Client):
     env = (EnvVar("SDT_SCHEDULER_ADDRESS", required=False, help="scheduler address, e.g. tcp://host:8786"),)
 
     def connect(self, image: str | None = None) -> "distributed.Client":
-        from distributed import Client as DaskClient
         from distributed.security import Security
 
         address = self.address or os.environ.get("SDT_SCHEDULER_ADDRESS")
@@ -44,7 +43,7 @@ class SchedulerClient(Client):
             security = Security(tls_ca_file=self.tls_ca_file, tls_client_cert=self.tls_client_cert,
                                 tls_client_key=self.tls_client_key, require_encryption=True)
         try:
-            self._dask_client = DaskClient(address, security=security, timeout=self.connect_timeout)
+            self._dask_client = self.new_dask_client(address, security=security, timeout=self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise RunFailure("SDT-E508", f"no scheduler answered at {address} within {self.connect_timeout:g} s",
                              "check the address and that the scheduler runs (and is reachable from here)",
