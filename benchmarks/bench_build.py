@@ -11,35 +11,29 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import jinja2
 
+from benchmarks import ROOT, timed
 from sdt_build.image import build, choose_base, docker_client
 from sdt_build.pipeline import build_project
 
-ROOT = Path(__file__).resolve().parent.parent
 HOST_CA = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
 
 
 def naive_context(folder: Path, base: str, sdt_spec: str, requirements: str | None = None,
                   pip_check: bool = False) -> Path:
-    """A build context for templates/naive.Dockerfile.j2 (the comparison baseline)."""
+    """A build context for templates/naive.Dockerfile.j2 (the comparison baseline); with
+    ``requirements`` the folder may already hold the files they include."""
     folder.mkdir(parents=True, exist_ok=True)
     template = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROOT / "templates")))
     (folder / "Dockerfile").write_text(template.get_template("naive.Dockerfile.j2").render(
         base=base, sdt_spec=sdt_spec, requirements=requirements is not None, pip_check=pip_check))
-    shutil.copy(HOST_CA, folder / "host-ca.crt")
+    shutil.copy(HOST_CA, folder / "ca.pem")
     if requirements is not None:
         (folder / "requirements.txt").write_text(requirements)
     return folder
-
-
-def _timed(fn):
-    started = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - started, value
 
 
 def run() -> None:
@@ -54,15 +48,15 @@ def run() -> None:
         os.environ["SDT_CACHE_DIR"] = str(work / "cache")  # empty wheel and lock caches
         upstream_tag = "sdt-bench-upstream:latest"
         try:
-            cold, built = _timed(lambda: build_project(project, no_cache=True))
-            upstream_seconds, upstream_id = _timed(lambda: build(
+            cold, built = timed(lambda: build_project(project, no_cache=True))
+            upstream_seconds, upstream_id = timed(lambda: build(
                 client, naive_context(work / "upstream", base.image, "'solar-data-tools[dask]'"), upstream_tag,
                 buildargs={}, no_cache=True, log_path=work / "upstream.log"))
             with open(project / "dataplug.py", "a") as plug:
                 plug.write("\n# edited\n")
-            warm, edited = _timed(lambda: build_project(project))
+            warm, edited = timed(lambda: build_project(project))
             (project / "requirements.txt").write_text("tabulate\n")
-            added, with_requirement = _timed(lambda: build_project(project))
+            added, with_requirement = timed(lambda: build_project(project))
             ours = client.images.get(built.image.tag).attrs["Size"]
             theirs = client.images.get(upstream_id).attrs["Size"]
         finally:

@@ -10,16 +10,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from benchmarks import ROOT, timed
 from sdt_build import constraints
 from sdt_build.errors import DependencyConflict
 from sdt_build.precheck import precheck
 from sdt_build.project import load_project
 from sdt_build.resolve import lock
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _project(folder: Path, requirements: str) -> Path:
@@ -28,21 +27,15 @@ def _project(folder: Path, requirements: str) -> Path:
     return folder
 
 
-def _timed(fn):
-    started = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - started, value
-
-
 def run() -> None:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         project = load_project(_project(work / "conflict", "numpy<1.20\n"), require_env=False)
-        pre_seconds, findings = _timed(lambda: precheck(project))
+        pre_seconds, findings = timed(lambda: precheck(project))
         errors = [f.code for f in findings if f.severity == "error"]
         inputs = work / "naive.in"
         inputs.write_text((constraints.folder("3.11") / "sdt.in").read_text() + "numpy<1.20\n")
-        compile_seconds, done = _timed(lambda: subprocess.run(
+        compile_seconds, done = timed(lambda: subprocess.run(
             [sys.executable, "-m", "piptools", "compile", "--no-header", "-o", str(work / "naive.txt"), str(inputs)],
             capture_output=True, text=True))
         last = (done.stderr.strip().splitlines() or ["?"])[-1][:100]
@@ -51,8 +44,8 @@ def run() -> None:
         print(f"   ratio pip-compile / pre-check: {compile_seconds / pre_seconds:.0f}x")
 
         clean = load_project(_project(work / "clean", "pyyaml\n"), require_env=False)
-        cold, _ = _timed(lambda: lock(clean, use_cache=False))
-        warm, result = _timed(lambda: lock(clean))
+        cold, _ = timed(lambda: lock(clean, use_cache=False))
+        warm, result = timed(lambda: lock(clean))
         assert result.cached
         print(f"   lock (resolver {result.backend}): cold {cold:.2f} s, cached re-lock {warm:.3f} s "
               f"(ratio {cold / warm:.0f}x)")

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks import ROOT
+
+
 PLUG = '''
 import importlib.util
 from pathlib import Path

@@ -1,13 +1,8 @@
 """The edge-case catalog, for real: each case's requirement lines through the naive two-step build
 and through ``sdt-build check``, side by side (the source of docs/edge-cases.md).
 
-The naive build is what users wrote before sdt-build::
-
-    FROM sdt-base:bookworm-py3.11
-    RUN python3 -m venv /v
-    RUN /v/bin/pip install -r requirements.txt
-    RUN /v/bin/pip install solar-data-tools
-    RUN /v/bin/pip check
+The naive build is what users wrote before sdt-build (templates/naive.Dockerfile.j2): a venv,
+`pip install -r requirements.txt`, then `pip install solar-data-tools`, then `pip check`.
 
 The only additions are what this machine needs for pip to reach the index at all: the host's CA
 bundle is copied into the (throwaway) build context and handed to pip as a build argument
@@ -37,25 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.bench_build import naive_context
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "local-csv"
 SDT_BUILD = str(Path(sys.executable).parent / "sdt-build")
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE = "sdt-base:bookworm-py3.11"
 
-DOCKERFILE = f"""\
-FROM {BASE}
-# this machine only: the TLS-intercepting proxy's CA, for pip, at build time only
-COPY ca.pem /tmp/ca.pem
-ARG PIP_CERT=/tmp/ca.pem
-ARG PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python3 -m venv /v
-COPY . /plug
-WORKDIR /plug
-RUN /v/bin/pip install -r requirements.txt
-RUN /v/bin/pip install solar-data-tools
-RUN /v/bin/pip check
-"""
 
 LOCAL_PACKAGE = {
     "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
@@ -162,8 +145,8 @@ def naive_build(case: Case) -> dict:
     """Build the naive Dockerfile for ``case``; output lines with their time since the start."""
     with tempfile.TemporaryDirectory(prefix=f"naive-{case.key}-") as work:
         context = _folder(case, Path(work), with_example=False)
-        shutil.copy(HOST_CA, context / "ca.pem")
-        (context / "Dockerfile").write_text(DOCKERFILE)
+        naive_context(context, BASE, "solar-data-tools", requirements=(context / "requirements.txt").read_text(),
+                      pip_check=True)
         tag = f"sdt-naive-{case.key}:latest"
         started = time.perf_counter()
         lines: list[tuple[float, str]] = []

@@ -253,15 +253,9 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
                               sample_key=_parse_key(sample_key) if sample_key else None, say=output.say,
                               on_line=progress)
     except SmokeFailure as exc:
-        if exc.report is not None:
-            _write_junit(junit, exc.report)
-            if not output.as_json:
-                _print_smoke(exc.report)
+        _report_smoke(output, junit, exc.report)
         raise
-    if built.smoke is not None:
-        _write_junit(junit, built.smoke)
-        if not output.as_json:
-            _print_smoke(built.smoke)
+    _report_smoke(output, junit, built.smoke)
     payload = {"ok": True, "name": built.project.name, "base": built.context.base_image,
                "base_reason": built.base_reason, "context": str(built.context.directory),
                "content_hash": built.context.content_hash, "lock": built.lock.to_dict()}
@@ -300,10 +294,7 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
         try:
             report = build_project(target, sample_key=key, say=output.say).smoke
         except SmokeFailure as exc:
-            if exc.report is not None:
-                _write_junit(junit, exc.report)
-                if not output.as_json:
-                    _print_smoke(exc.report)
+            _report_smoke(output, junit, exc.report)
             raise
     else:
         docker = docker_client()
@@ -311,17 +302,24 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
             raise SmokeFailure("SDT-E410", f"{target} is neither a project folder nor a local image",
                                "pass a folder with dataplug.py, or an image (pull it first)")
         report = smoke_image(docker, target, sample_key=key, pipeline_days=pipeline_days)
-    _write_junit(junit, report)
+    _report_smoke(output, junit, report)
     if report.ok:
         output.emit(report.to_dict())
-    if not output.as_json:
-        _print_smoke(report)
-    if not report.ok:
+    else:
         failure = report.failure()
         failure.report = report
         raise failure
     output.say(f"[green]smoke test passed[/] for {report.image} in {report.seconds:.0f} s")
     return 0
+
+
+def _report_smoke(output: Output, junit: Path | None, report) -> None:
+    """A smoke report as JUnit XML (when asked) and as tables (unless --json)."""
+    if report is None:
+        return
+    _write_junit(junit, report)
+    if not output.as_json:
+        _print_smoke(report)
 
 
 def _write_junit(path: Path | None, report) -> None:

@@ -87,3 +87,16 @@ def copy_example(tmp_path):
         return target
 
     return make
+
+
+def force_plug_layer(context: Path, pins: dict[str, str], log: Path) -> None:
+    """Break a build context on purpose: install ``pins`` in the plug layer, whatever the lock says."""
+    from sdt_build.wheels import download, link_into
+
+    link_into(list(download(pins, "3.11", log).values()), context / "wheels" / "plug")
+    (context / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
+    dockerfile = context / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(
+        "RUN mkdir -p /opt/sdt/plug \\\n && pip check",
+        "RUN mkdir -p /opt/sdt/plug && pip install --no-index --no-deps --target /opt/sdt/plug "
+        "--find-links /tmp/wheels -r /tmp/lock/plug.txt \\\n && pip check"))

@@ -17,9 +17,8 @@ from sdt_build.clients import DockerClient
 from sdt_build.errors import RunFailure
 from sdt_build.image import LABEL, build
 from sdt_build.pipeline import build_project
-from sdt_build.wheels import download, link_into
 
-from conftest import SDT
+from conftest import SDT, force_plug_layer
 
 pytestmark = pytest.mark.docker
 
@@ -74,14 +73,7 @@ def test_an_image_with_another_dask_is_refused_before_any_task(docker, base_imag
     folder = _unique(copy_example())
     built = build_project(folder, context_only=True, context_dir=tmp_path / "context")
     context = built.context.directory
-    pins = {"dask": "2025.1.0", "distributed": "2025.1.0"}
-    link_into(list(download(pins, "3.11", tmp_path / "download.log").values()), context / "wheels" / "plug")
-    (context / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
-    dockerfile = context / "Dockerfile"
-    dockerfile.write_text(dockerfile.read_text().replace(
-        "RUN mkdir -p /opt/sdt/plug \\\n && pip check",
-        "RUN mkdir -p /opt/sdt/plug && pip install --no-index --no-deps --target /opt/sdt/plug "
-        "--find-links /tmp/wheels -r /tmp/lock/plug.txt \\\n && pip check"))
+    force_plug_layer(context, {"dask": "2025.1.0", "distributed": "2025.1.0"}, tmp_path / "download.log")
     tag = f"{built.context.name}:old-dask"
     build(docker, context, tag, labels=built.context.labels, buildargs={"BASE_IMAGE": built.context.base_image},
           log_path=tmp_path / "build.log")

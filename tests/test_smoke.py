@@ -16,7 +16,7 @@ from sdt_build.pipeline import build_project
 from sdt_build.smoke import client_versions, compare, junit_xml, smoke_image
 from sdt_build.wheels import download, link_into
 
-from conftest import SDT
+from conftest import SDT, force_plug_layer
 
 pytestmark = pytest.mark.docker
 
@@ -97,15 +97,7 @@ def test_forced_conflicting_lock_fails_pip_check(docker, broken_image, tmp_path)
 
 def test_dask_other_than_the_clients_is_a_parity_error(docker, broken_image, tmp_path):
     def old_dask(context):
-        pins = {"dask": "2025.1.0", "distributed": "2025.1.0"}
-        wheels = download(pins, "3.11", tmp_path / "download.log")
-        link_into(list(wheels.values()), context / "wheels" / "plug")
-        (context / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
-        dockerfile = context / "Dockerfile"
-        dockerfile.write_text(dockerfile.read_text().replace(
-            "RUN mkdir -p /opt/sdt/plug \\\n && pip check",
-            "RUN mkdir -p /opt/sdt/plug && pip install --no-index --no-deps --target /opt/sdt/plug "
-            "--find-links /tmp/wheels -r /tmp/lock/plug.txt \\\n && pip check"))
+        force_plug_layer(context, {"dask": "2025.1.0", "distributed": "2025.1.0"}, tmp_path / "download.log")
 
     report = smoke_image(docker, broken_image(old_dask), pipeline_days=0)
     assert all(s.ok for s in report.steps), [s for s in report.steps if not s.ok]

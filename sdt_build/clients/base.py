@@ -55,10 +55,14 @@ class Client:
             return DaskClient(target, **kwargs)
 
     def close(self) -> None:
-        """Release what ``connect`` started. Safe to call twice."""
+        """Release what ``connect`` started (the client, then its cluster). Safe to call twice."""
         if self._dask_client is not None:
             self._dask_client.close()
             self._dask_client = None
+        cluster = getattr(self, "_cluster", None)
+        if cluster is not None:
+            cluster.close()
+            self._cluster = None
 
     def explain_lost_worker(self) -> str | None:
         """What the backend knows about workers that died (container state, logs), if anything."""

@@ -119,12 +119,6 @@ class CloudClient(Client):
         self._dask_client = self.new_dask_client(self._cluster)
         return self._dask_client
 
-    def close(self) -> None:
-        super().close()
-        cluster = getattr(self, "_cluster", None)
-        if cluster is not None:
-            cluster.close()
-            self._cluster = None
 
 
 class FargateClient(CloudClient):

@@ -222,12 +222,6 @@ class DockerClient(Client):
                              f"{errors[0].client}: its scheduler and workers could not serve this client",
                              errors[0].fix, detail=parity_text(rows))
 
-    def close(self) -> None:
-        super().close()
-        cluster = getattr(self, "_cluster", None)
-        if cluster is not None:
-            cluster.close()
-            self._cluster = None
 
     def explain_lost_worker(self) -> str | None:
         """What the worker containers that died said: exit code, out of memory, last log lines

@@ -79,9 +79,3 @@ class LocalClient(Client):
         self._dask_client = self.new_dask_client(cluster)
         return self._dask_client
 
-    def close(self) -> None:
-        super().close()
-        cluster = getattr(self, "_cluster", None)
-        if cluster is not None:
-            cluster.close()
-            self._cluster = None
