@@ -247,9 +247,6 @@ def run_command(client, image: str, command: list[str], *, env: dict[str, str] |
         container.remove(force=True)
 
 
-def image_labels(client, ref: str) -> dict[str, str]:
-    return dict(client.images.get(ref).labels or {})
-
 
 def _log_file(log_dir: Path | None, name: str) -> Path:
     directory = log_dir or Path(os.environ.get("SDT_LOG_DIR", Path(tempfile.gettempdir()) / "sdt-build-logs"))

@@ -24,13 +24,14 @@ import pandas as pd
 
 from sdt_build import __version__
 from sdt_build.clients.base import Client
+from sdt_build.clients.local import PIPELINE_PEAK_BYTES
 from sdt_build.errors import ProjectError, RunFailure
 from sdt_build.project import UserProject, load_project, normalize_key
 from sdt_build.task import (START_TOPIC, PlugBundle, PlugInstaller, key_id, module_version, plug_keys,
                             plug_sizes, run_key)
 
 JOURNAL = "journal.jsonl"
-PIPELINE_PEAK_BYTES = 6 * 2**30  # one SDT pipeline run peaks near 6 GB
+
 
 
 @dataclass(frozen=True)

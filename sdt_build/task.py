@@ -24,7 +24,6 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-STAGES = ("get_data", "make DataHandler", "run_pipeline", "report", "loss analysis")
 START_TOPIC = "sdt-build-start"
 _load_lock = threading.Lock()
 _loaded: dict[str, type] = {}

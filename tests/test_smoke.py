@@ -10,7 +10,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from sdt_build.errors import SmokeFailure
 from sdt_build.image import build
 from sdt_build.pipeline import build_project
 from sdt_build.smoke import client_versions, compare, junit_xml, smoke_image

@@ -45,11 +45,6 @@ def pins(python: str) -> dict[str, str]:
     return read_lock(folder(python) / "worker.txt")
 
 
-@lru_cache(maxsize=None)
-def client_pins(python: str) -> dict[str, str]:
-    """What the client side adds (cloud cluster managers), pinned on top of the worker set."""
-    return read_lock(folder(python) / "client.txt")
-
 
 @lru_cache(maxsize=None)
 def metadata(python: str) -> dict[str, dict]:
