@@ -55,9 +55,7 @@ class PlugBundle:
             if digest not in _loaded:
                 folder = Path(tempfile.gettempdir()) / "sdt-build-plugs" / digest
                 for name, text in self.files:
-                    target = folder / name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_text(text, "utf-8")
+                    _write_once(folder / name, text)
                 if str(folder) not in sys.path:
                     sys.path.insert(0, str(folder))
                 module_name = f"sdt_user_dataplug_{digest}"
@@ -92,6 +90,16 @@ def installed(digest: str) -> PlugBundle:
         return _installed[digest]
     except KeyError:
         raise RuntimeError(f"the plug (digest {digest}) was not installed on this worker") from None
+
+
+def _write_once(target: Path, text: str) -> None:
+    """Write ``target`` atomically: other worker processes may be importing the same file now."""
+    if target.exists() and target.read_text("utf-8") == text:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+    partial.write_text(text, "utf-8")
+    os.replace(partial, target)
 
 
 def key_id(key: tuple) -> str:
