@@ -48,6 +48,10 @@ class CloudClient(Client):
     tags: dict[str, str] = {}
     problems_code = "SDT-E510"
 
+    @property
+    def needs_image(self) -> bool:
+        return True
+
     def check(self, image: str | None) -> list[str]:
         """Every setting problem (empty when connect may go ahead)."""
         raise NotImplementedError
@@ -120,7 +124,6 @@ class CloudClient(Client):
         return self._dask_client
 
 
-
 class FargateClient(CloudClient):
     """AWS Fargate (dask-cloudprovider's FargateCluster). CPU in Fargate units (1024 = 1 vCPU)."""
 
@@ -141,10 +144,6 @@ class FargateClient(CloudClient):
            EnvVar("AWS_SECRET_ACCESS_KEY", required=False, secret=True),
            EnvVar("AWS_SESSION_TOKEN", required=False, secret=True),
            EnvVar("AWS_PROFILE", required=False, help="a profile in ~/.aws/credentials or ~/.aws/config"))
-
-    @property
-    def needs_image(self) -> bool:
-        return True
 
     def _region(self) -> str | None:
         return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -232,10 +231,6 @@ class AzureClient(CloudClient):
            EnvVar("AZURE_LOCATION", required=False, help="location when `location` is not set"),
            EnvVar("AZURE_RESOURCE_GROUP", required=False), EnvVar("AZURE_VNET", required=False),
            EnvVar("AZURE_SECURITY_GROUP", required=False))
-
-    @property
-    def needs_image(self) -> bool:
-        return True
 
     def _setting(self, name: str) -> str | None:
         return getattr(self, name) or os.environ.get(f"AZURE_{name.upper()}")

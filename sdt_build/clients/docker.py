@@ -198,12 +198,11 @@ class DockerClient(Client):
         import json
 
         from sdt_build.image import docker_client, run_command
-        from sdt_build.smoke import client_versions, compare, parity_text
+        from sdt_build.smoke import PARITY_ERRORS, PARITY_WARNINGS, client_versions, compare, parity_text
 
         probe = ("import json, platform, importlib.metadata as m\nv = {'python': platform.python_version()}\n"
-                 "for n in ('dask', 'distributed', 'cloudpickle', 'msgpack', 'tornado', 'toolz', 'numpy', 'pandas',"
-                 " 'lz4', 'solar-data-tools'):\n    try: v[n] = m.version(n)\n    except Exception: v[n] = None\n"
-                 "print('SDT-VERSIONS ' + json.dumps(v))")
+                 f"for n in {PARITY_ERRORS + PARITY_WARNINGS!r}:\n    try: v[n] = m.version(n)\n"
+                 "    except Exception: v[n] = None\nprint('SDT-VERSIONS ' + json.dumps(v))")
         result = run_command(docker_client(), image, ["python3", "-c", probe], timeout=120)
         line = next((l for l in result.output.splitlines() if l.startswith("SDT-VERSIONS ")), None)
         if line is None:
