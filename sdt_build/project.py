@@ -277,7 +277,7 @@ def _find_plug(tree: ast.Module, path: Path, settings: Settings, found: ProblemL
         found.add("SDT-E118", f"{cls.name}.keys() must take no arguments, it takes "
                   f"{', '.join(_required_args(keys))}",
                   "define `def keys(self)` returning a list of key tuples", file=PLUG_FILE, line=keys.lineno)
-    env = _env_declaration(cls, classes, PLUG_FILE, found)
+    env = _env_declaration(cls, classes, _constants(tree), PLUG_FILE, found)
     has_size = _inherited_method(cls, classes, "size") is not None
     return ClassSpec(path, cls.name, cls.lineno, env, keys is not None, has_size)
 
@@ -294,7 +294,8 @@ def _find_client(tree: ast.Module, path: Path, settings: Settings, found: Proble
     connect = _inherited_method(cls, classes, "connect")
     if connect is not None:
         _check_one_argument(connect, "connect", "image", cls.name, found, "SDT-E116")
-    return ClassSpec(path, cls.name, cls.lineno, _env_declaration(cls, classes, CLIENT_FILE, found))
+    return ClassSpec(path, cls.name, cls.lineno,
+                     _env_declaration(cls, classes, _constants(tree), CLIENT_FILE, found))
 
 
 def _positional(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:
@@ -327,8 +328,20 @@ def _check_one_argument(fn, name: str, arg: str, owner: str, found: ProblemList,
                   f"make it `{wanted}`{example}", file=file, line=fn.lineno)
 
 
-def _env_declaration(cls: ast.ClassDef, classes: dict[str, ast.ClassDef], file: str,
-                     found: ProblemList) -> tuple[EnvVar, ...]:
+def _constants(tree: ast.Module) -> dict[str, Any]:
+    """Module-level ``NAME = <literal>`` assignments, which env declarations may refer to."""
+    found = {}
+    for item in tree.body:
+        if isinstance(item, ast.Assign) and len(item.targets) == 1 and isinstance(item.targets[0], ast.Name):
+            try:
+                found[item.targets[0].id] = ast.literal_eval(item.value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                found.pop(item.targets[0].id, None)  # reassigned to something not literal
+    return found
+
+
+def _env_declaration(cls: ast.ClassDef, classes: dict[str, ast.ClassDef], constants: dict[str, Any],
+                     file: str, found: ProblemList) -> tuple[EnvVar, ...]:
     """``env = [EnvVar("NAME", secret=True), "OTHER"]`` in the class (or an in-file base)."""
     for owner in _lineage(cls, classes):
         for item in owner.body:
@@ -338,12 +351,13 @@ def _env_declaration(cls: ast.ClassDef, classes: dict[str, ast.ClassDef], file: 
             elif isinstance(item, ast.AnnAssign):
                 target = item.target
             if isinstance(target, ast.Name) and target.id == "env" and item.value is not None:
-                return _literal_env(item.value, file, found)
+                return _literal_env(item.value, constants, file, found)
     return ()
 
 
-def _literal_env(node: ast.expr, file: str, found: ProblemList) -> tuple[EnvVar, ...]:
-    fix = 'write env = [EnvVar("NAME", required=True, secret=False), ...] with literal values'
+def _literal_env(node: ast.expr, constants: dict[str, Any], file: str,
+                 found: ProblemList) -> tuple[EnvVar, ...]:
+    fix = 'write env = [EnvVar("NAME", required=True, secret=False), ...] with literal values (or module-level constants)'
     if not isinstance(node, (ast.List, ast.Tuple)):
         found.add("SDT-E115", "env must be a list of EnvVar(...) declarations", fix,
                   file=file, line=node.lineno)
@@ -357,8 +371,8 @@ def _literal_env(node: ast.expr, file: str, found: ProblemList) -> tuple[EnvVar,
             if not (isinstance(element, ast.Call) and getattr(element.func, "id",
                                                               getattr(element.func, "attr", "")) == "EnvVar"):
                 raise ValueError("not an EnvVar(...) call")
-            args = [_literal(a) for a in element.args]
-            kwargs = {k.arg: _literal(k.value) for k in element.keywords}
+            args = [_literal(a, constants) for a in element.args]
+            kwargs = {k.arg: _literal(k.value, constants) for k in element.keywords}
             var = EnvVar(*args, **kwargs)
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var.name):
                 raise ValueError(f"{var.name!r} is not a valid variable name")
@@ -369,7 +383,9 @@ def _literal_env(node: ast.expr, file: str, found: ProblemList) -> tuple[EnvVar,
     return tuple(declared)
 
 
-def _literal(node: ast.expr) -> Any:
+def _literal(node: ast.expr, constants: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id]
     try:
         return ast.literal_eval(node)
     except ValueError:  # its own message shows an AST object's repr, not the user's code

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -137,7 +138,7 @@ def compile_for_target(backend: str, python: str, inputs: Path, constraint_lines
             done = subprocess.run(command, cwd=inputs.parent, stdout=log, stderr=subprocess.STDOUT)
             if done.returncode != 0 or not output.exists():
                 log.close()
-                raise explain_failure(log_path.read_text(errors="replace"), log_path, backend)
+                raise explain_failure(log_path.read_text(errors="replace"), log_path, backend, python)
             text = output.read_text().replace(f"{inputs.parent}/", "")
             if backend == "uv":
                 return text
@@ -289,17 +290,101 @@ FAILURES = (
 )
 
 
-def explain_failure(log: str, log_path: Path, backend: str) -> DependencyConflict:
+def explain_failure(log: str, log_path: Path, backend: str, python: str | None = None) -> DependencyConflict:
     """Turn a resolver's log into one named error with the lines that matter (never a traceback)."""
     for code, pattern, cause, fix in FAILURES:
         if re.search(pattern, log, re.I):
             package = _failing_package(log, code)
             detail = _relevant_lines(log, code)
+            clash = _pin_clash(log, python) if code == "SDT-E220" and python else None
+            if clash is not None:
+                return DependencyConflict(code, clash[0], clash[1], detail=detail, log_path=log_path)
             return DependencyConflict(code, cause.format(package=package or "a package"),
                                       fix.format(package=package or "NAME"), detail=detail, log_path=log_path)
     tail = "\n".join(line for line in log.splitlines()[-5:] if line.strip())
     return DependencyConflict("SDT-E226", f"the {backend} resolver failed", "read the resolver log",
                               detail=tail, log_path=log_path)
+
+
+# What a package in the resolution asked of another: pip's traceback and summary, and uv's report.
+_ASKED = (
+    re.compile(r"SpecifierRequirement\('(?P<req>[^']+)'\), parent=LinkCandidate\('[^']*/"
+               r"(?P<parent>[A-Za-z0-9_.]+?)-(?P<version>\d[^-/']*?)(?:-[^'/]*\.whl|\.tar\.gz|\.zip)"),
+    re.compile(r"^\s*(?P<parent>[A-Za-z0-9][A-Za-z0-9_.\-]*) (?P<version>\d\S*) depends on (?P<req>\S+)", re.M),
+    re.compile(r"(?P<parent>[A-Za-z0-9][A-Za-z0-9_.\-]*?)(?P<version>[<>=!~]=?[^ ,]+(?:,[<>=!~]=?[^ ,]+)*)? "
+               r"depends on (?P<req>[A-Za-z0-9][A-Za-z0-9_.\-]*[<>=!~][^ ]*?)(?= and |,? we | or |$)", re.M),
+)
+
+
+def _pin_clash(log: str, python: str) -> tuple[str, str] | None:
+    """A package pulled in by the plug needs an SDT pin outside its version: name both, and the fix.
+
+    SDT's pins hold for every package the plug does not name, so this is the usual conflict of a
+    plug's transitive dependency (boto3 → botocore → python-dateutil<3) with SDT's set.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from sdt_build.precheck import SdtSet, _combined_specs, satisfiable
+
+    sdt = SdtSet(python)
+    asked: dict[str, dict[str, list[str]]] = {}  # pinned name → requirement → parent versions
+    for pattern in _ASKED:
+        for match in pattern.finditer(log):
+            try:
+                requirement = Requirement(match["req"].strip("'\","))
+            except InvalidRequirement:
+                continue
+            name = canonicalize_name(requirement.name)
+            pin = sdt.pins.get(name)
+            parent = canonicalize_name(match["parent"])
+            if pin is None or parent == name or requirement.specifier.contains(pin, prereleases=True):
+                continue
+            versions = asked.setdefault(name, {}).setdefault(f"{parent} {requirement.specifier}", [])
+            versions.append((match["version"] or "").strip())
+    if not asked:
+        return None
+    # The clash every newest release of a parent shares is the one that binds (uv also reports
+    # clashes of old releases it ruled out on the way).
+    name, wanted = max(asked.items(), key=lambda item: (
+        any(_open_ended(v) for versions in item[1].values() for v in versions),
+        sum(len(v) for v in item[1].values())))
+    pin = sdt.pins[name]
+    who = "; ".join(f"{parent} {_span(versions)} needs {name}{spec}"
+                    for (parent, spec), versions in ((k.split(" ", 1), v) for k, v in wanted.items()))
+    cause = f"{who}, but SDT's set pins {name} {pin}"
+    specs = [SpecifierSet(key.split(" ", 1)[1]) for key in wanted] + [s for _, s in sdt.needs.get(name, [])]
+    if satisfiable(specs, []):
+        allowed = _combined_specs(specs)
+        fix = (f"add `{name}{allowed}` to requirements.txt: SDT's packages allow it, so the lock moves "
+               f"the pin (warning SDT-E204) and the smoke test checks the result")
+    else:
+        sdt_allows = _combined_specs([s for _, s in sdt.needs.get(name, [])]) or f"=={pin}"
+        fix = (f"SDT's packages need {name}{sdt_allows}: pick a version of the package that pulls in "
+               f"{', '.join(sorted({k.split(' ', 1)[0] for k in wanted}))} whose {name} requirement fits that")
+    return cause, fix
+
+
+def _open_ended(version: str) -> bool:
+    """uv's ">=1.44.8": every release from there on."""
+    return version.startswith(">") and "<" not in version
+
+
+def _span(versions: list[str]) -> str:
+    """'1.31.0 … 1.31.85' for the releases pip tried, or uv's open-ended range when it gave one."""
+    opened = sorted({v for v in versions if _open_ended(v)}, key=_version_key)
+    if opened:
+        return opened[0]
+    known = sorted({v for v in versions if v and v[0].isdigit()}, key=_version_key)
+    if not known:
+        return ""
+    return known[0] if len(known) == 1 else f"{known[0]} … {known[-1]}"
+
+
+def _version_key(text: str) -> Version:
+    try:
+        return Version(text.lstrip("<>=!~"))
+    except ValueError:
+        return Version("0")
 
 
 def _failing_package(log: str, code: str) -> str | None:

@@ -100,3 +100,76 @@ def force_plug_layer(context: Path, pins: dict[str, str], log: Path) -> None:
         "RUN mkdir -p /opt/sdt/plug \\\n && pip check",
         "RUN mkdir -p /opt/sdt/plug && pip install --no-index --no-deps --target /opt/sdt/plug "
         "--find-links /tmp/wheels -r /tmp/lock/plug.txt \\\n && pip check"))
+
+
+# --- data services for the examples (tests/services.py), each on 127.0.0.1 -------------------
+
+PVDAQ_SYSTEMS = {34: "TAEFC1044741", 51: "ZT162185000441C1203"}
+
+
+@pytest.fixture(scope="session")
+def s3_service(tmp_path_factory):
+    from services import _stop, start_s3
+
+    service, process = start_s3(tmp_path_factory.mktemp("s3"))
+    yield service
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def postgres_service():
+    import shutil
+
+    from services import _stop, start_postgres
+
+    service, process, folder = start_postgres()
+    yield service
+    _stop(process)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pvdaq_service():
+    """PVDAQ-shaped API allowing 2 requests per 4 s, so runs meet its rate limit for real."""
+    from services import start_pvdaq
+
+    service = start_pvdaq(PVDAQ_SYSTEMS, rate_limit=2, window=4.0)
+    yield service
+    service.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def direct_report():
+    """report(site, pipeline kwargs, years=None, column=None): SDT's own DataHandler report on the
+    site's series straight from its CSV (optionally only some years, the column renamed)."""
+    import functools
+
+    from solardatatools import DataHandler
+
+    from services import site_series
+
+    @functools.cache
+    def report(site: str, kwargs: tuple, years: tuple | None = None, column: str | None = None) -> dict:
+        series = site_series(site)
+        if years is not None:
+            series = series[series.index.year.isin(years)]
+        if column is not None:
+            series.columns = [column]
+        handler = DataHandler(series)
+        handler.run_pipeline(verbose=False, **dict(kwargs))
+        return handler.report(return_values=True, verbose=False)
+
+    return report
+
+
+def assert_same_reports(table, expected: dict) -> None:
+    """Each key's row carries exactly the values of its direct DataHandler report."""
+    from sdt_build.task import key_id
+
+    rows = {key_id(row["key"]): row for row in table.to_dict("records")}
+    assert set(rows) == {key_id(k) for k in expected}, sorted(rows)
+    for key, report in expected.items():
+        row = rows[key_id(key)]
+        assert row["status"] == "ok", (key, row.get("stage"), row.get("message"))
+        for field, value in report.items():
+            assert row[field] == pytest.approx(value, nan_ok=True), (key, field, row[field], value)

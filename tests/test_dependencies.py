@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from sdt_build import constraints
 from sdt_build.errors import DependencyConflict
@@ -260,6 +262,26 @@ def test_lock_conflict_between_plug_packages_is_e220(tmp_path, backend):
     assert "botocore" in exc.cause and "botocore" in exc.fix
     assert "ResolutionImpossible" in exc.log_path.read_text() or "No solution found" in exc.log_path.read_text()
     assert_no_traceback(exc)
+
+
+@pytest.mark.parametrize("backend", ["uv", "pip-compile"])
+def test_a_dependency_of_the_plug_against_an_sdt_pin_names_both_and_the_line_that_fixes_it(tmp_path, backend):
+    # boto3 → botocore needs python-dateutil<3; SDT's set pins python-dateutil 4.0.0. Found only by
+    # resolving; the fix the error gives is then applied, and the lock must succeed with it.
+    folder = make_folder(tmp_path, "boto3>=1.28\n")
+    with pytest.raises(DependencyConflict) as raised:
+        lock(load_project(folder, require_env=False), backend=backend, use_cache=False, log_dir=tmp_path / "logs")
+    exc = raised.value
+    assert exc.code == "SDT-E220", (exc.cause, exc.detail)
+    assert exc.cause.startswith("botocore ") and "needs python-dateutil<3" in exc.cause
+    assert f"pins python-dateutil {PINS['python-dateutil']}" in exc.cause
+    line = re.search(r"add `([^`]+)` to requirements.txt", exc.fix).group(1)
+    assert line.startswith("python-dateutil>=") and line.endswith("<3.0.0")
+    (folder / "requirements.txt").write_text(f"boto3>=1.28\n{line}\n")
+    locked = lock(load_project(folder, require_env=False), backend=backend, use_cache=False,
+                  log_dir=tmp_path / "logs")
+    assert Version(locked.pins["python-dateutil"]) < Version("3") and "botocore" in locked.pins
+    assert [f.code for f in locked.findings] == ["SDT-E204"]
 
 
 @pytest.mark.parametrize("backend", ["uv", "pip-compile"])

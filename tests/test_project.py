@@ -510,6 +510,26 @@ def test_optional_arguments_are_fine(tmp_path):
     assert problems == [] and project.plug.has_keys
 
 
+def test_env_may_name_module_constants(tmp_path):
+    plug = '''
+        from sdt_build import DataPlug, EnvVar
+
+        DEFAULT_URL = "https://example.org/api"
+        SECRET = True
+
+
+        class SitePlug(DataPlug):
+            env = [EnvVar("API_URL", required=False, default=DEFAULT_URL), EnvVar("API_KEY", secret=SECRET)]
+
+            def get_data(self, key):
+                return key
+        '''
+    project, problems = inspect_project(make_project(tmp_path / "p", plug))
+    assert [p.code for p in problems] == ["SDT-E108"]  # API_KEY unset; nothing unreadable
+    url, key = project.plug.env
+    assert url.default == "https://example.org/api" and key.secret
+
+
 def test_connect_with_image_is_fine(tmp_path):
     client = GOOD_CLIENT + '''
     def connect(self, image=None):

@@ -10,6 +10,8 @@ declares (requirements, Requires-Python, import names). Writes into ``constraint
     client.in       client-side inputs     client.txt      the client side's lock
     metadata.json   per pinned package     modules.txt     import names the image provides
     inputs.json     how and when all this was made
+
+Then rewrites docs/dependencies.md from all of it (``constraints/docs.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sdt_build.constraints import HERE, folder, read_lock
+from sdt_build.constraints import HERE, docs, folder, read_lock
 from sdt_build.project import SUPPORTED_PYTHONS
 from sdt_build.resolve import compile_for_target
 from sdt_build.wheels import download, read_wheel
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="sdt-constraints-") as work:
         for python in args.python or SUPPORTED_PYTHONS:
             generate(python, Path(work))
-    print(f"constraints written under {HERE}")
+    print(f"constraints written under {HERE}; {docs.write()} rewritten")
 
 
 if __name__ == "__main__":
