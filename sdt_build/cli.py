@@ -126,7 +126,8 @@ def init_command(output: Output, directory: Path, example: str, client_example: 
     """Scaffold a user folder from an example."""
     from sdt_build.errors import ProjectError
 
-    available = sorted(p.name for p in EXAMPLES.iterdir() if (p / "dataplug.py").exists()) \
+    available = sorted(p.name for p in EXAMPLES.iterdir()  # broken-* teach mistakes: not a start
+                       if (p / "dataplug.py").exists() and not p.name.startswith("broken-")) \
         if EXAMPLES.is_dir() else []
     if example not in available:
         raise ProjectError("SDT-E120", f"there is no example named {example!r}",
@@ -282,14 +283,25 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
               help="Write the result as JUnit XML.")
 @click.option("--pipeline-days", default=30, show_default=True, help="Days of real data for the SDT pipeline step "
               "(0 skips it).")
+@click.option("--project", "project_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="With an IMAGE: the plug folder to test in it (your own image).")
 def smoke_command(output: Output, target: str, sample_key: str | None, junit: Path | None,
-                  pipeline_days: int) -> int:
+                  pipeline_days: int, project_dir: Path | None) -> int:
     """Prove an image works and matches this client: TARGET is a project folder (its image) or an image."""
+    from sdt_build.errors import ProjectError
     from sdt_build.image import docker_client, image_exists
-    from sdt_build.pipeline import build_project
+    from sdt_build.pipeline import build_project, runtime_env
+    from sdt_build.project import load_project
     from sdt_build.smoke import smoke_image
 
     key = _parse_key(sample_key) if sample_key else None
+    if project_dir is not None and Path(target).is_dir():
+        raise ProjectError("SDT-E123", "--project goes with an IMAGE; TARGET is already a project folder",
+                           f"run `sdt-build smoke {target}`, or `sdt-build smoke IMAGE --project {target}`")
+    if key is not None and project_dir is None and not Path(target).is_dir():
+        raise ProjectError("SDT-E123", "--sample-key needs the plug, and an IMAGE alone does not name it",
+                           f"add --project DIR (the folder with dataplug.py): sdt-build smoke {target} "
+                           "--project DIR --sample-key …")
     if Path(target).is_dir():  # build (skipped when unchanged), then smoke-test and tag
         try:
             report = build_project(target, sample_key=key, say=output.say).smoke
@@ -301,7 +313,9 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
         if not image_exists(docker, target):
             raise SmokeFailure("SDT-E410", f"{target} is neither a project folder nor a local image",
                                "pass a folder with dataplug.py, or an image (pull it first)")
-        report = smoke_image(docker, target, sample_key=key, pipeline_days=pipeline_days)
+        project = load_project(project_dir, require_env=False) if project_dir else None
+        report = smoke_image(docker, target, project, sample_key=key, pipeline_days=pipeline_days,
+                             env=runtime_env(project) if project else None)
     _report_smoke(output, junit, report)
     if report.ok:
         output.emit(report.to_dict())

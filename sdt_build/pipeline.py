@@ -54,7 +54,7 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str = 
     report = None
     if smoke:
         say("smoke test: imports, pip check, dask entry points, plug, a real SDT pipeline, parity")
-        report = smoke_image(client, image.tag, project, sample_key=sample_key, env=_runtime_env(project))
+        report = smoke_image(client, image.tag, project, sample_key=sample_key, env=runtime_env(project))
         if not report.ok:
             failed_tag = mark(client, image, passed=False)
             failure = report.failure()
@@ -67,6 +67,6 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str = 
     return Built(project, locked, context, image, base.reason, report)
 
 
-def _runtime_env(project: UserProject) -> dict[str, str]:
+def runtime_env(project: UserProject) -> dict[str, str]:
     """The declared environment variables that are set here: passed to containers at run time only."""
     return {var.name: var.value() for var in project.env if var.value() is not None}

@@ -109,6 +109,7 @@ class SDTDask:
         self.image = image or self.client.image
         # the declared variables that are set here: containers and cloud workers get them at run time
         self.client.runtime_env = {v.name: v.value() for v in self.project.env if v.value() is not None}
+        self.client.runtime_secrets = {v.name for v in self.project.env if v.secret}
 
     def execute(self, keys: Iterable[Any] | None = None, output_dir: str | Path | None = None,
                 resume: bool = False, *, loss_analysis: bool = False, timeout: float | None = None,

@@ -114,3 +114,19 @@ def test_dry_run_prints_the_documented_spec(backend, aws_credentials, azure_cred
     documented = json.loads((EXAMPLES.parent / "docs" / "clients.md").read_text()
                             .split(f"<!-- dry-run {backend} -->")[1].split("```json")[1].split("```")[0])
     assert {k: spec[k] for k in ("backend", "cluster", "kwargs")} == documented
+
+
+def test_dry_run_masks_a_plug_secret_whatever_its_name(aws_credentials, tmp_path, monkeypatch):
+    folder = tmp_path / "fargate"
+    shutil.copytree(EXAMPLES / "local-csv", folder)
+    shutil.copy(EXAMPLES / "clients" / "fargate" / "client.py", folder / "client.py")
+    plug = (folder / "dataplug.py").read_text().replace(
+        'env = [', 'env = [EnvVar("PVDB_LOGIN", secret=True), EnvVar("PVDB_SCHEMA"), ')
+    (folder / "dataplug.py").write_text(plug)
+    monkeypatch.setenv("PVDB_LOGIN", "hunter2")
+    monkeypatch.setenv("PVDB_SCHEMA", "public")
+    done = subprocess.run([SDT, "run", str(folder), "--dry-run", "--json"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    assert '"PVDB_LOGIN": "****"' in done.stdout and '"PVDB_SCHEMA": "public"' in done.stdout

@@ -13,7 +13,7 @@ from sdt_build import SDTDask
 from sdt_build.clients import DockerClient, LocalClient
 from sdt_build.pipeline import build_project
 
-from conftest import EXAMPLES, PVDAQ_SYSTEMS, SDT, assert_same_reports
+from conftest import EXAMPLES, PVDAQ_SYSTEMS, SDT, SITES, assert_same_reports
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -47,8 +47,8 @@ def built(services_env, docker, base_image):
     images = {}
     for name, key in SAMPLE_KEYS.items():
         result = build_project(EXAMPLES / name, sample_key=key)
-        steps = {step.name: step for step in result.report.steps}
-        assert result.report.ok and steps["get_data sample key"].ok, result.report
+        steps = {step.name: step for step in result.smoke.steps}
+        assert result.smoke.ok and steps["get_data sample key"].ok, result.smoke
         images[name] = result.image.tag
     return images
 
@@ -69,16 +69,15 @@ def test_builds_pass_the_smoke_test_with_a_sample_key(built, docker):
 def test_s3_matches_direct_datahandler(built, s3_service, direct_report, where, tmp_path):
     result = SDTDask(EXAMPLES / "s3", client=_clients()[where], image=built["s3"]).execute(
         output_dir=tmp_path / "out")  # keys(): the bucket's listing, README.txt left out
-    assert_same_reports(result.table, {(obj,): direct_report(site, FIX_SHIFTS)
-                                       for obj, site in s3_service.objects.items()})
+    assert_same_reports(result.table, [((obj,), direct_report(site, FIX_SHIFTS))
+                                       for obj, site in s3_service.objects.items()])
 
 
 @pytest.mark.parametrize("where", ["local", "docker"])
 def test_sql_matches_direct_datahandler(built, direct_report, where, tmp_path):
     result = SDTDask(EXAMPLES / "sql", client=_clients()[where], image=built["sql"]).execute(
         output_dir=tmp_path / "out")  # keys(): SELECT DISTINCT site
-    assert_same_reports(result.table, {(site,): direct_report(site, FIX_SHIFTS)
-                                       for site in PVDAQ_SYSTEMS.values()})
+    assert_same_reports(result.table, [((site,), direct_report(site, FIX_SHIFTS)) for site in SITES])
 
 
 @pytest.mark.parametrize("where", ["local", "docker"])
@@ -92,9 +91,9 @@ def test_pvdaq_matches_direct_datahandler_through_the_rate_limit(built, pvdaq_se
     missing = table[table["key"].map(lambda k: k[1] == 2030)].iloc[0]
     assert (missing["status"], missing["stage"]) == ("failed", "get_data")
     assert "404" in missing["message"] and "system 34, 2030" in missing["message"]
-    assert_same_reports(table[table["key"].map(lambda k: k[1] != 2030)], {
-        (A, [2016, 2017]): direct_report(PVDAQ_SYSTEMS[A], PVDAQ_KWARGS, column="ac_power"),
-        (B, 2019): direct_report(PVDAQ_SYSTEMS[B], PVDAQ_KWARGS, years=(2019,), column="ac_power")})
+    assert_same_reports(table[table["key"].map(lambda k: k[1] != 2030)], [
+        ((A, [2016, 2017]), direct_report(PVDAQ_SYSTEMS[A], PVDAQ_KWARGS, column="ac_power")),
+        ((B, 2019), direct_report(PVDAQ_SYSTEMS[B], PVDAQ_KWARGS, years=(2019,), column="ac_power"))])
     # Four requests against a limit of two per 4 s: some were refused with 429 and retried.
     assert pvdaq_service.counts["rate_limited"] > limited_before
 

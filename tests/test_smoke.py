@@ -166,3 +166,11 @@ def test_preflight_against_a_live_cluster_is_clean_for_the_same_environment():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         assert preflight(client) == ()
+
+
+def test_sample_key_on_an_image_needs_the_plug_folder():
+    done = subprocess.run([SDT, "smoke", "ghcr.io/acme/pv-worker:2.1", "--sample-key", '["A"]', "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "SDT-E123" and "--project DIR" in error["fix"]

@@ -32,8 +32,10 @@ class Client:
                 raise TypeError(f"{type(self).__name__} has no setting {name!r}")
             setattr(self, name, value)
         self._dask_client: "distributed.Client | None" = None
-        # Values of the project's declared environment variables, passed to containers at run time.
+        # Values of the project's declared environment variables, passed to containers at run time,
+        # and which of them are secret (never shown).
         self.runtime_env: dict[str, str] = {}
+        self.runtime_secrets: set[str] = set()
 
     @property
     def needs_image(self) -> bool:

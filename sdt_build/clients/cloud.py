@@ -101,8 +101,8 @@ class CloudClient(Client):
         return dict(self.runtime_env)
 
     def _masked_environment(self) -> dict[str, str]:
-        secret = {v.name for v in self.env if v.secret} | {n for n in self.runtime_env
-                                                           if re.search(r"SECRET|PASSWORD|TOKEN|KEY", n)}
+        secret = self.runtime_secrets | {v.name for v in self.env if v.secret} | {
+            n for n in self.runtime_env if re.search(r"SECRET|PASSWORD|TOKEN|KEY|CREDENTIAL", n)}
         return {n: ("****" if n in secret else v) for n, v in self._environment().items()}
 
     def _cloudprovider(self, module: str):
