@@ -250,7 +250,7 @@ def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet) -> lis
             f"keep it if you need it (the smoke test checks the result), or ask for {name}=={pinned} to stay on "
             "the tested version", plug_asks=asks, sdt_pins=f"{name}=={pinned}", needed_by=needed_by))
         return findings
-    accepted = _combined_specs([s for _, s in needed])
+    accepted = combined_specs([s for _, s in needed])
     fix = (f"change the line to `{name}{accepted}`, or remove it" if accepted else f"remove the {name} line") + \
         f" (SDT pins {name}=={pinned})"
     findings.append(Finding(
@@ -261,7 +261,7 @@ def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet) -> lis
     return findings
 
 
-def _combined_specs(specs: list[SpecifierSet]) -> str:
+def combined_specs(specs: list[SpecifierSet]) -> str:
     """The specifiers as one short range: the highest lower bound, the lowest upper bound, exclusions."""
     lower = upper = None
     others = []

@@ -72,6 +72,19 @@ def entry_points() -> str:
     return ", ".join(found)
 
 
+def own_runtime(pythonpath: str) -> str:
+    """sdt_build as the image itself has it, without the copy the smoke test lends: workers need it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    done = subprocess.run([sys.executable, "-c", "import sdt_build; print(sdt_build.__version__)"],
+                          capture_output=True, text=True, env=env, cwd="/", timeout=120)
+    if done.returncode != 0:
+        raise ModuleNotFoundError("the image has no sdt_build of its own; Dask workers import it to run "
+                                  "the plug: " + (done.stderr.strip().splitlines() or ["?"])[-1])
+    return f"sdt_build {done.stdout.strip()}"
+
+
 def sample(folder: str, class_name: str, key: list) -> str:
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -122,6 +135,8 @@ def main(args: dict) -> dict:
     step("client module", results, lambda: user_module(folder, "client", args["client_class"]))
     step("pip check", results, pip_check)
     step("dask entry points", results, entry_points)
+    if "own_pythonpath" in args:
+        step("sdt_build in image", results, lambda: own_runtime(args["own_pythonpath"]))
     if args.get("sample_key") is not None:
         step("get_data sample key", results, lambda: sample(folder, args["plug_class"], args["sample_key"]))
     if args.get("pipeline_days"):

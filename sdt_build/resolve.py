@@ -18,13 +18,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from sdt_build import __version__, constraints
 from sdt_build.errors import DependencyConflict, EnvironmentProblem
-from sdt_build.precheck import Finding, classify, precheck, requirement_names
+from sdt_build.precheck import Finding, SdtSet, classify, combined_specs, precheck, requirement_names, satisfiable
 from sdt_build.project import UserProject
 from sdt_build.wheels import cache_root
 
@@ -322,12 +323,8 @@ def _pin_clash(log: str, python: str) -> tuple[str, str] | None:
     SDT's pins hold for every package the plug does not name, so this is the usual conflict of a
     plug's transitive dependency (boto3 → botocore → python-dateutil<3) with SDT's set.
     """
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    from sdt_build.precheck import SdtSet, _combined_specs, satisfiable
-
     sdt = SdtSet(python)
-    asked: dict[str, dict[str, list[str]]] = {}  # pinned name → requirement → parent versions
+    asked: dict[str, dict[tuple[str, str], list[str]]] = {}  # pinned name → (parent, spec) → parent versions
     for pattern in _ASKED:
         for match in pattern.finditer(log):
             try:
@@ -339,7 +336,7 @@ def _pin_clash(log: str, python: str) -> tuple[str, str] | None:
             parent = canonicalize_name(match["parent"])
             if pin is None or parent == name or requirement.specifier.contains(pin, prereleases=True):
                 continue
-            versions = asked.setdefault(name, {}).setdefault(f"{parent} {requirement.specifier}", [])
+            versions = asked.setdefault(name, {}).setdefault((parent, str(requirement.specifier)), [])
             versions.append((match["version"] or "").strip())
     if not asked:
         return None
@@ -349,18 +346,17 @@ def _pin_clash(log: str, python: str) -> tuple[str, str] | None:
         any(_open_ended(v) for versions in item[1].values() for v in versions),
         sum(len(v) for v in item[1].values())))
     pin = sdt.pins[name]
-    who = "; ".join(f"{parent} {_span(versions)} needs {name}{spec}"
-                    for (parent, spec), versions in ((k.split(" ", 1), v) for k, v in wanted.items()))
+    who = "; ".join(f"{parent} {_span(versions)} needs {name}{spec}" for (parent, spec), versions in wanted.items())
     cause = f"{who}, but SDT's set pins {name} {pin}"
-    specs = [SpecifierSet(key.split(" ", 1)[1]) for key in wanted] + [s for _, s in sdt.needs.get(name, [])]
+    specs = [SpecifierSet(spec) for _, spec in wanted] + [s for _, s in sdt.needs.get(name, [])]
     if satisfiable(specs, []):
-        allowed = _combined_specs(specs)
+        allowed = combined_specs(specs)
         fix = (f"add `{name}{allowed}` to requirements.txt: SDT's packages allow it, so the lock moves "
                f"the pin (warning SDT-E204) and the smoke test checks the result")
     else:
-        sdt_allows = _combined_specs([s for _, s in sdt.needs.get(name, [])]) or f"=={pin}"
+        sdt_allows = combined_specs([s for _, s in sdt.needs.get(name, [])]) or f"=={pin}"
         fix = (f"SDT's packages need {name}{sdt_allows}: pick a version of the package that pulls in "
-               f"{', '.join(sorted({k.split(' ', 1)[0] for k in wanted}))} whose {name} requirement fits that")
+               f"{', '.join(sorted({parent for parent, _ in wanted}))} whose {name} requirement fits that")
     return cause, fix
 
 

@@ -36,6 +36,8 @@ STEP_CODES = {
                               "that pip check rejects"),
     "dask entry points": ("SDT-E405", "install distributed in the image: cloud clusters start `dask scheduler` "
                                       "and `dask worker`"),
+    "sdt_build in image": ("SDT-E411", "install sdt_build in your image (docs/own-image.md shows how), or let "
+                                       "`sdt-build build` make the image"),
     "get_data sample key": ("SDT-E406", "check the plug against that key, and that its environment variables are "
                                         "set here (they are passed to the container at run time)"),
     "SDT pipeline": ("SDT-E407", "the numeric stack in the image is broken (a missing solver or a mismatched "
@@ -158,7 +160,7 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
     """Run every smoke step in one container of ``image`` and compare its versions with this client."""
     started = time.perf_counter()
     labels = docker.images.get(image).labels or {}
-    built_by_us = f"{LABEL}.content-hash" in labels
+    built_by_us = bool(labels.get(f"{LABEL}.content-hash"))  # empty: relabelled by the user
     volumes = {}
     folder = PROJECT_IN_IMAGE
     if project is not None and not built_by_us:  # an image the user brings: lend it the folder
@@ -172,8 +174,11 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
             "sample_key": list(sample_key) if sample_key is not None else None,
             "pipeline_days": pipeline_days}
     environment = dict(env or {})
-    if not built_by_us:
-        environment["PYTHONPATH"] = "/opt/sdt-smoke/lib:" + folder
+    if not built_by_us:  # the lent copy goes first; the image's own sdt_build is checked on its own
+        own = next((e.split("=", 1)[1] for e in docker.images.get(image).attrs["Config"].get("Env") or []
+                    if e.startswith("PYTHONPATH=")), "")
+        args["own_pythonpath"] = own
+        environment["PYTHONPATH"] = ":".join(filter(None, ["/opt/sdt-smoke/lib", folder, own]))
     container = docker.containers.run(image, ["python3", "-m", "sdt_build.probe", json.dumps(args)], detach=True,
                                       network_mode="host", environment=environment, volumes=volumes,
                                       labels={f"{LABEL}.role": "smoke"})

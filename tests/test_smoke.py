@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from sdt_build.image import build
+from sdt_build.image import LABEL, build
 from sdt_build.pipeline import build_project
 from sdt_build.smoke import client_versions, compare, junit_xml, smoke_image
 from sdt_build.wheels import download, link_into
@@ -174,3 +174,43 @@ def test_sample_key_on_an_image_needs_the_plug_folder():
     assert done.returncode == 1, done.stdout + done.stderr
     error = json.loads(done.stdout)["error"]
     assert error["code"] == "SDT-E123" and "--project DIR" in error["fix"]
+
+
+@pytest.fixture
+def own_image(docker, base_image, copy_example):
+    """Images 'brought by the user': built FROM sdt-build's local-csv image with sdt-build's labels
+    emptied, with or without sdt_build."""
+    import io
+
+    from sdt_build.project import load_project
+
+    folder = _unique(copy_example())
+    built = build_project(folder, smoke=False)
+    made = []
+
+    def make(keep_runtime: bool) -> str:
+        labels = " ".join(f'{name}=""' for name in docker.images.get(built.image.tag).labels)
+        dockerfile = (f"FROM {built.image.tag}\nLABEL {labels}\n"
+                      + ("" if keep_runtime else "USER root\nRUN rm -rf /opt/sdt/lib/sdt_build\nUSER sdt\n"))
+        tag = f"own-pv-worker:{uuid.uuid4().hex[:8]}"
+        docker.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="host", rm=True)
+        made.append(tag)
+        return tag
+
+    yield make, load_project(folder, require_env=False)
+    for tag in made:
+        docker.images.remove(tag, force=True)
+    docker.images.remove(built.image.image_id, force=True)
+
+
+def test_own_image_is_checked_for_its_own_sdt_build(docker, own_image):
+    make, project = own_image
+    good = smoke_image(docker, make(keep_runtime=True), project, sample_key=("ZT162185000441C1203",),
+                       pipeline_days=0)
+    assert not docker.images.get(good.image).labels[f"{LABEL}.content-hash"]
+    steps = {s.name: s for s in good.steps}
+    assert good.ok and steps["sdt_build in image"].ok and steps["get_data sample key"].ok, good.steps
+    bad = smoke_image(docker, make(keep_runtime=False), project, pipeline_days=0)
+    failing = [s.name for s in bad.steps if not s.ok]
+    assert failing == ["sdt_build in image"], bad.steps  # the lent copy kept every other step running
+    assert bad.failure().code == "SDT-E411"

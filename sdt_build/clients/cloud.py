@@ -181,9 +181,13 @@ class FargateClient(CloudClient):
 
     def _credential_problems(self) -> list[str]:
         try:
+            import botocore.exceptions
             import botocore.session
 
-            found = botocore.session.Session().get_credentials() is not None
+            try:
+                found = botocore.session.Session().get_credentials() is not None
+            except botocore.exceptions.BotoCoreError as exc:  # e.g. a key id without its secret
+                return [f"AWS credentials are unusable: {exc}"]
         except ImportError:  # without botocore: the standard variables and files
             home = Path.home() / ".aws"
             found = bool(os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")) or \

@@ -20,7 +20,7 @@ from packaging.version import Version
 
 from sdt_build.constraints import HERE, available, folder, read_lock
 from sdt_build.index import Release
-from sdt_build.precheck import PARITY, SDT, _combined_specs, target_environment
+from sdt_build.precheck import PARITY, SDT, combined_specs, target_environment
 
 try:
     import tomllib
@@ -156,7 +156,7 @@ def allowed(lock: Lock, name: str) -> str:
     for who, spec in specs:
         askers.setdefault(spec_text(spec), []).append(who)
     parts = [f"`{text}` ({', '.join(dict.fromkeys(whos))})" for text, whos in askers.items()]
-    window = _combined_specs([spec for _, spec in specs])
+    window = combined_specs([spec for _, spec in specs])
     if len(askers) == 1 and SpecifierSet(window) == SpecifierSet(next(iter(askers))):
         return parts[0]
     return f"`{window}`: " + "; ".join(parts)
