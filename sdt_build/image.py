@@ -312,12 +312,19 @@ def mark(client, image: Image, passed: bool) -> str:
 
 
 def push_image(client, image: Image, registry: str, *, on_line: Callable[[str], None] = lambda _: None) -> str:
-    """Tag ``image`` under ``registry`` and push it; returns the pushed reference."""
-    from docker.errors import APIError
-
+    """Push ``image`` under ``registry`` as its content tag and as :latest (it passed the smoke
+    test); returns the content-tag reference, which never moves."""
     name, tag = image.tag.rsplit(":", 1)
     repository = f"{registry.rstrip('/')}/{name}"
-    client.images.get(image.image_id).tag(repository, tag)
+    for pushed in (tag, "latest"):
+        client.images.get(image.image_id).tag(repository, pushed)
+        _push(client, repository, pushed, on_line)
+    return f"{repository}:{tag}"
+
+
+def _push(client, repository: str, tag: str, on_line: Callable[[str], None]) -> None:
+    from docker.errors import APIError
+
     try:
         for chunk in client.images.push(repository, tag, stream=True, decode=True):
             if "error" in chunk:
@@ -329,7 +336,6 @@ def push_image(client, image: Image, registry: str, *, on_line: Callable[[str], 
     except APIError as exc:
         raise BuildError("SDT-E305", f"pushing {repository}:{tag} failed: {_first_line(exc)}",
                          "check the registry address and `docker login` for it", detail=str(exc)) from exc
-    return f"{repository}:{tag}"
 
 
 def clean(client, *, images: bool = False) -> dict[str, list[str]]:

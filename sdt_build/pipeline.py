@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from sdt_build.errors import ProjectError
 from sdt_build.image import Image, build_image, choose_base, docker_client, mark, push_image
-from sdt_build.project import UserProject, load_project
+from sdt_build.project import UserProject, load_project, runtime_env
 from sdt_build.render import BuildContext, prepare
 from sdt_build.resolve import ResolvedLock, lock
 from sdt_build.smoke import SmokeReport, smoke_image
@@ -24,15 +25,16 @@ class Built:
     smoke: SmokeReport | None = None
 
 
-def build_project(path: str | Path, *, push: str | None = None, resolver: str = "auto",
+def build_project(path: str | Path, *, push: str | None = None, resolver: str | None = None,
                   context_dir: Path | None = None, context_only: bool = False, no_cache: bool = False,
                   smoke: bool = True, sample_key: tuple | None = None,
                   say: Callable[[str], None] = lambda _: None,
                   on_line: Callable[[str], None] = lambda _: None) -> Built:
     """Check, lock, render, build and smoke-test ``path``.
 
-    The build is skipped when the content hash is already an image. Only an image that passed the
-    smoke test is tagged ``:latest`` or pushed; a failing one raises SmokeFailure (with the report).
+    The resolver is ``resolver``, else $SDT_RESOLVER, else auto. The build is skipped when the
+    content hash is already an image. Only an image that passed the smoke test is tagged
+    ``:latest`` or pushed; a failing one raises SmokeFailure (with the report).
     """
     project = load_project(path, require_env=False)
     if push == "":  # --push with no value: the registry sdt.toml names
@@ -40,7 +42,7 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str = 
             raise ProjectError("SDT-E122", "--push was given no registry and sdt.toml names none",
                                'pass --push HOST[:PORT][/PATH], or set registry = "…" in sdt.toml')
         push = project.settings.registry
-    locked = lock(project, backend=resolver)
+    locked = lock(project, backend=resolver or os.environ.get("SDT_RESOLVER") or "auto")
     say(f"lock: {len(locked.pins)} packages ({len(locked.plug_layer)} from the plug)"
         f"{', cached' if locked.cached else ''}")
     client = docker_client()
@@ -65,8 +67,3 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str = 
     if push:
         image = Image(**{**image.__dict__, "pushed": push_image(client, image, push, on_line=on_line)})
     return Built(project, locked, context, image, base.reason, report)
-
-
-def runtime_env(project: UserProject) -> dict[str, str]:
-    """The declared environment variables that are set here: passed to containers at run time only."""
-    return {var.name: var.value() for var in project.env if var.value() is not None}

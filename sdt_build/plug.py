@@ -25,7 +25,8 @@ class EnvVar:
     help: str = ""
 
     def value(self) -> str | None:
-        return os.environ.get(self.name, self.default)
+        """The value here; an empty variable counts as unset (as SDT-E108 does), so the default applies."""
+        return os.environ.get(self.name) or self.default
 
     def shown(self) -> str:
         """The value as it may be displayed."""

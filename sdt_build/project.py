@@ -571,6 +571,11 @@ def _read_settings(root: Path, found: ProblemList) -> Settings:
     return Settings(**{**defaults.__dict__, **values})
 
 
+def runtime_env(project: UserProject) -> dict[str, str]:
+    """The declared environment variables that are set here: passed to containers at run time only."""
+    return {var.name: var.value() for var in project.env if var.value() is not None}
+
+
 def normalize_key(key: Any) -> tuple:
     """A key as the plug receives it: a tuple whose fields may be lists (``(13, [2011, 2012])``)."""
     if isinstance(key, tuple):

@@ -26,7 +26,7 @@ from sdt_build import __version__
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import PIPELINE_PEAK_BYTES
 from sdt_build.errors import ProjectError, RunFailure
-from sdt_build.project import UserProject, load_project, normalize_key
+from sdt_build.project import UserProject, load_project, normalize_key, runtime_env
 from sdt_build.task import (START_TOPIC, PlugBundle, PlugInstaller, key_id, module_version, plug_keys,
                             plug_sizes, run_key)
 
@@ -108,7 +108,7 @@ class SDTDask:
         self.client = client or load_client(self.project)
         self.image = image or self.client.image
         # the declared variables that are set here: containers and cloud workers get them at run time
-        self.client.runtime_env = {v.name: v.value() for v in self.project.env if v.value() is not None}
+        self.client.runtime_env = runtime_env(self.project)
         self.client.runtime_secrets = {v.name for v in self.project.env if v.secret}
 
     def execute(self, keys: Iterable[Any] | None = None, output_dir: str | Path | None = None,

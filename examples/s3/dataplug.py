@@ -27,6 +27,7 @@ class S3Sites(DataPlug):
         EnvVar("SDT_S3_PREFIX", required=False, default="", help="only list objects under this prefix"),
         EnvVar("AWS_ACCESS_KEY_ID", required=False, help="credentials (or an instance/task role)"),
         EnvVar("AWS_SECRET_ACCESS_KEY", required=False, secret=True, help="credentials"),
+        EnvVar("AWS_SESSION_TOKEN", required=False, secret=True, help="with temporary credentials (STS, SSO)"),
         EnvVar("AWS_DEFAULT_REGION", required=False, help="the bucket's region"),
         EnvVar("AWS_ENDPOINT_URL", required=False, help="a non-AWS S3 server, e.g. http://127.0.0.1:8333"),
     ]
