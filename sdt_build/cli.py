@@ -206,7 +206,7 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
 @click.option("--no-cache", is_flag=True, help="Resolve again even when the inputs are unchanged.")
 def lock_command(output: Output, directory: Path, output_file: Path | None, resolver: str, no_cache: bool) -> int:
     """Resolve the plug's requirements with SDT's pinned set and write the lock the image installs."""
-    from sdt_build.project import load_project, runtime_env
+    from sdt_build.project import load_project
     from sdt_build.resolve import lock
 
     project = load_project(directory, require_env=False)
