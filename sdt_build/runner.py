@@ -31,6 +31,7 @@ from sdt_build.task import (START_TOPIC, PlugBundle, PlugInstaller, key_id, modu
                             plug_sizes, run_key)
 
 JOURNAL = "journal.jsonl"
+BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
 
 
 
@@ -249,6 +250,7 @@ class Stream:
         self.explain = explain
         self.run_id = uuid.uuid4().hex[:8]
         self.started: dict[str, tuple[float, str]] = {}
+        self.bystander_losses: dict[str, int] = {}
         self.seconds = 0.0
 
     def run(self, keys: list[tuple]) -> None:
@@ -269,7 +271,7 @@ class Stream:
                     key, attempt = pending.popleft()
                     future = self.client.submit(run_key, self.bundle.digest, key, self.options.pipeline_kwargs,
                                                 self.options.loss_analysis, pure=False,
-                                                key=f"sdt-{self.run_id}-{key_id(key)}-{attempt}")
+                                                key=f"sdt-{self.run_id}-{key_id(key)}-{attempt}-{uuid.uuid4().hex[:6]}")
                     futures[future] = (key, attempt)
                 try:
                     done, _ = wait(list(futures), timeout=1.0, return_when="FIRST_COMPLETED")
@@ -278,8 +280,8 @@ class Stream:
                 for future in done:
                     key, attempt = futures.pop(future)
                     row = self._row(future, key, attempt)
-                    if row is None:
-                        pending.appendleft((key, attempt + 1))
+                    if isinstance(row, int):  # its worker died and the key goes again, as attempt `row`
+                        pending.appendleft((key, row))
                         continue
                     self._finish(row, bar)
                 if self.options.timeout:
@@ -302,8 +304,9 @@ class Stream:
         _, message = event
         self.started[message["key"]] = (time.monotonic(), message["worker"])
 
-    def _row(self, future, key: tuple, attempt: int) -> dict | None:
-        """The key's row, or None when its worker died and it gets another attempt."""
+    def _row(self, future, key: tuple, attempt: int) -> dict | int:
+        """The key's row; or, when its worker died and it may go again, the attempt to submit it as
+        (a key that had not started spends none: it was queued behind another key that killed it)."""
         if future.status == "finished":
             row = future.result()
             row["key"] = key
@@ -315,9 +318,20 @@ class Stream:
                                   f"{row['dependency_version_client'] or 'none'})")
             return row
         exc = future.exception() if future.status == "error" else None
-        if attempt <= self.options.retries and _is_lost_worker(exc):
-            return None
+        if _is_lost_worker(exc):
+            started = key_id(key) in self.started
+            if not started and self._bystander(key):
+                return attempt
+            if attempt <= self.options.retries:
+                self.started.pop(key_id(key), None)
+                return attempt + 1
         return self._lost_row(key, attempt, exc)
+
+    def _bystander(self, key: tuple) -> bool:
+        """Whether a key lost before it started may go again without spending an attempt (a few times:
+        workers that die before any key starts must still end in rows)."""
+        losses = self.bystander_losses[key_id(key)] = self.bystander_losses.get(key_id(key), 0) + 1
+        return losses <= BYSTANDER_LOSSES
 
     def _lost_row(self, key: tuple, attempt: int, exc: BaseException | None) -> dict:
         name = type(exc).__name__ if exc else "CancelledError"

@@ -79,6 +79,8 @@ def test_every_failure_is_a_row_and_resume_redoes_only_what_failed(trouble, tmp_
         return rows.loc[key_id((name, 30))]
 
     assert row("ok")["status"] == "ok" and row("ok2")["status"] == "ok" and row("ok")["capacity"] > 0
+    # Keys queued behind one that killed or hung its worker went again without spending an attempt.
+    assert row("ok")["attempts"] == 1 and row("ok2")["attempts"] == 1
     assert (row("raises")["stage"], row("raises")["error_type"]) == ("get_data", "ValueError")
     assert "has no data" in row("raises")["message"] and "Traceback" in row("raises")["traceback"]
     assert row("hangs")["stage"] == "timeout" and "40 s" in row("hangs")["message"]
