@@ -357,7 +357,8 @@ def _env_declaration(cls: ast.ClassDef, classes: dict[str, ast.ClassDef], consta
 
 def _literal_env(node: ast.expr, constants: dict[str, Any], file: str,
                  found: ProblemList) -> tuple[EnvVar, ...]:
-    fix = 'write env = [EnvVar("NAME", required=True, secret=False), ...] with literal values (or module-level constants)'
+    fix = ('write env = [EnvVar("NAME", required=True, secret=False), ...] with literal values '
+           '(or module-level constants)')
     if not isinstance(node, (ast.List, ast.Tuple)):
         found.add("SDT-E115", "env must be a list of EnvVar(...) declarations", fix,
                   file=file, line=node.lineno)

@@ -34,7 +34,6 @@ JOURNAL = "journal.jsonl"
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
 
 
-
 @dataclass(frozen=True)
 class RunOptions:
     """How a run treats its keys."""
@@ -269,9 +268,9 @@ class Stream:
             while pending or futures:
                 while pending and len(futures) < limit:
                     key, attempt = pending.popleft()
+                    name = f"sdt-{self.run_id}-{key_id(key)}-{attempt}-{uuid.uuid4().hex[:6]}"  # never reused
                     future = self.client.submit(run_key, self.bundle.digest, key, self.options.pipeline_kwargs,
-                                                self.options.loss_analysis, pure=False,
-                                                key=f"sdt-{self.run_id}-{key_id(key)}-{attempt}-{uuid.uuid4().hex[:6]}")
+                                                self.options.loss_analysis, pure=False, key=name)
                     futures[future] = (key, attempt)
                 try:
                     done, _ = wait(list(futures), timeout=1.0, return_when="FIRST_COMPLETED")

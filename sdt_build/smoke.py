@@ -159,7 +159,8 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
                 pipeline_days: int = 30, env: dict[str, str] | None = None, timeout: float = 900) -> SmokeReport:
     """Run every smoke step in one container of ``image`` and compare its versions with this client."""
     started = time.perf_counter()
-    labels = docker.images.get(image).labels or {}
+    inspected = docker.images.get(image)
+    labels = inspected.labels or {}
     built_by_us = bool(labels.get(f"{LABEL}.content-hash"))  # empty: relabelled by the user
     volumes = {}
     folder = PROJECT_IN_IMAGE
@@ -175,7 +176,7 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
             "pipeline_days": pipeline_days}
     environment = dict(env or {})
     if not built_by_us:  # the lent copy goes first; the image's own sdt_build is checked on its own
-        own = next((e.split("=", 1)[1] for e in docker.images.get(image).attrs["Config"].get("Env") or []
+        own = next((e.split("=", 1)[1] for e in inspected.attrs["Config"].get("Env") or []
                     if e.startswith("PYTHONPATH=")), "")
         args["own_pythonpath"] = own
         environment["PYTHONPATH"] = ":".join(filter(None, ["/opt/sdt-smoke/lib", folder, own]))

@@ -35,21 +35,14 @@ def base_image(docker):
     return BASE_IMAGE
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory):
     """A real Docker registry (Debian's docker-registry) on 127.0.0.1, for push tests."""
     import shutil
     import subprocess
-    import time
     import urllib.request
+
+    from services import free_port, wait_ready
 
     binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
     if not Path(binary).exists():
@@ -59,18 +52,11 @@ def registry(tmp_path_factory):
     config = folder / "config.yml"
     config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
                       f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: warn\n")
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=open(folder / "registry.log", "w"))
+    log = folder / "registry.log"
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     address = f"127.0.0.1:{port}"
-    for _ in range(50):
-        try:
-            urllib.request.urlopen(f"http://{address}/v2/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"registry did not start: {(folder / 'registry.log').read_text()[-500:]}")
+    wait_ready(lambda: urllib.request.urlopen(f"http://{address}/v2/", timeout=1), "registry", process, log,
+               timeout=10)
     yield address
     process.terminate()
     process.wait(timeout=10)
@@ -110,22 +96,22 @@ PVDAQ_SYSTEMS = dict(zip((34, 51), SITES))
 
 @pytest.fixture(scope="session")
 def s3_service(tmp_path_factory):
-    from services import _stop, start_s3
+    from services import start_s3, stop
 
     service, process = start_s3(tmp_path_factory.mktemp("s3"))
     yield service
-    _stop(process)
+    stop(process)
 
 
 @pytest.fixture(scope="session")
 def postgres_service():
     import shutil
 
-    from services import _stop, start_postgres
+    from services import start_postgres, stop
 
     service, process, folder = start_postgres()
     yield service
-    _stop(process)
+    stop(process)
     shutil.rmtree(folder, ignore_errors=True)
 
 

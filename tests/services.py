@@ -53,7 +53,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait(ready, what: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+def wait_ready(ready, what: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Poll ``ready()`` until it is true; a process that exits or a timeout fails with its log's tail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -68,7 +69,7 @@ def _wait(ready, what: str, process: subprocess.Popen, log: Path, timeout: float
     raise RuntimeError(f"{what} did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(timeout=20)
@@ -128,7 +129,7 @@ def start_s3(folder: Path):
         s3.create_bucket(Bucket=service.bucket)
         return True
 
-    _wait(bucket_made, "SeaweedFS S3", process, log)
+    wait_ready(bucket_made, "SeaweedFS S3", process, log)
     for index, (site, path) in enumerate(site_csvs().items()):
         if index % 2 == 0:
             name = f"sites/{site}.csv"
@@ -199,7 +200,7 @@ def start_postgres():
         return psycopg.connect(host="127.0.0.1", port=port, user=user, password=password,
                                dbname=database, autocommit=True)
 
-    _wait(lambda: connect().close() is None, "PostgreSQL", process, log)
+    wait_ready(lambda: connect().close() is None, "PostgreSQL", process, log)
     with connect() as conn:
         conn.execute(f"CREATE DATABASE {service.database}")
     with connect(service.database) as conn:
