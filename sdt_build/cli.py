@@ -60,9 +60,9 @@ def command(group: click.Group, name: str | None = None):
             except SdtBuildError as exc:
                 _print_error(output, exc)
                 sys.exit(exc.exit_code)
-            except KeyboardInterrupt:
-                output.say("[yellow]interrupted[/]")
-                sys.exit(130)
+            except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM during a run (runner.Interrupted)
+                output.say(f"[yellow]interrupted[/] ({getattr(exc, 'signal', 'SIGINT')})")
+                sys.exit(getattr(exc, "exit_code", 130))
             except Exception as exc:  # a bug of ours: say so, keep the traceback in a file
                 _print_internal(output, exc)
                 sys.exit(70)
@@ -405,15 +405,21 @@ def base_command(output: Output, python: str, force: bool) -> int:
 @click.option("--retries", type=int, default=1, show_default=True, help="Extra attempts for a key whose worker died.")
 @click.option("--loss-analysis", is_flag=True, help="Also run SDT's loss factor analysis (sites over a year).")
 @click.option("--max-in-flight", type=int, default=None, help="Keys submitted at once (default: 2 × threads).")
+@click.option("--lost-cluster-timeout", type=float, default=60, show_default=True,
+              help="Seconds the cluster may have no worker left before the run ends (workers that come back "
+                   "are waited for).")
 @click.option("--image", default=None, help="Image the scheduler and workers run (default: the client's).")
 @click.option("--dry-run", is_flag=True, help="Print the cluster spec the client would create, and its problems.")
 def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_file: Path | None,
                 output_dir: Path | None, resume: bool, timeout: float | None, retries: int, loss_analysis: bool,
-                max_in_flight: int | None, image: str | None, dry_run: bool) -> int:
+                max_in_flight: int | None, lost_cluster_timeout: float, image: str | None, dry_run: bool) -> int:
     """Run SDT's pipeline for every key on the client from client.py."""
     from sdt_build.runner import SDTDask
 
-    chosen = [_parse_key(k) for k in keys] + (_read_keys_file(keys_file) if keys_file else [])
+    from sdt_build.project import validate_key
+
+    given = [_parse_key(k) for k in keys] + (_read_keys_file(keys_file) if keys_file else [])
+    chosen = [validate_key(k) for k in given]
     runner = SDTDask(directory, image=image)
     if dry_run:
         spec = runner.client.dry_run(runner.image)
@@ -429,10 +435,12 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                f"results in {output_dir}")
     result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, timeout=timeout,
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
+                            lost_cluster_timeout=lost_cluster_timeout,
                             progress=not output.as_json and sys.stderr.isatty())
     table = result.table
     summary = result.summary()
     output.emit({"ok": result.ok, "output": str(output_dir), "summary": summary,
+                 "problem": result.problem.to_dict() if result.problem else None,
                  "rows": json.loads(table.drop(columns=["traceback"], errors="ignore").to_json(orient="records"))})
     if not output.as_json:
         _print_results(table)
@@ -441,6 +449,8 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
         for group in summary["failures"]:
             err.print(f"[red]{group['count']} failed[/] at {group['stage']} ({group['error_type']}): "
                       f"{group['example']}", highlight=False)
+        if result.problem is not None:
+            _print_problem(result.problem)
         efficiency = summary.get("parallel_efficiency")
         output.say(f"{len(table)} keys in {result.seconds:.0f} s: "
                    + ", ".join(f"{n} {s}" for s, n in result.counts.items())

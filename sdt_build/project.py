@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 import os
 import re
 import sys
@@ -19,8 +20,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from sdt_build import constraints
-from sdt_build.errors import Problem, ProblemList, ProjectError
+from sdt_build.errors import Problem, ProblemList, ProjectError, RunFailure
 from sdt_build.plug import EnvVar
+from sdt_build.userfiles import FileSet, inside, scan
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,6 +34,7 @@ CLIENT_FILE = "client.py"
 REQUIREMENTS_FILE = "requirements.txt"
 SETTINGS_FILE = "sdt.toml"
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12")
+CONTRACT_FILES = (PLUG_FILE, CLIENT_FILE, REQUIREMENTS_FILE, SETTINGS_FILE)
 
 # Import names whose distribution is named differently (import name -> distribution).
 IMPORT_ALIASES = {
@@ -88,6 +91,7 @@ class UserProject:
     client: ClassSpec
     requirements_file: Path | None
     requirement_lines: tuple[str, ...]
+    files: FileSet = FileSet(())
     findings: tuple[Problem, ...] = ()
 
     @property
@@ -104,10 +108,8 @@ class UserProject:
 
     @property
     def code_files(self) -> tuple[Path, ...]:
-        """The user's Python files that go into the image (sorted, relative to root)."""
-        return tuple(sorted(p.relative_to(self.root) for p in self.root.rglob("*.py")
-                            if not any(part.startswith(".") or part == "__pycache__"
-                                       for part in p.relative_to(self.root).parts)))
+        """The user's Python files: what the image holds and every worker imports."""
+        return self.files.code
 
 
 def load_project(path: str | os.PathLike, *, require_env: bool = True) -> UserProject:
@@ -128,9 +130,16 @@ def inspect_project(path: str | os.PathLike, *, require_env: bool = True
                   "pass the folder that holds dataplug.py and client.py (see `sdt-build init`)")
         return None, found.items
 
+    files = scan(root)
+    for link, target in files.outside:
+        if str(link) in CONTRACT_FILES:
+            continue  # an error where the file is read
+        found.add("SDT-E125", f"{link} is a symlink to {target}, outside the folder: it is left out of the "
+                  "image and the workers", "copy what the plug needs into the folder, or remove the link",
+                  file=str(link), severity="warning")
     settings = _read_settings(root, found)
     requirements_file = root / REQUIREMENTS_FILE
-    lines = _read_requirements(requirements_file, found) if requirements_file.exists() else ()
+    lines = _read_requirements(requirements_file, root, found) if requirements_file.exists() else ()
 
     plug = client = None
     plug_tree = _parse(root, PLUG_FILE, found, missing_code="SDT-E102",
@@ -157,7 +166,7 @@ def inspect_project(path: str | os.PathLike, *, require_env: bool = True
     if plug is None or client is None:
         return None, found.items
     project = UserProject(root, settings, plug, client,
-                          requirements_file if requirements_file.exists() else None, lines,
+                          requirements_file if requirements_file.exists() else None, lines, files,
                           tuple(p for p in found.items if p.severity != "error"))
     return project, found.items
 
@@ -167,6 +176,8 @@ def _parse(root: Path, name: str, found: ProblemList, missing_code: str,
     path = root / name
     if not path.is_file():
         found.add(missing_code, f"{name} is missing from {root}", missing_fix)
+        return None
+    if not _confined(path, root, name, found):
         return None
     try:
         source = path.read_bytes().decode("utf-8-sig")  # Python accepts a UTF-8 BOM, so do we
@@ -477,30 +488,49 @@ def requirement_names(lines: tuple[str, ...]) -> list[str]:
     return names
 
 
-def _read_requirements(path: Path, found: ProblemList, seen: frozenset[Path] = frozenset()
+INVALID_LINES_SHOWN = 5  # per file: past these, one finding says how many more (it may not be a requirements file)
+
+
+def _confined(path: Path, root: Path, name: str, found: ProblemList) -> bool:
+    """Files sdt-build reads must lie in the folder: a link or include that leaves it is never read."""
+    if inside(path, root):
+        return True
+    found.add("SDT-E125", f"{name} points outside the folder ({path.resolve()}); sdt-build reads only the "
+              "folder's own files", "copy the file into the folder and refer to it there", file=name)
+    return False
+
+
+def _read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[Path, ...] = ()
                        ) -> tuple[str, ...]:
-    """Logical requirement lines (comments, blanks and --hash options stripped, -r followed)."""
-    name = path.name if not seen else str(path)
+    """Logical requirement lines (comments, blanks and --hash options stripped, -r followed).
+
+    Includes (``-r``) and constraint files (``-c``) must lie inside the folder, and an include
+    loop is an error: neither is ever read from elsewhere or followed forever.
+    """
+    name = str(path.relative_to(root)) if chain else path.name
+    if not _confined(path, root, name, found):
+        return ()
     try:
         text = path.read_bytes().decode("utf-8-sig")  # pip accepts a UTF-8 BOM
     except (OSError, UnicodeDecodeError) as exc:
         found.add("SDT-E117", f"{name} cannot be read as UTF-8 text ({exc.__class__.__name__})",
                   f"save {name} as UTF-8", file=name)
         return ()
+    chain = chain + (path.resolve(),)
     lines: list[str] = []
+    invalid = 0
     for number, raw in _logical_lines(text):
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()
         line = re.sub(r"\s--hash[= ]\S+", "", line).strip()
         if not line:
             continue
-        if line.startswith(("-r ", "--requirement ", "-r", "--requirement=")) and not line.startswith("--requirement-"):
-            include = re.sub(r"^(-r|--requirement)[= ]?\s*", "", line)
-            target = (path.parent / include).resolve()
-            if not target.is_file():
-                found.add("SDT-E113", f"{name} line {number} includes {include}, which does not exist",
-                          f"create {include} or remove the -r line", file=name, line=number)
-            elif target not in seen:
-                lines.extend(_read_requirements(target, found, seen | {path.resolve()}))
+        option = FILE_OPTION.match(line)
+        if option:
+            target = _included(option.group(2), path, root, chain, name, number, found)
+            if target is not None and option.group(1) in ("-r", "--requirement"):
+                lines.extend(_read_requirements(target, root, found, chain))
+            elif target is not None:
+                lines.append(f"-c {target.relative_to(root.resolve())}")
             continue
         if line.startswith("-") or "://" in line or line.startswith((".", "/")):
             lines.append(line)  # options, editables, URLs and paths: judged by the resolve stage
@@ -508,12 +538,41 @@ def _read_requirements(path: Path, found: ProblemList, seen: frozenset[Path] = f
         try:
             Requirement(line)
         except InvalidRequirement as exc:
-            found.add("SDT-E113", f"{name} line {number} is not a valid requirement: {raw.strip()!r}",
-                      f"write it as `name`, `name==1.2` or `name>=1,<2` ({str(exc).splitlines()[0]})",
-                      file=name, line=number)
+            invalid += 1
+            if invalid <= INVALID_LINES_SHOWN:
+                found.add("SDT-E113", f"{name} line {number} is not a valid requirement: {raw.strip()[:120]!r}",
+                          f"write it as `name`, `name==1.2` or `name>=1,<2` ({str(exc).splitlines()[0][:200]})",
+                          file=name, line=number)
             continue
         lines.append(line)
+    if invalid > INVALID_LINES_SHOWN:
+        found.add("SDT-E113", f"{name} has {invalid - INVALID_LINES_SHOWN} more lines that are not requirements "
+                  f"({invalid} in all)", f"check that {name} is a requirements file", file=name)
     return tuple(lines)
+
+
+FILE_OPTION = re.compile(r"^(-r|--requirement|-c|--constraint)(?:[= ]\s*|(?=[^-\s]))(\S+)$")
+
+
+def _included(include: str, path: Path, root: Path, chain: tuple[Path, ...], name: str, number: int,
+              found: ProblemList) -> Path | None:
+    """The file a ``-r``/``-c`` line names, when it may be read: inside the folder, present, no loop."""
+    target = (path.parent / include).resolve()
+    if not inside(target, root):
+        found.add("SDT-E126", f"{name} line {number} includes {include}, which is outside the project folder",
+                  "move the file into the folder (the build only sees the folder), or list its lines here",
+                  file=name, line=number)
+        return None
+    if not target.is_file():
+        found.add("SDT-E113", f"{name} line {number} includes {include}, which does not exist",
+                  f"create {include} or remove the line", file=name, line=number)
+        return None
+    if target in chain:
+        loop = " → ".join(str(p.relative_to(root.resolve())) for p in chain + (target,))
+        found.add("SDT-E126", f"{name} line {number} includes {include} again: an include loop ({loop})",
+                  "remove one of the -r lines that form the loop", file=name, line=number)
+        return None
+    return target
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -537,7 +596,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 def _read_settings(root: Path, found: ProblemList) -> Settings:
     defaults = Settings(name=_image_name(root.name), python=_default_python())
     path = root / SETTINGS_FILE
-    if not path.exists():
+    if not path.exists() or not _confined(path, root, SETTINGS_FILE, found):
         return defaults
     try:
         data = tomllib.loads(path.read_text("utf-8"))
@@ -568,7 +627,11 @@ def _read_settings(root: Path, found: ProblemList) -> Settings:
                   file=SETTINGS_FILE)
         values.pop("name")
     if "keys" in values:
-        values["keys"] = tuple(normalize_key(k) for k in values["keys"])
+        try:
+            values["keys"] = tuple(validate_key(k) for k in values["keys"])
+        except RunFailure as exc:
+            found.add("SDT-E112", f"sdt.toml keys: {exc.cause}", exc.fix, file=SETTINGS_FILE)
+            values.pop("keys")
     return Settings(**{**defaults.__dict__, **values})
 
 
@@ -584,6 +647,24 @@ def normalize_key(key: Any) -> tuple:
     if isinstance(key, list):
         return tuple(key)
     return (key,)
+
+
+KEY_FIELD = (str, int, float, bool)
+
+
+def validate_key(key: Any) -> tuple:
+    """``key`` as a tuple, or RunFailure SDT-E516 when it cannot be one: a key is a value, or a
+    non-empty list of values and lists of values (``"SITE"``, ``[13, [2011, 2012]]``)."""
+    fields = normalize_key(key)
+    valid = bool(fields) and all(
+        isinstance(f, KEY_FIELD) or isinstance(f, (list, tuple)) and f and all(isinstance(v, KEY_FIELD) for v in f)
+        for f in fields)
+    if not valid:
+        shown = json.dumps(key, default=repr)
+        raise RunFailure("SDT-E516", f"{shown[:200]} is not a key: a key is a value or a list of values "
+                           "(a field may be a list, as in [13, [2011, 2012]])",
+                           'write keys like "SITE", ["SITE"] or [13, [2011, 2012]]')
+    return fields
 
 
 def _image_name(text: str) -> str:

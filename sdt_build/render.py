@@ -6,7 +6,6 @@ names go in, and the user's folder is copied through an ignore list that keeps s
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import re
@@ -21,19 +20,13 @@ from sdt_build import __version__
 from sdt_build.errors import BuildError
 from sdt_build.project import UserProject
 from sdt_build.resolve import ResolvedLock
+from sdt_build.userfiles import IGNORED
 from sdt_build.wheels import cache_root, download, download_sdists, link_into
 
 PACKAGE = Path(__file__).resolve().parent
 TEMPLATES = Path(os.environ.get("SDT_TEMPLATES", PACKAGE.parent / "templates"))
 TEMPLATE = "Dockerfile.j2"
 UID = 1000
-# Never copied from the user's folder into an image (on top of the folder's own .dockerignore).
-IGNORED = (
-    ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv", ".env", ".env.*", "*.env", ".envrc",
-    "*.pem", "*.key", "*.p12", "*.pfx", "*.crt", "id_rsa*", "id_ed25519*", "id_ecdsa*", ".ssh", ".aws",
-    ".azure", ".gcloud", ".kube", ".docker", ".netrc", ".pypirc", ".pgpass", "credentials*",
-    "*.lock", ".ipynb_checkpoints", "sdt-results", ".sdt", ".pytest_cache", ".mypy_cache", "*.log",
-)
 
 
 @dataclass(frozen=True)
@@ -63,26 +56,6 @@ def render_dockerfile(project: UserProject, lock: ResolvedLock, sdists: bool = F
         plug_class=project.plug.name, client_class=project.client.name)
 
 
-def ignored(relative: Path, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in patterns) or \
-        any(fnmatch.fnmatch(str(relative), pattern) for pattern in patterns)
-
-
-def project_files(project: UserProject) -> list[Path]:
-    """The user's files that go into the image (relative paths), secrets and caches left out."""
-    patterns = IGNORED + _user_ignore(project.root)
-    return sorted(p.relative_to(project.root) for p in project.root.rglob("*")
-                  if p.is_file() and not ignored(p.relative_to(project.root), patterns))
-
-
-def _user_ignore(root: Path) -> tuple[str, ...]:
-    path = root / ".dockerignore"
-    if not path.exists():
-        return ()
-    return tuple(line.strip().rstrip("/") for line in path.read_text().splitlines()
-                 if line.strip() and not line.startswith(("#", "!")))
-
-
 def prepare(project: UserProject, lock: ResolvedLock, base_image: str, base_id: str, *,
             directory: Path | None = None, log_dir: Path | None = None) -> BuildContext:
     """Download the wheelhouse for the target and write the build context folder."""
@@ -100,7 +73,7 @@ def prepare(project: UserProject, lock: ResolvedLock, base_image: str, base_id: 
     (folder / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.plug_layer.items())))
     runtime = folder / "runtime" / "sdt_build"
     shutil.copytree(PACKAGE, runtime, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "generate.py"))
-    for relative in project_files(project):
+    for relative in project.files.files:
         target = folder / "project" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(project.root / relative, target)

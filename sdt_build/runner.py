@@ -1,21 +1,23 @@
 """SDTDask: run SDT's pipeline for many keys on any client, explain every failure, lose no result.
 
 Keys stream through the cluster with a bounded number in flight; each finished row is appended to
-``journal.jsonl`` at once, so a dead worker, scheduler or client (or Ctrl-C) loses nothing that
-finished, and ``resume`` runs only what is missing.
+``journal.jsonl`` at once, so a dead worker, scheduler or client (or Ctrl-C, or SIGTERM) loses
+nothing that finished, and ``resume`` runs only what is missing. A scheduler that goes away, or a
+cluster left with no workers, ends the run with a row for every key that did not finish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
-import os
-import tempfile
+import signal
 import threading
 import time
 import traceback
 import uuid
 from collections import Counter, deque
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -25,13 +27,14 @@ import pandas as pd
 from sdt_build import __version__
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import PIPELINE_PEAK_BYTES
-from sdt_build.errors import ProjectError, RunFailure
-from sdt_build.project import UserProject, load_project, normalize_key, runtime_env
+from sdt_build.errors import Problem, ProjectError, RunFailure
+from sdt_build.project import UserProject, load_project, normalize_key, runtime_env, validate_key
+from sdt_build.results import OutputFolder
 from sdt_build.task import (START_TOPIC, PlugBundle, PlugInstaller, key_id, module_version, plug_keys,
                             plug_sizes, run_key)
 
-JOURNAL = "journal.jsonl"
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
+WORKERS_POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class RunOptions:
     retries: int = 1  # extra attempts for a key whose worker died
     max_in_flight: int | None = None  # default: twice the cluster's threads
     check_versions: bool = True  # parity pre-flight against the live cluster
+    lost_cluster_timeout: float = 60  # seconds a cluster may have no workers left before the run ends
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,11 @@ class RunResult:
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+    problem: Problem | None = None  # why the run ended early (the scheduler or every worker was lost)
 
     @property
     def ok(self) -> bool:
-        return self.counts.get("failed", 0) == 0
+        return self.counts.get("failed", 0) == 0 and self.problem is None
 
     def summary(self) -> dict[str, Any]:
         """Counts, the slowest keys, and failures grouped by stage and cause."""
@@ -114,158 +119,196 @@ class SDTDask:
     def execute(self, keys: Iterable[Any] | None = None, output_dir: str | Path | None = None,
                 resume: bool = False, *, loss_analysis: bool = False, timeout: float | None = None,
                 retries: int = 1, max_in_flight: int | None = None, check_versions: bool = True,
-                progress: bool = False, dask_client=None, on_row: Callable[[dict], None] | None = None,
-                **run_pipeline_kwargs: Any) -> RunResult:
+                lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
+                on_row: Callable[[dict], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
         """Run every key. Keyword arguments not named here go to ``DataHandler.run_pipeline``.
 
         A ``dask_client`` you pass is used and left open; otherwise the client from client.py is
-        connected and closed at the end.
+        connected and closed at the end. SIGTERM is handled like Ctrl-C while this runs.
         """
         options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
-                             loss_analysis, timeout, retries, max_in_flight, check_versions)
+                             loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout)
+        keys = None if keys is None else [validate_key(k) for k in keys]
+        output = OutputFolder(Path(output_dir) if output_dir else None, resume and output_dir is not None)
         owns = dask_client is None
-        if owns:
-            if self.client.needs_image and not self.image:  # the image sdt-build builds (skipped if unchanged)
-                from sdt_build.pipeline import build_project
-
-                self.image = build_project(self.project.root).image.tag
-            dask_client = self.client.connect(self.image)
         try:
-            return run(self.project, dask_client, keys, options, output_dir=output_dir, resume=resume,
-                       progress=progress, on_row=on_row, client_settings=self.client.describe(),
-                       explain=self.client.explain_lost_worker if owns else None)
+            with terminate_as_interrupt():
+                if owns:
+                    if self.client.needs_image and not self.image:  # sdt-build's image (skipped if unchanged)
+                        from sdt_build.pipeline import build_project
+
+                        self.image = build_project(self.project.root).image.tag
+                    dask_client = self.client.connect(self.image)
+                try:
+                    return run(self.project, dask_client, keys, options, output, progress=progress, on_row=on_row,
+                               client_settings=self.client.describe(),
+                               explain=self.client.explain_lost_worker if owns else None)
+                finally:
+                    if owns:
+                        self.client.close()
         finally:
-            if owns:
-                self.client.close()
+            output.close()
 
 
-def run(project: UserProject, dask_client, keys: Iterable[Any] | None, options: RunOptions, *,
-        output_dir: str | Path | None = None, resume: bool = False, progress: bool = False,
-        on_row: Callable[[dict], None] | None = None, client_settings: dict | None = None,
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (Ctrl-C is SIGINT, a batch system's stop is SIGTERM)."""
+
+    def __init__(self, name: str = "SIGINT"):
+        super().__init__(name)
+        self.signal = name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + getattr(signal, self.signal)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While a run goes on in the main thread, SIGTERM stops it the way Ctrl-C does: outputs
+    written, containers removed (by default SIGTERM would end Python with no clean-up at all)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted("SIGTERM")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class ClusterLost(Exception):
+    """The scheduler went away, or no worker was left: every key that did not finish gets a row."""
+
+    def __init__(self, problem: Problem, stage: str, error_type: str, unfinished: list[tuple[tuple, int]]):
+        super().__init__(problem.cause)
+        self.problem = problem
+        self.unfinished = unfinished
+        self.stage = stage
+        self.error_type = error_type
+
+    def rows(self, explanation: str | None) -> list[dict]:
+        message = f"{self.problem.cause}; this key did not finish. Fix: {self.problem.fix}"
+        if explanation:
+            message += f". The backend says: {explanation}"
+        return [{"key": key, "status": "failed", "stage": self.stage, "error_type": self.error_type,
+                 "message": message, "attempts": attempt} for key, attempt in self.unfinished]
+
+
+def run(project: UserProject, dask_client, keys: list[tuple] | None, options: RunOptions, output: OutputFolder, *,
+        progress: bool = False, on_row: Callable[[dict], None] | None = None, client_settings: dict | None = None,
         explain: Callable[[], str | None] | None = None) -> RunResult:
     """Keys → tasks → journal → table, on a connected ``distributed.Client``.
 
     ``explain`` is the backend's account of dead workers (container logs), added to lost-worker rows.
     """
     started = time.perf_counter()
-    output = Path(output_dir) if output_dir else None
-    journal = Journal(output / JOURNAL if output else None, resume and output is not None)
     bundle = PlugBundle.from_folder(project.root, project.code_files, project.plug.name)
     warnings = preflight(dask_client, options)
     dask_client.register_plugin(PlugInstaller(bundle))  # the plug's files go to each worker once
     chosen = _keys(keys, project, dask_client, bundle)
-    todo = [k for k in chosen if key_id(k) not in journal.done]
+    done = output.done()
+    todo = [k for k in chosen if key_id(k) not in done]
     if project.plug.has_size and len(todo) > 1:
         todo = _longest_first(dask_client, bundle, todo)
-    record = {"sdt_build": __version__, "project": project.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "client": client_settings or {}, "options": {**options.__dict__},
-              "keys": len(chosen), "already_done": len(chosen) - len(todo), "warnings": warnings,
-              "versions": _cluster_versions(dask_client)}
-    stream = Stream(dask_client, bundle, options, journal, on_row, progress, explain)
+    stream = Stream(dask_client, bundle, options, output, on_row, progress, explain)
+    record = {"sdt_build": __version__, "project": project.name, "run_id": stream.run_id,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "client": client_settings or {},
+              "options": {**options.__dict__}, "keys": len(chosen), "already_done": len(chosen) - len(todo),
+              "warnings": warnings + output.notes, "versions": _cluster_versions(dask_client)}
+    problem = None
+    failure: BaseException | None = None
     try:
-        with _performance_report(output, record):
+        with _performance_report(output.folder, record):
             stream.run(todo)
-    finally:
-        journal.close()
-        lost = explain() if explain else None
-        if lost:
-            record["lost_workers"] = lost
-            record["warnings"].append(f"workers died during the run: {lost}")
-        table = _table(journal.rows_for(chosen))
-        journal.discard()
-        wall = time.perf_counter() - started
-        busy = float(table["seconds total"].sum()) if "seconds total" in table else 0.0
-        threads = max(1, sum(w.get("nthreads", 1) for w in dask_client.scheduler_info()["workers"].values()))
-        record.update(seconds=round(wall, 2), finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                      parallel_efficiency=round(busy / (stream.seconds * threads), 3) if stream.seconds else None,
-                      threads=threads)
-        if output:
-            _write_outputs(output, table, record)
+    except ClusterLost as lost:
+        problem = lost.problem
+        record["warnings"].append(f"{problem.code} {problem.cause}")
+        try:
+            for row in lost.rows(explain() if explain else None):
+                stream.finish(row)
+        except BaseException as exc:
+            failure = exc
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk: the outputs are written all the same
+        failure = exc
+        if isinstance(exc, KeyboardInterrupt):
+            record["interrupted"] = getattr(exc, "signal", "SIGINT")
+    try:
+        result = _conclude(output, chosen, record, stream, started, explain, problem)
+    except RunFailure:
+        if failure is None:
+            raise
+        result = None  # the first failure is the one to tell
+    if failure is not None:
+        raise failure
+    return result
+
+
+def _conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "Stream", started: float,
+              explain: Callable[[], str | None] | None, problem: Problem | None) -> RunResult:
+    """The table of every key's last row, the run record, and the files that hold them."""
+    lost = explain() if explain else None
+    if lost:
+        record["lost_workers"] = lost
+        record["warnings"].append(f"workers died during the run: {lost}")
+    rows = output.rows()
+    record["warnings"] += [note for note in output.notes if note not in record["warnings"]]
+    table = _table([rows[key_id(k)] for k in chosen if key_id(k) in rows])
+    wall = time.perf_counter() - started
+    mine = table[table["run_id"] == stream.run_id] if "run_id" in table else table.iloc[0:0]
+    busy = float(mine["seconds total"].sum()) if "seconds total" in mine else 0.0
+    record.update(seconds=round(wall, 2), finished=time.strftime("%Y-%m-%dT%H:%M:%S"), threads=stream.threads,
+                  parallel_efficiency=round(busy / (stream.seconds * stream.threads), 3) if stream.seconds else None)
+    if problem is not None:
+        record["problem"] = problem.to_dict()
+    if output.folder is not None:
+        _write_outputs(output, table, record)
     counts = {str(k): int(v) for k, v in table["status"].value_counts().items()} if len(table) else {}
-    return RunResult(table, output, wall, counts, record)
-
-
-class Journal:
-    """Rows appended (and flushed) as they arrive, kept on disk rather than in memory, so the
-    client's memory stays flat however many keys run. Without an output folder it is a temporary
-    file. On resume, keys whose last row is ``ok`` count as done."""
-
-    def __init__(self, path: Path | None, resume: bool):
-        self.temporary = path is None
-        if path is None:
-            handle, name = tempfile.mkstemp(prefix="sdt-journal-", suffix=".jsonl")
-            os.close(handle)
-            path = Path(name)
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not resume and path.exists():
-            path.unlink()
-        self.done = {key for key, row in self._last_rows().items() if row.get("status") == "ok"}
-        self._file = open(path, "a")
-        self._lock = threading.Lock()
-
-    def _last_rows(self) -> dict[str, dict]:
-        rows: dict[str, dict] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a crash is simply redone
-                    continue
-                row["key"] = normalize_key(row["key"])
-                rows[key_id(row["key"])] = row
-        return rows
-
-    def add(self, row: dict) -> None:
-        with self._lock:
-            self._file.write(json.dumps({**row, "key": list(row["key"])}, default=str) + "\n")
-            self._file.flush()
-
-    def rows_for(self, keys: list[tuple]) -> list[dict]:
-        """The last row of each key, in the order of ``keys``."""
-        rows = self._last_rows()
-        return [rows[key_id(k)] for k in keys if key_id(k) in rows]
-
-    def close(self) -> None:
-        self._file.close()
-
-    def discard(self) -> None:
-        if self.temporary:
-            self.path.unlink(missing_ok=True)
+    return RunResult(table, output.folder, wall, counts, record, problem)
 
 
 class Stream:
     """Submits keys with backpressure, enforces timeouts, retries lost ones, journals every row."""
 
-    def __init__(self, dask_client, bundle: PlugBundle, options: RunOptions, journal: Journal,
+    def __init__(self, dask_client, bundle: PlugBundle, options: RunOptions, output: OutputFolder,
                  on_row: Callable[[dict], None] | None, progress: bool,
                  explain: Callable[[], str | None] | None = None):
         self.client = dask_client
         self.bundle = bundle
         self.options = options
-        self.journal = journal
+        self.output = output
         self.on_row = on_row
         self.progress = progress
         self.explain = explain
         self.run_id = uuid.uuid4().hex[:8]
         self.started: dict[str, tuple[float, str]] = {}
         self.bystander_losses: dict[str, int] = {}
+        self.memory_limits: dict[str, int] = {}  # worker → bytes, remembered after it dies
+        self.threads = 1
         self.seconds = 0.0
+        self._workers_seen_at: float | None = None
+        self._polled = 0.0
+        self._bar: _Progress | None = None
 
     def run(self, keys: list[tuple]) -> None:
         from distributed import wait
 
+        self.threads = max(1, sum(w.get("nthreads", 1) for w in self._workers().values()))
         if not keys:
             return
-        threads = sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()) or 1
-        limit = self.options.max_in_flight or max(2, 2 * threads)
+        limit = self.options.max_in_flight or max(2, 2 * self.threads)
         pending = deque((key, 1) for key in keys)
         futures: dict[Any, tuple[tuple, int]] = {}
         self.client.subscribe_topic(START_TOPIC, self._started)
-        bar = _Progress(len(keys)) if self.progress else None
+        self._bar = _Progress(len(keys)) if self.progress else None
         began = time.perf_counter()
         try:
             while pending or futures:
+                self._check_cluster(futures, pending)
                 while pending and len(futures) < limit:
                     key, attempt = pending.popleft()
                     name = f"sdt-{self.run_id}-{key_id(key)}-{attempt}-{uuid.uuid4().hex[:6]}"  # never reused
@@ -274,30 +317,66 @@ class Stream:
                     futures[future] = (key, attempt)
                 try:
                     done, _ = wait(list(futures), timeout=1.0, return_when="FIRST_COMPLETED")
-                except TimeoutError:  # nothing finished this second: check timeouts, go on waiting
+                except (TimeoutError, CancelledError, ValueError):  # nothing finished, or the client lost its scheduler
                     done = set()
+                if self.client.status != "running":
+                    continue  # the next check names the loss; no row comes from a cancelled future
                 for future in done:
                     key, attempt = futures.pop(future)
                     row = self._row(future, key, attempt)
                     if isinstance(row, int):  # its worker died and the key goes again, as attempt `row`
                         pending.appendleft((key, row))
                         continue
-                    self._finish(row, bar)
+                    self.finish(row)
                 if self.options.timeout:
                     for future in self._timed_out(futures):
                         key, attempt = futures.pop(future)
-                        self._finish(self._timeout_row(future, key, attempt), bar)
-                if bar:
-                    bar.update(running=len(futures))
+                        self.finish(self._timeout_row(future, key, attempt))
+                if self._bar:
+                    self._bar.update(running=len(futures))
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
         finally:
             self.seconds = time.perf_counter() - began
-            self.client.unsubscribe_topic(START_TOPIC)
-            if bar:
-                bar.close()
+            if self.client.status == "running":
+                self.client.unsubscribe_topic(START_TOPIC)
+            if self._bar:
+                self._bar.close()
+
+    def _workers(self) -> dict[str, dict]:
+        try:
+            return self.client.scheduler_info().get("workers", {})
+        except (OSError, ValueError):  # the scheduler is gone: the caller tells
+            return {}
+
+    def _check_cluster(self, futures: dict, pending: deque) -> None:
+        """Raise ClusterLost when the scheduler went away, or when no worker has been left for
+        ``lost_cluster_timeout`` seconds (workers that come back, as nannies restart them, are waited for)."""
+        unfinished = lambda: list(futures.values()) + list(pending)  # noqa: E731
+        if self.client.status != "running":
+            address = getattr(self.client.scheduler, "address", None) or "the scheduler"
+            raise ClusterLost(Problem("SDT-E512", f"the client lost the scheduler ({address})",
+                                      "run again with --resume: finished keys are kept and only these run; if it "
+                                      "happens again, read the scheduler's log"),
+                              "scheduler lost", "SchedulerLost", unfinished())
+        now = time.monotonic()
+        if now - self._polled < WORKERS_POLL_SECONDS:
+            return
+        self._polled = now
+        workers = self._workers()
+        if workers:
+            self._workers_seen_at = now
+            self.memory_limits.update({a: w["memory_limit"] for a, w in workers.items() if w.get("memory_limit")})
+            return
+        if self._workers_seen_at is not None and now - self._workers_seen_at > self.options.lost_cluster_timeout:
+            raise ClusterLost(Problem("SDT-E513", f"no worker has been left in the cluster for "
+                                                  f"{self.options.lost_cluster_timeout:g} s",
+                                      "if the workers ran out of memory, raise memory_per_worker (one SDT pipeline "
+                                      "run peaks near 6 GB) or lower threads_per_worker; then run again with "
+                                      "--resume"),
+                              "no workers", "NoWorkers", unfinished())
 
     def _started(self, event) -> None:
         _, message = event
@@ -336,7 +415,7 @@ class Stream:
         name = type(exc).__name__ if exc else "CancelledError"
         if _is_lost_worker(exc):
             worker = self.started.get(key_id(key), (None, "unknown (it died before reporting)"))[1]
-            memory = _worker_memory(self.client, worker)
+            memory = self._memory(worker)
             cause = _death_cause(self.client)
             message = (f"the worker running this key died {attempt} time(s) ({cause}). Each worker has "
                        f"{memory}; one SDT pipeline run peaks near 6 GB. Fix: raise memory_per_worker or use "
@@ -353,6 +432,18 @@ class Stream:
             row["message"] = (f"{detail[:300]} — results could not be unpickled: the client's and the workers' "
                               "versions differ (see `sdt-build smoke` parity)")
         return row
+
+    def _memory(self, worker: str | None) -> str:
+        """The memory limit of ``worker`` as it was while it lived (the cluster's, when they all agree)."""
+        self.memory_limits.update({a: w["memory_limit"] for a, w in self._workers().items()
+                                   if w.get("memory_limit")})
+        limits = set(self.memory_limits.values())
+        limit = self.memory_limits.get(worker) or (max(limits) if len(limits) == 1 else None)
+        if limit:
+            return f"a {limit / 2**30:.1f} GiB memory limit"
+        if not limits:
+            return "no memory limit"
+        return "memory limits of " + ", ".join(sorted(f"{value / 2**30:.1f}" for value in limits)) + " GiB"
 
     def _timed_out(self, futures: dict) -> list:
         now = time.monotonic()
@@ -375,25 +466,19 @@ class Stream:
                            "the timeout (--timeout) if the site is just long",
                 "worker": worker, "attempts": attempt, "seconds total": round(time.monotonic() - began, 3)}
 
-    def _finish(self, row: dict, bar) -> None:
+    def finish(self, row: dict) -> None:
+        """Journal a key's row (at once: nothing finished is kept only in memory)."""
         self.started.pop(key_id(row["key"]), None)
-        self.journal.add(row)
+        row["run_id"] = self.run_id
+        self.output.add(row)
         if self.on_row:
             self.on_row(row)
-        if bar:
-            bar.advance(row["status"] == "ok")
+        if self._bar:
+            self._bar.advance(row["status"] == "ok")
 
 
 def _is_lost_worker(exc: BaseException | None) -> bool:
     return exc is not None and type(exc).__name__ in ("KilledWorker", "CommClosedError", "FutureCancelledError")
-
-
-def _worker_memory(dask_client, worker: str | None) -> str:
-    workers = dask_client.scheduler_info().get("workers", {})
-    limits = {w.get("memory_limit") for w in workers.values() if w.get("memory_limit")}
-    info = workers.get(worker) or {}
-    limit = info.get("memory_limit") or (limits.pop() if len(limits) == 1 else None)
-    return f"a {limit / 2**30:.1f} GiB memory limit" if limit else "no memory limit"
 
 
 def _death_cause(dask_client) -> str:
@@ -435,11 +520,11 @@ def preflight(dask_client, options: RunOptions) -> list[str]:
 
 def _keys(keys, project: UserProject, dask_client, bundle: PlugBundle) -> list[tuple]:
     if keys is not None:
-        chosen = [normalize_key(k) for k in keys]
+        chosen = list(keys)
     elif project.settings.keys:
         chosen = list(project.settings.keys)
     elif project.plug.has_keys:
-        chosen = [normalize_key(k) for k in dask_client.submit(plug_keys, bundle.digest, pure=False).result()]
+        chosen = [validate_key(k) for k in dask_client.submit(plug_keys, bundle.digest, pure=False).result()]
     else:
         chosen = []
     if not chosen:
@@ -523,12 +608,13 @@ def _table(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
-def _write_outputs(output: Path, table: pd.DataFrame, record: dict) -> None:
-    table.to_csv(output / "results.csv", index=False)
+def _write_outputs(output: OutputFolder, table: pd.DataFrame, record: dict) -> None:
+    """results.csv, results.parquet and run.json, each written whole."""
+    output.write("results.csv", lambda path: table.to_csv(path, index=False))
     try:
         flat = table.assign(key=table["key"].map(key_id)).astype({c: "string" for c in table.columns
                                                                    if table[c].dtype == object and c != "key"})
-        flat.to_parquet(output / "results.parquet", index=False)
+        output.write("results.parquet", lambda path: flat.to_parquet(path, index=False))
     except ImportError:
         record["parquet"] = "skipped: pyarrow is not installed"
-    (output / "run.json").write_text(json.dumps(record, indent=1, default=str))
+    output.write("run.json", lambda path: path.write_text(json.dumps(record, indent=1, default=str)))

@@ -112,14 +112,13 @@ def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any],
     """Run SDT for one key with the installed plug ``digest``, and return its row (never raises)."""
     _announce(key)
     row: dict[str, Any] = {"key": key, "status": "ok", "stage": None, "error_type": None,
-                           "message": None, "traceback": None,
-                           "worker": f"{socket.gethostname()}:{os.getpid()}"}
+                           "message": None, "traceback": None, "worker": _where()}
     durations: dict[str, float] = {}
     stage = "get_data"
     started = time.perf_counter()
     try:
         plug = installed(digest).plug_class()()
-        data = _timed(durations, stage, plug.get_data, key)
+        data = check_power_data(_timed(durations, stage, plug.get_data, key))
 
         stage = "make DataHandler"
         from solardatatools import DataHandler
@@ -154,6 +153,52 @@ def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any],
         row[f"seconds {name}"] = round(seconds, 3)
     row["seconds total"] = round(time.perf_counter() - started, 3)
     return row
+
+
+class PlugContractError(ValueError):
+    """get_data returned something SDT cannot use; the message says what came back and what to return."""
+
+
+EXPECTED = "expected a DataFrame with a DatetimeIndex and a power column"
+
+
+def check_power_data(data: Any) -> Any:
+    """``data`` when SDT's DataHandler can take it, else PlugContractError naming what came back."""
+    import pandas as pd
+
+    if data is None:
+        raise PlugContractError(f"get_data returned None; {EXPECTED}. Fix: return the frame (a missing `return`?)")
+    if isinstance(data, pd.Series):
+        raise PlugContractError(f"get_data returned a Series; {EXPECTED}. Fix: return series.to_frame(\"power\")")
+    if not isinstance(data, pd.DataFrame):
+        raise PlugContractError(f"get_data returned {type(data).__module__}.{type(data).__name__}; {EXPECTED}")
+    if data.empty:
+        raise PlugContractError(f"get_data returned an empty DataFrame ({len(data)} rows × {data.shape[1]} columns); "
+                                f"{EXPECTED}. Fix: check that the source has data for this key")
+    if not isinstance(data.index, pd.DatetimeIndex):
+        raise PlugContractError(f"get_data returned a DataFrame indexed by {type(data.index).__name__} "
+                                f"({data.index.dtype}); {EXPECTED}. Fix: data.set_index(pd.to_datetime(...))")
+    if not any(pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+               for dtype in data.dtypes):
+        kinds = ", ".join(f"{name} ({dtype})" for name, dtype in list(data.dtypes.items())[:5])
+        raise PlugContractError(f"get_data returned a DataFrame with no numeric column ({kinds}); {EXPECTED}. "
+                                "Fix: convert the power column with pd.to_numeric")
+    if not data.index.is_monotonic_increasing:
+        raise PlugContractError("get_data returned a DataFrame whose DatetimeIndex is not in time order; "
+                                f"{EXPECTED}. Fix: return data.sort_index()")
+    return data
+
+
+def _where() -> str:
+    """The Dask worker running this task (its name and address), else this host and process."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+    name = str(worker.name)
+    return worker.address if name == worker.address else f"{name} {worker.address}"
 
 
 def dependency_problem(exc: BaseException) -> dict[str, Any]:

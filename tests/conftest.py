@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from faultkit import fault_image, trouble  # noqa: F401  (fixtures of the fault probes)
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SDT = str(Path(sys.executable).parent / "sdt-build")

@@ -38,11 +38,11 @@ FAKE_VALUE = "fake-value-7c1e9b2d-must-never-be-printed"
 
 # Codes whose mistake sits in one file / on one line of the user's folder.
 NO_FILE_CODES = {"SDT-E101", "SDT-E102", "SDT-E109"}  # the folder or the file itself is missing
-LINE_CODES = {"SDT-E103", "SDT-E105", "SDT-E106", "SDT-E107", "SDT-E111", "SDT-E113", "SDT-E114",
+LINE_CODES = {"SDT-E103", "SDT-E105", "SDT-E106", "SDT-E107", "SDT-E111", "SDT-E113", "SDT-E114", "SDT-E126",
               "SDT-E115", "SDT-E116", "SDT-E118"}
 # A fix tells the user what to do: it starts with one of these.
 FIX_OPENINGS = ("add ", "fix ", "make ", "keep ", "give ", "write ", "create ", "save ", "export ",
-                "set ", "use ", "define ", "remove ", "rename ", "pass ", "did you mean ")
+                "set ", "use ", "define ", "remove ", "rename ", "pass ", "did you mean ", "copy ", "move ")
 # What a few fixes must mention besides (fixture name -> text in the fix).
 FIX_MENTIONS = {
     "import-not-listed": "`boto3` to requirements.txt",
@@ -615,11 +615,14 @@ def test_requirements_includes_comments_and_hashes(tmp_path):
     assert requirement_names(project.requirement_lines) == ["my-pv-lib", "pyarrow", "boto3", "influxdb-client"]
 
 
-def test_requirements_include_cycle_terminates(tmp_path):
+def test_requirements_include_loop_is_named(tmp_path):
+    """pip refuses a file that includes itself again; so does the check, naming the loop."""
     folder = make_project(tmp_path / "p", files={"requirements.txt": "-r other.txt\nrequests\n",
                                                          "other.txt": "-r requirements.txt\nurllib3\n"})
-    project, problems = inspect_project(folder)
-    assert problems == [] and set(project.requirement_lines) == {"requests", "urllib3"}
+    _, problems = inspect_project(folder)
+    (problem,) = errors_of(problems)
+    assert problem.code == "SDT-E126" and (problem.file, problem.line) == ("other.txt", 1)
+    assert "requirements.txt → other.txt → requirements.txt" in problem.cause
 
 
 def test_invalid_requirement_line_number_after_continuations():

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from sdt_build.plug import EnvVar
 
 if TYPE_CHECKING:  # distributed is imported only when a client connects
     import distributed
+
+log = logging.getLogger(__name__)
+CLOSE_TIMEOUT = 10  # seconds to close a client or cluster
+
+
+@contextlib.contextmanager
+def _quiet(*names: str):
+    """Silence these loggers and their children for a while (Dask's tracebacks about a scheduler
+    that is already gone)."""
+    loggers = [logging.getLogger(name) for name in sorted(logging.Logger.manager.loggerDict)
+               if name.split(".")[0] in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class Client:
@@ -32,6 +53,7 @@ class Client:
                 raise TypeError(f"{type(self).__name__} has no setting {name!r}")
             setattr(self, name, value)
         self._dask_client: "distributed.Client | None" = None
+        self._cluster = None
         # Values of the project's declared environment variables, passed to containers at run time,
         # and which of them are secret (never shown).
         self.runtime_env: dict[str, str] = {}
@@ -57,14 +79,21 @@ class Client:
             return DaskClient(target, **kwargs)
 
     def close(self) -> None:
-        """Release what ``connect`` started (the client, then its cluster). Safe to call twice."""
-        if self._dask_client is not None:
-            self._dask_client.close()
-            self._dask_client = None
-        cluster = getattr(self, "_cluster", None)
-        if cluster is not None:
-            cluster.close()
-            self._cluster = None
+        """Release what ``connect`` started (the client, then its cluster). Safe to call twice.
+
+        A cluster whose scheduler is already gone is given ``CLOSE_TIMEOUT`` seconds, not Dask's
+        reconnect attempts, and Dask's complaints about the missing scheduler are not printed.
+        """
+        client, self._dask_client = self._dask_client, None
+        cluster, self._cluster = getattr(self, "_cluster", None), None
+        with _quiet("distributed", "tornado"):
+            for closable in (client, cluster):
+                if closable is None:
+                    continue
+                try:
+                    closable.close(timeout=CLOSE_TIMEOUT)
+                except Exception as exc:  # the backend's own clean-up (containers, jobs) still runs
+                    log.debug("closing %s failed: %s", type(closable).__name__, exc)
 
     def explain_lost_worker(self) -> str | None:
         """What the backend knows about workers that died (container state, logs), if anything."""

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     import distributed
 
 _live: "weakref.WeakSet[DockerContainer]" = weakref.WeakSet()
+# Dask serves /health and /metrics even with --no-dashboard; by default on every interface.
+LOOPBACK_ANY_PORT = "127.0.0.1:0"
+MEMORY_RESTART = re.compile(r"exceeded \d+% memory budget")  # the nanny's line before it restarts a worker
 
 
 class DockerContainer(ProcessInterface):
@@ -96,16 +99,23 @@ class DockerContainer(ProcessInterface):
 
     @staticmethod
     def bury_into(container, notes: list[str]) -> None:
-        """A dead container's exit code, out-of-memory flag and last log lines, added to ``notes``."""
+        """What went wrong in a container, added to ``notes``: a dead one's exit code, out-of-memory
+        flag and last log lines; a live one's worker restarts by its nanny for memory."""
         from docker.errors import APIError, NotFound
 
         try:
             container.reload()
+            state = container.attrs.get("State", {})
+            log = container.logs(tail=400).decode(errors="replace")
+            restarts = len(MEMORY_RESTART.findall(log))
+            memory = f"; its worker exceeded the memory limit {restarts} time(s)" if restarts else ""
             if container.status in ("exited", "dead"):
-                state = container.attrs.get("State", {})
-                tail = container.logs(tail=5).decode(errors="replace").strip().replace("\n", " | ")
+                tail = "\n".join(log.strip().splitlines()[-5:]).replace("\n", " | ")
                 notes.append(f"container {container.name} exited {state.get('ExitCode')}"
-                             + (" (out of memory)" if state.get("OOMKilled") else "") + f": {tail[-400:]}")
+                             + (" (out of memory)" if state.get("OOMKilled") else "") + f"{memory}: {tail[-400:]}")
+            elif restarts:
+                notes.append(f"container {container.name}: its worker exceeded the memory limit {restarts} "
+                             "time(s) and the nanny restarted it")
         except (NotFound, APIError):
             pass
 
@@ -115,7 +125,8 @@ class DockerScheduler(DockerContainer):
     ready = re.compile(r"Scheduler at:\s+(tcp://[\d.]+:\d+)")
 
     def command(self) -> list[str]:
-        return ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+        return ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                "--dashboard-address", LOOPBACK_ANY_PORT]
 
 
 class DockerWorker(DockerContainer):
@@ -131,7 +142,7 @@ class DockerWorker(DockerContainer):
 
     def command(self) -> list[str]:
         command = ["dask", "worker", self.scheduler, "--host", "127.0.0.1", "--nthreads", str(self.threads),
-                   "--name", self.worker_name, "--no-dashboard"]
+                   "--name", self.worker_name, "--no-dashboard", "--dashboard-address", LOOPBACK_ANY_PORT]
         if self.memory:
             command += ["--memory-limit", str(self.memory)]
         return command
@@ -221,6 +232,19 @@ class DockerClient(Client):
                              f"{errors[0].client}: its scheduler and workers could not serve this client",
                              errors[0].fix, detail=parity_text(rows))
 
+
+    def close(self) -> None:
+        """Close the cluster, then remove any of its containers still there (a lost scheduler
+        cannot retire its workers)."""
+        super().close()
+        cluster_id = getattr(self, "_cluster_id", None)
+        if cluster_id:
+            import docker
+
+            for container in docker.from_env().containers.list(
+                    all=True, filters={"label": f"{LABEL}.cluster={cluster_id}"}):
+                DockerContainer.bury_into(container, self._obituaries)
+                _remove(container)
 
     def explain_lost_worker(self) -> str | None:
         """What the worker containers that died said: exit code, out of memory, last log lines

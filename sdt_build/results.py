@@ -1,0 +1,157 @@
+"""A run's output folder: one run at a time (a lock), the journal, and result files written whole.
+
+The journal gets one line per finished key, appended and flushed as it arrives; a write that fails
+(a full disk) is cut back to the last complete line and stops the run with a named error, so the
+journal never holds half a row. A torn last line left by a crash is removed and reported when the
+folder is opened again. results.csv, results.parquet and run.json are written to a temporary file
+and renamed: they are either the previous version or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from sdt_build.errors import RunFailure
+from sdt_build.project import normalize_key
+from sdt_build.task import key_id
+
+JOURNAL = "journal.jsonl"
+LOCK = ".sdt-run.lock"
+
+
+def _write_failure(path: Path, exc: OSError) -> RunFailure:
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    cause = f"cannot write {path}: {'the disk is full' if full else exc.strerror or exc}"
+    return RunFailure("SDT-E515", cause, "free space there (or choose another --output), then run again with "
+                      "--resume: every row already in journal.jsonl is kept and only the missing keys run")
+
+
+class OutputFolder:
+    """The folder's lock and journal for one run; without a folder, a temporary journal only."""
+
+    def __init__(self, folder: Path | None, resume: bool):
+        self.folder = folder
+        self.notes: list[str] = []
+        self._lock_fd: int | None = None
+        if folder is None:
+            handle, name = tempfile.mkstemp(prefix="sdt-journal-", suffix=".jsonl")
+            os.close(handle)
+            self.journal = Path(name)
+        else:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _write_failure(folder, exc) from exc
+            self._lock()
+            self.journal = folder / JOURNAL
+            if not resume:
+                self.journal.unlink(missing_ok=True)
+        self._repair()
+        self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _lock(self) -> None:
+        """Refuse a second run on the same folder while one holds it (the lock dies with its process)."""
+        path = self.folder / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunFailure("SDT-E514", f"{self.folder} is in use by another run ({holder})",
+                             "wait for that run to finish, or pass another --output") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        self._lock_fd = fd
+
+    def _repair(self) -> None:
+        """Cut a torn last line (a crash or a full disk mid-write) and note it; its key runs again."""
+        if not self.journal.exists():
+            return
+        data = self.journal.read_bytes()
+        end = data.rfind(b"\n") + 1
+        torn = data[end:]
+        if not torn.strip():
+            return
+        try:
+            with open(self.journal, "r+b") as handle:
+                try:
+                    json.loads(torn)
+                    handle.seek(0, os.SEEK_END)
+                    handle.write(b"\n")  # a whole row that only lacks its newline
+                except ValueError:
+                    handle.truncate(end)
+                    self.notes.append(f"{self.journal.name} ended in a torn line ({len(torn)} bytes, cut short by "
+                                      "a crash or a full disk); it was removed and that key runs again")
+        except OSError as exc:
+            raise _write_failure(self.journal, exc) from exc
+
+    def rows(self) -> dict[str, dict]:
+        """The last row of each key in the journal."""
+        rows: dict[str, dict] = {}
+        unreadable = 0
+        for line in self.journal.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                row["key"] = normalize_key(row["key"])
+            except (ValueError, KeyError, TypeError):
+                unreadable += 1
+                continue
+            rows[key_id(row["key"])] = row
+        if unreadable and not any("unreadable" in note for note in self.notes):
+            self.notes.append(f"{unreadable} line(s) of {self.journal.name} are unreadable and were skipped; "
+                              "their keys run again")
+        return rows
+
+    def done(self) -> set[str]:
+        """Keys whose last row is ``ok``."""
+        return {key for key, row in self.rows().items() if row.get("status") == "ok"}
+
+    def add(self, row: dict) -> None:
+        """Append one row as one line; on failure the journal is cut back to where it was."""
+        line = (json.dumps({**row, "key": list(row["key"])}, default=str) + "\n").encode()
+        size = os.fstat(self._fd).st_size
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(self._fd, line[written:])
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass  # the reader cuts a torn line too
+            raise _write_failure(self.journal, exc) from exc
+
+    def write(self, name: str, writer: Callable[[Path], None]) -> None:
+        """Write one result file whole: to a temporary file, then renamed over the old one."""
+        target = self.folder / name
+        partial = self.folder / f".{name}.{os.getpid()}.partial"
+        try:
+            writer(partial)
+            with open(partial, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(partial, target)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise _write_failure(target, exc) from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+    def close(self) -> None:
+        """Close the journal and release the folder (a temporary journal is deleted)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.folder is None:
+            self.journal.unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -1,0 +1,85 @@
+"""The user's files: which files of a project folder go into the image and onto the workers.
+
+One rule for both: secrets, caches and virtual environments stay out (with the folder's own
+``.dockerignore``), and a symlink counts only when it points inside the folder; one that leaves
+it (``data -> /etc/shadow``) is never read, and the check names it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Never copied from the user's folder (on top of the folder's own .dockerignore).
+IGNORED = (
+    ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv", ".env", ".env.*", "*.env", ".envrc",
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.crt", "id_rsa*", "id_ed25519*", "id_ecdsa*", ".ssh", ".aws",
+    ".azure", ".gcloud", ".kube", ".docker", ".netrc", ".pypirc", ".pgpass", "credentials*",
+    "*.lock", ".ipynb_checkpoints", "sdt-results", ".sdt", ".pytest_cache", ".mypy_cache", "*.log",
+)
+IGNORE_FILE = ".dockerignore"
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """The files that travel (relative, sorted), and the symlinks left out because they leave the folder."""
+
+    files: tuple[Path, ...]
+    outside: tuple[tuple[Path, str], ...] = ()  # (link, where it points)
+
+    @property
+    def code(self) -> tuple[Path, ...]:
+        """The Python files among them: what every worker imports."""
+        return tuple(p for p in self.files if p.suffix == ".py")
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (symlinks resolved) lies in the folder ``root``."""
+    resolved = path.resolve()
+    return resolved == root.resolve() or root.resolve() in resolved.parents
+
+
+def ignored(relative: Path, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in patterns) or \
+        any(fnmatch.fnmatch(str(relative), pattern) for pattern in patterns)
+
+
+def scan(root: Path) -> FileSet:
+    """Walk ``root`` without following links; keep regular files and links to files inside it."""
+    root = root.resolve()
+    patterns = IGNORED + _user_ignore(root)
+    files: list[Path] = []
+    outside: list[tuple[Path, str]] = []
+    for current, folders, names in os.walk(root):
+        here = Path(current)
+        kept = []
+        for name in folders:
+            relative = (here / name).relative_to(root)
+            if ignored(relative, patterns) or (here / name / "pyvenv.cfg").exists():  # a virtualenv
+                continue
+            if (here / name).is_symlink():  # never followed: inside, its files are listed where they are
+                if not inside(here / name, root):
+                    outside.append((relative, os.readlink(here / name)))
+                continue
+            kept.append(name)
+        folders[:] = sorted(kept)
+        for name in names:
+            path = here / name
+            relative = path.relative_to(root)
+            if ignored(relative, patterns):
+                continue
+            if path.is_symlink() and not inside(path, root):
+                outside.append((relative, os.readlink(path)))
+            elif path.is_file():  # regular files and links to them (sockets, fifos, dangling links: no)
+                files.append(relative)
+    return FileSet(tuple(sorted(files)), tuple(sorted(outside)))
+
+
+def _user_ignore(root: Path) -> tuple[str, ...]:
+    path = root / IGNORE_FILE
+    if not path.is_file() or not inside(path, root):
+        return ()
+    return tuple(line.strip().rstrip("/") for line in path.read_text(errors="replace").splitlines()
+                 if line.strip() and not line.startswith(("#", "!")))

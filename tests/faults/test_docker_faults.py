@@ -1,0 +1,118 @@
+"""Container clusters going wrong under a real run: the scheduler container killed, SIGTERM to the
+CLI, workers killed by their memory limit. Every key ends in a row or the run says why it
+stopped; no container is left behind; nothing listens beyond 127.0.0.1; --resume completes."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+
+import pandas as pd
+import psutil
+import pytest
+
+from sdt_build.image import LABEL
+
+from faultkit import (cluster_containers, finished, journal_rows, keys_arg, no_traceback, rows_in, sdt, start,
+                      wait_for)
+
+pytestmark = pytest.mark.docker
+
+
+def _role(docker, role: str) -> list:
+    return docker.containers.list(filters={"label": f"{LABEL}.role={role}"})
+
+
+def _listeners(docker) -> list[tuple[str, str]]:
+    """(address, process) of every listening TCP socket of the cluster's containers."""
+    pids = set()
+    for container in cluster_containers(docker):
+        container.reload()
+        root = container.attrs["State"]["Pid"]
+        if root:
+            pids |= {root} | {child.pid for child in psutil.Process(root).children(recursive=True)}
+    table = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in table.splitlines():
+        owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            found.append((line.split()[3], line.split()[-1]))
+    return found
+
+
+def test_a_killed_scheduler_ends_the_run_with_a_row_for_every_key(docker, trouble, fault_image, tmp_path):
+    folder = trouble("docker", workers=2)
+    output = tmp_path / "out"
+    keys = [("ok", 1), ("sleep", 300), ("sleep", 301), ("ok", 2)]
+    running = start("run", str(folder), "--image", fault_image, "--output", str(output), *keys_arg(*keys))
+    wait_for(lambda: rows_in(output) >= 1)
+    (scheduler,) = _role(docker, "scheduler")
+    scheduler.kill()
+    code, _, err = finished(running, timeout=180)
+    assert code == 5, err[-3000:]
+    no_traceback(err)
+    assert "SDT-E512" in err and "the client lost the scheduler" in err and "--resume" in err
+    rows = {json.dumps(row["key"]): row for row in journal_rows(output)}
+    assert rows[json.dumps(["ok", 1])]["status"] == "ok"  # finished before: kept
+    lost = [rows[json.dumps(list(key))] for key in keys[1:]]
+    assert all(row["stage"] == "scheduler lost" for row in lost), lost
+    record = json.loads((output / "run.json").read_text())
+    assert record["problem"]["code"] == "SDT-E512" and any("SDT-E512" in w for w in record["warnings"])
+    assert len(pd.read_csv(output / "results.csv")) == 4
+    assert not cluster_containers(docker)
+
+    again = sdt("run", str(folder), "--image", fault_image, "--output", str(output), "--resume", *keys_arg(*keys),
+                env={"SDT_FAULTS_FIXED": "1"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((output / "run.json").read_text())["already_done"] == 1
+    assert set(pd.read_csv(output / "results.csv")["status"]) == {"ok"}
+
+
+def test_sigterm_stops_a_docker_run_cleanly_and_nothing_listens_beyond_loopback(docker, trouble, fault_image,
+                                                                                tmp_path):
+    folder = trouble("docker", workers=2)
+    output = tmp_path / "out"
+    keys = [("ok", 1), ("sleep", 300), ("sleep", 301)]
+    running = start("run", str(folder), "--image", fault_image, "--output", str(output), *keys_arg(*keys))
+    wait_for(lambda: rows_in(output) >= 1)
+    listening = _listeners(docker)
+    assert len(listening) >= 5, listening  # scheduler, its HTTP server, and per worker: nanny, worker, HTTP
+    assert all(address.startswith("127.0.0.1:") for address, _ in listening), listening
+
+    running.send_signal(signal.SIGTERM)
+    code, _, err = finished(running, timeout=120)
+    assert code == 143, err[-3000:]
+    no_traceback(err)
+    assert not cluster_containers(docker)  # nothing left running
+    record = json.loads((output / "run.json").read_text())
+    assert record["interrupted"] == "SIGTERM"
+    (row,) = journal_rows(output)
+    assert row["status"] == "ok" and re.match(r"docker-\d+ tcp://127\.0\.0\.1:\d+$", row["worker"]), row["worker"]
+    assert len(pd.read_csv(output / "results.csv")) == 1
+
+
+def test_workers_killed_for_memory_end_the_run_and_resume_completes(docker, trouble, fault_image, tmp_path):
+    folder = trouble("docker", workers=1, memory="2GiB")
+    output = tmp_path / "out"
+    keys = [("hog", 30000), ("ok", 1)]
+    done = sdt("run", str(folder), "--image", fault_image, "--output", str(output), "--lost-cluster-timeout", "10",
+               *keys_arg(*keys), timeout=600)
+    assert done.returncode == 5, done.stderr[-3000:]
+    no_traceback(done.stderr)
+    assert "SDT-E513" in done.stderr and "memory_per_worker" in done.stderr
+    rows = {row["key"][0]: row for row in journal_rows(output)}
+    assert set(rows) == {"hog", "ok"}
+    # The nanny restarts the worker until Dask gives up on the key, or the container dies with it:
+    # either way the row names the memory limit (remembered after the worker is gone).
+    assert rows["hog"]["stage"] in ("worker lost", "no workers"), rows["hog"]
+    assert "2.0 GiB memory limit" in rows["hog"]["message"] or "exceeded the memory limit" in rows["hog"]["message"]
+    assert all("no memory limit" not in row["message"] for row in rows.values())
+    assert not cluster_containers(docker)
+
+    (folder / "client.py").write_text((folder / "client.py").read_text().replace("2GiB", "7GiB"))
+    again = sdt("run", str(folder), "--image", fault_image, "--output", str(output), "--resume", *keys_arg(*keys),
+                env={"SDT_FAULTS_FIXED": "1"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert set(pd.read_csv(output / "results.csv")["status"]) == {"ok"}

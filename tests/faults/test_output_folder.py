@@ -1,0 +1,120 @@
+"""The output folder under stress: a full disk, a torn journal, two runs at once, Ctrl-C and SIGTERM.
+Whatever happens, every journal line is a whole row, results files are whole or absent, and
+--resume finishes the keys without redoing any that finished."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import pandas as pd
+import pytest
+
+from sdt_build.results import OutputFolder
+
+from faultkit import finished, journal_rows, keys_arg, no_traceback, rows_in, sdt, start, wait_for
+
+OK_KEYS = [("ok", n) for n in range(12)]  # rows of about 600 bytes: more than a page
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs; ``fill(free)`` leaves about ``free`` bytes, ``free_all()`` empties the filler."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    filler = mount / "filler"
+
+    class Disk:
+        path = mount
+
+        @staticmethod
+        def fill(free: int) -> None:
+            import os
+
+            stats = os.statvfs(mount)
+            filler.write_bytes(b"\0" * max(0, stats.f_bavail * stats.f_frsize - free))
+
+        @staticmethod
+        def free_all() -> None:
+            filler.unlink()
+
+    yield Disk
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_named_and_loses_no_finished_row(trouble, small_disk):
+    folder = trouble()
+    output = small_disk.path / "out"
+    output.mkdir()
+    (output / ".sdt-run.lock").write_text("x")  # its page is taken: what is left is for the journal
+    small_disk.fill(free=4096)  # one page: room for about four rows
+    done = sdt("run", str(folder), "--output", str(output), *keys_arg(*OK_KEYS))
+    assert done.returncode == 5, done.stderr[-2000:]
+    assert "SDT-E515" in done.stderr and "disk is full" in done.stderr and "--resume" in done.stderr
+    no_traceback(done.stderr)
+    kept = journal_rows(output)  # every line whole, however the disk filled
+    assert 0 < len(kept) < len(OK_KEYS)
+    assert not list(output.glob(".*partial")), "a half-written results file was left behind"
+    if (output / "results.csv").exists():  # never half a file passed off as results
+        assert len(pd.read_csv(output / "results.csv")) == len(kept)
+
+    small_disk.free_all()
+    with open(output / "journal.jsonl", "ab") as journal:  # and a crash in the middle of a write
+        journal.write(b'{"key": ["ok", 11], "status": "ok", "capac')
+    again = sdt("run", str(folder), "--output", str(output), "--resume", *keys_arg(*OK_KEYS))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "torn line" in again.stderr  # reported, and that key ran again
+    assert any("torn line" in warning for warning in json.loads((output / "run.json").read_text())["warnings"])
+    results = pd.read_csv(output / "results.csv")
+    assert len(results) == len(OK_KEYS) and set(results["status"]) == {"ok"}
+    assert results["key"].is_unique
+    first_run = {json.dumps(row["key"]) for row in kept}
+    redone = [row for row in journal_rows(output)[len(kept):] if json.dumps(row["key"]) in first_run]
+    assert not redone, "finished keys ran again"
+
+
+def test_a_second_run_on_the_same_output_is_refused(trouble, tmp_path):
+    folder = trouble()
+    output = tmp_path / "out"
+    first = start("run", str(folder), "--output", str(output), *keys_arg(("sleep", 15), ("ok", 1)))
+    wait_for(lambda: (output / ".sdt-run.lock").exists() and (output / ".sdt-run.lock").read_text())
+    second = sdt("run", str(folder), "--output", str(output), *keys_arg(("ok", 2)), timeout=120)
+    assert second.returncode == 5
+    assert "SDT-E514" in second.stderr and f"pid {first.pid}" in second.stderr, second.stderr
+    no_traceback(second.stderr)
+    code, _, err = finished(first)
+    assert code == 0, err[-2000:]
+    results = pd.read_csv(output / "results.csv")
+    assert len(results) == 2 and set(results["status"]) == {"ok"}  # the first run lost nothing
+    OutputFolder(output, resume=True).close()  # the lock went with the first run
+
+
+def test_ctrl_c_keeps_the_rows_and_resume_finishes(trouble, tmp_path):
+    """(SIGTERM is probed on a docker run, where it must also remove the containers.)"""
+    stop, code = signal.SIGINT, 130
+    folder = trouble()
+    output = tmp_path / "out"
+    keys = [("ok", 1), ("sleep", 120), ("sleep", 121), ("ok", 2)]
+    running = start("run", str(folder), "--output", str(output), *keys_arg(*keys))
+    wait_for(lambda: rows_in(output) >= 1)
+    running.send_signal(stop)
+    exit_code, _, err = finished(running, timeout=120)
+    assert exit_code == code, err[-2000:]
+    no_traceback(err)
+    record = json.loads((output / "run.json").read_text())
+    assert record["interrupted"] == stop.name
+    kept = journal_rows(output)
+    assert [row["key"] for row in kept] == [["ok", 1]] and kept[0]["status"] == "ok"
+    assert len(pd.read_csv(output / "results.csv")) == 1
+
+    again = sdt("run", str(folder), "--output", str(output), "--resume", *keys_arg(*keys),
+                env={"SDT_FAULTS_FIXED": "1"})
+    assert again.returncode == 0, again.stderr[-2000:]
+    record = json.loads((output / "run.json").read_text())
+    assert record["already_done"] == 1
+    assert record["parallel_efficiency"] <= 1.0  # this run's rows only, not the earlier run's
+    rows = journal_rows(output)
+    assert [row["key"] for row in rows].count(["ok", 1]) == 1  # not redone
+    assert len(pd.read_csv(output / "results.csv")) == 4

@@ -1,0 +1,58 @@
+"""A plug whose keys misbehave on purpose (copied into a test folder as dataplug.py, next to the
+synthetic example as synthetic.py). Keys:
+
+    ("ok", n)          30 days of synthetic data (n tells keys apart)
+    ("sleep", s)       good data after s seconds
+    ("raises",)        ValueError in get_data
+    ("dies",)          the worker process is killed (SIGKILL)
+    ("hog", mb)        allocates and touches mb megabytes, 100 MB at a time
+    ("none",) ("empty",) ("strings",) ("series",) ("unsorted",) ("no-index",)
+                       get_data returns something that is not a usable power series
+
+With SDT_FAULTS_FIXED set, every key gives good data (as a fixed plug would, for --resume).
+"""
+
+import os
+import signal
+import time
+
+import numpy as np
+
+from sdt_build import DataPlug, EnvVar
+from synthetic import SyntheticPV
+
+
+class Trouble(DataPlug):
+    env = [EnvVar("SDT_FAULTS_FIXED", required=False),
+           EnvVar("SDT_FAULTS_SECRET", required=False, secret=True, help="a secret the plug reads")]
+
+    def get_data(self, key):
+        kind = key[0]
+        good = SyntheticPV().get_data((3, 30))
+        if os.environ.get("SDT_FAULTS_FIXED") or kind == "ok":
+            return good
+        if kind == "sleep":
+            time.sleep(float(key[1]))
+            return good
+        if kind == "raises":
+            raise ValueError(f"site {key!r} has no data")
+        if kind == "dies":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "hog":
+            chunks = []
+            for _ in range(int(key[1]) // 100):
+                chunks.append(np.ones(100 * 2**20 // 8))
+            return good
+        if kind == "none":
+            return None
+        if kind == "empty":
+            return good.iloc[:0]
+        if kind == "strings":
+            return good.astype(str)
+        if kind == "series":
+            return good.iloc[:, 0]
+        if kind == "unsorted":
+            return good.sample(frac=1, random_state=0)
+        if kind == "no-index":
+            return good.reset_index(drop=True)
+        raise KeyError(f"unknown trouble {kind!r}")
