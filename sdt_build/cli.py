@@ -20,7 +20,6 @@ from sdt_build import __version__
 from sdt_build.errors import EXIT_CODES, Problem, SdtBuildError, SmokeFailure
 from sdt_build.resolve import BACKENDS
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness score": "clearness",
                   "inverter clipping": "clipping", "clipped fraction": "clipped", "capacity change": "cap. change",
                   "time shift correction": "time shift", "time zone correction": "tz fix",
@@ -125,24 +124,20 @@ def main() -> None:
 def init_command(output: Output, directory: Path, example: str, client_example: str | None, force: bool) -> int:
     """Scaffold a user folder from an example."""
     from sdt_build.errors import ProjectError
+    from sdt_build.resources import client_names, copy_example, example_names
 
-    available = sorted(p.name for p in EXAMPLES.iterdir()  # broken-* teach mistakes: not a start
-                       if (p / "dataplug.py").exists() and not p.name.startswith("broken-")) \
-        if EXAMPLES.is_dir() else []
+    available = example_names()
     if example not in available:
         raise ProjectError("SDT-E120", f"there is no example named {example!r}",
-                           f"choose one of: {', '.join(available) or 'none found'}")
+                           f"choose one of: {', '.join(available)}")
     if directory.exists() and any(directory.iterdir()) and not force:
         raise ProjectError("SDT-E121", f"{directory} already has files",
                            "choose an empty folder, or pass --force to overwrite")
-    clients = sorted(p.name for p in (EXAMPLES / "clients").iterdir()) if (EXAMPLES / "clients").is_dir() else []
+    clients = client_names()
     if client_example is not None and client_example not in clients:
         raise ProjectError("SDT-E120", f"there is no example client named {client_example!r}",
-                           f"choose one of: {', '.join(clients) or 'none found'}")
-    shutil.copytree(EXAMPLES / example, directory, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    if client_example:
-        shutil.copy(EXAMPLES / "clients" / client_example / "client.py", directory / "client.py")
+                           f"choose one of: {', '.join(clients)}")
+    copy_example(example, directory, client_example)
     written = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
     output.emit({"ok": True, "directory": str(directory), "example": example, "files": written})
     output.say(f"[green]created[/] {directory} from example {example}: {', '.join(written)}")

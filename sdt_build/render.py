@@ -8,23 +8,20 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
-
 from sdt_build import __version__
 from sdt_build.errors import BuildError
 from sdt_build.project import UserProject
 from sdt_build.resolve import ResolvedLock
+from sdt_build.resources import render_template
 from sdt_build.wheels import cache_root, download, download_sdists, link_into
 
 PACKAGE = Path(__file__).resolve().parent
-TEMPLATES = Path(os.environ.get("SDT_TEMPLATES", PACKAGE.parent / "templates"))
 TEMPLATE = "Dockerfile.j2"
 UID = 1000
 # Never copied from the user's folder into an image (on top of the folder's own .dockerignore).
@@ -55,10 +52,8 @@ class BuildContext:
 
 def render_dockerfile(project: UserProject, lock: ResolvedLock, sdists: bool = False) -> str:
     """The Dockerfile text for ``project``: deterministic, so dockerfiles/ can be checked against it."""
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                                     undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return environment.get_template(TEMPLATE).render(
-        name=project.name, python=lock.python, default_base=f"python:{lock.python}-slim", uid=UID,
+    return render_template(
+        TEMPLATE, name=project.name, python=lock.python, default_base=f"python:{lock.python}-slim", uid=UID,
         plug_packages=bool(lock.plug_layer), sdists=sdists, sdt_version=lock.pins.get("solar-data-tools", "?"),
         plug_class=project.plug.name, client_class=project.client.name)
 
@@ -99,7 +94,8 @@ def prepare(project: UserProject, lock: ResolvedLock, base_image: str, base_id: 
     (folder / "lock" / "sdt.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.sdt_layer.items())))
     (folder / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.plug_layer.items())))
     runtime = folder / "runtime" / "sdt_build"
-    shutil.copytree(PACKAGE, runtime, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "generate.py"))
+    shutil.copytree(PACKAGE, runtime, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "generate.py",
+                                                                  "templates", "examples"))
     for relative in project_files(project):
         target = folder / "project" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
