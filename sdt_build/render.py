@@ -17,6 +17,7 @@ from pathlib import Path
 from sdt_build import __version__
 from sdt_build.errors import BuildError
 from sdt_build.project import UserProject
+from sdt_build.redact import redact
 from sdt_build.resolve import ResolvedLock
 from sdt_build.resources import render_template
 from sdt_build.wheels import cache_root, download, download_sdists, link_into
@@ -122,7 +123,7 @@ def _source_url(root: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     url = done.stdout.strip()
-    return re.sub(r"^(https?://)[^@/]+@", r"\1", url) if done.returncode == 0 and url else None
+    return redact(url) if done.returncode == 0 and url else None
 
 
 def _wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool
@@ -131,10 +132,12 @@ def _wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool
     requirements) for the plug's packages that have no wheel for the target."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"wheels-{lock.input_hash[:8]}.log"
-    from_source = _without_wheel(lock.plug_layer, lock.python) if build_sdists else {}
+    from_source = _without_wheel(lock) if build_sdists else {}
     try:
-        wheels = download({n: v for n, v in lock.pins.items() if n not in from_source}, lock.python, log_path)
-        sdists, build_wheels = download_sdists(from_source, lock.python, log_path) if from_source else ({}, [])
+        wheels = download({n: v for n, v in lock.pins.items() if n not in from_source}, lock.python, log_path,
+                          lock.sources)
+        sdists, build_wheels = download_sdists(from_source, lock.python, log_path, lock.sources) \
+            if from_source else ({}, [])
     except subprocess.CalledProcessError as exc:
         text = log_path.read_text(errors="replace")
         missing = sorted(set(re.findall(r"No matching distribution found for (\S+)", text)))
@@ -145,18 +148,17 @@ def _wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool
     return wheels, sdists, build_wheels
 
 
-def _without_wheel(pins: dict[str, str], python: str) -> dict[str, str]:
-    """The pins whose release has no wheel for the target (per the index)."""
+def _without_wheel(lock: ResolvedLock) -> dict[str, str]:
+    """The plug's pins whose release has no wheel for the target (per the indexes)."""
     from sdt_build import index
 
+    found, _ = index.look_up(lock.plug_layer, lock.python, lock.sources)
     missing = {}
-    for name, version in pins.items():
-        try:
-            release = next((r for r in index.releases(name, python) if str(r.version) == version), None)
-        except (index.NotOnIndex, index.IndexUnreachable):
-            continue
+    for name, releases in found.items():
+        release = None if isinstance(releases, Exception) else \
+            next((r for r in releases if str(r.version) == lock.plug_layer[name]), None)
         if release is not None and not release.wheel_for_target and release.has_sdist:
-            missing[name] = version
+            missing[name] = lock.plug_layer[name]
     return missing
 
 
