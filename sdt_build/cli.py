@@ -18,6 +18,7 @@ from rich.table import Table
 
 from sdt_build import __version__
 from sdt_build.errors import EXIT_CODES, Problem, SdtBuildError, SmokeFailure
+from sdt_build.redact import redact
 from sdt_build.resolve import BACKENDS
 
 REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness score": "clearness",
@@ -25,8 +26,23 @@ REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness
                   "time shift correction": "time shift", "time zone correction": "tz fix",
                   "data quality warning": "quality warn", "seconds total": "seconds"}
 
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+class Redacted:
+    """A text stream whose every write goes through ``redact``: no credential reaches the terminal."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(redact(text))
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+out = Console(file=Redacted(sys.stdout), width=None if sys.stdout.isatty() else 160)
+err = Console(file=Redacted(sys.stderr), width=None if sys.stderr.isatty() else 160)
 
 
 class Output:
@@ -42,7 +58,7 @@ class Output:
 
     def emit(self, payload: dict[str, Any]) -> None:
         if self.as_json:
-            click.echo(json.dumps(payload, indent=2, default=str))
+            click.echo(redact(json.dumps(payload, indent=2, default=str)))
 
 
 def command(group: click.Group, name: str | None = None):
@@ -96,8 +112,8 @@ def _print_problem(problem: Problem) -> None:
 
 def _print_internal(output: Output, exc: Exception) -> None:
     log = Path(tempfile.gettempdir()) / f"sdt-build-crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    log.write_text("".join(traceback.format_exception(exc)))
-    payload = {"code": "SDT-E999", "cause": f"internal error: {type(exc).__name__}: {exc}",
+    log.write_text(redact("".join(traceback.format_exception(exc))))
+    payload = {"code": "SDT-E999", "cause": redact(f"internal error: {type(exc).__name__}: {exc}"),
                "fix": f"please report it with the traceback in {log}", "log": str(log)}
     if output.as_json:
         output.emit({"ok": False, "error": payload})
@@ -170,7 +186,7 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
                    client=project.client.name, requirements=list(project.requirement_lines),
                    env=[{"name": v.name, "required": v.required, "secret": v.secret} for v in project.env])
     started = time.perf_counter()
-    findings = precheck(project, offline=offline)
+    findings = precheck(project, offline=offline, progress=_lookup_progress(output))
     payload["findings"] = [f.to_dict() for f in findings]
     payload["precheck_seconds"] = round(time.perf_counter() - started, 3)
     for finding in findings:
@@ -322,6 +338,19 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
     return 0
 
 
+def _lookup_progress(output: Output) -> Callable[[int, int], None]:
+    """Index look-ups as they finish: a line when they start, then one per tenth done."""
+    from sdt_build.index import budget_seconds
+
+    def progress(done: int, total: int) -> None:
+        if done == 0:
+            output.say(f"looking up {total} package(s) on the indexes (at most {budget_seconds():.0f} s)")
+        elif done == total or done % max(1, total // 10) == 0:
+            output.say(f"  [dim]looked up {done}/{total}[/]")
+
+    return progress
+
+
 def _report_smoke(output: Output, junit: Path | None, report) -> None:
     """A smoke report as JUnit XML (when asked) and as tables (unless --json)."""
     if report is None:
@@ -386,6 +415,22 @@ def base_command(output: Output, python: str, force: bool) -> int:
     output.emit({"ok": True, "image": choice.image, "image_id": choice.image_id, "reason": choice.reason})
     output.say(f"[green]base[/] {choice.image} ({choice.reason})")
     return 0
+
+
+@command(main, "doctor")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
+def doctor_command(output: Output, directory: Path | None) -> int:
+    """Check this machine for the journey: Docker, base image, indexes, disk, registry, client."""
+    from sdt_build.doctor import diagnose
+
+    checks = diagnose(directory)
+    failed = any(c.status == "fail" for c in checks)
+    output.emit({"ok": not failed, "checks": [c.to_dict() for c in checks]})
+    colors = {"ok": "green", "warning": "yellow", "fail": "red"}
+    for check in checks:
+        output.say(f"[{colors[check.status]}]{check.status:>7}[/] {check.name}: {check.detail}"
+                   + (f"  [green]fix:[/] {check.fix}" if check.fix else ""))
+    return 10 if failed else 0
 
 
 @command(main, "run")

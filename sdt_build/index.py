@@ -183,6 +183,7 @@ def look_up(names: Iterable[str], python: str, settings: IndexSettings, *, budge
 
     pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="sdt-index")
     futures = {pool.submit(one, name): name for name in names}
+    progress(0, len(names))
     try:
         for future in as_completed(futures, timeout=budget_seconds() if budget is None else budget):
             results[futures[future]] = future.result()
@@ -219,3 +220,28 @@ def _releases(files: list[dict], python: str) -> list[Release]:
         entry["sdist"] = entry["sdist"] or sdist
     return [Release(v, e["yanked"], e["requires_python"], e["wheel"], e["sdist"])
             for v, e in sorted(grouped.items(), reverse=True)]
+
+
+def reach(url: str, settings: IndexSettings) -> tuple[str, str, str] | None:
+    """None when index ``url`` answers with the configured credentials, else (status, what, fix)."""
+    import httpx2
+
+    where = host(url)
+    if url.startswith("file:"):
+        from unearth.link import Link
+
+        if Link(url).file_path.is_dir():
+            return None
+        return ("warning", f"the local index {where} does not exist (pip ignores it)",
+                "remove it from pip's configuration (`pip config list` shows where it is set)")
+    try:
+        response = _client(settings).get(f"{url.rstrip('/')}/pip/", headers={"Accept": ACCEPT})
+    except httpx2.HTTPError as exc:
+        return ("fail", f"no answer ({type(exc).__name__})", "check the network, proxy and certificate "
+                "(`pip config set global.cert CA.pem`) for this index")
+    if response.status_code in (401, 403):
+        return ("fail", f"refused the credentials (HTTP {response.status_code})",
+                f"check the user name and token for {where} in the index URL or in ~/.netrc")
+    if response.status_code >= 400 and response.status_code != 404:
+        return ("fail", f"answered HTTP {response.status_code}", "check the index URL")
+    return None
