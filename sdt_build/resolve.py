@@ -265,6 +265,9 @@ FAILURES = (
                  r"problem confirming the ssl certificate",
      "the resolver could not verify the index's TLS certificate (a TLS-intercepting proxy?)",
      "give pip your proxy's CA: `pip config set global.cert /path/to/ca.pem` (or PIP_CERT / SSL_CERT_FILE)"),
+    ("SDT-E228", r"401 Unauthorized|403 Forbidden|Credentials not correct|status client error \(40[13]",
+     "an index refused the credentials the resolver sent (HTTP 401/403)",
+     "check the user name and token in the index URL (PIP_INDEX_URL, `pip config list`) or in ~/.netrc"),
     ("SDT-E224", r"Failed to establish a new connection|Temporary failure in name resolution|Name or service not "
                  r"known|Network is unreachable|Max retries exceeded|Connection refused|dns error|Could not connect",
      "the package index is unreachable from this machine",
@@ -385,7 +388,7 @@ def _failing_package(log: str, code: str) -> str | None:
         built = re.findall(r"Failed to (?:download and )?build [`']" + name, log)
         if built:
             return built[-1]
-        failure = re.search(FAILURES[2][1], log)
+        failure = re.search(next(p for c, p, *_ in FAILURES if c == code), log)
         collected = re.findall(r"Collecting " + name, log[: failure.start()] if failure else log)
         return collected[-1] if collected else None
     patterns = [r"No matching distribution found for " + name, r"satisfies the requirement " + name,
