@@ -107,8 +107,11 @@ def releases(name: str, python: str, settings: IndexSettings) -> list[Release]:
         if data.get("missing"):
             raise NotOnIndex(project)
         return _releases(data["files"], python)
+    links, failures = _links(project, settings)
     files = [{"filename": link.filename, "requires-python": link.requires_python, "yanked": link.is_yanked}
-             for link in _links(project, settings) if _names(link.filename, project)]
+             for link in links if _names(link.filename, project)]
+    if failures and not files:  # an index that did not answer may have it
+        raise IndexUnreachable("; ".join(failures))
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"files": files} if files else {"missing": True}))
     if not files:
@@ -116,19 +119,18 @@ def releases(name: str, python: str, settings: IndexSettings) -> list[Release]:
     return _releases(files, python)
 
 
-def _links(project: str, settings: IndexSettings) -> list:
-    """The file links every source offers for ``project``; IndexUnreachable when no index answered."""
+def _links(project: str, settings: IndexSettings) -> tuple[list, list[str]]:
+    """The file links every source offers for ``project``, and the indexes that did not answer."""
     import httpx2
     from unearth.collector import IndexPage, collect_links_from_location, parse_html_page, parse_json_response
     from unearth.link import Link
 
     client = _client(settings)
-    links, failures, answered = [], [], False
+    links, failures = [], []
     for url in settings.indexes:
         page = f"{url.rstrip('/')}/{project}/"
         if page.startswith("file:"):
             links += collect_links_from_location(client, Link(page))
-            answered = True
             continue
         try:
             response = client.get(page, headers={"Accept": ACCEPT})
@@ -140,7 +142,6 @@ def _links(project: str, settings: IndexSettings) -> list:
         if response.status_code >= 400 and response.status_code != 404:
             failures.append(f"{host(url)}: HTTP {response.status_code}")
             continue
-        answered = True
         if response.status_code == 404:
             continue
         content_type = response.headers.get("Content-Type", "")
@@ -150,9 +151,7 @@ def _links(project: str, settings: IndexSettings) -> list:
         if "://" in location or os.path.exists(location):
             link = Link(location) if "://" in location else Link.from_path(os.path.abspath(location))
             links += collect_links_from_location(client, link, expand=True)
-    if failures and (not answered or not links):
-        raise IndexUnreachable("; ".join(failures))
-    return links
+    return links, failures
 
 
 def _names(filename: str, project: str) -> bool:

@@ -151,9 +151,14 @@ def host(url: str) -> str:
     return parts.netloc.rpartition("@")[2] if parts.netloc else parts.path or url
 
 
-@lru_cache(maxsize=1)
 def from_pip() -> IndexSettings:
     """pip's configuration as pip itself merges it (files, then PIP_* variables)."""
+    return _from_pip(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PIP_"))))
+
+
+@lru_cache(maxsize=4)
+def _from_pip(variables: tuple[tuple[str, str], ...]) -> IndexSettings:
+    """Read once per set of PIP_* variables (they change pip's answer)."""
     try:
         listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
                                  text=True, timeout=30, env={**os.environ, "PIP_NO_INPUT": "1"}).stdout

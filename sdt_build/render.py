@@ -101,6 +101,10 @@ def prepare(project: UserProject, lock: ResolvedLock, base_image: str, base_id: 
         target = folder / "project" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(project.root / relative, target)
+        if relative.suffix == ".txt":  # requirement files may name an index with its credentials
+            text = target.read_text(errors="replace")
+            if redact(text) != text:
+                target.write_text(redact(text))
     (folder / "project").mkdir(exist_ok=True)
     dockerfile = render_dockerfile(project, lock, sdists=bool(sdists))
     (folder / "Dockerfile").write_text(dockerfile)

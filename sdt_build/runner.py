@@ -27,6 +27,7 @@ from sdt_build.clients.base import Client
 from sdt_build.clients.local import PIPELINE_PEAK_BYTES
 from sdt_build.errors import ProjectError, RunFailure
 from sdt_build.project import UserProject, load_project, normalize_key, runtime_env
+from sdt_build.redact import redact
 from sdt_build.task import (START_TOPIC, PlugBundle, PlugInstaller, key_id, module_version, plug_keys,
                             plug_sizes, run_key)
 
@@ -531,4 +532,4 @@ def _write_outputs(output: Path, table: pd.DataFrame, record: dict) -> None:
         flat.to_parquet(output / "results.parquet", index=False)
     except ImportError:
         record["parquet"] = "skipped: pyarrow is not installed"
-    (output / "run.json").write_text(json.dumps(record, indent=1, default=str))
+    (output / "run.json").write_text(redact(json.dumps(record, indent=1, default=str)))
