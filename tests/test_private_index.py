@@ -5,9 +5,9 @@ machine's other indexes stay in use, and the token shows up in no output, log, f
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -35,12 +35,12 @@ def _env(tmp_path: Path, index_url: str, **extra: str) -> dict[str, str]:
     """The private index first, the machine's own indexes as extras; caches and logs in tmp_path."""
     from sdt_build.pipconfig import from_pip
 
+    from sdt_build.wheels import cache_root
+
     machine = from_pip()
     cache = tmp_path / "cache"
     wheels = cache / "wheels" / "cp311-manylinux_x86_64"
     wheels.mkdir(parents=True)
-    from sdt_build.wheels import cache_root
-
     for wheel in (cache_root() / "wheels" / "cp311-manylinux_x86_64").glob("*.whl"):  # SDT's set, already here
         os.link(wheel, wheels / wheel.name)
     return {**os.environ, "PIP_INDEX_URL": index_url,
@@ -80,8 +80,6 @@ def _image_layers_with(docker, tag: str, token: str, tmp_path: Path) -> list[str
                 continue
             data = image.extractfile(member).read()
             if member.name.endswith(".tar"):
-                import io
-
                 with tarfile.open(fileobj=io.BytesIO(data)) as layer:
                     found += [f"{member.name}:{m.name}" for m in layer.getmembers()
                               if m.isfile() and token.encode() in layer.extractfile(m).read()]
