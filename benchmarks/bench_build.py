@@ -13,11 +13,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import jinja2
-
 from benchmarks import ROOT, timed
 from sdt_build.image import build, choose_base, docker_client
 from sdt_build.pipeline import build_project
+from sdt_build.resources import render_template
 
 HOST_CA = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
 
@@ -27,9 +26,8 @@ def naive_context(folder: Path, base: str, sdt_spec: str, requirements: str | No
     """A build context for templates/naive.Dockerfile.j2 (the comparison baseline); with
     ``requirements`` the folder may already hold the files they include."""
     folder.mkdir(parents=True, exist_ok=True)
-    template = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROOT / "templates")))
-    (folder / "Dockerfile").write_text(template.get_template("naive.Dockerfile.j2").render(
-        base=base, sdt_spec=sdt_spec, requirements=requirements is not None, pip_check=pip_check))
+    (folder / "Dockerfile").write_text(render_template(
+        "naive.Dockerfile.j2", base=base, sdt_spec=sdt_spec, requirements=requirements is not None, pip_check=pip_check))
     shutil.copy(HOST_CA, folder / "ca.pem")
     if requirements is not None:
         (folder / "requirements.txt").write_text(requirements)

@@ -18,16 +18,31 @@ from rich.table import Table
 
 from sdt_build import __version__
 from sdt_build.errors import EXIT_CODES, Problem, SdtBuildError, SmokeFailure
+from sdt_build.redact import redact
 from sdt_build.resolve import BACKENDS
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness score": "clearness",
                   "inverter clipping": "clipping", "clipped fraction": "clipped", "capacity change": "cap. change",
                   "time shift correction": "time shift", "time zone correction": "tz fix",
                   "data quality warning": "quality warn", "seconds total": "seconds"}
 
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+class Redacted:
+    """A text stream whose every write goes through ``redact``: no credential reaches the terminal."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(redact(text))
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+out = Console(file=Redacted(sys.stdout), width=None if sys.stdout.isatty() else 160)
+err = Console(file=Redacted(sys.stderr), width=None if sys.stderr.isatty() else 160)
 
 
 class Output:
@@ -43,7 +58,7 @@ class Output:
 
     def emit(self, payload: dict[str, Any]) -> None:
         if self.as_json:
-            click.echo(json.dumps(payload, indent=2, default=str))
+            click.echo(redact(json.dumps(payload, indent=2, default=str)))
 
 
 def command(group: click.Group, name: str | None = None):
@@ -97,8 +112,8 @@ def _print_problem(problem: Problem) -> None:
 
 def _print_internal(output: Output, exc: Exception) -> None:
     log = Path(tempfile.gettempdir()) / f"sdt-build-crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    log.write_text("".join(traceback.format_exception(exc)))
-    payload = {"code": "SDT-E999", "cause": f"internal error: {type(exc).__name__}: {exc}",
+    log.write_text(redact("".join(traceback.format_exception(exc))))
+    payload = {"code": "SDT-E999", "cause": redact(f"internal error: {type(exc).__name__}: {exc}"),
                "fix": f"please report it with the traceback in {log}", "log": str(log)}
     if output.as_json:
         output.emit({"ok": False, "error": payload})
@@ -125,24 +140,20 @@ def main() -> None:
 def init_command(output: Output, directory: Path, example: str, client_example: str | None, force: bool) -> int:
     """Scaffold a user folder from an example."""
     from sdt_build.errors import ProjectError
+    from sdt_build.resources import client_names, copy_example, example_names
 
-    available = sorted(p.name for p in EXAMPLES.iterdir()  # broken-* teach mistakes: not a start
-                       if (p / "dataplug.py").exists() and not p.name.startswith("broken-")) \
-        if EXAMPLES.is_dir() else []
+    available = example_names()
     if example not in available:
         raise ProjectError("SDT-E120", f"there is no example named {example!r}",
-                           f"choose one of: {', '.join(available) or 'none found'}")
+                           f"choose one of: {', '.join(available)}")
     if directory.exists() and any(directory.iterdir()) and not force:
         raise ProjectError("SDT-E121", f"{directory} already has files",
                            "choose an empty folder, or pass --force to overwrite")
-    clients = sorted(p.name for p in (EXAMPLES / "clients").iterdir()) if (EXAMPLES / "clients").is_dir() else []
+    clients = client_names()
     if client_example is not None and client_example not in clients:
         raise ProjectError("SDT-E120", f"there is no example client named {client_example!r}",
-                           f"choose one of: {', '.join(clients) or 'none found'}")
-    shutil.copytree(EXAMPLES / example, directory, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    if client_example:
-        shutil.copy(EXAMPLES / "clients" / client_example / "client.py", directory / "client.py")
+                           f"choose one of: {', '.join(clients)}")
+    copy_example(example, directory, client_example)
     written = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
     output.emit({"ok": True, "directory": str(directory), "example": example, "files": written})
     output.say(f"[green]created[/] {directory} from example {example}: {', '.join(written)}")
@@ -175,7 +186,7 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
                    client=project.client.name, requirements=list(project.requirement_lines),
                    env=[{"name": v.name, "required": v.required, "secret": v.secret} for v in project.env])
     started = time.perf_counter()
-    findings = precheck(project, offline=offline)
+    findings = precheck(project, offline=offline, progress=_lookup_progress(output))
     payload["findings"] = [f.to_dict() for f in findings]
     payload["precheck_seconds"] = round(time.perf_counter() - started, 3)
     for finding in findings:
@@ -327,6 +338,19 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
     return 0
 
 
+def _lookup_progress(output: Output) -> Callable[[int, int], None]:
+    """Index look-ups as they finish: a line when they start, then one per tenth done."""
+    from sdt_build.index import budget_seconds
+
+    def progress(done: int, total: int) -> None:
+        if done == 0:
+            output.say(f"looking up {total} package(s) on the indexes (at most {budget_seconds():.0f} s)")
+        elif done == total or done % max(1, total // 10) == 0:
+            output.say(f"  [dim]looked up {done}/{total}[/]")
+
+    return progress
+
+
 def _report_smoke(output: Output, junit: Path | None, report) -> None:
     """A smoke report as JUnit XML (when asked) and as tables (unless --json)."""
     if report is None:
@@ -391,6 +415,22 @@ def base_command(output: Output, python: str, force: bool) -> int:
     output.emit({"ok": True, "image": choice.image, "image_id": choice.image_id, "reason": choice.reason})
     output.say(f"[green]base[/] {choice.image} ({choice.reason})")
     return 0
+
+
+@command(main, "doctor")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
+def doctor_command(output: Output, directory: Path | None) -> int:
+    """Check this machine for the journey: Docker, base image, indexes, disk, registry, client."""
+    from sdt_build.doctor import diagnose
+
+    checks = diagnose(directory)
+    failed = any(c.status == "fail" for c in checks)
+    output.emit({"ok": not failed, "checks": [c.to_dict() for c in checks]})
+    colors = {"ok": "green", "warning": "yellow", "fail": "red"}
+    for check in checks:
+        output.say(f"[{colors[check.status]}]{check.status:>7}[/] {check.name}: {check.detail}"
+                   + (f"  [green]fix:[/] {check.fix}" if check.fix else ""))
+    return 10 if failed else 0
 
 
 @command(main, "run")

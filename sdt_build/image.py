@@ -59,8 +59,8 @@ def classify_daemon_error(exc: Exception) -> EnvironmentProblem:
             detail=text)
     return EnvironmentProblem(
         "SDT-E901", f"no Docker daemon answers at {host}",
-        "start one with `make docker-up` (or `sudo systemctl start docker`); set DOCKER_HOST if it "
-        "listens elsewhere", detail=text)
+        "start Docker (`sudo systemctl start docker`, or open Docker Desktop); set DOCKER_HOST if it "
+        "listens elsewhere. `sdt-build doctor` checks the machine", detail=text)
 
 
 def image_exists(client, ref: str) -> bool:
@@ -101,7 +101,7 @@ def choose_base(client, python: str, wanted: str | None = None) -> BaseChoice:
         return BaseChoice(fallback, client.images.get(fallback).id,
                           f"{failures[0]}; using {fallback}, bootstrapped from Debian packages")
     raise BuildError("SDT-E301", f"no base image for Python {python}: {failures[0]}",
-                     f"run `sdt-build base --python {python}` (or `make base-image`) to bootstrap one "
+                     f"run `sdt-build base --python {python}` (as root) to bootstrap one "
                      "from Debian packages, or set base_image in sdt.toml",
                      detail="\n".join(failures))
 
@@ -138,7 +138,8 @@ def make_base_image(python: str = "3.11", *, force: bool = False, log_dir: Path 
     if shutil.which("debootstrap") is None or os.geteuid() != 0:
         raise EnvironmentProblem(
             "SDT-E903", "bootstrapping a base image needs root and debootstrap",
-            "run `make base-image` as root (it installs debootstrap), or set base_image in sdt.toml "
+            "run `sdt-build base` as root with debootstrap installed (`apt-get install debootstrap`), or "
+            "set base_image in sdt.toml "
             "to an image with Python you already have")
     log_path = _log_file(log_dir, f"base-{suite}-py{python}.log")
     with tempfile.TemporaryDirectory(prefix="sdt-base-") as work:

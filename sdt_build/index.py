@@ -1,17 +1,22 @@
-"""What a package index says about a project (PEP 691 JSON): releases, files, Requires-Python,
-yanked releases and which files are wheels for the target. Used by the pre-check when an index
-answers; never required (``check --offline`` and an unreachable index skip it)."""
+"""What the package indexes say about a project: releases, files, Requires-Python, yanked
+releases and which files are wheels for the target. Used by the pre-check when the indexes
+answer; never required (``check --offline`` and an unreachable index skip it).
+
+Every index and find-links location of pip's configuration is read (``pipconfig``), through
+unearth's client: PEP 691 JSON and PEP 503 HTML pages, file:// indexes, credentials in the URL
+or in netrc, the configured certificate and trusted hosts. Many look-ups run in a bounded pool
+within a total time budget (``look_up``); what the budget leaves out is named, never dropped.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import ssl
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FuturesTimeout, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,10 +27,14 @@ from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonic
                              parse_sdist_filename, parse_wheel_filename)
 from packaging.version import InvalidVersion, Version
 
+from sdt_build.pipconfig import IndexSettings, host
 from sdt_build.wheels import MANYLINUX, cache_root
 
-ACCEPT = "application/vnd.pypi.simple.v1+json"
+ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
 TTL_SECONDS = 6 * 3600
+REQUEST_SECONDS = 10.0  # one page from one index
+WORKERS = 8  # look-ups at once
+BUDGET_SECONDS = 30.0  # all the look-ups of one command (SDT_INDEX_BUDGET overrides)
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,15 @@ class Release:
 
 
 class NotOnIndex(Exception):
-    """The index has no project of that name."""
+    """No index has a project of that name."""
 
 
 class IndexUnreachable(Exception):
     """No answer from the index (offline, proxy, TLS)."""
+
+
+class IndexRefused(IndexUnreachable):
+    """The index answered 401/403: the credentials are missing or wrong. ``args[0]`` is its host."""
 
 
 @lru_cache(maxsize=None)
@@ -63,57 +76,122 @@ def target_tags(python: str) -> frozenset[Tag]:
                                             platforms=platforms)))
 
 
-def index_url() -> str:
-    """The user's primary index (PIP_INDEX_URL, pip config, else PyPI)."""
-    if os.environ.get("PIP_INDEX_URL"):
-        return os.environ["PIP_INDEX_URL"].rstrip("/")
-    return _configured_index()
+def budget_seconds() -> float:
+    return float(os.environ.get("SDT_INDEX_BUDGET") or BUDGET_SECONDS)
 
 
-@lru_cache(maxsize=1)
-def _configured_index() -> str:
-    try:
-        done = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
-                              capture_output=True, text=True, timeout=10)
-        if done.returncode == 0 and done.stdout.strip().startswith("http"):
-            return done.stdout.strip().rstrip("/")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "https://pypi.org/simple"
+@lru_cache(maxsize=8)
+def _client(settings: IndexSettings):
+    """One unearth client per set of sources: pip's certificate, client certificate, trusted hosts,
+    and credentials from the URLs or netrc (never an interactive prompt)."""
+    import httpx2
+    from unearth.auth import MultiDomainBasicAuth
+    from unearth.fetchers.sync import PyPIClient
+
+    verify = ssl.create_default_context(cafile=settings.cert if settings.cert and Path(settings.cert).exists()
+                                        else None)
+    client = PyPIClient(trusted_hosts=settings.trusted_hosts, verify=verify, cert=settings.client_cert,
+                        timeout=httpx2.Timeout(REQUEST_SECONDS, connect=5.0), follow_redirects=True,
+                        limits=httpx2.Limits(max_connections=WORKERS * 2))
+    client.auth = MultiDomainBasicAuth(prompting=False, index_urls=[*settings.indexes, *settings.find_links])
+    return client
 
 
-def _ssl_context() -> ssl.SSLContext:
-    cafile = os.environ.get("PIP_CERT") or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
-    return ssl.create_default_context(cafile=cafile if cafile and Path(cafile).exists() else None)
-
-
-def releases(name: str, python: str, *, timeout: float = 5.0, index: str | None = None) -> list[Release]:
-    """Every release of ``name`` on the index, newest first (cached on disk for a few hours)."""
+def releases(name: str, python: str, settings: IndexSettings) -> list[Release]:
+    """Every release of ``name`` on the indexes and find-links, newest first (cached a few hours)."""
     project = canonicalize_name(name)
-    cache = cache_root() / "index" / f"{project}.json"
+    sources = hashlib.sha256("\n".join(settings.describe()).encode()).hexdigest()[:12]
+    cache = cache_root() / "index" / sources / f"{project}.json"
     if cache.exists() and time.time() - cache.stat().st_mtime < TTL_SECONDS:
         data = json.loads(cache.read_text())
         if data.get("missing"):
             raise NotOnIndex(project)
-    else:
-        url = f"{index or index_url()}/{project}/"
-        request = urllib.request.Request(url, headers={"Accept": ACCEPT, "User-Agent": "sdt-build"})
+        return _releases(data["files"], python)
+    links, failures = _links(project, settings)
+    files = [{"filename": link.filename, "requires-python": link.requires_python, "yanked": link.is_yanked}
+             for link in links if _names(link.filename, project)]
+    if failures and not files:  # an index that did not answer may have it
+        raise IndexUnreachable("; ".join(failures))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"files": files} if files else {"missing": True}))
+    if not files:
+        raise NotOnIndex(project)
+    return _releases(files, python)
+
+
+def _links(project: str, settings: IndexSettings) -> tuple[list, list[str]]:
+    """The file links every source offers for ``project``, and the indexes that did not answer."""
+    import httpx2
+    from unearth.collector import IndexPage, collect_links_from_location, parse_html_page, parse_json_response
+    from unearth.link import Link
+
+    client = _client(settings)
+    links, failures = [], []
+    for url in settings.indexes:
+        page = f"{url.rstrip('/')}/{project}/"
+        if page.startswith("file:"):
+            links += collect_links_from_location(client, Link(page))
+            continue
         try:
-            with urllib.request.urlopen(request, timeout=timeout, context=_ssl_context()) as response:
-                data = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                cache.write_text(json.dumps({"missing": True}))
-                raise NotOnIndex(project) from exc
-            raise IndexUnreachable(f"{url}: HTTP {exc.code}") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise IndexUnreachable(f"{url}: {exc}") from exc
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"files": [
-            {k: f.get(k) for k in ("filename", "requires-python", "yanked")} for f in data.get("files", [])
-        ]}))
-    return _releases(data.get("files", []), python)
+            response = client.get(page, headers={"Accept": ACCEPT})
+        except httpx2.HTTPError as exc:
+            failures.append(f"{host(url)}: {type(exc).__name__}")
+            continue
+        if response.status_code in (401, 403):
+            raise IndexRefused(host(url), response.status_code)
+        if response.status_code >= 400 and response.status_code != 404:
+            failures.append(f"{host(url)}: HTTP {response.status_code}")
+            continue
+        if response.status_code == 404:
+            continue
+        content_type = response.headers.get("Content-Type", "")
+        found = IndexPage(Link(str(response.url)), response.content, response.encoding, content_type)
+        links += parse_json_response(found) if "json" in content_type else parse_html_page(found)
+    for location in settings.find_links:
+        if "://" in location or os.path.exists(location):
+            link = Link(location) if "://" in location else Link.from_path(os.path.abspath(location))
+            links += collect_links_from_location(client, link, expand=True)
+    return links, failures
+
+
+def _names(filename: str, project: str) -> bool:
+    try:
+        if filename.endswith(".whl"):
+            return canonicalize_name(parse_wheel_filename(filename)[0]) == project
+        return canonicalize_name(parse_sdist_filename(filename)[0]) == project
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return False
+
+
+def look_up(names: Iterable[str], python: str, settings: IndexSettings, *, budget: float | None = None,
+            progress: Callable[[int, int], None] = lambda done, total: None
+            ) -> tuple[dict[str, list[Release] | Exception], list[str]]:
+    """``releases`` of many names, ``WORKERS`` at a time, within ``budget`` seconds in all.
+
+    Returns name → releases (or the NotOnIndex / IndexUnreachable it raised), and the names the
+    budget left unlooked-up, in the order given.
+    """
+    names = list(dict.fromkeys(names))
+    results: dict[str, list[Release] | Exception] = {}
+
+    def one(name: str):
+        try:
+            return releases(name, python, settings)
+        except (NotOnIndex, IndexUnreachable) as exc:
+            return exc
+
+    pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="sdt-index")
+    futures = {pool.submit(one, name): name for name in names}
+    progress(0, len(names))
+    try:
+        for future in as_completed(futures, timeout=budget_seconds() if budget is None else budget):
+            results[futures[future]] = future.result()
+            progress(len(results), len(names))
+    except FuturesTimeout:
+        pass
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return results, [name for name in names if name not in results]
 
 
 def _releases(files: list[dict], python: str) -> list[Release]:
@@ -141,3 +219,28 @@ def _releases(files: list[dict], python: str) -> list[Release]:
         entry["sdist"] = entry["sdist"] or sdist
     return [Release(v, e["yanked"], e["requires_python"], e["wheel"], e["sdist"])
             for v, e in sorted(grouped.items(), reverse=True)]
+
+
+def reach(url: str, settings: IndexSettings) -> tuple[str, str, str] | None:
+    """None when index ``url`` answers with the configured credentials, else (status, what, fix)."""
+    import httpx2
+
+    where = host(url)
+    if url.startswith("file:"):
+        from unearth.link import Link
+
+        if Link(url).file_path.is_dir():
+            return None
+        return ("warning", f"the local index {where} does not exist (pip ignores it)",
+                "remove it from pip's configuration (`pip config list` shows where it is set)")
+    try:
+        response = _client(settings).get(f"{url.rstrip('/')}/pip/", headers={"Accept": ACCEPT})
+    except httpx2.HTTPError as exc:
+        return ("fail", f"no answer ({type(exc).__name__})", "check the network, proxy and certificate "
+                "(`pip config set global.cert CA.pem`) for this index")
+    if response.status_code in (401, 403):
+        return ("fail", f"refused the credentials (HTTP {response.status_code})",
+                f"check the user name and token for {where} in the index URL or in ~/.netrc")
+    if response.status_code >= 400 and response.status_code != 404:
+        return ("fail", f"answered HTTP {response.status_code}", "check the index URL")
+    return None

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sdt_build.errors import ProjectError
-from sdt_build.image import Image, build_image, choose_base, docker_client, mark, push_image
+from sdt_build.errors import EnvironmentProblem, ProjectError
+from sdt_build.image import (BaseChoice, Image, bootstrapped_base_tag, build_image, choose_base, docker_client,
+                             mark, push_image)
 from sdt_build.project import UserProject, load_project, runtime_env
 from sdt_build.render import BuildContext, prepare
 from sdt_build.resolve import ResolvedLock, lock
@@ -45,8 +46,11 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     locked = lock(project, backend=resolver or os.environ.get("SDT_RESOLVER") or "auto")
     say(f"lock: {len(locked.pins)} packages ({len(locked.plug_layer)} from the plug)"
         f"{', cached' if locked.cached else ''}")
-    client = docker_client()
-    base = choose_base(client, project.settings.python, project.settings.base_image)
+    if context_only:
+        base = _base_for_context(project)
+    else:
+        client = docker_client()
+        base = choose_base(client, project.settings.python, project.settings.base_image)
     say(f"base: {base.image} ({base.reason})")
     context = prepare(project, locked, base.image, base.image_id, directory=context_dir)
     if context_only:
@@ -67,3 +71,18 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     if push:
         image = Image(**{**image.__dict__, "pushed": push_image(client, image, push, on_line=on_line)})
     return Built(project, locked, context, image, base.reason, report)
+
+
+def _base_for_context(project: UserProject) -> BaseChoice:
+    """The base a context is rendered for; with no Docker daemon, the named one unresolved.
+
+    Without a daemon the base's image id is unknown, so the content hash covers its name only
+    (``unresolved:<name>``): a later build with the daemon gets its own tag.
+    """
+    try:
+        client = docker_client()
+    except EnvironmentProblem:
+        ref = project.settings.base_image or bootstrapped_base_tag(project.settings.python)
+        return BaseChoice(ref, f"unresolved:{ref}", f"no Docker daemon: {ref} not resolved, so the content hash "
+                          "covers its name, not its image id")
+    return choose_base(client, project.settings.python, project.settings.base_image)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
@@ -20,7 +20,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from sdt_build import constraints, index
+from sdt_build import constraints, index, pipconfig
 from sdt_build.errors import Problem
 from sdt_build.project import UserProject
 
@@ -154,8 +154,11 @@ def satisfiable(specs: list[SpecifierSet], known: list[Version]) -> list[Version
                   reverse=True)
 
 
-def precheck(project: UserProject, *, offline: bool = False) -> list[Finding]:
-    """Every finding about the plug's requirements for the project's target Python."""
+def precheck(project: UserProject, *, offline: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> list[Finding]:
+    """Every finding about the plug's requirements for the project's target Python.
+
+    ``progress(done, total)`` follows the index look-ups (none with ``offline``)."""
     sdt = SdtSet(project.settings.python)
     findings: list[Finding] = []
     constraint_lines = constraint_file_lines(project)
@@ -180,7 +183,8 @@ def precheck(project: UserProject, *, offline: bool = False) -> list[Finding]:
     for name, requirements in named.items():
         findings.extend(_check_named(name, requirements, sdt))
     if not offline:
-        findings.extend(_check_index(named, sdt, findings, project.settings.build_sdists))
+        sources = pipconfig.for_lines(project.requirement_lines, project.root)
+        findings.extend(_check_index(named, sdt, findings, project.settings.build_sdists, sources, progress))
     return findings
 
 
@@ -382,42 +386,43 @@ def _client_version(name: str) -> str | None:
         return None
 
 
-def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[Finding],
-                 build_sdists: bool) -> list[Finding]:
-    """What only the index knows, for requirements that leave SDT's pins (looked up in parallel)."""
+def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[Finding], build_sdists: bool,
+                 sources: pipconfig.IndexSettings, progress: Callable[[int, int], None] | None) -> list[Finding]:
+    """What only the indexes know, for requirements that leave SDT's pins (bounded look-ups)."""
     decided = {f.package for f in found if f.severity == "error" and f.code not in ("SDT-E203",)}
     todo = {name: reqs for name, reqs in named.items() if name not in decided and (
         name not in sdt.pins or not _combined(reqs).contains(Version(sdt.pins[name]), prereleases=True))}
     if not todo:
         return []
-
-    def look(item):
-        name, reqs = item
-        try:
-            return name, reqs, index.releases(name, sdt.python), None
-        except index.NotOnIndex:
-            return name, reqs, None, "missing"
-        except index.IndexUnreachable as exc:
-            return name, reqs, None, str(exc)
-
-    findings: list[Finding] = []
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(look, todo.items()))
-    for name, reqs, releases, problem in results:
+    results, skipped = index.look_up(todo, sdt.python, sources, progress=progress or (lambda done, total: None))
+    refused = sorted({str(r.args[0]) for r in results.values() if isinstance(r, index.IndexRefused)})
+    findings = [Finding("SDT-E228", "error", None, f"the index {where} refused the credentials sent "
+                        "(HTTP 401/403), so its packages cannot be looked up or installed.",
+                        f"check the user name and token for {where} in the index URL (PIP_INDEX_URL, "
+                        f"PIP_EXTRA_INDEX_URL or `pip config list`) or in ~/.netrc (machine {where.split(':')[0]})")
+                for where in refused]
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        findings.append(Finding("SDT-E229", "note", None, f"the index look-ups stopped after "
+                                f"{index.budget_seconds():.0f} s: {len(skipped)} of {len(todo)} packages were not "
+                                f"looked up ({shown}).", "the resolver still checks them (`sdt-build check "
+                                "--resolve`); SDT_INDEX_BUDGET=SECONDS allows the look-ups more time"))
+    for name, outcome in results.items():
+        reqs = todo[name]
         asks = _asks(reqs)
-        spec = _combined(reqs)
-        if problem == "missing":
+        if isinstance(outcome, index.IndexRefused):
+            continue
+        if isinstance(outcome, index.NotOnIndex):
             close = difflib.get_close_matches(name, sorted(set(sdt.pins) | set(WELL_KNOWN)), n=3, cutoff=0.6)
             findings.append(Finding("SDT-E205", "error", name, f"there is no package named {name} on the index.",
                                     f"did you mean {' or '.join(close)}?" if close else
                                     "check the spelling on the index (pip index versions NAME)", plug_asks=asks))
-            continue
-        if problem:
-            findings.append(Finding("SDT-E224", "note", name, f"the index did not answer for {name} ({problem}); "
+        elif isinstance(outcome, index.IndexUnreachable):
+            findings.append(Finding("SDT-E224", "note", name, f"the index did not answer for {name} ({outcome}); "
                                     "wheel availability was not checked.", "run `sdt-build check --resolve` "
                                     "once the index is reachable", plug_asks=asks))
-            continue
-        findings.extend(_judge_releases(name, reqs, spec, releases, sdt.python, build_sdists))
+        else:
+            findings.extend(_judge_releases(name, reqs, _combined(reqs), outcome, sdt.python, build_sdists))
     return findings
 
 

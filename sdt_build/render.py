@@ -7,24 +7,22 @@ names go in, and the user's folder is copied through an ignore list that keeps s
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
-
 from sdt_build import __version__
 from sdt_build.errors import BuildError
 from sdt_build.project import UserProject
+from sdt_build.redact import redact
 from sdt_build.resolve import ResolvedLock
+from sdt_build.resources import render_template
 from sdt_build.userfiles import IGNORED
 from sdt_build.wheels import cache_root, download, download_sdists, link_into
 
 PACKAGE = Path(__file__).resolve().parent
-TEMPLATES = Path(os.environ.get("SDT_TEMPLATES", PACKAGE.parent / "templates"))
 TEMPLATE = "Dockerfile.j2"
 UID = 1000
 
@@ -48,10 +46,8 @@ class BuildContext:
 
 def render_dockerfile(project: UserProject, lock: ResolvedLock, sdists: bool = False) -> str:
     """The Dockerfile text for ``project``: deterministic, so dockerfiles/ can be checked against it."""
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                                     undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return environment.get_template(TEMPLATE).render(
-        name=project.name, python=lock.python, default_base=f"python:{lock.python}-slim", uid=UID,
+    return render_template(
+        TEMPLATE, name=project.name, python=lock.python, default_base=f"python:{lock.python}-slim", uid=UID,
         plug_packages=bool(lock.plug_layer), sdists=sdists, sdt_version=lock.pins.get("solar-data-tools", "?"),
         plug_class=project.plug.name, client_class=project.client.name)
 
@@ -72,11 +68,16 @@ def prepare(project: UserProject, lock: ResolvedLock, base_image: str, base_id: 
     (folder / "lock" / "sdt.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.sdt_layer.items())))
     (folder / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.plug_layer.items())))
     runtime = folder / "runtime" / "sdt_build"
-    shutil.copytree(PACKAGE, runtime, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "generate.py"))
+    shutil.copytree(PACKAGE, runtime, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "generate.py",
+                                                                  "templates", "examples"))
     for relative in project.files.files:
         target = folder / "project" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(project.root / relative, target)
+        if relative.suffix == ".txt":  # requirement files may name an index with its credentials
+            text = target.read_text(errors="replace")
+            if redact(text) != text:
+                target.write_text(redact(text))
     (folder / "project").mkdir(exist_ok=True)
     dockerfile = render_dockerfile(project, lock, sdists=bool(sdists))
     (folder / "Dockerfile").write_text(dockerfile)
@@ -99,7 +100,7 @@ def _source_url(root: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     url = done.stdout.strip()
-    return re.sub(r"^(https?://)[^@/]+@", r"\1", url) if done.returncode == 0 and url else None
+    return redact(url) if done.returncode == 0 and url else None
 
 
 def _wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool
@@ -108,10 +109,12 @@ def _wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool
     requirements) for the plug's packages that have no wheel for the target."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"wheels-{lock.input_hash[:8]}.log"
-    from_source = _without_wheel(lock.plug_layer, lock.python) if build_sdists else {}
+    from_source = _without_wheel(lock) if build_sdists else {}
     try:
-        wheels = download({n: v for n, v in lock.pins.items() if n not in from_source}, lock.python, log_path)
-        sdists, build_wheels = download_sdists(from_source, lock.python, log_path) if from_source else ({}, [])
+        wheels = download({n: v for n, v in lock.pins.items() if n not in from_source}, lock.python, log_path,
+                          lock.sources)
+        sdists, build_wheels = download_sdists(from_source, lock.python, log_path, lock.sources) \
+            if from_source else ({}, [])
     except subprocess.CalledProcessError as exc:
         text = log_path.read_text(errors="replace")
         missing = sorted(set(re.findall(r"No matching distribution found for (\S+)", text)))
@@ -122,18 +125,17 @@ def _wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool
     return wheels, sdists, build_wheels
 
 
-def _without_wheel(pins: dict[str, str], python: str) -> dict[str, str]:
-    """The pins whose release has no wheel for the target (per the index)."""
+def _without_wheel(lock: ResolvedLock) -> dict[str, str]:
+    """The plug's pins whose release has no wheel for the target (per the indexes)."""
     from sdt_build import index
 
+    found, _ = index.look_up(lock.plug_layer, lock.python, lock.sources)
     missing = {}
-    for name, version in pins.items():
-        try:
-            release = next((r for r in index.releases(name, python) if str(r.version) == version), None)
-        except (index.NotOnIndex, index.IndexUnreachable):
-            continue
+    for name, releases in found.items():
+        release = None if isinstance(releases, Exception) else \
+            next((r for r in releases if str(r.version) == lock.plug_layer[name]), None)
         if release is not None and not release.wheel_for_target and release.has_sdist:
-            missing[name] = version
+            missing[name] = lock.plug_layer[name]
     return missing
 
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,10 +22,12 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from sdt_build import __version__, constraints
+from sdt_build import __version__, constraints, pipconfig
 from sdt_build.errors import DependencyConflict, EnvironmentProblem
 from sdt_build.precheck import Finding, SdtSet, classify, combined_specs, precheck, requirement_names, satisfiable
+from sdt_build.pipconfig import IndexSettings
 from sdt_build.project import UserProject
+from sdt_build.redact import run_logged
 from sdt_build.wheels import cache_root
 
 BACKENDS = ("auto", "pip-compile", "uv")
@@ -47,6 +48,8 @@ class ResolvedLock:
     cached: bool
     seconds: float
     findings: tuple[Finding, ...] = field(default_factory=tuple)
+    # where its packages come from: the wheel download uses the same sources as the resolver
+    sources: IndexSettings = field(default_factory=pipconfig.from_pip, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"python": self.python, "backend": self.backend, "input_hash": self.input_hash,
@@ -75,26 +78,41 @@ def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
     pins = constraints.pins(python)
     constrained = requirement_names(project)
     kept = "\n".join(f"{name}=={version}" for name, version in sorted(pins.items()) if name not in constrained)
-    plug_lines = [_absolute(line, project.root) for line in project.requirement_lines]
+    sources = pipconfig.for_lines(project.requirement_lines, project.root)
+    plug_lines = [_absolute(line, project.root) for line in project.requirement_lines if not _source_option(line)]
     digest = hashlib.sha256(json.dumps([__version__, python, chosen, sdt_inputs, kept, plug_lines,
-                                        _local_contents(project)]).encode()).hexdigest()[:20]
+                                        _local_contents(project), sources.describe(),
+                                        _texts(sources.constraints)]).encode()).hexdigest()[:20]
     cached = cache_root() / "locks" / f"{digest}.txt"
     started = time.perf_counter()
     if not project.requirement_lines:  # nothing to merge: SDT's pinned set is the lock
         text = (constraints.folder(python) / "worker.txt").read_text()
-        return _result(python, "sdt-pins", text, digest, True, time.perf_counter() - started, findings, project)
+        return _result(python, "sdt-pins", text, digest, True, time.perf_counter() - started, findings, project,
+                       sources)
     if use_cache and cached.exists():
         text = cached.read_text()
-        return _result(python, chosen, text, digest, True, time.perf_counter() - started, findings, project)
+        return _result(python, chosen, text, digest, True, time.perf_counter() - started, findings, project,
+                       sources)
 
     pre = any(line.strip() == "--pre" for line in project.requirement_lines)
     with tempfile.TemporaryDirectory(prefix="sdt-resolve-") as work:
         inputs = Path(work) / "requirements.in"
         inputs.write_text(sdt_inputs + "\n".join(plug_lines) + "\n")
-        text = compile_for_target(chosen, python, inputs, kept.splitlines(), _log_path(log_dir, digest), pre=pre)
+        text = compile_for_target(chosen, python, inputs, kept.splitlines(), _log_path(log_dir, digest), pre=pre,
+                                  sources=sources)
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(text)
-    return _result(python, chosen, text, digest, False, time.perf_counter() - started, findings, project)
+    return _result(python, chosen, text, digest, False, time.perf_counter() - started, findings, project, sources)
+
+
+def _source_option(line: str) -> bool:
+    """An index, find-links or trusted-host option: the resolver gets those with the sources (pipconfig)."""
+    return bool(re.match(r"^(-i|--index-url|--extra-index-url|-f|--find-links|--trusted-host|--no-index)\b",
+                         line.strip()))
+
+
+def _texts(paths: tuple[str, ...]) -> list[str]:
+    return [Path(p).read_text(errors="replace") if Path(p).is_file() else "" for p in paths]
 
 
 def choose_backend(backend: str, python: str) -> str:
@@ -119,65 +137,61 @@ def _module_available(name: str) -> bool:
 
 
 def compile_for_target(backend: str, python: str, inputs: Path, constraint_lines: list[str], log_path: Path,
-                       *, pre: bool = False, pip_compile: list[str] | None = None) -> str:
+                       *, pre: bool = False, pip_compile: list[str] | None = None,
+                       sources: IndexSettings | None = None) -> str:
     """Resolve ``inputs`` under ``constraint_lines`` for ``python``; return the lock text.
 
-    pip-compile resolves for the micro version it runs on (3.11.7, say), while the image may have
-    3.11.2: pins whose Requires-Python excludes X.Y.0 are capped and resolved again (at most 3 times).
+    Both backends get the same ``sources`` (pip's configuration by default), pip's constraint files
+    included. pip-compile resolves for the micro version it runs on (3.11.7, say), while the image
+    may have 3.11.2: pins whose Requires-Python excludes X.Y.0 are capped and resolved again (at
+    most 3 times).
     """
+    sources = sources or pipconfig.from_pip()
     caps: dict[str, list[str]] = {}
     output = inputs.parent / "lock.txt"
-    inputs.write_text("-c sdt-pins.txt\n" + inputs.read_text())
-    with open(log_path, "w") as log:
-        for _ in range(4):
-            (inputs.parent / "sdt-pins.txt").write_text(
-                "\n".join(constraint_lines + [f"{n}" + ",".join(f"!={v}" for v in vs) for n, vs in sorted(caps.items())])
-                + "\n")
-            command = _command(backend, python, inputs, output, pre, pip_compile)
-            log.write("$ " + " ".join(command) + "\n")
-            log.flush()
-            done = subprocess.run(command, cwd=inputs.parent, stdout=log, stderr=subprocess.STDOUT)
-            if done.returncode != 0 or not output.exists():
-                log.close()
-                raise explain_failure(log_path.read_text(errors="replace"), log_path, backend, python)
-            text = output.read_text().replace(f"{inputs.parent}/", "")
-            if backend == "uv":
-                return text
-            fixed = {line.split("==")[0] for line in constraint_lines if "==" in line}
-            bad = python_floor_violations({n: v for n, v in constraints.read_lock_text(text).items()
-                                           if n not in fixed}, python)
-            if not bad:
-                return text
+    inputs.write_text("".join(f"-c {path}\n" for path in ("sdt-pins.txt", *sources.constraints)) + inputs.read_text())
+    log_path.write_text("")
+    for _ in range(4):
+        (inputs.parent / "sdt-pins.txt").write_text(
+            "\n".join(constraint_lines + [f"{n}" + ",".join(f"!={v}" for v in vs) for n, vs in sorted(caps.items())])
+            + "\n")
+        command = _command(backend, python, inputs, output, pre, pip_compile, sources)
+        env = sources.uv_env() if backend == "uv" else sources.pip_env()
+        if run_logged(command, log_path, env=env, cwd=inputs.parent, append=True) != 0 or not output.exists():
+            raise explain_failure(log_path.read_text(errors="replace"), log_path, backend, python)
+        text = output.read_text().replace(f"{inputs.parent}/", "")
+        if backend == "uv":
+            return text
+        fixed = {line.split("==")[0] for line in constraint_lines if "==" in line}
+        bad = python_floor_violations({n: v for n, v in constraints.read_lock_text(text).items()
+                                       if n not in fixed}, python, sources)
+        if not bad:
+            return text
+        with open(log_path, "a") as log:
             log.write(f"excluding releases that need a newer Python than {python}.0: {sorted(bad)}\n")
-            caps.update(bad)
+        caps.update(bad)
     raise DependencyConflict("SDT-E206", f"the resolver keeps choosing releases that need a newer Python than "
                              f"{python}.0: {', '.join(caps)}", "pin those packages to older releases in "
                              "requirements.txt", log_path=log_path)
 
 
-def python_floor_violations(pins: dict[str, str], python: str) -> dict[str, list[str]]:
+def python_floor_violations(pins: dict[str, str], python: str, sources: IndexSettings) -> dict[str, list[str]]:
     """For each pin whose Requires-Python excludes ``python``.0: every release of it that does."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from sdt_build import index
 
-    def look(item):
-        name, version = item
-        try:
-            releases = index.releases(name, python)
-        except (index.NotOnIndex, index.IndexUnreachable):
-            return None
-        release = next((r for r in releases if str(r.version) == version), None)
-        if release is None or release.allows_python(python):
-            return None
-        return name, [str(r.version) for r in releases if not r.allows_python(python)]
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(filter(None, pool.map(look, pins.items())))
+    found, _ = index.look_up(pins, python, sources)
+    bad = {}
+    for name, releases in found.items():
+        if isinstance(releases, Exception):
+            continue
+        release = next((r for r in releases if str(r.version) == pins[name]), None)
+        if release is not None and not release.allows_python(python):
+            bad[name] = [str(r.version) for r in releases if not r.allows_python(python)]
+    return bad
 
 
 def _command(backend: str, python: str, inputs: Path, output: Path, pre: bool,
-             pip_compile: list[str] | None) -> list[str]:
+             pip_compile: list[str] | None, sources: IndexSettings) -> list[str]:
     if backend == "pip-compile":
         return [*(pip_compile or [sys.executable, "-m", "piptools", "compile"]), "--strip-extras",
                 "--allow-unsafe", "--no-header", "--annotation-style=line", "--no-emit-index-url",
@@ -187,26 +201,7 @@ def _command(backend: str, python: str, inputs: Path, output: Path, pre: bool,
     prefix = [uv] if uv else [sys.executable, "-m", "uv"]
     return [*prefix, "pip", "compile", "--python-version", python, "--python-platform", "x86_64-manylinux_2_28",
             "--no-header", "--annotation-style", "line", "--no-emit-index-url", "--no-emit-find-links",
-            *(["--prerelease", "allow"] if pre else []), *_uv_index_args(), "-o", str(output), str(inputs)]
-
-
-def _uv_index_args() -> list[str]:
-    """The user's pip index settings, for uv (which does not read pip's configuration)."""
-    args = []
-    try:
-        listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                                 timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return args
-    for key, value in re.findall(r"^[\w:.]*?\.?(index-url|extra-index-url|find-links)='([^']*)'", listing, re.M):
-        for item in value.split():
-            if key == "find-links":
-                args += ["--find-links", item]
-            elif key == "index-url" and item.startswith("http"):
-                args += ["--index-url", item]
-            elif item.startswith("http"):
-                args += ["--extra-index-url", item]
-    return args
+            *(["--prerelease", "allow"] if pre else []), *sources.uv_args(), "-o", str(output), str(inputs)]
 
 
 def _absolute(line: str, root: Path) -> str:
@@ -229,7 +224,7 @@ def _local_contents(project: UserProject) -> list[str]:
     return texts
 
 
-def _result(python, backend, text, digest, cached, seconds, findings, project) -> ResolvedLock:
+def _result(python, backend, text, digest, cached, seconds, findings, project, sources) -> ResolvedLock:
     pins = constraints.read_lock_text(text)
     sdt_pins = constraints.pins(python)
     sdt_layer = {n: v for n, v in pins.items() if sdt_pins.get(n) == v}
@@ -237,7 +232,7 @@ def _result(python, backend, text, digest, cached, seconds, findings, project) -
     moved = {n: (sdt_pins[n], v) for n, v in plug_layer.items() if n in sdt_pins}
     _verify(project, pins)
     return ResolvedLock(python, backend, pins, sdt_layer, plug_layer, moved, text, digest, cached, seconds,
-                        tuple(findings))
+                        tuple(findings), sources)
 
 
 def _verify(project: UserProject, pins: dict[str, str]) -> None:
@@ -270,6 +265,9 @@ FAILURES = (
                  r"problem confirming the ssl certificate",
      "the resolver could not verify the index's TLS certificate (a TLS-intercepting proxy?)",
      "give pip your proxy's CA: `pip config set global.cert /path/to/ca.pem` (or PIP_CERT / SSL_CERT_FILE)"),
+    ("SDT-E228", r"401 Unauthorized|403 Forbidden|Credentials not correct|status client error \(40[13]",
+     "an index refused the credentials the resolver sent (HTTP 401/403)",
+     "check the user name and token in the index URL (PIP_INDEX_URL, `pip config list`) or in ~/.netrc"),
     ("SDT-E224", r"Failed to establish a new connection|Temporary failure in name resolution|Name or service not "
                  r"known|Network is unreachable|Max retries exceeded|Connection refused|dns error|Could not connect",
      "the package index is unreachable from this machine",
@@ -390,7 +388,7 @@ def _failing_package(log: str, code: str) -> str | None:
         built = re.findall(r"Failed to (?:download and )?build [`']" + name, log)
         if built:
             return built[-1]
-        failure = re.search(FAILURES[2][1], log)
+        failure = re.search(next(p for c, p, *_ in FAILURES if c == code), log)
         collected = re.findall(r"Collecting " + name, log[: failure.start()] if failure else log)
         return collected[-1] if collected else None
     patterns = [r"No matching distribution found for " + name, r"satisfies the requirement " + name,

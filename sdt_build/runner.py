@@ -29,6 +29,7 @@ from sdt_build.clients.base import Client
 from sdt_build.clients.local import PIPELINE_PEAK_BYTES
 from sdt_build.errors import Problem, ProjectError, RunFailure
 from sdt_build.project import UserProject, load_project, normalize_key, runtime_env, validate_key
+from sdt_build.redact import redact
 from sdt_build.results import OutputFolder
 from sdt_build.task import (START_TOPIC, PlugBundle, PlugInstaller, key_id, module_version, plug_keys,
                             plug_sizes, run_key)
@@ -617,4 +618,4 @@ def _write_outputs(output: OutputFolder, table: pd.DataFrame, record: dict) -> N
         output.write("results.parquet", lambda path: flat.to_parquet(path, index=False))
     except ImportError:
         record["parquet"] = "skipped: pyarrow is not installed"
-    output.write("run.json", lambda path: path.write_text(json.dumps(record, indent=1, default=str)))
+    output.write("run.json", lambda path: path.write_text(redact(json.dumps(record, indent=1, default=str))))

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from sdt_build.pipconfig import IndexSettings, from_pip
+from sdt_build.redact import run_logged
+
 # Debian bookworm (the default base) has glibc 2.36. pip does not expand a --platform to older
 # glibc tags, so every tag a bookworm image accepts is listed.
 MANYLINUX = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)) + (
@@ -53,8 +56,10 @@ def wheel_cache(python: str) -> Path:
     return folder
 
 
-def download(pins: dict[str, str], python: str, log_path: Path) -> dict[str, Path]:
-    """Fetch the wheel of every ``name==version`` for the target into the cache (only missing ones).
+def download(pins: dict[str, str], python: str, log_path: Path, sources: IndexSettings | None = None
+             ) -> dict[str, Path]:
+    """Fetch the wheel of every ``name==version`` for the target into the cache (only missing ones),
+    from ``sources`` (pip's configuration by default).
 
     Returns name → wheel path. Raises subprocess.CalledProcessError with the log written to
     ``log_path`` when pip cannot get one.
@@ -66,8 +71,7 @@ def download(pins: dict[str, str], python: str, log_path: Path) -> dict[str, Pat
     if missing:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off",
                    "--disable-pip-version-check", "-d", str(folder), *target_args(python), *missing]
-        with open(log_path, "w") as log:
-            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
+        _pip(command, log_path, sources)
         present = cached_wheels(folder)
     return {name: present[(canonicalize_name(name), version)] for name, version in pins.items()}
 
@@ -128,18 +132,23 @@ def link_into(paths: list[Path], folder: Path) -> None:
             shutil.copy2(path, target)
 
 
-def download_sdists(pins: dict[str, str], python: str, log_path: Path) -> tuple[dict[str, Path], list[Path]]:
+def _pip(command: list[str], log_path: Path, sources: IndexSettings | None, append: bool = False) -> None:
+    code = run_logged(command, log_path, env=(sources or from_pip()).pip_env(), append=append)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, command)
+
+
+def download_sdists(pins: dict[str, str], python: str, log_path: Path, sources: IndexSettings | None = None
+                    ) -> tuple[dict[str, Path], list[Path]]:
     """Source archives of ``pins``, and the target wheels that building them needs (build-system.requires).
 
     For ``build_sdists = true``: the builder stage compiles these, with no index, from the context.
     """
     folder = cache_root() / "sdists"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--progress-bar",
-                        "off", "--disable-pip-version-check", "-d", str(folder),
-                        *(f"{n}=={v}" for n, v in sorted(pins.items()))],
-                       stdout=log, stderr=subprocess.STDOUT, check=True)
+    _pip([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--progress-bar", "off",
+          "--disable-pip-version-check", "-d", str(folder), *(f"{n}=={v}" for n, v in sorted(pins.items()))],
+         log_path, sources, append=True)
     sdists = {}
     for name, version in pins.items():
         prefix = re.compile(rf"^{re.escape(canonicalize_name(name)).replace('-', '[-_.]')}-{re.escape(version)}"
@@ -148,10 +157,8 @@ def download_sdists(pins: dict[str, str], python: str, log_path: Path) -> tuple[
     requires = sorted({r for path in sdists.values() for r in build_requires(path)})
     build_folder = cache_root() / "build-wheels" / hashlib.sha256("\n".join(requires + [python]).encode()).hexdigest()[:16]
     build_folder.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--progress-bar", "off",
-                        "--disable-pip-version-check", "-d", str(build_folder), *target_args(python), *requires],
-                       stdout=log, stderr=subprocess.STDOUT, check=True)
+    _pip([sys.executable, "-m", "pip", "download", "--progress-bar", "off", "--disable-pip-version-check",
+          "-d", str(build_folder), *target_args(python), *requires], log_path, sources, append=True)
     return sdists, sorted(build_folder.glob("*.whl"))
 
 

@@ -323,3 +323,81 @@ def start_pvdaq(systems: dict[int, str], rate_limit: int = 0, window: float = 2.
     service.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=service.server.serve_forever, daemon=True).start()
     return service
+
+
+# --- a private package index ------------------------------------------------------------------
+
+@dataclass
+class PrivateIndex:
+    """pypiserver on 127.0.0.1 that answers only with basic auth (list and download need it)."""
+
+    port: int
+    user: str
+    token: str
+    folder: Path
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, token: str | None = None) -> str:
+        """The index URL with credentials (``token`` overrides the right one), or without when token is ''."""
+        token = self.token if token is None else token
+        return f"http://{self.user}:{token}@{self.host}/simple" if token else f"http://{self.host}/simple"
+
+
+def make_wheel(folder: Path, name: str, version: str, code: str) -> Path:
+    """A pure-Python wheel of one module (``name`` with dashes as underscores), built by hand."""
+    import base64
+    import hashlib
+    import zipfile
+
+    module = name.replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    files = {f"{module}.py": code,
+             f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: sdt-build-tests\nRoot-Is-Purelib: true\n"
+                                   "Tag: py3-none-any\n"}
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{dist_info}/RECORD"] = "\n".join(record + [f"{dist_info}/RECORD,,"]) + "\n"
+    wheel = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+def start_private_index(folder: Path, wheels: list[Path]):
+    """Serve ``wheels`` from pypiserver on 127.0.0.1, behind basic auth (an htpasswd file via passlib)."""
+    from passlib.apache import HtpasswdFile
+
+    packages = folder / "packages"
+    packages.mkdir(parents=True)
+    for wheel in wheels:
+        shutil.copy(wheel, packages / wheel.name)
+    user, token = "analyst", "tok" + secrets.token_hex(16)
+    htpasswd = HtpasswdFile(str(folder / "htpasswd"), new=True)
+    htpasswd.set_password(user, token)
+    htpasswd.save()
+    index = PrivateIndex(free_port(), user, token, folder)
+    server = shutil.which("pypi-server") or str(Path(sys.executable).parent / "pypi-server")
+    log = folder / "pypiserver.log"
+    process = subprocess.Popen([server, "run", "-i", "127.0.0.1", "-p", str(index.port), "-P", str(folder / "htpasswd"),
+                                "-a", "update,download,list", "--disable-fallback", str(packages)],
+                               stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+    def answers() -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"http://{index.host}/simple/", timeout=1)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401  # up, and asking for credentials
+        return False
+
+    wait_ready(answers, "pypiserver", process, log, timeout=30)
+    return index, process

@@ -25,9 +25,11 @@ def test_every_error_code_has_a_troubleshooting_entry():
         assert "**Cause:**" in entry and "**Fix:**" in entry, code
 
 
-def test_readme_starts_with_the_two_commands_and_lists_exit_codes():
+def test_readme_starts_with_pip_install_then_the_two_commands_and_lists_exit_codes():
     readme = (ROOT / "README.md").read_text()
-    first_block = readme.split("```")[1]
-    assert "make demo" in first_block and "make test" in first_block
+    blocks = readme.split("```")[1::2]
+    assert blocks[0].split("\n", 1)[1].startswith('pip install "sdt-build')  # users first
+    assert "make demo" in blocks[1] and "make test" in blocks[1]  # then contributors
+    assert not re.search(r"\]\((?!https?://)", readme)  # the package index renders no relative link
     for code in EXIT_CODES:
         assert re.search(rf"^\|\s*{code}\s*\|", readme, re.M), f"exit code {code} missing from README"

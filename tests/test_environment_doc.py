@@ -160,7 +160,7 @@ class Plug(DataPlug):
     assert SHELL_DEFAULT.findall('SOCKET="${V_SHELL:-/var/run/docker.sock}" ${LOCAL}') == ["V_SHELL"]
     found = variables_read()
     for name in ("SDT_CACHE_DIR", "SDT_LOG_DIR", "SDT_RESOLVER", "SDT_SCHEDULER_ADDRESS", "AWS_PROFILE",
-                 "AZURE_CLIENT_SECRET", "PIP_INDEX_URL", "DOCKER_HOST", "SDT_CSV_DIR", "SDT_DOCKER_SOCKET"):
+                 "AZURE_CLIENT_SECRET", "SDT_INDEX_BUDGET", "DOCKER_HOST", "SDT_CSV_DIR", "SDT_DOCKER_SOCKET"):
         assert name in found, name
 
 

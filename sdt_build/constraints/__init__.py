@@ -46,6 +46,23 @@ def pins(python: str) -> dict[str, str]:
 
 
 
+def local_extra() -> list[str]:
+    """The ``[local]`` extra: SDT and the parity packages at the image's versions, per target Python,
+    so ``pip install "sdt-build[local]"`` gives a client that matches the image it builds."""
+    pinned: dict[str, dict[str, str]] = {}  # name → python → version
+    for python in available():
+        for name, version in {**read_lock(folder(python) / "parity.txt"),
+                              "solar-data-tools": pins(python)["solar-data-tools"]}.items():
+            pinned.setdefault(name, {})[python] = version
+    lines = []
+    for name, versions in pinned.items():
+        if len(set(versions.values())) == 1 and len(versions) == len(available()):
+            lines.append(f"{name}=={next(iter(versions.values()))}")
+        else:
+            lines += [f"{name}=={v}; python_version == '{python}'" for python, v in versions.items()]
+    return lines
+
+
 @lru_cache(maxsize=None)
 def metadata(python: str) -> dict[str, dict]:
     """Per pinned package: version, requires, requires_python, extras, modules, wheel."""

@@ -11,7 +11,8 @@ declares (requirements, Requires-Python, import names). Writes into ``constraint
     metadata.json   per pinned package     modules.txt     import names the image provides
     inputs.json     how and when all this was made
 
-Then rewrites docs/dependencies.md from all of it (``constraints/docs.py``).
+Then rewrites docs/dependencies.md from all of it (``constraints/docs.py``), and pyproject.toml's
+``[local]`` extra: SDT and the parity packages at the image's versions (``constraints.local_extra``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sdt_build.constraints import HERE, docs, folder, read_lock
+from sdt_build.constraints import HERE, docs, folder, local_extra, read_lock
 from sdt_build.project import SUPPORTED_PYTHONS
 from sdt_build.resolve import compile_for_target
 from sdt_build.wheels import download, read_wheel
@@ -123,6 +125,14 @@ def generate(python: str, work: Path) -> None:
     print(f"py{python}: {len(pins)} pinned packages, {len(modules)} import names ({worker_tool})")
 
 
+def write_local_extra(pyproject: Path = HERE.parent.parent / "pyproject.toml") -> Path:
+    """Rewrite the ``local = [...]`` extra of pyproject.toml from the constraints."""
+    lines = "".join(f'    "{line}",\n' for line in local_extra())
+    text = re.sub(r"^local = \[.*?^\]", f"local = [\n{lines}]", pyproject.read_text(), count=1, flags=re.M | re.S)
+    pyproject.write_text(text)
+    return pyproject
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python", action="append", choices=SUPPORTED_PYTHONS,
@@ -131,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="sdt-constraints-") as work:
         for python in args.python or SUPPORTED_PYTHONS:
             generate(python, Path(work))
-    print(f"constraints written under {HERE}; {docs.write()} rewritten")
+    print(f"constraints written under {HERE}; {docs.write()} and {write_local_extra()} rewritten")
 
 
 if __name__ == "__main__":

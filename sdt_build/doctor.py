@@ -1,0 +1,167 @@
+"""`sdt-build doctor`: is this machine ready for the journey? One check per line, each with its fix.
+
+Read-only: it asks the Docker daemon, the package indexes and the registry, and reads the folder's
+settings (``DIR`` is optional); it builds, pulls and logs in to nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from sdt_build import pipconfig
+from sdt_build.errors import SdtBuildError
+
+FREE_BYTES = 5 * 1024**3  # the wheel cache and one build context of SDT's set fit in well under this
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warning | fail
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def diagnose(directory: Path | None = None) -> list[Check]:
+    """Every check, for the folder's settings when ``directory`` is given (defaults otherwise)."""
+    project = _project(directory) if directory else None
+    python = project.settings.python if project else "3.11"
+    sources = pipconfig.for_lines(project.requirement_lines, project.root) if project else pipconfig.from_pip()
+    checks, docker = _docker()
+    checks.append(_base_image(docker, python, project.settings.base_image if project else None))
+    checks += [_index(url, sources) for url in sources.indexes]
+    checks.append(_disk())
+    if project and project.settings.registry:
+        checks.append(_registry(project.settings.registry))
+    checks += _client(project)
+    return checks
+
+
+def _project(directory: Path):
+    from sdt_build.project import load_project
+
+    return load_project(directory, require_env=False)
+
+
+def _docker():
+    from sdt_build.image import docker_client
+
+    try:
+        client = docker_client()
+    except SdtBuildError as exc:
+        return [Check("docker", "fail", f"{exc.code} {exc.cause}", exc.fix)], None
+    info = client.version()
+    return [Check("docker", "ok", f"daemon {info.get('Version', '?')} (API {info.get('ApiVersion', '?')})")], client
+
+
+def _base_image(docker, python: str, wanted: str | None) -> Check:
+    from sdt_build.image import bootstrapped_base_tag, image_exists
+
+    candidates = [wanted] if wanted else [f"python:{python}-slim", bootstrapped_base_tag(python)]
+    if docker is None:
+        return Check("base image", "fail", f"cannot look for {' or '.join(candidates)} without the Docker daemon",
+                     "start Docker first")
+    present = next((ref for ref in candidates if image_exists(docker, ref)), None)
+    if present:
+        return Check("base image", "ok", f"{present} is present")
+    fix = (f"pull or build {wanted}, or remove base_image from sdt.toml" if wanted else
+           f"`docker pull python:{python}-slim` where Docker Hub is reachable, or `sdt-build base --python {python}` "
+           "(as root) to bootstrap one from Debian packages")
+    status = "warning" if not wanted else "fail"  # the default may still be pulled at build time
+    return Check("base image", status, f"none of {', '.join(candidates)} is present", fix)
+
+
+def _index(url: str, sources: pipconfig.IndexSettings) -> Check:
+    from sdt_build.index import reach
+
+    where = pipconfig.host(url)
+    problem = reach(url, sources)
+    if problem is None:
+        return Check(f"index {where}", "ok", "answers with the configured credentials")
+    status, detail, fix = problem
+    return Check(f"index {where}", status, detail, fix)
+
+
+def _disk() -> Check:
+    from sdt_build.wheels import cache_root
+
+    folder = cache_root()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    detail = f"{free / 1024**3:.1f} GiB free for the cache ({folder})"
+    if free < FREE_BYTES:
+        return Check("disk", "warning", detail, "free space, `sdt-build clean --cache`, or point SDT_CACHE_DIR at a "
+                     f"disk with {FREE_BYTES // 1024**3} GiB free")
+    return Check("disk", "ok", detail)
+
+
+def _registry(registry: str) -> Check:
+    """sdt.toml's registry answers, and docker has a login for it when it asks for one."""
+    host = registry.split("/")[0]
+    status = None
+    for scheme in ("https", "http"):
+        try:
+            with urllib.request.urlopen(f"{scheme}://{host}/v2/", timeout=5) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+        break
+    if status is None:
+        return Check(f"registry {host}", "fail", "does not answer", f"check the address in sdt.toml ({registry})")
+    if status != 401:
+        return Check(f"registry {host}", "ok", "answers; no login needed")
+    if host in _docker_logins():
+        return Check(f"registry {host}", "ok", "answers; docker has a login for it")
+    return Check(f"registry {host}", "fail", "asks for a login and docker has none for it", f"docker login {host}")
+
+
+def _docker_logins() -> set[str]:
+    path = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    names = set(config.get("auths", {})) | set(config.get("credHelpers", {}))
+    return {name.removeprefix("https://").removeprefix("http://").split("/")[0] for name in names}
+
+
+def _client(project) -> list[Check]:
+    """The folder's client: cloud settings and credentials (offline), or SDT importable for a local run."""
+    backend = "local"
+    if project is not None:
+        from sdt_build.runner import load_client
+
+        try:
+            client = load_client(project)
+        except SdtBuildError as exc:
+            return [Check("client", "fail", f"{exc.code} {exc.cause}", exc.fix)]
+        backend = client.backend
+        if backend in ("fargate", "azure"):
+            problems = client.dry_run(None)["problems"]
+            if problems:
+                return [Check(f"client {backend}", "fail", problems[0], "see docs/clients.md for its settings "
+                              "and variables; `sdt-build run DIR --dry-run` lists every problem")]
+            return [Check(f"client {backend}", "ok", "settings and credentials are usable (checked offline)")]
+    if backend != "local":
+        return [Check(f"client {backend}", "ok", "no local requirements")]
+    if importlib.util.find_spec("solardatatools") is None:
+        return [Check("client local", "fail", "solar-data-tools is not importable here, and the local client "
+                      "runs SDT in this environment", 'pip install "sdt-build[local]"')]
+    try:
+        found = version("solar-data-tools")
+    except PackageNotFoundError:
+        found = "?"
+    return [Check("client local", "ok", f"solar-data-tools {found} importable")]

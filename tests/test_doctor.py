@@ -1,0 +1,57 @@
+"""`sdt-build doctor` against the real daemon, base image, the machine's indexes and a real registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import SDT
+
+pytestmark = pytest.mark.docker
+
+
+def doctor(*args, env=None):
+    done = subprocess.run([SDT, "doctor", *args, "--json"], capture_output=True, text=True, timeout=120,
+                          env=env or os.environ)
+    return done.returncode, {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+
+def test_this_machine_is_ready(base_image):
+    code, checks = doctor()
+    assert code == 0, checks
+    assert checks["docker"]["status"] == "ok" and "daemon" in checks["docker"]["detail"]
+    assert checks["base image"]["status"] == "ok"
+    assert checks["index pypi.org"]["status"] == "ok"
+    assert checks["disk"]["status"] in ("ok", "warning") and "GiB free" in checks["disk"]["detail"]
+    assert checks["client local"]["status"] == "ok" and "solar-data-tools" in checks["client local"]["detail"]
+    human = subprocess.run([SDT, "doctor"], capture_output=True, text=True, timeout=120)
+    assert len([line for line in human.stderr.splitlines() if line.strip()]) >= len(checks)
+
+
+def test_no_daemon_is_one_failed_line_with_a_fix_for_pip_users(tmp_path):
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    code, checks = doctor(env=env)
+    assert code == 10 and checks["docker"]["status"] == "fail"
+    assert "systemctl start docker" in checks["docker"]["fix"] and "make" not in checks["docker"]["fix"]
+
+
+def test_the_folders_registry_and_cloud_client(copy_example, registry):
+    folder = copy_example("local-csv", "pushes")
+    settings = folder / "sdt.toml"
+    settings.write_text(f'registry = "{registry}/team"\n' + settings.read_text())  # a top-level key
+    code, checks = doctor(str(folder))
+    assert checks[f"registry {registry}"]["status"] == "ok", checks
+    (folder / "sdt.toml").write_text(settings.read_text().replace(registry, "127.0.0.1:9"))
+    code, checks = doctor(str(folder))
+    assert code == 10 and checks["registry 127.0.0.1:9"]["status"] == "fail"
+    from sdt_build.resources import copy_example as scaffold
+
+    cloud = folder.parent / "cloud"
+    scaffold("local-csv", cloud, client="fargate")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    code, checks = doctor(str(cloud), env={**env, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+                                           "AWS_CONFIG_FILE": "/nonexistent"})
+    assert checks["client fargate"]["status"] == "fail" and checks["client fargate"]["fix"]
