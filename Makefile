@@ -49,7 +49,7 @@ run: install
 	$(SDT) run $(EXAMPLE) --output .sdt-run
 
 constraints: install
-	$(BIN)/python -m sdt_build.constraints.generate
+	$(BIN)/python -m sdt_build.maintainer.constraints
 
 bench: install base-image
 	$(BIN)/python -m benchmarks

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import ROOT, timed
-from sdt_build.image import build, choose_base, docker_client
+from sdt_build.daemon import docker_client
+from sdt_build.image import build, choose_base
 from sdt_build.pipeline import build_project
 from sdt_build.resources import render_template
 

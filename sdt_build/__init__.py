@@ -13,7 +13,7 @@ __all__ = ["DataPlug", "EnvVar", "Client", "SDTDask", "SdtBuildError", "__versio
 
 def __getattr__(name: str):
     if name == "SDTDask":
-        from sdt_build.runner import SDTDask
+        from sdt_build.sdtdask import SDTDask
 
         return SDTDask
     if name == "Client":

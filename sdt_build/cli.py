@@ -196,7 +196,7 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
         output.emit(payload)
         return 2
     if resolve:
-        result = lock(project, backend=resolver)
+        result = lock(project, backend=resolver, findings=findings)  # the pre-check ran once, above
         payload["lock"] = result.to_dict()
         output.say(f"[green]resolved[/] {len(result.pins)} packages with {result.backend}"
                    f"{' (cached)' if result.cached else ''} in {result.seconds:.1f} s; "
@@ -300,7 +300,7 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
                   pipeline_days: int, project_dir: Path | None) -> int:
     """Prove an image works and matches this client: TARGET is a project folder (its image) or an image."""
     from sdt_build.errors import ProjectError
-    from sdt_build.image import docker_client, image_exists
+    from sdt_build.daemon import docker_client, image_exists
     from sdt_build.pipeline import build_project
     from sdt_build.project import load_project, runtime_env
     from sdt_build.smoke import smoke_image
@@ -331,9 +331,7 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
     if report.ok:
         output.emit(report.to_dict())
     else:
-        failure = report.failure()
-        failure.report = report
-        raise failure
+        raise report.failure()
     output.say(f"[green]smoke test passed[/] for {report.image} in {report.seconds:.0f} s")
     return 0
 
@@ -381,7 +379,7 @@ def _print_smoke(report) -> None:
         parity.add_column(column, overflow="fold")
     colors = {"ok": "green", "note": "cyan", "warning": "yellow", "error": "red"}
     for row in report.parity:
-        parity.add_row(row.package, row.client or "-", row.image or "-",
+        parity.add_row(row.package, row.client or "-", row.other or "-",
                        f"[{colors[row.severity]}]{row.severity}[/]", row.fix)
     err.print(parity)
 
@@ -391,8 +389,9 @@ def _print_smoke(report) -> None:
 @click.option("--cache", is_flag=True, help="Also empty sdt-build's cache (wheels, locks, contexts, logs).")
 def clean_command(output: Output, images: bool, cache: bool) -> int:
     """Remove leftover containers (and optionally images and caches) that sdt-build created."""
-    from sdt_build.image import clean, docker_client
-    from sdt_build.wheels import cache_root
+    from sdt_build.cache import cache_root
+    from sdt_build.daemon import docker_client
+    from sdt_build.image import clean
 
     removed = clean(docker_client(), images=images)
     if cache and cache_root().exists():
@@ -454,9 +453,9 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                 output_dir: Path | None, resume: bool, timeout: float | None, retries: int, loss_analysis: bool,
                 max_in_flight: int | None, lost_cluster_timeout: float, image: str | None, dry_run: bool) -> int:
     """Run SDT's pipeline for every key on the client from client.py."""
-    from sdt_build.runner import SDTDask
+    from sdt_build.sdtdask import SDTDask
 
-    from sdt_build.project import validate_key
+    from sdt_build.keys import validate_key
 
     given = [_parse_key(k) for k in keys] + (_read_keys_file(keys_file) if keys_file else [])
     chosen = [validate_key(k) for k in given]

@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from sdt_build import pipconfig
+from sdt_build.constraints import SDT_PACKAGE
 from sdt_build.errors import SdtBuildError
 
 FREE_BYTES = 5 * 1024**3  # the wheel cache and one build context of SDT's set fit in well under this
@@ -55,7 +56,7 @@ def _project(directory: Path):
 
 
 def _docker():
-    from sdt_build.image import docker_client
+    from sdt_build.daemon import docker_client
 
     try:
         client = docker_client()
@@ -66,7 +67,8 @@ def _docker():
 
 
 def _base_image(docker, python: str, wanted: str | None) -> Check:
-    from sdt_build.image import bootstrapped_base_tag, image_exists
+    from sdt_build.daemon import image_exists
+    from sdt_build.image import bootstrapped_base_tag
 
     candidates = [wanted] if wanted else [f"python:{python}-slim", bootstrapped_base_tag(python)]
     if docker is None:
@@ -94,7 +96,7 @@ def _index(url: str, sources: pipconfig.IndexSettings) -> Check:
 
 
 def _disk() -> Check:
-    from sdt_build.wheels import cache_root
+    from sdt_build.cache import cache_root
 
     folder = cache_root()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
@@ -142,7 +144,7 @@ def _client(project) -> list[Check]:
     """The folder's client: cloud settings and credentials (offline), or SDT importable for a local run."""
     backend = "local"
     if project is not None:
-        from sdt_build.runner import load_client
+        from sdt_build.clients import load_client
 
         try:
             client = load_client(project)
@@ -161,7 +163,7 @@ def _client(project) -> list[Check]:
         return [Check("client local", "fail", "solar-data-tools is not importable here, and the local client "
                       "runs SDT in this environment", 'pip install "sdt-build[local]"')]
     try:
-        found = version("solar-data-tools")
+        found = version(SDT_PACKAGE)
     except PackageNotFoundError:
         found = "?"
     return [Check("client local", "ok", f"solar-data-tools {found} importable")]

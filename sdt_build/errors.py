@@ -105,7 +105,10 @@ class SmokeFailure(SdtBuildError):
     """The image was built but does not work (exit 4). ``report`` holds every step when there is one."""
 
     exit_code = 4
-    report = None
+
+    def __init__(self, code: str, cause: str, fix: str, detail: str | None = None, *, report=None, **more):
+        super().__init__(code, cause, fix, detail, **more)
+        self.report = report
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "smoke": self.report.to_dict() if self.report is not None else None}

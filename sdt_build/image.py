@@ -1,4 +1,5 @@
-"""Docker through its SDK: the daemon, base images, builds, running a command in an image."""
+"""Images through the docker SDK: base images (pulled, or bootstrapped from Debian packages),
+builds with the classic builder, tags, pushes, and cleaning up what sdt-build made."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from sdt_build.cache import log_file
+from sdt_build.daemon import LABEL, docker_client, first_line, image_exists
 from sdt_build.errors import BuildError, EnvironmentProblem
+from sdt_build.target import DEBIAN_SUITES, target
 
-# The Debian release that ships each Python as its python3.
-DEBIAN_SUITES = {"3.11": "bookworm", "3.13": "trixie", "3.9": "bullseye"}
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
-LABEL = "io.sdt-build"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -30,52 +31,8 @@ class BaseChoice:
     reason: str
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    exit_code: int
-    output: str
-
-
-def docker_client():
-    """A connected docker SDK client, or EnvironmentProblem saying why not."""
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-        return client
-    except DockerException as exc:
-        raise classify_daemon_error(exc) from exc
-
-
-def classify_daemon_error(exc: Exception) -> EnvironmentProblem:
-    text = str(exc)
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if "Permission denied" in text or "PermissionError" in text:
-        return EnvironmentProblem(
-            "SDT-E902", f"permission denied on the Docker socket ({host})",
-            "add your user to the docker group (then log in again), or run as root",
-            detail=text)
-    return EnvironmentProblem(
-        "SDT-E901", f"no Docker daemon answers at {host}",
-        "start Docker (`sudo systemctl start docker`, or open Docker Desktop); set DOCKER_HOST if it "
-        "listens elsewhere. `sdt-build doctor` checks the machine", detail=text)
-
-
-def image_exists(client, ref: str) -> bool:
-    from docker.errors import ImageNotFound
-
-    try:
-        client.images.get(ref)
-        return True
-    except ImageNotFound:
-        return False
-
-
 def bootstrapped_base_tag(python: str) -> str:
-    suite = DEBIAN_SUITES.get(python, "bookworm")
-    return f"sdt-base:{suite}-py{python}"
+    return f"sdt-base:{target(python).debian_suite or 'bookworm'}-py{python}"
 
 
 def choose_base(client, python: str, wanted: str | None = None) -> BaseChoice:
@@ -91,7 +48,7 @@ def choose_base(client, python: str, wanted: str | None = None) -> BaseChoice:
             pulled = client.images.pull(ref)
             return BaseChoice(ref, pulled.id, f"pulled {ref}")
         except (APIError, ImageNotFound) as exc:
-            failures.append(f"{ref} cannot be pulled: {_first_line(exc)}")
+            failures.append(f"{ref} cannot be pulled: {first_line(exc)}")
     if wanted:
         raise BuildError("SDT-E301", f"base image {wanted} is neither present nor pullable",
                          "pull or build it first, fix base_image in sdt.toml, or remove base_image to use "
@@ -128,7 +85,7 @@ def make_base_image(python: str = "3.11", *, force: bool = False, log_dir: Path 
     tag = bootstrapped_base_tag(python)
     if image_exists(client, tag) and not force:
         return BaseChoice(tag, client.images.get(tag).id, f"{tag} already exists")
-    suite = DEBIAN_SUITES.get(python)
+    suite = target(python).debian_suite
     if suite is None:
         raise EnvironmentProblem(
             "SDT-E906", f"no Debian release ships Python {python} as its python3",
@@ -141,7 +98,7 @@ def make_base_image(python: str = "3.11", *, force: bool = False, log_dir: Path 
             "run `sdt-build base` as root with debootstrap installed (`apt-get install debootstrap`), or "
             "set base_image in sdt.toml "
             "to an image with Python you already have")
-    log_path = _log_file(log_dir, f"base-{suite}-py{python}.log")
+    log_path = log_file(f"base-{suite}-py{python}.log", log_dir)
     with tempfile.TemporaryDirectory(prefix="sdt-base-") as work:
         rootfs = Path(work) / "rootfs"
         mirror = debian_mirror()
@@ -182,7 +139,7 @@ def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
     """Build ``context`` with host networking; return the image id. The whole log goes to a file."""
     from docker.errors import APIError, BuildError as DockerBuildError
 
-    log_path = log_path or _log_file(None, f"build-{tag.replace('/', '_').replace(':', '-')}.log")
+    log_path = log_path or log_file(f"build-{tag.replace('/', '_').replace(':', '-')}.log")
     image_id = None
     with open(log_path, "w") as log:
         try:
@@ -225,43 +182,8 @@ def classify_build_error(message: str, log_path: Path) -> BuildError | Environme
         return BuildError("SDT-E303", f"pip failed inside the build: {(pip_lines or [message])[-1]}",
                           "run `sdt-build check --resolve DIR` to find the conflict before building",
                           detail=message, log_path=log_path)
-    return BuildError("SDT-E302", f"the image build failed: {_first_line(message)}",
+    return BuildError("SDT-E302", f"the image build failed: {first_line(message)}",
                       f"read the build log at {log_path}", detail=message, log_path=log_path)
-
-
-def run_python(client, image: str, code: str, *, env: dict[str, str] | None = None,
-               user: str | None = None, timeout: float = 600) -> CommandResult:
-    """Run ``python -c code`` in a throwaway container of ``image`` (host network) and collect output."""
-    return run_command(client, image, ["python3", "-c", code], env=env, user=user, timeout=timeout)
-
-
-def run_command(client, image: str, command: list[str], *, env: dict[str, str] | None = None,
-                user: str | None = None, timeout: float = 600) -> CommandResult:
-    container = client.containers.run(image, command, detach=True, network_mode="host",
-                                      environment=env or {}, user=user,
-                                      labels={f"{LABEL}.role": "command"})
-    try:
-        status = container.wait(timeout=timeout)
-        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
-        return CommandResult(int(status.get("StatusCode", 1)), output)
-    finally:
-        container.remove(force=True)
-
-
-
-def _log_file(log_dir: Path | None, name: str) -> Path:
-    directory = log_dir or Path(os.environ.get("SDT_LOG_DIR", Path(tempfile.gettempdir()) / "sdt-build-logs"))
-    directory.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return directory / f"{stamp}-{name}"
-
-
-def _first_line(exc: object) -> str:
-    text = str(exc).strip()
-    explanation = getattr(exc, "explanation", None)
-    if explanation:
-        text = str(explanation)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -291,7 +213,7 @@ def build_image(client, context, *, log_dir: Path | None = None, no_cache: bool 
         found = client.images.get(context.tag)
         return Image(context.tag, found.id, found.attrs.get("Size", 0), True, time.perf_counter() - started,
                      context.base_image)
-    log_path = _log_file(log_dir, f"build-{context.tag.replace('/', '_').replace(':', '-')}.log")
+    log_path = log_file(f"build-{context.tag.replace('/', '_').replace(':', '-')}.log", log_dir)
     image_id = build(client, context.directory, context.tag, labels=context.labels, log_path=log_path,
                      buildargs={"BASE_IMAGE": context.base_image}, no_cache=no_cache, on_line=on_line)
     built = client.images.get(image_id)
@@ -335,7 +257,7 @@ def _push(client, repository: str, tag: str, on_line: Callable[[str], None]) -> 
             if chunk.get("status"):
                 on_line(f"{chunk['status']} {chunk.get('progress', '')}".strip())
     except APIError as exc:
-        raise BuildError("SDT-E305", f"pushing {repository}:{tag} failed: {_first_line(exc)}",
+        raise BuildError("SDT-E305", f"pushing {repository}:{tag} failed: {first_line(exc)}",
                          "check the registry address and `docker login` for it", detail=str(exc)) from exc
 
 

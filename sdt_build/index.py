@@ -22,13 +22,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
                              parse_sdist_filename, parse_wheel_filename)
 from packaging.version import InvalidVersion, Version
 
 from sdt_build.pipconfig import IndexSettings, host
-from sdt_build.wheels import MANYLINUX, cache_root
+from sdt_build.cache import cache_root
+from sdt_build.target import target
 
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
 TTL_SECONDS = 6 * 3600
@@ -65,15 +65,6 @@ class IndexUnreachable(Exception):
 
 class IndexRefused(IndexUnreachable):
     """The index answered 401/403: the credentials are missing or wrong. ``args[0]`` is its host."""
-
-
-@lru_cache(maxsize=None)
-def target_tags(python: str) -> frozenset[Tag]:
-    version = tuple(int(p) for p in python.split("."))
-    platforms = list(MANYLINUX)
-    return frozenset(list(cpython_tags(version, platforms=platforms))
-                     + list(compatible_tags(version, interpreter=f"cp{version[0]}{version[1]}",
-                                            platforms=platforms)))
 
 
 def budget_seconds() -> float:
@@ -195,7 +186,7 @@ def look_up(names: Iterable[str], python: str, settings: IndexSettings, *, budge
 
 
 def _releases(files: list[dict], python: str) -> list[Release]:
-    tags = target_tags(python)
+    tags = target(python).tags
     grouped: dict[Version, dict] = {}
     for item in files:
         filename = item.get("filename", "")

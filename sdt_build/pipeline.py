@@ -1,4 +1,5 @@
-"""The stages composed: folder → lock → context → image. The CLI and SDTDask both call these."""
+"""The build stages composed: folder → pre-check → lock → context → image → smoke test → tag (→ push).
+The CLI and SDTDask both call this."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from sdt_build.context import BuildContext, assemble
+from sdt_build.daemon import docker_client
 from sdt_build.errors import EnvironmentProblem, ProjectError
-from sdt_build.image import (BaseChoice, Image, bootstrapped_base_tag, build_image, choose_base, docker_client,
-                             mark, push_image)
+from sdt_build.image import BaseChoice, Image, bootstrapped_base_tag, build_image, choose_base, mark, push_image
 from sdt_build.project import UserProject, load_project, runtime_env
-from sdt_build.render import BuildContext, prepare
 from sdt_build.resolve import ResolvedLock, lock
 from sdt_build.smoke import SmokeReport, smoke_image
 
@@ -52,21 +53,18 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
         client = docker_client()
         base = choose_base(client, project.settings.python, project.settings.base_image)
     say(f"base: {base.image} ({base.reason})")
-    context = prepare(project, locked, base.image, base.image_id, directory=context_dir)
+    context = assemble(project, locked, base.image, base.image_id, directory=context_dir)
     if context_only:
         return Built(project, locked, context, None, base.reason)
     image = build_image(client, context, no_cache=no_cache, on_line=on_line)
     say(f"image: {image.tag} {'exists, build skipped' if image.skipped else f'built in {image.seconds:.0f} s'}")
     report = None
     if smoke:
-        say("smoke test: imports, pip check, dask entry points, plug, a real SDT pipeline, parity")
+        say("smoke test: imports, the plug, pip check, dask entry points, a real SDT pipeline, parity")
         report = smoke_image(client, image.tag, project, sample_key=sample_key, env=runtime_env(project))
         if not report.ok:
             failed_tag = mark(client, image, passed=False)
-            failure = report.failure()
-            failure.report = report
-            failure.fix = f"{failure.fix} (the image is tagged {failed_tag}, not :latest)"
-            raise failure
+            raise report.failure(also=f" (the image is tagged {failed_tag}, not :latest)")
     mark(client, image, passed=True)
     if push:
         image = Image(**{**image.__dict__, "pushed": push_image(client, image, push, on_line=on_line)})

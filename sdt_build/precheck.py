@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from sdt_build import constraints, index, pipconfig
+from sdt_build import index, pipconfig
+from sdt_build.constraints import SDT_PACKAGE, SdtSet
 from sdt_build.errors import Problem
+from sdt_build.parity import MUST_MATCH
 from sdt_build.project import UserProject
+from sdt_build.requirements import (Constraint, PlugLine, as_constraint, classify, combined, combined_specs,
+                                    constraint_lines, satisfiable)
+from sdt_build.target import target
 
-SDT = "solar-data-tools"
-# Client and workers must run the same versions of these (Dask's own version check).
-PARITY = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz")
 CATALOG = "docs/edge-cases.md"
 OPTION = re.compile(r"^(-[a-zA-Z]|--[a-z-]+)(?:[= ]\s*(.*))?$")
 WELL_KNOWN = (
@@ -69,91 +71,6 @@ class Finding:
                 "cause": self.cause, "fix": self.fix, "paragraph": self.paragraph()}
 
 
-@dataclass(frozen=True)
-class PlugLine:
-    """One logical requirement line, classified."""
-
-    text: str
-    kind: str  # name | url | vcs | path | editable | option
-    requirement: Requirement | None = None
-
-
-def target_environment(python: str) -> dict[str, str]:
-    return {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
-            "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-            "implementation_name": "cpython", "platform_python_implementation": "CPython",
-            "platform_release": "", "platform_version": "", "implementation_version": f"{python}.0",
-            "extra": ""}
-
-
-def classify(line: str) -> PlugLine:
-    if line.startswith(("-e ", "--editable")):
-        return PlugLine(line, "editable")
-    if line.startswith("-"):
-        return PlugLine(line, "option")
-    if re.match(r"^(git|hg|svn|bzr)\+", line) or re.search(r"@\s*(git|hg|svn|bzr)\+", line):
-        return PlugLine(line, "vcs")
-    if line.startswith((".", "/", "file:")) or re.search(r"@\s*file:", line):
-        return PlugLine(line, "path")
-    try:
-        requirement = Requirement(line)
-    except InvalidRequirement:
-        return PlugLine(line, "url" if "://" in line else "option")
-    return PlugLine(line, "url" if requirement.url else "name", requirement)
-
-
-class SdtSet:
-    """SDT's pinned set for one target: pins and who needs what."""
-
-    def __init__(self, python: str):
-        self.python = python
-        self.pins = constraints.pins(python)
-        self.meta = constraints.metadata(python)
-        self.env = target_environment(python)
-        self.needs: dict[str, list[tuple[str, SpecifierSet]]] = {}
-        for name, info in self.meta.items():
-            for text in info["requires"]:
-                self._add_need(f"{name} {info['version']}", text, "")
-
-    def _add_need(self, who: str, text: str, extra: str) -> None:
-        requirement = Requirement(text)
-        if requirement.marker and not requirement.marker.evaluate({**self.env, "extra": extra}):
-            return
-        self.needs.setdefault(canonicalize_name(requirement.name), []).append((who, requirement.specifier))
-
-    def extra_requirements(self, name: str, extra: str) -> list[Requirement]:
-        info = self.meta.get(canonicalize_name(name), {})
-        found = []
-        for text in info.get("requires", ()):
-            requirement = Requirement(text)
-            if requirement.marker and "extra" in str(requirement.marker) \
-                    and requirement.marker.evaluate({**self.env, "extra": extra}):
-                found.append(requirement)
-        return found
-
-
-def satisfiable(specs: list[SpecifierSet], known: list[Version]) -> list[Version]:
-    """Versions (from ``known`` and the specifiers' own boundaries) that satisfy every spec."""
-    candidates = set(known)
-    for spec in specs:
-        for item in spec:
-            try:
-                base = Version(item.version.rstrip(".*"))
-            except InvalidVersion:
-                continue
-            major, minor, micro = (list(base.release) + [0, 0])[:3]
-            candidates.update({base, Version(f"{major}.{minor}.{micro + 1}"), Version(f"{major}.{minor + 1}"),
-                               Version(f"{major + 1}")})
-            if micro:
-                candidates.add(Version(f"{major}.{minor}.{micro - 1}"))
-            if minor:
-                candidates.add(Version(f"{major}.{minor - 1}.999"))
-            if major:
-                candidates.add(Version(f"{major - 1}.999.999"))
-    return sorted((v for v in candidates if all(spec.contains(v, prereleases=True) for spec in specs)),
-                  reverse=True)
-
-
 def precheck(project: UserProject, *, offline: bool = False,
              progress: Callable[[int, int], None] | None = None) -> list[Finding]:
     """Every finding about the plug's requirements for the project's target Python.
@@ -161,8 +78,8 @@ def precheck(project: UserProject, *, offline: bool = False,
     ``progress(done, total)`` follows the index look-ups (none with ``offline``)."""
     sdt = SdtSet(project.settings.python)
     findings: list[Finding] = []
-    constraint_lines = constraint_file_lines(project)
-    lines = [classify(text) for text in project.requirement_lines + constraint_lines]
+    constrained = constraint_lines(project.root, project.requirement_lines)
+    lines = [classify(text) for text in project.requirement_lines + constrained]
     named: dict[str, list[Requirement]] = {}
     for position, line in enumerate(lines):
         if line.kind == "name" or (line.kind == "url" and line.requirement is not None):
@@ -173,8 +90,8 @@ def precheck(project: UserProject, *, offline: bool = False,
                     f"`{line.text}` does not apply to the image (Python {sdt.python} on linux x86_64), "
                     "so it is left out.", "nothing to do, unless you meant it to apply", plug_asks=line.text))
                 continue
-            if position >= len(lines) - len(constraint_lines):
-                requirement = _as_constraint(requirement)
+            if position >= len(lines) - len(constrained):
+                requirement = as_constraint(requirement)
             named.setdefault(canonicalize_name(requirement.name), []).append(requirement)
             if line.kind == "url":
                 findings.extend(_check_url(line, sdt))
@@ -188,34 +105,19 @@ def precheck(project: UserProject, *, offline: bool = False,
     return findings
 
 
-class _Constraint(Requirement):
-    """A line from a ``-c`` file: it narrows versions but does not ask for the package."""
-
-
-def _as_constraint(requirement: Requirement) -> Requirement:
-    return _Constraint(str(requirement))
-
-
-def _combined(requirements: list[Requirement]) -> SpecifierSet:
-    combined = SpecifierSet()
-    for requirement in requirements:
-        combined &= requirement.specifier
-    return combined
-
-
 def _asks(requirements: list[Requirement]) -> str:
     return ", ".join(f"`{r}`" for r in requirements)
 
 
 def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet) -> list[Finding]:
     findings = []
-    spec = _combined(requirements)
+    spec = combined(requirements)
     asks = _asks(requirements)
     if len(requirements) > 1:
         if not satisfiable([r.specifier for r in requirements], []):
             return [Finding("SDT-E209", "error", name, f"requirements.txt (with its -c files) asks for {name} in "
                             f"ways that cannot all hold: {asks}.", f"keep one line for {name}", plug_asks=asks)]
-    if sum(not isinstance(r, _Constraint) for r in requirements) > 1:
+    if sum(not isinstance(r, Constraint) for r in requirements) > 1:
         findings.append(Finding("SDT-E209", "note", name, f"{name} is listed {len(requirements)} times "
                                 f"({asks}); the lines are combined as `{name}{spec}`.",
                                 "keep one line per package", plug_asks=asks))
@@ -230,13 +132,13 @@ def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet) -> lis
     needed_by = tuple(f"{name}{s} ({who})" for who, s in needed if str(s))
     if spec.contains(pin, prereleases=True):
         return findings
-    if name == canonicalize_name(SDT):
+    if name == SDT_PACKAGE:
         findings.append(Finding(
             "SDT-E201", "error", name, f"the plug asks {asks}, but sdt-build's constraints are made for "
             f"solar-data-tools {pinned}.", f"remove the {name} line (the image gets {pinned}); SDT itself is "
             "pinned by sdt-build, not by the plug", plug_asks=asks, sdt_pins=f"{name}=={pinned}"))
         return findings
-    if name in PARITY:
+    if name in MUST_MATCH:
         client = _client_version(name)
         where = f"the client environment runs {name} {client}" if client else f"SDT's set pins {name} {pinned}"
         findings.append(Finding(
@@ -263,30 +165,6 @@ def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet) -> lis
         needed_by=tuple(f"{name}{s} ({who})" for who, s in needed if str(s) and not satisfiable([spec, s], []))
         or needed_by))
     return findings
-
-
-def combined_specs(specs: list[SpecifierSet]) -> str:
-    """The specifiers as one short range: the highest lower bound, the lowest upper bound, exclusions."""
-    lower = upper = None
-    others = []
-    for spec in specs:
-        for item in spec:
-            try:
-                version = Version(item.version)
-            except InvalidVersion:
-                others.append(str(item))
-                continue
-            if item.operator in (">=", ">") and (lower is None or version > Version(lower.version)):
-                lower = item
-            elif item.operator in ("<", "<=") and (upper is None or version < Version(upper.version)):
-                upper = item
-            elif item.operator in ("!=", "==", "~=", "==="):
-                others.append(str(item))
-    bounds = [str(b) for b in (lower, upper) if b is not None]
-    window = SpecifierSet(",".join(bounds))
-    kept = [o for o in dict.fromkeys(others)
-            if not o.startswith("!=") or window.contains(o[2:].rstrip(".*"), prereleases=True)]
-    return ",".join(bounds + kept)
 
 
 def _check_extra(name: str, extra: str, sdt: SdtSet) -> list[Finding]:
@@ -322,7 +200,7 @@ def _check_url(line: PlugLine, sdt: SdtSet) -> list[Finding]:
             _, version, _, tags = parse_wheel_filename(filename)
         except InvalidWheelFilename:
             return []
-        if not tags & index.target_tags(sdt.python):
+        if not tags & target(sdt.python).tags:
             return [Finding("SDT-E208", "error", line.requirement.name,
                             f"the wheel {filename} is not for Python {sdt.python} on linux x86_64.",
                             f"point at a wheel tagged cp{sdt.python.replace('.', '')} manylinux x86_64 "
@@ -391,7 +269,7 @@ def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[F
     """What only the indexes know, for requirements that leave SDT's pins (bounded look-ups)."""
     decided = {f.package for f in found if f.severity == "error" and f.code not in ("SDT-E203",)}
     todo = {name: reqs for name, reqs in named.items() if name not in decided and (
-        name not in sdt.pins or not _combined(reqs).contains(Version(sdt.pins[name]), prereleases=True))}
+        name not in sdt.pins or not combined(reqs).contains(Version(sdt.pins[name]), prereleases=True))}
     if not todo:
         return []
     results, skipped = index.look_up(todo, sdt.python, sources, progress=progress or (lambda done, total: None))
@@ -422,7 +300,7 @@ def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[F
                                     "wheel availability was not checked.", "run `sdt-build check --resolve` "
                                     "once the index is reachable", plug_asks=asks))
         else:
-            findings.extend(_judge_releases(name, reqs, _combined(reqs), outcome, sdt.python, build_sdists))
+            findings.extend(_judge_releases(name, reqs, combined(reqs), outcome, sdt.python, build_sdists))
     return findings
 
 
@@ -478,27 +356,3 @@ def _mentions_prerelease(spec: SpecifierSet) -> bool:
         except InvalidVersion:
             continue
     return False
-
-
-def constraint_file_lines(project: UserProject) -> tuple[str, ...]:
-    """Requirement lines of the ``-c`` files requirements.txt names (they narrow versions too)."""
-    found: list[str] = []
-    for text in project.requirement_lines:
-        match = re.match(r"^(-c|--constraint)[= ]?\s*(\S+)$", text)
-        path = project.root / match.group(2) if match else None
-        if path is not None and path.is_file():
-            for line in path.read_text(errors="replace").splitlines():
-                line = re.sub(r"(^|\s)#.*$", "", line).strip()
-                if line and not line.startswith("-"):
-                    found.append(line)
-    return tuple(found)
-
-
-def requirement_names(project: UserProject) -> set[str]:
-    """Canonical names the plug's lines constrain (for dropping SDT's pins of them)."""
-    names = set()
-    for text in project.requirement_lines + constraint_file_lines(project):
-        line = classify(text)
-        if line.requirement is not None:
-            names.add(canonicalize_name(line.requirement.name))
-    return names

@@ -8,18 +8,15 @@ show up as a failed step, not as a crash of the probe.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 import traceback
 
-PACKAGES = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy", "pandas", "lz4",
-            "solar-data-tools")
+from sdt_build.parity import versions
 
 
 def step(name: str, results: list, fn) -> object:
@@ -117,22 +114,11 @@ def pipeline(days: int) -> str:
     return f"{days} days, capacity {capacity:.2f} kW, quality {float(report['quality score']):.2f}"
 
 
-def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 def main(args: dict) -> dict:
     results: list = []
     step("imports", results, lambda: imports(["solardatatools", "dask", "distributed", "sdt_build"]))
     folder = args["project"]
     step("plug module", results, lambda: user_module(folder, "dataplug", args["plug_class"]))
-    step("client module", results, lambda: user_module(folder, "client", args["client_class"]))
     step("pip check", results, pip_check)
     step("dask entry points", results, entry_points)
     if "own_pythonpath" in args:

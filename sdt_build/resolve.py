@@ -23,12 +23,16 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from sdt_build import __version__, constraints, pipconfig
+from sdt_build.cache import cache_root
+from sdt_build.constraints import SdtSet
 from sdt_build.errors import DependencyConflict, EnvironmentProblem
-from sdt_build.precheck import Finding, SdtSet, classify, combined_specs, precheck, requirement_names, satisfiable
 from sdt_build.pipconfig import IndexSettings
+from sdt_build.precheck import Finding, precheck
 from sdt_build.project import UserProject
 from sdt_build.redact import run_logged
-from sdt_build.wheels import cache_root
+from sdt_build.requirements import (classify, combined_specs, constraint_files, constraint_lines, requirement_names,
+                                    satisfiable)
+from sdt_build.target import host_python, target
 
 BACKENDS = ("auto", "pip-compile", "uv")
 
@@ -59,24 +63,27 @@ class ResolvedLock:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def check_dependencies(project: UserProject, *, offline: bool = False) -> list[Finding]:
-    """Pre-detection; raises DependencyConflict when a finding is an error."""
-    findings = precheck(project, offline=offline)
+def check_dependencies(project: UserProject, *, offline: bool = False,
+                       findings: list[Finding] | None = None) -> list[Finding]:
+    """The pre-check's findings (those given, or found now); DependencyConflict when one is an error."""
+    findings = precheck(project, offline=offline) if findings is None else findings
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise DependencyConflict.from_problems([f.to_problem() for f in findings])
     return findings
 
 
-def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True, offline_precheck: bool = False,
-         log_dir: Path | None = None) -> ResolvedLock:
-    """Pre-check, then resolve with the backend; the lock comes from the cache when inputs are unchanged."""
-    findings = check_dependencies(project, offline=offline_precheck)
+def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
+         findings: list[Finding] | None = None, log_dir: Path | None = None) -> ResolvedLock:
+    """Resolve with the backend after the pre-check (its ``findings`` when the caller already has
+    them: the pre-check runs once); the lock comes from the cache when inputs are unchanged."""
+    findings = check_dependencies(project, findings=findings)
     python = project.settings.python
     chosen = choose_backend(backend, python)
     sdt_inputs = (constraints.folder(python) / "sdt.in").read_text()
     pins = constraints.pins(python)
-    constrained = requirement_names(project)
+    constrained = set(requirement_names(project.requirement_lines
+                                        + constraint_lines(project.root, project.requirement_lines)))
     kept = "\n".join(f"{name}=={version}" for name, version in sorted(pins.items()) if name not in constrained)
     sources = pipconfig.for_lines(project.requirement_lines, project.root)
     plug_lines = [_absolute(line, project.root) for line in project.requirement_lines if not _source_option(line)]
@@ -117,7 +124,7 @@ def _texts(paths: tuple[str, ...]) -> list[str]:
 
 def choose_backend(backend: str, python: str) -> str:
     """pip-compile when this interpreter is the target; uv (which resolves for any target) otherwise."""
-    host = f"{sys.version_info.major}.{sys.version_info.minor}"
+    host = host_python()
     if backend == "auto":
         backend = "pip-compile" if host == python else "uv"
     if backend == "pip-compile" and host != python:
@@ -199,16 +206,15 @@ def _command(backend: str, python: str, inputs: Path, output: Path, pre: bool,
                 "-o", str(output), str(inputs)]
     uv = shutil.which("uv")
     prefix = [uv] if uv else [sys.executable, "-m", "uv"]
-    return [*prefix, "pip", "compile", "--python-version", python, "--python-platform", "x86_64-manylinux_2_28",
+    return [*prefix, "pip", "compile", "--python-version", python, "--python-platform", target(python).uv_platform,
             "--no-header", "--annotation-style", "line", "--no-emit-index-url", "--no-emit-find-links",
             *(["--prerelease", "allow"] if pre else []), *sources.uv_args(), "-o", str(output), str(inputs)]
 
 
 def _absolute(line: str, root: Path) -> str:
     """Relative paths in requirement lines (``-c``, local packages) made absolute for the resolver."""
-    match = re.match(r"^(-c|--constraint)[= ]?\s*(\S+)$", line)
-    if match:
-        return f"-c {(root / match.group(2)).resolve()}"
+    for path in constraint_files(root, [line]):
+        return f"-c {path.resolve()}"
     if line.startswith((".", "file:")) and classify(line).kind == "path":
         return str((root / re.sub(r"^file:(//)?", "", line)).resolve())
     return line
@@ -216,12 +222,7 @@ def _absolute(line: str, root: Path) -> str:
 
 def _local_contents(project: UserProject) -> list[str]:
     """Constraint files' text, so editing one invalidates the cached lock."""
-    texts = []
-    for line in project.requirement_lines:
-        match = re.match(r"^(-c|--constraint)[= ]?\s*(\S+)$", line)
-        if match and (project.root / match.group(2)).is_file():
-            texts.append((project.root / match.group(2)).read_text())
-    return texts
+    return [path.read_text() for path in constraint_files(project.root, project.requirement_lines) if path.is_file()]
 
 
 def _result(python, backend, text, digest, cached, seconds, findings, project, sources) -> ResolvedLock:
@@ -237,9 +238,7 @@ def _result(python, backend, text, digest, cached, seconds, findings, project, s
 
 def _verify(project: UserProject, pins: dict[str, str]) -> None:
     """Every name the plug asks for is in the lock at a version its line accepts."""
-    from sdt_build.precheck import target_environment
-
-    env = target_environment(project.settings.python)
+    env = target(project.settings.python).markers
     for text in project.requirement_lines:
         requirement = classify(text).requirement
         if requirement is None or (requirement.marker and not requirement.marker.evaluate(env)):

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from sdt_build.errors import RunFailure
-from sdt_build.project import normalize_key
-from sdt_build.task import key_id
+from sdt_build.keys import key_id
+from sdt_build.redact import redact
+from sdt_build.rows import Row
 
 JOURNAL = "journal.jsonl"
 LOCK = ".sdt-run.lock"
@@ -93,18 +94,17 @@ class OutputFolder:
         except OSError as exc:
             raise _write_failure(self.journal, exc) from exc
 
-    def rows(self) -> dict[str, dict]:
+    def rows(self) -> dict[str, Row]:
         """The last row of each key in the journal."""
-        rows: dict[str, dict] = {}
+        rows: dict[str, Row] = {}
         unreadable = 0
         for line in self.journal.read_text(errors="replace").splitlines():
             try:
-                row = json.loads(line)
-                row["key"] = normalize_key(row["key"])
+                row = Row.from_record(json.loads(line))
             except (ValueError, KeyError, TypeError):
                 unreadable += 1
                 continue
-            rows[key_id(row["key"])] = row
+            rows[key_id(row.key)] = row
         if unreadable and not any("unreadable" in note for note in self.notes):
             self.notes.append(f"{unreadable} line(s) of {self.journal.name} are unreadable and were skipped; "
                               "their keys run again")
@@ -112,11 +112,11 @@ class OutputFolder:
 
     def done(self) -> set[str]:
         """Keys whose last row is ``ok``."""
-        return {key for key, row in self.rows().items() if row.get("status") == "ok"}
+        return {key for key, row in self.rows().items() if row.ok}
 
-    def add(self, row: dict) -> None:
-        """Append one row as one line; on failure the journal is cut back to where it was."""
-        line = (json.dumps({**row, "key": list(row["key"])}, default=str) + "\n").encode()
+    def add(self, row: Row) -> None:
+        """Append one row as one line (credentials masked); on failure the journal is cut back to where it was."""
+        line = (redact(json.dumps(row.to_record(), default=str)) + "\n").encode()
         size = os.fstat(self._fd).st_size
         try:
             written = 0

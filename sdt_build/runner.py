@@ -1,9 +1,12 @@
-"""SDTDask: run SDT's pipeline for many keys on any client, explain every failure, lose no result.
+"""The run: SDT's pipeline for many keys on a connected Dask cluster, every failure explained, no
+result lost.
 
 Keys stream through the cluster with a bounded number in flight; each finished row is appended to
 ``journal.jsonl`` at once, so a dead worker, scheduler or client (or Ctrl-C, or SIGTERM) loses
 nothing that finished, and ``resume`` runs only what is missing. A scheduler that goes away, or a
-cluster left with no workers, ends the run with a row for every key that did not finish.
+cluster left with no workers, ends the run with a row for every key that did not finish. The run
+takes a connected client: building the image and starting the cluster are the caller's
+(``sdtdask.SDTDask`` composes them).
 """
 
 from __future__ import annotations
@@ -11,31 +14,32 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import re
 import signal
 import threading
 import time
-import traceback
 import uuid
 from collections import Counter, deque
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import pandas as pd
 
-from sdt_build import __version__
-from sdt_build.clients.base import Client
-from sdt_build.clients.local import PIPELINE_PEAK_BYTES
-from sdt_build.errors import Problem, ProjectError, RunFailure
-from sdt_build.project import UserProject, load_project, normalize_key, runtime_env, validate_key
+from sdt_build import __version__, parity
+from sdt_build.constraints import PIPELINE_PEAK_BYTES, pins
+from sdt_build.errors import Problem, RunFailure
+from sdt_build.keys import key_id, normalize_key, validate_key
+from sdt_build.project import UserProject
 from sdt_build.redact import redact
 from sdt_build.results import OutputFolder
-from sdt_build.task import (START_TOPIC, PlugBundle, PlugInstaller, key_id, module_version, plug_keys,
-                            plug_sizes, run_key)
+from sdt_build.rows import SECONDS, Row
+from sdt_build.task import START_TOPIC, PlugBundle, PlugInstaller, module_version, plug_keys, plug_sizes, run_key
 
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
 WORKERS_POLL_SECONDS = 2.0
+TOTAL = f"{SECONDS}total"
 
 
 @dataclass(frozen=True)
@@ -71,84 +75,16 @@ class RunResult:
         table = self.table
         failed = table[table["status"] == "failed"] if len(table) else table
         groups = Counter(zip(failed.get("stage", []), failed.get("error_type", []))) if len(failed) else Counter()
-        slowest = table.sort_values("seconds total", ascending=False).head(5) \
-            if "seconds total" in table and len(table) else table.iloc[0:0]
+        slowest = table.sort_values(TOTAL, ascending=False).head(5) if TOTAL in table and len(table) \
+            else table.iloc[0:0]
         return {
             "counts": self.counts, "seconds": round(self.seconds, 1),
             "parallel_efficiency": self.record.get("parallel_efficiency"),
-            "slowest": [{"key": list(r["key"]), "seconds": r["seconds total"]} for _, r in slowest.iterrows()],
+            "slowest": [{"key": list(r["key"]), "seconds": r[TOTAL]} for _, r in slowest.iterrows()],
             "failures": [{"stage": stage, "error_type": error, "count": count,
                           "example": failed[(failed["stage"] == stage) & (failed["error_type"] == error)]
                           .iloc[0]["message"]} for (stage, error), count in groups.most_common()],
         }
-
-
-def load_client(project: UserProject) -> Client:
-    """Import client.py on this machine and create its client class."""
-    path = project.client.file
-    spec = importlib.util.spec_from_file_location(f"sdt_user_client_{uuid.uuid4().hex[:8]}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ProjectError("SDT-E119", f"client.py raised {type(exc).__name__} on import: {exc}",
-                           "fix client.py so that `python client.py` runs without error",
-                           detail=traceback.format_exc()) from exc
-    cls = getattr(module, project.client.name)
-    if not (isinstance(cls, type) and issubclass(cls, Client)):
-        raise ProjectError("SDT-E119", f"{project.client.name} in client.py is not a sdt_build client",
-                           "subclass one of sdt_build.clients (LocalClient, DockerClient, …) so that "
-                           "connect(image) returns a distributed.Client")
-    return cls()
-
-
-class SDTDask:
-    """The Python entry: ``SDTDask(folder).execute(keys)``.
-
-    ``client`` overrides the one in client.py; ``image`` is the tag the scheduler and workers run
-    (None: the client's own, or the local Python).
-    """
-
-    def __init__(self, path: str | Path, *, client: Client | None = None, image: str | None = None):
-        self.project = load_project(path)
-        self.client = client or load_client(self.project)
-        self.image = image or self.client.image
-        # the declared variables that are set here: containers and cloud workers get them at run time
-        self.client.runtime_env = runtime_env(self.project)
-        self.client.runtime_secrets = {v.name for v in self.project.env if v.secret}
-
-    def execute(self, keys: Iterable[Any] | None = None, output_dir: str | Path | None = None,
-                resume: bool = False, *, loss_analysis: bool = False, timeout: float | None = None,
-                retries: int = 1, max_in_flight: int | None = None, check_versions: bool = True,
-                lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
-                on_row: Callable[[dict], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
-        """Run every key. Keyword arguments not named here go to ``DataHandler.run_pipeline``.
-
-        A ``dask_client`` you pass is used and left open; otherwise the client from client.py is
-        connected and closed at the end. SIGTERM is handled like Ctrl-C while this runs.
-        """
-        options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
-                             loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout)
-        keys = None if keys is None else [validate_key(k) for k in keys]
-        output = OutputFolder(Path(output_dir) if output_dir else None, resume and output_dir is not None)
-        owns = dask_client is None
-        try:
-            with terminate_as_interrupt():
-                if owns:
-                    if self.client.needs_image and not self.image:  # sdt-build's image (skipped if unchanged)
-                        from sdt_build.pipeline import build_project
-
-                        self.image = build_project(self.project.root).image.tag
-                    dask_client = self.client.connect(self.image)
-                try:
-                    return run(self.project, dask_client, keys, options, output, progress=progress, on_row=on_row,
-                               client_settings=self.client.describe(),
-                               explain=self.client.explain_lost_worker if owns else None)
-                finally:
-                    if owns:
-                        self.client.close()
-        finally:
-            output.close()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -192,54 +128,39 @@ class ClusterLost(Exception):
         self.stage = stage
         self.error_type = error_type
 
-    def rows(self, explanation: str | None) -> list[dict]:
+    def rows(self, explanation: str | None) -> list[Row]:
         message = f"{self.problem.cause}; this key did not finish. Fix: {self.problem.fix}"
         if explanation:
             message += f". The backend says: {explanation}"
-        return [{"key": key, "status": "failed", "stage": self.stage, "error_type": self.error_type,
-                 "message": message, "attempts": attempt} for key, attempt in self.unfinished]
+        return [Row.unfinished(key, attempt, self.stage, self.error_type, message) for key, attempt in self.unfinished]
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """A key whose worker died goes again, as this attempt."""
+
+    attempt: int
 
 
 def run(project: UserProject, dask_client, keys: list[tuple] | None, options: RunOptions, output: OutputFolder, *,
-        progress: bool = False, on_row: Callable[[dict], None] | None = None, client_settings: dict | None = None,
+        progress: bool = False, on_row: Callable[[Row], None] | None = None, client_settings: dict | None = None,
         explain: Callable[[], str | None] | None = None) -> RunResult:
     """Keys → tasks → journal → table, on a connected ``distributed.Client``.
 
     ``explain`` is the backend's account of dead workers (container logs), added to lost-worker rows.
     """
     started = time.perf_counter()
-    bundle = PlugBundle.from_folder(project.root, project.code_files, project.plug.name)
-    warnings = preflight(dask_client, options)
-    dask_client.register_plugin(PlugInstaller(bundle))  # the plug's files go to each worker once
-    chosen = _keys(keys, project, dask_client, bundle)
-    done = output.done()
-    todo = [k for k in chosen if key_id(k) not in done]
-    if project.plug.has_size and len(todo) > 1:
-        todo = _longest_first(dask_client, bundle, todo)
+    bundle, warnings = prepare_cluster(dask_client, project, options)
+    chosen = choose_keys(keys, project, dask_client, bundle)
+    todo = remaining(chosen, output, project, dask_client, bundle)
     stream = Stream(dask_client, bundle, options, output, on_row, progress, explain)
     record = {"sdt_build": __version__, "project": project.name, "run_id": stream.run_id,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "client": client_settings or {},
               "options": {**options.__dict__}, "keys": len(chosen), "already_done": len(chosen) - len(todo),
               "warnings": warnings + output.notes, "versions": _cluster_versions(dask_client)}
-    problem = None
-    failure: BaseException | None = None
+    problem, failure = stream_keys(stream, todo, output, record, explain)
     try:
-        with _performance_report(output.folder, record):
-            stream.run(todo)
-    except ClusterLost as lost:
-        problem = lost.problem
-        record["warnings"].append(f"{problem.code} {problem.cause}")
-        try:
-            for row in lost.rows(explain() if explain else None):
-                stream.finish(row)
-        except BaseException as exc:
-            failure = exc
-    except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk: the outputs are written all the same
-        failure = exc
-        if isinstance(exc, KeyboardInterrupt):
-            record["interrupted"] = getattr(exc, "signal", "SIGINT")
-    try:
-        result = _conclude(output, chosen, record, stream, started, explain, problem)
+        result = conclude(output, chosen, record, stream, started, explain, problem)
     except RunFailure:
         if failure is None:
             raise
@@ -249,8 +170,66 @@ def run(project: UserProject, dask_client, keys: list[tuple] | None, options: Ru
     return result
 
 
-def _conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "Stream", started: float,
-              explain: Callable[[], str | None] | None, problem: Problem | None) -> RunResult:
+def prepare_cluster(dask_client, project: UserProject, options: RunOptions) -> tuple[PlugBundle, list[str]]:
+    """Check the cluster (parity, memory) and give every worker the plug's files (once)."""
+    warnings = check_cluster(dask_client, options)
+    bundle = PlugBundle.from_folder(project.root, project.code_files, project.plug.name)
+    dask_client.register_plugin(PlugInstaller(bundle))
+    return bundle, warnings
+
+
+def choose_keys(keys: list[tuple] | None, project: UserProject, dask_client, bundle: PlugBundle) -> list[tuple]:
+    """The keys given, else sdt.toml's, else the plug's ``keys()`` (run on a worker); each once, in order."""
+    if keys is not None:
+        chosen = list(keys)
+    elif project.settings.keys:
+        chosen = list(project.settings.keys)
+    elif project.plug.has_keys:
+        chosen = [validate_key(k) for k in dask_client.submit(plug_keys, bundle.digest, pure=False).result()]
+    else:
+        chosen = []
+    if not chosen:
+        raise RunFailure("SDT-E501", "no keys to run",
+                         "pass keys (--key / --keys FILE), list them under keys in sdt.toml, or give "
+                         "the plug a keys() method")
+    return list({key_id(k): k for k in chosen}.values())
+
+
+def remaining(chosen: list[tuple], output: OutputFolder, project: UserProject, dask_client,
+              bundle: PlugBundle) -> list[tuple]:
+    """The keys without an ``ok`` row in the journal, largest first when the plug can tell sizes."""
+    done = output.done()
+    todo = [k for k in chosen if key_id(k) not in done]
+    if project.plug.has_size and len(todo) > 1:
+        sizes = dask_client.submit(plug_sizes, bundle.digest, todo, pure=False).result()
+        todo = [todo[i] for i in sorted(range(len(todo)), key=lambda i: -sizes[i])]
+    return todo
+
+
+def stream_keys(stream: "Stream", todo: list[tuple], output: OutputFolder, record: dict,
+                explain: Callable[[], str | None] | None) -> tuple[Problem | None, BaseException | None]:
+    """Run the keys. A lost cluster gives rows for what did not finish; an interrupt or a full disk
+    is returned (to be raised once the outputs are written)."""
+    try:
+        with _performance_report(output.folder, record):
+            stream.run(todo)
+    except ClusterLost as lost:
+        record["warnings"].append(f"{lost.problem.code} {lost.problem.cause}")
+        try:
+            for row in lost.rows(explain() if explain else None):
+                stream.finish(row)
+        except BaseException as exc:
+            return lost.problem, exc
+        return lost.problem, None
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk: the outputs are written all the same
+        if isinstance(exc, KeyboardInterrupt):
+            record["interrupted"] = getattr(exc, "signal", "SIGINT")
+        return None, exc
+    return None, None
+
+
+def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "Stream", started: float,
+             explain: Callable[[], str | None] | None, problem: Problem | None) -> RunResult:
     """The table of every key's last row, the run record, and the files that hold them."""
     lost = explain() if explain else None
     if lost:
@@ -258,10 +237,10 @@ def _conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "
         record["warnings"].append(f"workers died during the run: {lost}")
     rows = output.rows()
     record["warnings"] += [note for note in output.notes if note not in record["warnings"]]
-    table = _table([rows[key_id(k)] for k in chosen if key_id(k) in rows])
+    table = _table([rows[key_id(k)].to_record() for k in chosen if key_id(k) in rows])
     wall = time.perf_counter() - started
     mine = table[table["run_id"] == stream.run_id] if "run_id" in table else table.iloc[0:0]
-    busy = float(mine["seconds total"].sum()) if "seconds total" in mine else 0.0
+    busy = float(mine[TOTAL].sum()) if TOTAL in mine else 0.0
     record.update(seconds=round(wall, 2), finished=time.strftime("%Y-%m-%dT%H:%M:%S"), threads=stream.threads,
                   parallel_efficiency=round(busy / (stream.seconds * stream.threads), 3) if stream.seconds else None)
     if problem is not None:
@@ -276,7 +255,7 @@ class Stream:
     """Submits keys with backpressure, enforces timeouts, retries lost ones, journals every row."""
 
     def __init__(self, dask_client, bundle: PlugBundle, options: RunOptions, output: OutputFolder,
-                 on_row: Callable[[dict], None] | None, progress: bool,
+                 on_row: Callable[[Row], None] | None, progress: bool,
                  explain: Callable[[], str | None] | None = None):
         self.client = dask_client
         self.bundle = bundle
@@ -324,11 +303,11 @@ class Stream:
                     continue  # the next check names the loss; no row comes from a cancelled future
                 for future in done:
                     key, attempt = futures.pop(future)
-                    row = self._row(future, key, attempt)
-                    if isinstance(row, int):  # its worker died and the key goes again, as attempt `row`
-                        pending.appendleft((key, row))
-                        continue
-                    self.finish(row)
+                    outcome = self._outcome(future, key, attempt)
+                    if isinstance(outcome, Resubmit):
+                        pending.appendleft((key, outcome.attempt))
+                    else:
+                        self.finish(outcome)
                 if self.options.timeout:
                     for future in self._timed_out(futures):
                         key, attempt = futures.pop(future)
@@ -345,6 +324,16 @@ class Stream:
                 self.client.unsubscribe_topic(START_TOPIC)
             if self._bar:
                 self._bar.close()
+
+    def finish(self, row: Row) -> None:
+        """Journal a key's row (at once: nothing finished is kept only in memory)."""
+        self.started.pop(key_id(row.key), None)
+        row = row.but(run_id=self.run_id)
+        self.output.add(row)
+        if self.on_row:
+            self.on_row(row)
+        if self._bar:
+            self._bar.advance(row.ok)
 
     def _workers(self) -> dict[str, dict]:
         try:
@@ -383,27 +372,27 @@ class Stream:
         _, message = event
         self.started[message["key"]] = (time.monotonic(), message["worker"])
 
-    def _row(self, future, key: tuple, attempt: int) -> dict | int:
+    def _outcome(self, future, key: tuple, attempt: int) -> Row | Resubmit:
         """The key's row; or, when its worker died and it may go again, the attempt to submit it as
         (a key that had not started spends none: it was queued behind another key that killed it)."""
         if future.status == "finished":
-            row = future.result()
-            row["key"] = key
-            row["attempts"] = attempt
-            if row.get("dependency"):
-                row["dependency_version_client"] = module_version(row["dependency"])
-                row["message"] = (f"{row['message']} (dependency {row['dependency']}: worker has "
-                                  f"{row.get('dependency_version_worker') or 'none'}, client has "
-                                  f"{row['dependency_version_client'] or 'none'})")
+            row: Row = future.result()
+            row = row.but(key=key, attempts=attempt)
+            dependency = row.values.get("dependency")
+            if dependency:
+                client = module_version(dependency)
+                row = row.but(values={**row.values, "dependency_version_client": client},
+                              message=f"{row.message} (dependency {dependency}: worker has "
+                                      f"{row.values.get('dependency_version_worker') or 'none'}, client has "
+                                      f"{client or 'none'})")
             return row
         exc = future.exception() if future.status == "error" else None
         if _is_lost_worker(exc):
-            started = key_id(key) in self.started
-            if not started and self._bystander(key):
-                return attempt
+            if key_id(key) not in self.started and self._bystander(key):
+                return Resubmit(attempt)
             if attempt <= self.options.retries:
                 self.started.pop(key_id(key), None)
-                return attempt + 1
+                return Resubmit(attempt + 1)
         return self._lost_row(key, attempt, exc)
 
     def _bystander(self, key: tuple) -> bool:
@@ -412,26 +401,25 @@ class Stream:
         losses = self.bystander_losses[key_id(key)] = self.bystander_losses.get(key_id(key), 0) + 1
         return losses <= BYSTANDER_LOSSES
 
-    def _lost_row(self, key: tuple, attempt: int, exc: BaseException | None) -> dict:
-        name = type(exc).__name__ if exc else "CancelledError"
+    def _lost_row(self, key: tuple, attempt: int, exc: BaseException | None) -> Row:
         if _is_lost_worker(exc):
             worker = self.started.get(key_id(key), (None, "unknown (it died before reporting)"))[1]
-            memory = self._memory(worker)
-            cause = _death_cause(self.client)
-            message = (f"the worker running this key died {attempt} time(s) ({cause}). Each worker has "
-                       f"{memory}; one SDT pipeline run peaks near 6 GB. Fix: raise memory_per_worker or use "
-                       "fewer threads per worker; if memory was not the cause, read the worker logs")
+            message = (f"the worker running this key died {attempt} time(s) ({_death_cause(self.client)}). Each "
+                       f"worker has {self._memory(worker)}; one SDT pipeline run peaks near 6 GB. Fix: raise "
+                       "memory_per_worker or use fewer threads per worker; if memory was not the cause, read the "
+                       "worker logs")
             backend = self.explain() if self.explain else None
             if backend:
                 message += f". The backend says: {backend}"
-            return {"key": key, "status": "failed", "stage": "worker lost", "error_type": name,
-                    "message": message, "worker": worker, "attempts": attempt}
-        detail = str(exc) if exc else "the task was cancelled (scheduler restarted or client disconnected)"
-        row = {"key": key, "status": "failed", "stage": "worker", "error_type": name, "message": detail[:500],
-               "traceback": "".join(traceback.format_exception(exc))[-8000:] if exc else None, "attempts": attempt}
-        if exc is not None and ("pickle" in detail.lower() or "deserializ" in detail.lower()):
-            row["message"] = (f"{detail[:300]} — results could not be unpickled: the client's and the workers' "
-                              "versions differ (see `sdt-build smoke` parity)")
+            return Row.lost(key, attempt, type(exc).__name__, message, worker)
+        if exc is None:
+            return Row.unfinished(key, attempt, "worker", "CancelledError",
+                                  "the task was cancelled (scheduler restarted or client disconnected)")
+        row = Row.failed(key, "worker", exc, {}, None).but(attempts=attempt)
+        detail = str(exc)
+        if "pickle" in detail.lower() or "deserializ" in detail.lower():
+            row = row.but(message=f"{detail[:300]} — results could not be unpickled: the client's and the workers' "
+                                  "versions differ (see `sdt-build smoke` parity)")
         return row
 
     def _memory(self, worker: str | None) -> str:
@@ -455,27 +443,16 @@ class Stream:
                 late.append(future)
         return late
 
-    def _timeout_row(self, future, key: tuple, attempt: int) -> dict:
+    def _timeout_row(self, future, key: tuple, attempt: int) -> Row:
         began, worker = self.started[key_id(key)]
         future.cancel()
         try:  # a running Python thread cannot be stopped: restart its worker process to free it
             self.client.restart_workers([worker], raise_for_error=False)
         except Exception as exc:  # the row explains the timeout whether or not the restart worked
             worker = f"{worker} (restart failed: {exc})"
-        return {"key": key, "status": "failed", "stage": "timeout", "error_type": "Timeout",
-                "message": f"still running after {self.options.timeout:g} s; its worker was restarted. Fix: raise "
-                           "the timeout (--timeout) if the site is just long",
-                "worker": worker, "attempts": attempt, "seconds total": round(time.monotonic() - began, 3)}
-
-    def finish(self, row: dict) -> None:
-        """Journal a key's row (at once: nothing finished is kept only in memory)."""
-        self.started.pop(key_id(row["key"]), None)
-        row["run_id"] = self.run_id
-        self.output.add(row)
-        if self.on_row:
-            self.on_row(row)
-        if self._bar:
-            self._bar.advance(row["status"] == "ok")
+        return Row.timed_out(key, attempt, f"still running after {self.options.timeout:g} s; its worker was "
+                             "restarted. Fix: raise the timeout (--timeout) if the site is just long",
+                             worker, time.monotonic() - began)
 
 
 def _is_lost_worker(exc: BaseException | None) -> bool:
@@ -496,19 +473,14 @@ def _death_cause(dask_client) -> str:
     return "the process exited"
 
 
-def preflight(dask_client, options: RunOptions) -> list[str]:
-    """Parity (errors stop the run) and memory sanity (warnings) against the live cluster."""
-    from sdt_build.smoke import parity_text, preflight as parity
-
+def check_cluster(dask_client, options: RunOptions) -> list[str]:
+    """Parity with the live scheduler and workers (errors stop the run, SDT-E503) and memory
+    sanity (warnings), before anything is submitted."""
     warnings = []
     if options.check_versions:
-        rows = parity(dask_client)
-        errors = [r for r in rows if r.severity == "error"]
-        if errors:
-            raise RunFailure("SDT-E503", f"the cluster runs {errors[0].package} {errors[0].image}, this client "
-                             f"{errors[0].client}: tasks would fail or misbehave", errors[0].fix,
-                             detail=parity_text(rows))
-        warnings += [f"{r.package}: client {r.client}, cluster {r.image}" for r in rows if r.severity == "warning"]
+        rows = cluster_parity(dask_client)
+        parity.require(rows, "cluster")
+        warnings += [f"{r.package}: client {r.client}, cluster {r.other}" for r in rows if r.severity == "warning"]
     for address, info in dask_client.scheduler_info().get("workers", {}).items():
         limit = info.get("memory_limit") or 0
         threads = info.get("nthreads", 1) or 1
@@ -519,31 +491,34 @@ def preflight(dask_client, options: RunOptions) -> list[str]:
     return warnings
 
 
-def _keys(keys, project: UserProject, dask_client, bundle: PlugBundle) -> list[tuple]:
-    if keys is not None:
-        chosen = list(keys)
-    elif project.settings.keys:
-        chosen = list(project.settings.keys)
-    elif project.plug.has_keys:
-        chosen = [validate_key(k) for k in dask_client.submit(plug_keys, bundle.digest, pure=False).result()]
-    else:
-        chosen = []
-    if not chosen:
-        raise RunFailure("SDT-E501", "no keys to run",
-                         "pass keys (--key / --keys FILE), list them under keys in sdt.toml, or give "
-                         "the plug a keys() method")
-    return list({key_id(k): k for k in chosen}.values())  # each key once, in the order given
+def cluster_parity(dask_client) -> tuple[parity.ParityRow, ...]:
+    """Parity rows against the scheduler and every worker (each difference once)."""
+    versions = dask_client.get_versions(check=False, packages=list(parity.SHOULD_MATCH))
+    mine = parity.versions()
+    rows: list[parity.ParityRow] = []
+    remotes = [("scheduler", versions.get("scheduler"))] + sorted((versions.get("workers") or {}).items())
+    for where, info in remotes:
+        if not info:
+            continue
+        packages = dict(info.get("packages", {}))
+        python = re.match(r"\d+\.\d+\.\d+", str(info.get("host", {}).get("python") or packages.get("python")))
+        packages["python"] = python.group(0) if python else None
+        version = ".".join((packages["python"] or "").split(".")[:2])
+        for row in parity.compare(mine, packages, where=where, pinned=_pins(version)):
+            if row.severity != "ok" and not any(r.package == row.package and r.other == row.other for r in rows):
+                rows.append(row)
+    return tuple(rows)
 
 
-def _longest_first(dask_client, bundle: PlugBundle, keys: list[tuple]) -> list[tuple]:
-    """Keys by the plug's size estimate, largest first, so no long site starts last."""
-    sizes = dask_client.submit(plug_sizes, bundle.digest, keys, pure=False).result()
-    return [keys[i] for i in sorted(range(len(keys)), key=lambda i: -sizes[i])]
+def _pins(python: str) -> dict[str, str]:
+    from sdt_build.constraints import available
+
+    return pins(python) if python in available() else {}
 
 
 def _cluster_versions(dask_client) -> dict:
     try:
-        versions = dask_client.get_versions(check=False, packages=["solar-data-tools"])
+        versions = dask_client.get_versions(check=False, packages=list(parity.SHOULD_MATCH))
     except Exception:  # informational only
         return {}
     return {"client": versions.get("client", {}).get("packages", {}),

@@ -2,36 +2,28 @@
 
 One container of the image (host network, its own non-root user, the declared environment
 variables passed at run time only) runs ``sdt_build.probe``; each check is a named step with
-pass/fail and time. Parity compares the client environment's versions with the image's (or a
-live cluster's) the way Dask's own check would, but before any task runs, and says which side to
-change.
+pass/fail and time. Parity (``sdt_build.parity``) compares the client environment's versions with
+the image's the way Dask's own check would, but before any task runs, and says which side to change.
 """
 
 from __future__ import annotations
 
 import json
-import platform
-import re
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
 
-from sdt_build import constraints
+from sdt_build import constraints, parity
+from sdt_build.daemon import LABEL
 from sdt_build.errors import SmokeFailure
-from sdt_build.image import LABEL
+from sdt_build.parity import ParityRow
 from sdt_build.project import UserProject
 
-# Must be equal on client and workers (Dask fails or misbehaves otherwise).
-PARITY_ERRORS = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz")
-# Should be equal: results may differ, or pickled data may not load.
-PARITY_WARNINGS = ("numpy", "pandas", "lz4", "solar-data-tools")
 STEP_CODES = {
     "imports": ("SDT-E401", "rebuild the image with `sdt-build build`; if you bring your own image, install "
                             "solar-data-tools, dask and distributed in it"),
     "plug module": ("SDT-E402", "fix dataplug.py so that `python -c 'import dataplug'` works in the image"),
-    "client module": ("SDT-E403", "fix client.py so that `python -c 'import client'` works in the image"),
     "pip check": ("SDT-E404", "rebuild with `sdt-build build` (its lock passes pip check); never install a lock "
                               "that pip check rejects"),
     "dask entry points": ("SDT-E405", "install distributed in the image: cloud clusters start `dask scheduler` "
@@ -42,6 +34,8 @@ STEP_CODES = {
                                         "set here (they are passed to the container at run time)"),
     "SDT pipeline": ("SDT-E407", "the numeric stack in the image is broken (a missing solver or a mismatched "
                                  "numpy/scipy): rebuild from sdt-build's lock"),
+    "non-root user": ("SDT-E412", "rebuild with `sdt-build build` (its images run as the user `sdt`); in your own "
+                                  "image, add a user and a USER line"),
 }
 PROJECT_IN_IMAGE = "/opt/sdt/project"
 
@@ -56,15 +50,6 @@ class Step:
 
 
 @dataclass(frozen=True)
-class ParityRow:
-    package: str
-    client: str | None
-    image: str | None
-    severity: str  # ok | note | warning | error
-    fix: str = ""
-
-
-@dataclass(frozen=True)
 class SmokeReport:
     image: str
     steps: tuple[Step, ...]
@@ -76,8 +61,9 @@ class SmokeReport:
     def ok(self) -> bool:
         return all(s.ok for s in self.steps) and not any(p.severity == "error" for p in self.parity)
 
-    def failure(self) -> SmokeFailure:
-        """The first failing step (or parity error) as an error with its code and fix."""
+    def failure(self, also: str = "") -> SmokeFailure:
+        """The first failing step (or parity error) as an error with its code, its fix (and ``also``),
+        and this report."""
         for step in self.steps:
             if not step.ok:
                 code, fix = STEP_CODES[step.name]
@@ -85,74 +71,15 @@ class SmokeReport:
                     missing = step.detail.split("'")[1] if "'" in step.detail else "the package"
                     fix = f"add the distribution that provides `{missing}` to requirements.txt, then rebuild"
                 return SmokeFailure(code, f"smoke step '{step.name}' failed in {self.image}: {step.detail}",
-                                    fix, detail=step.traceback or None)
+                                    fix + also, detail=step.traceback or None, report=self)
         row = next(p for p in self.parity if p.severity == "error")
         return SmokeFailure("SDT-E408", f"the client runs {row.package} {row.client}, the image "
-                            f"{row.image}", row.fix, detail=parity_text(self.parity))
+                            f"{row.other}", row.fix + also, detail=parity.text(self.parity), report=self)
 
     def to_dict(self) -> dict:
         return {"image": self.image, "ok": self.ok, "seconds": round(self.seconds, 1),
                 "steps": [s.__dict__ for s in self.steps], "parity": [p.__dict__ for p in self.parity],
                 "versions": self.versions}
-
-
-def client_versions() -> dict[str, str | None]:
-    """Versions in this (the client's) environment."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PARITY_ERRORS + PARITY_WARNINGS:
-        try:
-            found[name] = installed_version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def compare(client: dict, other: dict, where: str = "image") -> tuple[ParityRow, ...]:
-    """Parity rows: Python major.minor is an error, micro a note; Dask's wire packages errors."""
-    rows = []
-    ours, theirs = client.get("python") or "", other.get("python") or ""
-    if ours.split(".")[:2] != theirs.split(".")[:2]:
-        rows.append(ParityRow("python", ours, theirs, "error",
-                              f"run the client on Python {'.'.join(theirs.split('.')[:2])}, or set python = "
-                              f"\"{'.'.join(ours.split('.')[:2])}\" in sdt.toml and rebuild"))
-    else:
-        rows.append(ParityRow("python", ours, theirs, "ok" if ours == theirs else "note",
-                              "" if ours == theirs else "micro versions differ; Dask only warns about this"))
-    python = ".".join(theirs.split(".")[:2])
-    pinned = constraints.pins(python) if python in constraints.available() else {}
-    for name in PARITY_ERRORS + PARITY_WARNINGS:
-        mine, image = client.get(name), other.get(name)
-        if mine == image or (mine is None and name in PARITY_WARNINGS):
-            rows.append(ParityRow(name, mine, image, "ok"))
-            continue
-        severity = "error" if name in PARITY_ERRORS else "warning"
-        if image is None:
-            fix = f"the {where} lacks {name}: rebuild it with sdt-build"
-        elif pinned.get(name) == image or mine is None:
-            fix = f"change the client: pip install {name}=={image}"
-        else:
-            fix = (f"change the {where}: remove the {name} pin from requirements.txt and rebuild (sdt-build pins "
-                   f"{pinned.get(name, '?')}), or change the client: pip install {name}=={image}")
-        rows.append(ParityRow(name, mine, image, severity, fix))
-    return tuple(rows)
-
-
-def preflight(dask_client) -> tuple[ParityRow, ...]:
-    """Parity against a live cluster: the scheduler's and every worker's versions."""
-    versions = dask_client.get_versions(check=False, packages=["solar-data-tools", "lz4"])
-    mine = client_versions()
-    rows: list[ParityRow] = []
-    remotes = [("scheduler", versions.get("scheduler"))] + sorted((versions.get("workers") or {}).items())
-    for where, info in remotes:
-        if not info:
-            continue
-        packages = dict(info.get("packages", {}))
-        python = re.match(r"\d+\.\d+\.\d+", str(info.get("host", {}).get("python") or packages.get("python")))
-        packages["python"] = python.group(0) if python else None
-        for row in compare(mine, packages, where=where):
-            if row.severity != "ok" and not any(r.package == row.package and r.image == row.image for r in rows):
-                rows.append(row)
-    return tuple(rows)
 
 
 def smoke_image(docker, image: str, project: UserProject | None = None, *, sample_key: tuple | None = None,
@@ -171,7 +98,6 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
         volumes[str(Path(__file__).resolve().parent)] = {"bind": "/opt/sdt-smoke/lib/sdt_build", "mode": "ro"}
     args = {"project": folder,
             "plug_class": project.plug.name if project else labels.get(f"{LABEL}.plug", ""),
-            "client_class": project.client.name if project else labels.get(f"{LABEL}.client", ""),
             "sample_key": list(sample_key) if sample_key is not None else None,
             "pipeline_days": pipeline_days}
     environment = dict(env or {})
@@ -197,22 +123,19 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
     steps = [Step(s["name"], s["ok"], s["seconds"], s.get("detail", ""), s.get("traceback", ""))
              for s in result["steps"]]
     if not args["plug_class"]:
-        steps = [s for s in steps if s.name not in ("plug module", "client module")]
+        steps = [s for s in steps if s.name != "plug module"]
     if result.get("user") == 0 and built_by_us:
         steps.append(Step("non-root user", False, 0.0, "the image runs as root"))
-    return SmokeReport(image, tuple(steps), compare(client_versions(), result["versions"]),
+    python = ".".join((result["versions"].get("python") or "").split(".")[:2])
+    pinned = constraints.pins(python) if python in constraints.available() else {}
+    return SmokeReport(image, tuple(steps), parity.compare(parity.versions(), result["versions"], pinned=pinned),
                        time.perf_counter() - started, result["versions"])
-
-
-def parity_text(rows: tuple[ParityRow, ...]) -> str:
-    return "\n".join(f"{r.severity:8} {r.package:17} client {r.client or '-':14} image {r.image or '-':14} {r.fix}"
-                     for r in rows)
 
 
 def junit_xml(report: SmokeReport) -> str:
     """JUnit XML (one testcase per step and per parity package) for CI systems."""
     cases = [(s.name, s.seconds, None if s.ok else s.detail) for s in report.steps]
-    cases += [(f"parity {r.package}", 0.0, None if r.severity != "error" else f"{r.client} vs {r.image}: {r.fix}")
+    cases += [(f"parity {r.package}", 0.0, None if r.severity != "error" else f"{r.client} vs {r.other}: {r.fix}")
               for r in report.parity]
     suite = ET.Element("testsuite", name="sdt-build smoke", tests=str(len(cases)),
                        failures=str(sum(1 for c in cases if c[2])), time=f"{report.seconds:.3f}")

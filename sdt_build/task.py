@@ -1,15 +1,15 @@
 """What runs on a worker for one key: get_data → DataHandler → run_pipeline → report (→ loss analysis).
 
 A task never raises: it returns one row saying how far the key got and why it stopped. The plug's
-source travels with the task (a few kilobytes) and is imported once per worker process, so any
-backend runs exactly the code the user has. Heavy objects never leave the worker.
+files reach each worker once (``PlugInstaller``, a Dask worker plugin) and are imported once per
+worker process, so any backend runs exactly the code the user has. Heavy objects never leave the
+worker.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import socket
@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
+
+from sdt_build.keys import key_id
+from sdt_build.rows import Row
 
 START_TOPIC = "sdt-build-start"
 _load_lock = threading.Lock()
@@ -102,57 +105,46 @@ def _write_once(target: Path, text: str) -> None:
     os.replace(partial, target)
 
 
-def key_id(key: tuple) -> str:
-    """A key as text: how it is journaled, compared on resume, and named in events."""
-    return json.dumps(list(key), sort_keys=True, default=str)
-
-
-def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any],
-            loss_analysis: bool = False) -> dict[str, Any]:
+def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_analysis: bool = False) -> Row:
     """Run SDT for one key with the installed plug ``digest``, and return its row (never raises)."""
     _announce(key)
-    row: dict[str, Any] = {"key": key, "status": "ok", "stage": None, "error_type": None,
-                           "message": None, "traceback": None, "worker": _where()}
-    durations: dict[str, float] = {}
+    worker = _where()
+    values: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
     stage = "get_data"
     started = time.perf_counter()
     try:
         plug = installed(digest).plug_class()()
-        data = check_power_data(_timed(durations, stage, plug.get_data, key))
+        data = check_power_data(_timed(seconds, stage, plug.get_data, key))
 
         stage = "make DataHandler"
         from solardatatools import DataHandler
 
-        handler = _timed(durations, stage, DataHandler, data)
+        handler = _timed(seconds, stage, DataHandler, data)
         del data
 
         stage = "run_pipeline"
-        _timed(durations, stage, handler.run_pipeline, **pipeline_kwargs)
+        _timed(seconds, stage, handler.run_pipeline, **pipeline_kwargs)
 
         stage = "report"
-        report = _timed(durations, stage, handler.report, return_values=True, verbose=False)
-        row.update({name: _plain(value) for name, value in (report or {}).items()})
-        row["num_days"] = int(handler.num_days)
+        report = _timed(seconds, stage, handler.report, return_values=True, verbose=False)
+        values.update({name: _plain(value) for name, value in (report or {}).items()})
+        values["num_days"] = int(handler.num_days)
 
         if loss_analysis:
             stage = "loss analysis"
             if handler.num_days <= 365:
-                row["loss_analysis"] = f"skipped: {handler.num_days} days of data (it needs more than a year)"
+                values["loss_analysis"] = f"skipped: {handler.num_days} days of data (it needs more than a year)"
             else:
-                _timed(durations, stage, handler.run_loss_factor_analysis, verbose=False)
+                _timed(seconds, stage, handler.run_loss_factor_analysis, verbose=False)
                 loss = handler.loss_analysis.report()
-                row.update({f"loss {name}": _plain(value) for name, value in loss.items()})
-                row["loss_analysis"] = "done"
+                values.update({f"loss {name}": _plain(value) for name, value in loss.items()})
+                values["loss_analysis"] = "done"
     except Exception as exc:  # a task reports every failure instead of raising it
-        message = str(exc).strip()
-        row.update(status="failed", stage=stage, error_type=type(exc).__name__,
-                   message=message.splitlines()[0][:500] if message else type(exc).__name__,
-                   traceback="".join(traceback.format_exception(exc))[-8000:])
-        row.update(dependency_problem(exc))
-    for name, seconds in durations.items():
-        row[f"seconds {name}"] = round(seconds, 3)
-    row["seconds total"] = round(time.perf_counter() - started, 3)
-    return row
+        seconds["total"] = round(time.perf_counter() - started, 3)
+        return Row.failed(key, stage, exc, seconds, worker, {**values, **dependency_problem(exc)})
+    seconds["total"] = round(time.perf_counter() - started, 3)
+    return Row.done(key, values, seconds, worker)
 
 
 class PlugContractError(ValueError):
@@ -243,12 +235,12 @@ def _announce(key: tuple) -> None:
     worker.log_event(START_TOPIC, {"key": key_id(key), "worker": worker.address, "time": time.time()})
 
 
-def _timed(durations: dict[str, float], stage: str, fn, *args, **kwargs):
+def _timed(seconds: dict[str, float], stage: str, fn, *args, **kwargs):
     start = time.perf_counter()
     try:
         return fn(*args, **kwargs)
     finally:
-        durations[stage] = time.perf_counter() - start
+        seconds[stage] = round(time.perf_counter() - start, 3)
 
 
 def _plain(value: Any) -> Any:

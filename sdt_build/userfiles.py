@@ -12,6 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdt_build.errors import ProblemList
+
+PLUG_FILE = "dataplug.py"
+CLIENT_FILE = "client.py"
+REQUIREMENTS_FILE = "requirements.txt"
+SETTINGS_FILE = "sdt.toml"
+CONTRACT_FILES = (PLUG_FILE, CLIENT_FILE, REQUIREMENTS_FILE, SETTINGS_FILE)
 # Never copied from the user's folder (on top of the folder's own .dockerignore).
 IGNORED = (
     ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv", ".env", ".env.*", "*.env", ".envrc",
@@ -41,13 +48,24 @@ def inside(path: Path, root: Path) -> bool:
     return resolved == root.resolve() or root.resolve() in resolved.parents
 
 
+def confined(path: Path, root: Path, name: str, found: ProblemList) -> bool:
+    """Whether a file sdt-build must read lies in the folder; if not, SDT-E125 and it is never read."""
+    if inside(path, root):
+        return True
+    found.add("SDT-E125", f"{name} points outside the folder ({path.resolve()}); sdt-build reads only the "
+              "folder's own files", "copy the file into the folder and refer to it there", file=name)
+    return False
+
+
 def ignored(relative: Path, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in patterns) or \
         any(fnmatch.fnmatch(str(relative), pattern) for pattern in patterns)
 
 
-def scan(root: Path) -> FileSet:
-    """Walk ``root`` without following links; keep regular files and links to files inside it."""
+def scan(root: Path, found: ProblemList | None = None) -> FileSet:
+    """Walk ``root`` without following links; keep regular files and links to files inside it.
+    Links that leave the folder are findings (SDT-E125 warnings) in ``found``; the contract files
+    among them are errors where they are read."""
     root = root.resolve()
     patterns = IGNORED + _user_ignore(root)
     files: list[Path] = []
@@ -74,6 +92,12 @@ def scan(root: Path) -> FileSet:
                 outside.append((relative, os.readlink(path)))
             elif path.is_file():  # regular files and links to them (sockets, fifos, dangling links: no)
                 files.append(relative)
+    if found is not None:
+        for link, target in sorted(outside):
+            if str(link) not in CONTRACT_FILES:
+                found.add("SDT-E125", f"{link} is a symlink to {target}, outside the folder: it is left out of the "
+                          "image and the workers", "copy what the plug needs into the folder, or remove the link",
+                          file=str(link), severity="warning")
     return FileSet(tuple(sorted(files)), tuple(sorted(outside)))
 
 

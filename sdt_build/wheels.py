@@ -16,17 +16,10 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from sdt_build.cache import cache_root
 from sdt_build.pipconfig import IndexSettings, from_pip
 from sdt_build.redact import run_logged
-
-# Debian bookworm (the default base) has glibc 2.36. pip does not expand a --platform to older
-# glibc tags, so every tag a bookworm image accepts is listed.
-MANYLINUX = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)) + (
-    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SDT_CACHE_DIR", Path.home() / ".cache" / "sdt-build"))
+from sdt_build.target import target
 
 
 @dataclass(frozen=True)
@@ -42,16 +35,8 @@ class WheelInfo:
     modules: tuple[str, ...]
 
 
-def target_args(python: str) -> list[str]:
-    """pip arguments that select wheels for ``python`` on linux x86_64."""
-    args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python]
-    for platform in MANYLINUX:
-        args += ["--platform", platform]
-    return args
-
-
 def wheel_cache(python: str) -> Path:
-    folder = cache_root() / "wheels" / f"cp{python.replace('.', '')}-manylinux_x86_64"
+    folder = cache_root() / "wheels" / target(python).wheel_folder
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -70,7 +55,7 @@ def download(pins: dict[str, str], python: str, log_path: Path, sources: IndexSe
     missing = sorted(f"{name}=={version}" for name, version in wanted if (name, version) not in present)
     if missing:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off",
-                   "--disable-pip-version-check", "-d", str(folder), *target_args(python), *missing]
+                   "--disable-pip-version-check", "-d", str(folder), *target(python).pip_download_args, *missing]
         _pip(command, log_path, sources)
         present = cached_wheels(folder)
     return {name: present[(canonicalize_name(name), version)] for name, version in pins.items()}
@@ -109,14 +94,6 @@ def read_wheel(path: Path) -> WheelInfo:
         extras=tuple(meta.get_all("Provides-Extra") or ()),
         modules=tuple(sorted(m for m in modules if m and not m.startswith("_") and m.isidentifier())),
     )
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def link_into(paths: list[Path], folder: Path) -> None:
@@ -158,7 +135,7 @@ def download_sdists(pins: dict[str, str], python: str, log_path: Path, sources: 
     build_folder = cache_root() / "build-wheels" / hashlib.sha256("\n".join(requires + [python]).encode()).hexdigest()[:16]
     build_folder.mkdir(parents=True, exist_ok=True)
     _pip([sys.executable, "-m", "pip", "download", "--progress-bar", "off", "--disable-pip-version-check",
-          "-d", str(build_folder), *target_args(python), *requires], log_path, sources, append=True)
+          "-d", str(build_folder), *target(python).pip_download_args, *requires], log_path, sources, append=True)
     return sdists, sorted(build_folder.glob("*.whl"))
 
 

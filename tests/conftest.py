@@ -20,7 +20,7 @@ BASE_IMAGE = os.environ.get("SDT_TEST_BASE_IMAGE", "sdt-base:bookworm-py3.11")
 @pytest.fixture(scope="session")
 def docker():
     from sdt_build.errors import EnvironmentProblem
-    from sdt_build.image import docker_client
+    from sdt_build.daemon import docker_client
 
     try:
         return docker_client()
@@ -30,7 +30,7 @@ def docker():
 
 @pytest.fixture(scope="session")
 def base_image(docker):
-    from sdt_build.image import image_exists
+    from sdt_build.daemon import image_exists
 
     if not image_exists(docker, BASE_IMAGE):
         pytest.fail(f"base image {BASE_IMAGE} is missing: run `make base-image` first")
@@ -154,7 +154,7 @@ def direct_report():
 def assert_same_reports(table, expected: list[tuple[tuple, dict]]) -> None:
     """Each key's row carries exactly the values of its direct DataHandler report (key, report pairs:
     keys may hold lists, so they are not dict keys)."""
-    from sdt_build.task import key_id
+    from sdt_build.keys import key_id
 
     rows = {key_id(row["key"]): row for row in table.to_dict("records")}
     assert set(rows) == {key_id(k) for k, _ in expected}, sorted(rows)

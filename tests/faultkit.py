@@ -101,7 +101,7 @@ def rows_in(output: Path) -> int:
 
 
 def cluster_containers(docker) -> list:
-    from sdt_build.image import LABEL
+    from sdt_build.daemon import LABEL
 
     return docker.containers.list(all=True, filters={"label": f"{LABEL}.cluster"})
 

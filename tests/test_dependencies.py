@@ -29,7 +29,8 @@ from packaging.version import Version
 
 from sdt_build import constraints
 from sdt_build.errors import DependencyConflict
-from sdt_build.precheck import Finding, SdtSet, precheck
+from sdt_build.constraints import SdtSet
+from sdt_build.precheck import Finding, precheck
 from sdt_build.project import load_project
 from sdt_build.resolve import compile_for_target, explain_failure, lock
 
@@ -236,7 +237,7 @@ def _resolve(tmp_path: Path, backend: str, lines: list[str]) -> DependencyConfli
     """Run the resolver the way lock() does (SDT's inputs + the plug's lines, SDT's other pins as -c)."""
     inputs = tmp_path / "requirements.in"
     inputs.write_text((constraints.folder(PY) / "sdt.in").read_text() + "\n".join(lines) + "\n")
-    from sdt_build.precheck import classify
+    from sdt_build.requirements import classify
 
     named = {canonicalize_name(classify(line).requirement.name) for line in lines}
     kept = [f"{n}=={v}" for n, v in sorted(PINS.items()) if n not in named]

@@ -9,8 +9,8 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from sdt_build import constraints
-from sdt_build.constraints import docs
-from sdt_build.precheck import target_environment
+from sdt_build.maintainer import dependency_page as docs
+from sdt_build.target import target
 
 from conftest import ROOT
 
@@ -25,7 +25,7 @@ def row(name: str) -> list[str]:
 
 def test_page_is_up_to_date():
     assert PAGE.read_text() == docs.render(), \
-        "docs/dependencies.md is stale: run `python -m sdt_build.constraints.docs`"
+        "docs/dependencies.md is stale: run `python -m sdt_build.maintainer.dependency_page`"
 
 
 def test_numpy_row_shows_the_pins_and_who_sets_the_lower_bound():
@@ -33,7 +33,7 @@ def test_numpy_row_shows_the_pins_and_who_sets_the_lower_bound():
     cells = dict(zip(["package", *pythons, "allowed", "parity", "known"], row("numpy")))
     for python in pythons:
         assert cells[python] == constraints.read_lock(constraints.folder(python) / "worker.txt")["numpy"]
-    env = target_environment("3.11")
+    env = target("3.11").markers
     wanted = next(req for req in map(Requirement, constraints.metadata("3.11")["pandas"]["requires"])
                   if req.name == "numpy" and (req.marker is None or req.marker.evaluate(env)))
     on_311 = docs.allowed(docs.load("3.11"), "numpy")

@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 from sdt_build.errors import BuildError, EnvironmentProblem
-from sdt_build.image import build, choose_base, classify_daemon_error, run_python
+from sdt_build.daemon import classify_daemon_error, run_command
+from sdt_build.image import build, choose_base
 
 from conftest import SDT
 
@@ -20,7 +21,7 @@ def _context(tmp_path, dockerfile: str):
     return tmp_path
 
 
-def test_build_from_bootstrapped_base_and_run_python(docker, base_image, tmp_path):
+def test_build_from_bootstrapped_base_and_run_a_command(docker, base_image, tmp_path):
     tag = f"sdt-test-small:{uuid.uuid4().hex[:8]}"
     context = _context(tmp_path, f"FROM {base_image}\nRUN python3 -m venv /opt/venv\n"
                                  "RUN useradd --create-home --uid 1000 sdt\nUSER sdt\n")
@@ -30,11 +31,12 @@ def test_build_from_bootstrapped_base_and_run_python(docker, base_image, tmp_pat
                          on_line=lines.append)
         assert image_id.startswith("sha256:")
         assert (tmp_path / "b.log").read_text().count("Step ") >= 3
-        result = run_python(docker, tag, "import sys, os, getpass; print(sys.version_info[:2], getpass.getuser())")
+        result = run_command(docker, tag, ["python3", "-c",
+                                           "import sys, os, getpass; print(sys.version_info[:2], getpass.getuser())"])
         assert result.exit_code == 0, result.output
         assert "(3, 11) sdt" in result.output
-        venv = run_python(docker, tag, "import subprocess; print(subprocess.check_output("
-                                       "['/opt/venv/bin/python', '-c', 'print(40 + 2)']).decode())")
+        venv = run_command(docker, tag, ["python3", "-c", "import subprocess; print(subprocess.check_output("
+                                         "['/opt/venv/bin/python', '-c', 'print(40 + 2)']).decode())"])
         assert "42" in venv.output
         assert docker.images.get(tag).labels["io.sdt-build.test"] == "1"
     finally:

@@ -15,7 +15,8 @@ import pytest
 from sdt_build import SDTDask
 from sdt_build.clients import DockerClient
 from sdt_build.errors import RunFailure
-from sdt_build.image import LABEL, build
+from sdt_build.daemon import LABEL
+from sdt_build.image import build
 from sdt_build.pipeline import build_project
 
 from conftest import SDT, SITES, assert_same_reports, force_plug_layer

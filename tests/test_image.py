@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sdt_build.errors import BuildError
-from sdt_build.image import build, run_command
+from sdt_build.daemon import run_command
+from sdt_build.image import build
 from sdt_build.pipeline import build_project
 from sdt_build.project import load_project
 from sdt_build.render import render_dockerfile

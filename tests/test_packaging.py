@@ -30,7 +30,7 @@ def test_py_typed_is_honest():
     import inspect
 
     import sdt_build
-    from sdt_build.runner import SDTDask
+    from sdt_build.sdtdask import SDTDask
 
     assert (ROOT / "sdt_build" / "py.typed").exists()
     assert inspect.signature(SDTDask.execute).return_annotation != inspect.Signature.empty

@@ -22,7 +22,9 @@ import pytest
 
 from sdt_build import constraints
 from sdt_build.errors import Problem, ProjectError
-from sdt_build.project import inspect_project, load_project, normalize_key, requirement_names
+from sdt_build.keys import normalize_key
+from sdt_build.project import inspect_project, load_project
+from sdt_build.requirements import requirement_names
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -140,8 +142,15 @@ def run_check(directory: Path, *args: str, env: dict[str, str] | None = None) ->
 
 # --- the bad fixtures -------------------------------------------------------------------------
 
+LOADER = ("project.py", "settings.py", "contracts.py", "requirements.py", "userfiles.py")  # what `check` reads with
+
+
+def loader_codes() -> set[str]:
+    return {code for name in LOADER for code in re.findall(r'"(SDT-E1\d\d)"', (ROOT / "sdt_build" / name).read_text())}
+
+
 def test_fixtures_cover_every_loader_code():
-    emitted = set(re.findall(r'"(SDT-E1\d\d)"', (ROOT / "sdt_build" / "project.py").read_text()))
+    emitted = loader_codes()
     covered = {expected_code(folder) for folder in BAD} | {"SDT-E101"}  # E101: a path that does not exist
     assert emitted, "no codes found in project.py"
     assert emitted <= covered, f"codes without a fixture in {FIXTURES}: {sorted(emitted - covered)}"
@@ -663,10 +672,10 @@ def test_fixture_copy_keeps_its_code(tmp_path):
 
 
 def test_user_files_doc_lists_every_code_and_setting():
-    from sdt_build.project import SETTINGS_KEYS
+    from sdt_build.settings import SETTINGS_KEYS
 
     doc = (ROOT / "docs" / "user-files.md").read_text()
-    emitted = set(re.findall(r'"(SDT-E1\d\d)"', (ROOT / "sdt_build" / "project.py").read_text()))
+    emitted = loader_codes()
     missing = sorted(code for code in emitted | {"SDT-E101"} if f"| {code} |" not in doc)
     assert not missing, f"codes missing from the table in docs/user-files.md: {missing}"
     for key in SETTINGS_KEYS:

@@ -12,7 +12,7 @@ import pytest
 
 from sdt_build import SDTDask
 from sdt_build.clients import LocalClient
-from sdt_build.task import key_id
+from sdt_build.keys import key_id
 
 from conftest import EXAMPLES
 

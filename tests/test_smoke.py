@@ -10,9 +10,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from sdt_build.image import LABEL, build
+from sdt_build.daemon import LABEL
+from sdt_build.image import build
 from sdt_build.pipeline import build_project
-from sdt_build.smoke import client_versions, compare, junit_xml, smoke_image
+from sdt_build.parity import compare, versions as client_versions
+from sdt_build.smoke import junit_xml, smoke_image
 from sdt_build.wheels import download, link_into
 
 from conftest import SDT, force_plug_layer
@@ -101,7 +103,7 @@ def test_dask_other_than_the_clients_is_a_parity_error(docker, broken_image, tmp
     report = smoke_image(docker, broken_image(old_dask), pipeline_days=0)
     assert all(s.ok for s in report.steps), [s for s in report.steps if not s.ok]
     rows = {r.package: r for r in report.parity}
-    assert rows["dask"].severity == "error" and rows["dask"].image == "2025.1.0"
+    assert rows["dask"].severity == "error" and rows["dask"].other == "2025.1.0"
     assert rows["distributed"].severity == "error"
     assert "pip install" in rows["dask"].fix or "requirements.txt" in rows["dask"].fix
     failure = report.failure()
@@ -113,12 +115,13 @@ def test_local_csv_image_passes_every_step_with_a_real_pipeline(docker, base_ima
     built = build_project(folder, sample_key=("ZT162185000441C1203",))
     report = built.smoke
     names = [s.name for s in report.steps]
-    assert names == ["imports", "plug module", "client module", "pip check", "dask entry points",
-                     "get_data sample key", "SDT pipeline"]
+    # client.py runs where a run starts, never in the image: the image holds no client step
+    assert names == ["imports", "plug module", "pip check", "dask entry points", "get_data sample key",
+                     "SDT pipeline"]
     assert report.ok, [s for s in report.steps if not s.ok]
     pipeline = report.steps[-1]
     assert "capacity" in pipeline.detail and pipeline.seconds > 1
-    assert "rows" in report.steps[5].detail
+    assert "rows" in report.steps[names.index("get_data sample key")].detail
     tags = docker.images.get(built.image.tag).tags
     assert f"{built.context.name}:latest" in tags
     suite = ET.fromstring(junit_xml(report))
@@ -161,11 +164,11 @@ def test_parity_rules():
 def test_preflight_against_a_live_cluster_is_clean_for_the_same_environment():
     from distributed import Client, LocalCluster
 
-    from sdt_build.smoke import preflight
+    from sdt_build.runner import cluster_parity
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        assert preflight(client) == ()
+        assert cluster_parity(client) == ()
 
 
 def test_sample_key_on_an_image_needs_the_plug_folder():

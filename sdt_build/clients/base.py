@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from sdt_build.plug import EnvVar
 
@@ -46,6 +47,10 @@ class Client:
     memory_per_worker: str = "7GiB"
     image: str | None = None
     env: tuple[EnvVar, ...] = ()
+    # The project's declared environment variables that are set here, given to the containers, tasks
+    # or jobs the client starts at run time (never to an image), and which of them are secret.
+    environment: dict[str, str] = {}
+    secret_names: frozenset[str] = frozenset()
 
     def __init__(self, **settings: Any):
         for name, value in settings.items():
@@ -54,10 +59,13 @@ class Client:
             setattr(self, name, value)
         self._dask_client: "distributed.Client | None" = None
         self._cluster = None
-        # Values of the project's declared environment variables, passed to containers at run time,
-        # and which of them are secret (never shown).
-        self.runtime_env: dict[str, str] = {}
-        self.runtime_secrets: set[str] = set()
+
+    def with_environment(self, values: dict[str, str], secrets: Iterable[str]) -> "Client":
+        """A copy of this client that gives ``values`` to what it starts (``secrets`` are never shown)."""
+        configured = copy.copy(self)
+        configured.environment = dict(values)
+        configured.secret_names = frozenset(secrets)
+        return configured
 
     @property
     def needs_image(self) -> bool:

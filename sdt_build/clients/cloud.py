@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import parse_memory
+from sdt_build.constraints import PIPELINE_PEAK_BYTES
 from sdt_build.errors import RunFailure
 from sdt_build.plug import EnvVar
 
 if TYPE_CHECKING:
     import distributed
 
-PIPELINE_PEAK_GIB = 6
+PIPELINE_PEAK_GIB = PIPELINE_PEAK_BYTES // 2**30
 # Fargate task sizes: CPU units → allowed memory (MiB) per AWS's table.
 FARGATE_SIZES = {
     256: [512, 1024, 2048],
@@ -98,11 +99,11 @@ class CloudClient(Client):
         return problems
 
     def _environment(self) -> dict[str, str]:
-        return dict(self.runtime_env)
+        return dict(self.environment)
 
     def _masked_environment(self) -> dict[str, str]:
-        secret = self.runtime_secrets | {v.name for v in self.env if v.secret} | {
-            n for n in self.runtime_env if re.search(r"SECRET|PASSWORD|TOKEN|KEY|CREDENTIAL", n)}
+        secret = self.secret_names | {v.name for v in self.env if v.secret} | {
+            n for n in self.environment if re.search(r"SECRET|PASSWORD|TOKEN|KEY|CREDENTIAL", n)}
         return {n: ("****" if n in secret else v) for n, v in self._environment().items()}
 
     def _cloudprovider(self, module: str):

@@ -20,8 +20,8 @@ from distributed.deploy.spec import ProcessInterface, SpecCluster
 
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import parse_memory
+from sdt_build.daemon import LABEL, docker_client, run_command
 from sdt_build.errors import RunFailure
-from sdt_build.image import LABEL
 
 if TYPE_CHECKING:
     import distributed
@@ -77,7 +77,7 @@ class DockerContainer(ProcessInterface):
             await asyncio.sleep(0.5)
         logs, status = await loop.run_in_executor(None, self._logs_and_status)
         await self.close()
-        raise RunFailure("SDT-E504", f"the {self.role} container of {self.image} did not come up "
+        raise RunFailure("SDT-E517", f"the {self.role} container of {self.image} did not come up "
                          f"({'it exited' if status in ('exited', 'dead') else f'no address after {self.startup_timeout:g} s'})",
                          "read its log below: a broken image (run `sdt-build smoke IMAGE`), a port in use, or too "
                          "little memory", detail=logs[-3000:])
@@ -186,7 +186,7 @@ class DockerClient(Client):
         memory = parse_memory(self.memory_per_worker)
         cluster_id = self._cluster_id = uuid.uuid4().hex[:8]
         self._obituaries: list[str] = []
-        shared = {"image": image, "cluster_id": cluster_id, "environment": dict(self.runtime_env),
+        shared = {"image": image, "cluster_id": cluster_id, "environment": dict(self.environment),
                   "startup_timeout": self.startup_timeout, "obituaries": self._obituaries}
         worker = {"cls": DockerWorker, "options": {**shared, "threads": self.threads_per_worker, "memory": memory,
                                                     "mem_limit": memory + 2**30,
@@ -205,33 +205,26 @@ class DockerClient(Client):
         return self._dask_client
 
     def _check_parity(self, image: str) -> None:
-        """Refuse an image whose Dask cannot talk to this client, before any container starts."""
-        import json
+        """Refuse an image whose Dask cannot talk to this client, before any container starts. The
+        image reports its versions with sdt-build's parity module lent to it (it needs only python3)."""
+        from sdt_build import constraints, parity
 
-        from sdt_build.image import docker_client, run_command
-        from sdt_build.smoke import PARITY_ERRORS, PARITY_WARNINGS, client_versions, compare, parity_text
-
-        probe = ("import json, platform, importlib.metadata as m\nv = {'python': platform.python_version()}\n"
-                 f"for n in {PARITY_ERRORS + PARITY_WARNINGS!r}:\n    try: v[n] = m.version(n)\n"
-                 "    except Exception: v[n] = None\nprint('SDT-VERSIONS ' + json.dumps(v))")
-        result = run_command(docker_client(), image, ["python3", "-c", probe], timeout=120)
-        line = next((l for l in result.output.splitlines() if l.startswith("SDT-VERSIONS ")), None)
-        if line is None:
+        lent = "/tmp/sdt-build-parity.py"
+        result = run_command(docker_client(), image, ["python3", lent], timeout=120,
+                             volumes={parity.__file__: {"bind": lent, "mode": "ro"}})
+        versions = parity.parse(result.output)
+        if versions is None:
             raise RunFailure("SDT-E504", f"{image} cannot report its Python packages (exit {result.exit_code})",
-                             "check the image with `sdt-build smoke IMAGE`", detail=result.output[-2000:])
-        versions = json.loads(line[len("SDT-VERSIONS "):])
+                             "check the image with `sdt-build smoke IMAGE`: it needs python3 on PATH and an "
+                             "entrypoint that runs the command it is given", detail=result.output[-2000:])
         missing = [name for name in ("dask", "distributed") if not versions.get(name)]
         if missing:
             raise RunFailure("SDT-E504", f"{image} has no {' or '.join(missing)}: it cannot run a Dask scheduler "
                              "or workers", "build the image with `sdt-build build DIR`, or add dask and "
                              "distributed to the image you bring", detail=result.output[-2000:])
-        rows = compare(client_versions(), versions)
-        errors = [r for r in rows if r.severity == "error"]
-        if errors:
-            raise RunFailure("SDT-E503", f"the image runs {errors[0].package} {errors[0].image}, this client "
-                             f"{errors[0].client}: its scheduler and workers could not serve this client",
-                             errors[0].fix, detail=parity_text(rows))
-
+        python = ".".join((versions.get("python") or "").split(".")[:2])
+        pinned = constraints.pins(python) if python in constraints.available() else {}
+        parity.require(parity.compare(parity.versions(), versions, where="image", pinned=pinned), f"image {image}")
 
     def close(self) -> None:
         """Close the cluster, then remove any of its containers still there (a lost scheduler

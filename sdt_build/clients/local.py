@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from sdt_build.clients.base import Client
+from sdt_build.constraints import PIPELINE_PEAK_BYTES
 from sdt_build.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -14,8 +15,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# One SDT pipeline run peaks near 6 GB (its clipping check allocates a 4.7 GiB matrix).
-PIPELINE_PEAK_BYTES = 6 * 2**30
 
 
 def parse_memory(value: str | int | float) -> int:

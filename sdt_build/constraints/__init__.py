@@ -1,7 +1,9 @@
-"""Pinned SDT constraints per target Python, and what they provide.
+"""Solar Data Tools as sdt-build knows it: the pinned set per target Python, what it provides,
+who in it needs what, and the facts about SDT every stage relies on.
 
-Each ``py3.X/`` folder holds what ``make constraints`` (``constraints/generate.py``) wrote for
-that target: the worker lock, the client-side lock, per-package metadata and import names.
+Data and accessors only. Each ``py3.X/`` folder holds what ``make constraints``
+(``sdt_build/maintainer/constraints.py``) wrote for that target: the worker lock, the
+client-side lock, per-package metadata and import names.
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+
+from sdt_build.target import target
 
 HERE = Path(__file__).parent
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+SDT_PACKAGE = "solar-data-tools"
+# One SDT pipeline run peaks near 6 GB (its clipping check allocates a 4.7 GiB matrix).
+PIPELINE_PEAK_BYTES = 6 * 2**30
 
 
 def folder(python: str) -> Path:
@@ -45,14 +54,13 @@ def pins(python: str) -> dict[str, str]:
     return read_lock(folder(python) / "worker.txt")
 
 
-
 def local_extra() -> list[str]:
     """The ``[local]`` extra: SDT and the parity packages at the image's versions, per target Python,
     so ``pip install "sdt-build[local]"`` gives a client that matches the image it builds."""
     pinned: dict[str, dict[str, str]] = {}  # name → python → version
     for python in available():
         for name, version in {**read_lock(folder(python) / "parity.txt"),
-                              "solar-data-tools": pins(python)["solar-data-tools"]}.items():
+                              SDT_PACKAGE: pins(python)[SDT_PACKAGE]}.items():
             pinned.setdefault(name, {})[python] = version
     lines = []
     for name, versions in pinned.items():
@@ -74,3 +82,33 @@ def module_index(python: str) -> frozenset[str]:
     """Top-level import names provided by SDT's pinned set for ``python``."""
     return frozenset(line.strip() for line in (folder(python) / "modules.txt").read_text().splitlines()
                      if line.strip())
+
+
+class SdtSet:
+    """SDT's pinned set for one target Python: its pins, and who in it needs what of each package."""
+
+    def __init__(self, python: str):
+        self.python = python
+        self.pins = pins(python)
+        self.meta = metadata(python)
+        self.env = target(python).markers
+        self.needs: dict[str, list[tuple[str, SpecifierSet]]] = {}
+        for name, info in self.meta.items():
+            for text in info["requires"]:
+                self._add_need(f"{name} {info['version']}", text, "")
+
+    def _add_need(self, who: str, text: str, extra: str) -> None:
+        requirement = Requirement(text)
+        if requirement.marker and not requirement.marker.evaluate({**self.env, "extra": extra}):
+            return
+        self.needs.setdefault(canonicalize_name(requirement.name), []).append((who, requirement.specifier))
+
+    def extra_requirements(self, name: str, extra: str) -> list[Requirement]:
+        info = self.meta.get(canonicalize_name(name), {})
+        found = []
+        for text in info.get("requires", ()):
+            requirement = Requirement(text)
+            if requirement.marker and "extra" in str(requirement.marker) \
+                    and requirement.marker.evaluate({**self.env, "extra": extra}):
+                found.append(requirement)
+        return found

@@ -13,7 +13,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from sdt_build.image import LABEL
+from sdt_build.daemon import LABEL
 
 from faultkit import (cluster_containers, finished, journal_rows, keys_arg, no_traceback, rows_in, sdt, start,
                       wait_for)

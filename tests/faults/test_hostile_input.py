@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sdt_build import SDTDask
 from sdt_build.clients import LocalClient
-from sdt_build.image import run_command
+from sdt_build.daemon import run_command
 from sdt_build.pipeline import build_project
 from sdt_build.task import PlugBundle
 

@@ -11,7 +11,7 @@ declares (requirements, Requires-Python, import names). Writes into ``constraint
     metadata.json   per pinned package     modules.txt     import names the image provides
     inputs.json     how and when all this was made
 
-Then rewrites docs/dependencies.md from all of it (``constraints/docs.py``), and pyproject.toml's
+Then rewrites docs/dependencies.md from all of it (``maintainer/dependency_page.py``), and pyproject.toml's
 ``[local]`` extra: SDT and the parity packages at the image's versions (``constraints.local_extra``).
 """
 
@@ -30,8 +30,10 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sdt_build.constraints import HERE, docs, folder, local_extra, read_lock
-from sdt_build.project import SUPPORTED_PYTHONS
+from sdt_build.constraints import HERE, folder, local_extra, read_lock
+from sdt_build.maintainer import dependency_page
+from sdt_build.parity import PACKAGES as PARITY
+from sdt_build.target import SUPPORTED_PYTHONS
 from sdt_build.resolve import compile_for_target
 from sdt_build.wheels import download, read_wheel
 
@@ -40,7 +42,6 @@ WORKER_INPUTS = [f"solar-data-tools=={SDT_VERSION}", "dask", "distributed"]
 # Client side only: the cloud cluster managers never go into the worker image. The client shares
 # the worker's versions of what crosses the wire; the rest (boto's pins, say) may differ.
 CLIENT_INPUTS = [f"solar-data-tools=={SDT_VERSION}", "dask-cloudprovider[aws,azure]", "pyarrow"]
-PARITY = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy", "pandas", "lz4")
 COMPILE_FLAGS = ["--strip-extras", "--allow-unsafe", "--no-emit-index-url", "--no-emit-find-links",
                  "--annotation-style=line"]
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="sdt-constraints-") as work:
         for python in args.python or SUPPORTED_PYTHONS:
             generate(python, Path(work))
-    print(f"constraints written under {HERE}; {docs.write()} and {write_local_extra()} rewritten")
+    print(f"constraints written under {HERE}; {dependency_page.write()} and {write_local_extra()} rewritten")
 
 
 if __name__ == "__main__":

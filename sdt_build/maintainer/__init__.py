@@ -1,0 +1,1 @@
+"""Tools that remake sdt-build's data: the pinned SDT constraints and the dependency page."""

@@ -1,0 +1,233 @@
+"""The requirements model: requirements.txt read as pip reads it, each line classified, and the
+specifier arithmetic the pre-check, the resolver and the dependency page share.
+
+Reading is confined to the project folder: a ``-r``/``-c`` file elsewhere is never opened, and an
+include loop is an error (as in pip).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from sdt_build.errors import ProblemList
+from sdt_build.userfiles import confined, inside
+
+# -r/-c lines as pip writes them; after reading, a constraint file is kept as ``-c <relative path>``.
+FILE_OPTION = re.compile(r"^(-r|--requirement|-c|--constraint)(?:[= ]\s*|(?=[^-\s]))(\S+)$")
+CONSTRAINT = re.compile(r"^-c (\S+)$")
+
+
+INVALID_LINES_SHOWN = 5  # per file: past these, one finding says how many more (it may not be a requirements file)
+
+
+def read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[Path, ...] = ()
+                       ) -> tuple[str, ...]:
+    """Logical requirement lines (comments, blanks and --hash options stripped, -r followed).
+
+    Includes (``-r``) and constraint files (``-c``) must lie inside the folder, and an include
+    loop is an error: neither is ever read from elsewhere or followed forever.
+    """
+    name = str(path.relative_to(root)) if chain else path.name
+    if not confined(path, root, name, found):
+        return ()
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # pip accepts a UTF-8 BOM
+    except (OSError, UnicodeDecodeError) as exc:
+        found.add("SDT-E117", f"{name} cannot be read as UTF-8 text ({exc.__class__.__name__})",
+                  f"save {name} as UTF-8", file=name)
+        return ()
+    chain = chain + (path.resolve(),)
+    lines: list[str] = []
+    invalid = 0
+    for number, raw in logical_lines(text):
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        line = re.sub(r"\s--hash[= ]\S+", "", line).strip()
+        if not line:
+            continue
+        option = FILE_OPTION.match(line)
+        if option:
+            target = _included(option.group(2), path, root, chain, name, number, found)
+            if target is not None and option.group(1) in ("-r", "--requirement"):
+                lines.extend(read_requirements(target, root, found, chain))
+            elif target is not None:
+                lines.append(f"-c {target.relative_to(root.resolve())}")
+            continue
+        if line.startswith("-") or "://" in line or line.startswith((".", "/")):
+            lines.append(line)  # options, editables, URLs and paths: judged by the resolve stage
+            continue
+        try:
+            Requirement(line)
+        except InvalidRequirement as exc:
+            invalid += 1
+            if invalid <= INVALID_LINES_SHOWN:
+                found.add("SDT-E113", f"{name} line {number} is not a valid requirement: {raw.strip()[:120]!r}",
+                          f"write it as `name`, `name==1.2` or `name>=1,<2` ({str(exc).splitlines()[0][:200]})",
+                          file=name, line=number)
+            continue
+        lines.append(line)
+    if invalid > INVALID_LINES_SHOWN:
+        found.add("SDT-E113", f"{name} has {invalid - INVALID_LINES_SHOWN} more lines that are not requirements "
+                  f"({invalid} in all)", f"check that {name} is a requirements file", file=name)
+    return tuple(lines)
+
+
+def _included(include: str, path: Path, root: Path, chain: tuple[Path, ...], name: str, number: int,
+              found: ProblemList) -> Path | None:
+    """The file a ``-r``/``-c`` line names, when it may be read: inside the folder, present, no loop."""
+    target = (path.parent / include).resolve()
+    if not inside(target, root):
+        found.add("SDT-E126", f"{name} line {number} includes {include}, which is outside the project folder",
+                  "move the file into the folder (the build only sees the folder), or list its lines here",
+                  file=name, line=number)
+        return None
+    if not target.is_file():
+        found.add("SDT-E113", f"{name} line {number} includes {include}, which does not exist",
+                  f"create {include} or remove the line", file=name, line=number)
+        return None
+    if target in chain:
+        loop = " → ".join(str(p.relative_to(root.resolve())) for p in chain + (target,))
+        found.add("SDT-E126", f"{name} line {number} includes {include} again: an include loop ({loop})",
+                  "remove one of the -r lines that form the loop", file=name, line=number)
+        return None
+    return target
+
+
+def logical_lines(text: str) -> list[tuple[int, str]]:
+    """(number of the first physical line, text) with backslash continuations joined."""
+    logical: list[tuple[int, str]] = []
+    pending: list[str] = []
+    start = 1
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not pending:
+            start = number
+        if raw.endswith("\\"):
+            pending.append(raw[:-1])
+            continue
+        logical.append((start, " ".join(pending + [raw])))
+        pending = []
+    if pending:
+        logical.append((start, " ".join(pending)))
+    return logical
+
+
+@dataclass(frozen=True)
+class PlugLine:
+    """One logical requirement line, classified."""
+
+    text: str
+    kind: str  # name | url | vcs | path | editable | option
+    requirement: Requirement | None = None
+
+
+def classify(line: str) -> PlugLine:
+    if line.startswith(("-e ", "--editable")):
+        return PlugLine(line, "editable")
+    if line.startswith("-"):
+        return PlugLine(line, "option")
+    if re.match(r"^(git|hg|svn|bzr)\+", line) or re.search(r"@\s*(git|hg|svn|bzr)\+", line):
+        return PlugLine(line, "vcs")
+    if line.startswith((".", "/", "file:")) or re.search(r"@\s*file:", line):
+        return PlugLine(line, "path")
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement:
+        return PlugLine(line, "url" if "://" in line else "option")
+    return PlugLine(line, "url" if requirement.url else "name", requirement)
+
+
+def constraint_files(root: Path, lines: Iterable[str]) -> list[Path]:
+    """The ``-c`` files the (read) requirement lines name, inside ``root``."""
+    return [root / match.group(1) for line in lines if (match := CONSTRAINT.match(line))]
+
+
+def constraint_lines(root: Path, lines: Iterable[str]) -> tuple[str, ...]:
+    """Requirement lines of the ``-c`` files (they narrow versions too)."""
+    found: list[str] = []
+    for path in constraint_files(root, lines):
+        if path.is_file() and inside(path, root):
+            for line in path.read_text(errors="replace").splitlines():
+                line = re.sub(r"(^|\s)#.*$", "", line).strip()
+                if line and not line.startswith("-"):
+                    found.append(line)
+    return tuple(found)
+
+
+def requirement_names(lines: Iterable[str]) -> list[str]:
+    """Canonical names the lines ask for or constrain, in order (``#egg=`` names of option lines too)."""
+    names: list[str] = []
+    for line in lines:
+        requirement = classify(line).requirement
+        if requirement is not None:
+            names.append(canonicalize_name(requirement.name))
+        elif line.startswith("-") and (egg := re.search(r"#egg=([A-Za-z0-9_.\-]+)", line)):
+            names.append(canonicalize_name(egg.group(1)))
+    return list(dict.fromkeys(names))
+
+
+class Constraint(Requirement):
+    """A line from a ``-c`` file: it narrows versions but does not ask for the package."""
+
+
+def as_constraint(requirement: Requirement) -> Requirement:
+    return Constraint(str(requirement))
+
+
+def combined(requirements: list[Requirement]) -> SpecifierSet:
+    combined = SpecifierSet()
+    for requirement in requirements:
+        combined &= requirement.specifier
+    return combined
+
+
+def satisfiable(specs: list[SpecifierSet], known: list[Version]) -> list[Version]:
+    """Versions (from ``known`` and the specifiers' own boundaries) that satisfy every spec."""
+    candidates = set(known)
+    for spec in specs:
+        for item in spec:
+            try:
+                base = Version(item.version.rstrip(".*"))
+            except InvalidVersion:
+                continue
+            major, minor, micro = (list(base.release) + [0, 0])[:3]
+            candidates.update({base, Version(f"{major}.{minor}.{micro + 1}"), Version(f"{major}.{minor + 1}"),
+                               Version(f"{major + 1}")})
+            if micro:
+                candidates.add(Version(f"{major}.{minor}.{micro - 1}"))
+            if minor:
+                candidates.add(Version(f"{major}.{minor - 1}.999"))
+            if major:
+                candidates.add(Version(f"{major - 1}.999.999"))
+    return sorted((v for v in candidates if all(spec.contains(v, prereleases=True) for spec in specs)),
+                  reverse=True)
+
+
+def combined_specs(specs: list[SpecifierSet]) -> str:
+    """The specifiers as one short range: the highest lower bound, the lowest upper bound, exclusions."""
+    lower = upper = None
+    others = []
+    for spec in specs:
+        for item in spec:
+            try:
+                version = Version(item.version)
+            except InvalidVersion:
+                others.append(str(item))
+                continue
+            if item.operator in (">=", ">") and (lower is None or version > Version(lower.version)):
+                lower = item
+            elif item.operator in ("<", "<=") and (upper is None or version < Version(upper.version)):
+                upper = item
+            elif item.operator in ("!=", "==", "~=", "==="):
+                others.append(str(item))
+    bounds = [str(b) for b in (lower, upper) if b is not None]
+    window = SpecifierSet(",".join(bounds))
+    kept = [o for o in dict.fromkeys(others)
+            if not o.startswith("!=") or window.contains(o[2:].rstrip(".*"), prereleases=True)]
+    return ",".join(bounds + kept)

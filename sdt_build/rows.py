@@ -1,0 +1,85 @@
+"""A key's result: one row, whatever happened to the key. Built on a worker (``task``) or by the
+runner (a lost worker, a timeout, a lost cluster), journaled as one flat record.
+
+Imported on workers too: standard library only.
+"""
+
+from __future__ import annotations
+
+import traceback as tracebacks
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+FIELDS = ("key", "status", "stage", "error_type", "message", "traceback", "worker", "attempts", "run_id")
+SECONDS = "seconds "  # the prefix of a duration column: "seconds get_data", …, "seconds total"
+
+
+@dataclass(frozen=True)
+class Row:
+    key: tuple
+    status: str  # ok | failed
+    stage: str | None = None  # where a failed key stopped
+    error_type: str | None = None
+    message: str | None = None
+    traceback: str | None = None
+    worker: str | None = None
+    attempts: int = 1
+    run_id: str | None = None
+    seconds: Mapping[str, float] = field(default_factory=dict)  # per stage, and "total"
+    values: Mapping[str, Any] = field(default_factory=dict)  # SDT's report and what else the key produced
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def done(cls, key: tuple, values: Mapping[str, Any], seconds: Mapping[str, float], worker: str) -> "Row":
+        return cls(key, "ok", worker=worker, seconds=dict(seconds), values=dict(values))
+
+    @classmethod
+    def failed(cls, key: tuple, stage: str, exc: BaseException, seconds: Mapping[str, float], worker: str | None,
+               values: Mapping[str, Any] | None = None) -> "Row":
+        """The key stopped at ``stage`` with ``exc`` (its first line is the message)."""
+        message = str(exc).strip()
+        return cls(key, "failed", stage, type(exc).__name__,
+                   message.splitlines()[0][:500] if message else type(exc).__name__,
+                   "".join(tracebacks.format_exception(exc))[-8000:], worker, seconds=dict(seconds),
+                   values=dict(values or {}))
+
+    @classmethod
+    def lost(cls, key: tuple, attempts: int, error_type: str, message: str, worker: str | None) -> "Row":
+        """Its worker died while running it (as often as it may)."""
+        return cls(key, "failed", "worker lost", error_type, message, worker=worker, attempts=attempts)
+
+    @classmethod
+    def timed_out(cls, key: tuple, attempts: int, message: str, worker: str, seconds: float) -> "Row":
+        return cls(key, "failed", "timeout", "Timeout", message, worker=worker, attempts=attempts,
+                   seconds={"total": round(seconds, 3)})
+
+    @classmethod
+    def unfinished(cls, key: tuple, attempts: int, stage: str, error_type: str, message: str) -> "Row":
+        """The run ended before the key did (the scheduler or every worker was lost)."""
+        return cls(key, "failed", stage, error_type, message, attempts=attempts)
+
+    def to_record(self) -> dict[str, Any]:
+        """The flat form of the journal, results.csv and results.parquet."""
+        record = {name: getattr(self, name) for name in FIELDS}
+        record["key"] = list(self.key)
+        record.update(self.values)
+        record.update({f"{SECONDS}{stage}": value for stage, value in self.seconds.items()})
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "Row":
+        from sdt_build.keys import normalize_key
+
+        known = {name: record.get(name) for name in FIELDS if name in record}
+        known["key"] = normalize_key(record["key"])
+        known["attempts"] = int(known.get("attempts") or 1)
+        seconds = {name[len(SECONDS):]: value for name, value in record.items() if name.startswith(SECONDS)}
+        values = {name: value for name, value in record.items() if name not in FIELDS and not name.startswith(SECONDS)}
+        return cls(**known, seconds=seconds, values=values)
+
+    def but(self, **changes: Any) -> "Row":
+        """This row with some fields changed."""
+        return replace(self, **changes)

@@ -1,0 +1,62 @@
+"""SDTDask: the Python entry, ``SDTDask(folder).execute(keys)``; a thin shell like the CLI.
+
+It composes the stages: the image the client runs (built and smoke-tested when the client needs
+one and names none; skipped when unchanged), the client's cluster, the run, and closing what was
+started.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from sdt_build.clients import Client, load_client
+from sdt_build.keys import validate_key
+from sdt_build.pipeline import build_project
+from sdt_build.project import load_project, runtime_env
+from sdt_build.results import OutputFolder
+from sdt_build.rows import Row
+from sdt_build.runner import RunOptions, RunResult, run, terminate_as_interrupt
+
+
+class SDTDask:
+    """``client`` overrides the one in client.py; ``image`` is the tag the scheduler and workers run
+    (None: the client's own, or the local Python)."""
+
+    def __init__(self, path: str | Path, *, client: Client | None = None, image: str | None = None):
+        self.project = load_project(path)
+        # the declared variables that are set here: containers and cloud workers get them at run time
+        self.client = (client or load_client(self.project)).with_environment(
+            runtime_env(self.project), {v.name for v in self.project.env if v.secret})
+        self.image = image or self.client.image
+
+    def execute(self, keys: Iterable[Any] | None = None, output_dir: str | Path | None = None,
+                resume: bool = False, *, loss_analysis: bool = False, timeout: float | None = None,
+                retries: int = 1, max_in_flight: int | None = None, check_versions: bool = True,
+                lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
+                on_row: Callable[[Row], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
+        """Run every key. Keyword arguments not named here go to ``DataHandler.run_pipeline``.
+
+        A ``dask_client`` you pass is used and left open; otherwise the client from client.py is
+        connected and closed at the end. SIGTERM is handled like Ctrl-C while this runs.
+        """
+        options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
+                             loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout)
+        keys = None if keys is None else [validate_key(k) for k in keys]
+        output = OutputFolder(Path(output_dir) if output_dir else None, resume and output_dir is not None)
+        owns = dask_client is None
+        try:
+            with terminate_as_interrupt():
+                if owns:
+                    if self.client.needs_image and not self.image:
+                        self.image = build_project(self.project.root).image.tag
+                    dask_client = self.client.connect(self.image)
+                try:
+                    return run(self.project, dask_client, keys, options, output, progress=progress, on_row=on_row,
+                               client_settings=self.client.describe(),
+                               explain=self.client.explain_lost_worker if owns else None)
+                finally:
+                    if owns:
+                        self.client.close()
+        finally:
+            output.close()

@@ -1,0 +1,87 @@
+"""sdt.toml: the project's settings, their schema, and their defaults."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdt_build.errors import ProblemList, RunFailure
+from sdt_build.keys import validate_key
+from sdt_build.target import SUPPORTED_PYTHONS, default_python
+from sdt_build.userfiles import SETTINGS_FILE, confined
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SETTINGS_KEYS = {
+    "name": str, "python": str, "base_image": str, "registry": str, "plug_class": str,
+    "client_class": str, "keys": list, "run_pipeline": dict, "build_sdists": bool,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """sdt.toml, with defaults filled in."""
+
+    name: str
+    python: str
+    base_image: str | None = None
+    registry: str | None = None
+    plug_class: str | None = None
+    client_class: str | None = None
+    keys: tuple[tuple, ...] = ()
+    run_pipeline: dict[str, Any] = field(default_factory=dict)
+    build_sdists: bool = False  # compile packages that have no wheel for the target in the builder stage
+
+
+def read_settings(root: Path, found: ProblemList) -> Settings:
+    defaults = Settings(name=_image_name(root.name), python=default_python())
+    path = root / SETTINGS_FILE
+    if not path.exists() or not confined(path, root, SETTINGS_FILE, found):
+        return defaults
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        found.add("SDT-E112", f"sdt.toml is not valid TOML: {exc}", "fix the TOML syntax (strings in quotes, "
+                  "tables as [name])", file=SETTINGS_FILE, line=int(line.group(1)) if line else None)
+        return defaults
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in SETTINGS_KEYS:
+            close = difflib.get_close_matches(key, SETTINGS_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            found.add("SDT-E112", f"sdt.toml has an unknown setting {key!r}",
+                      f"{hint}known settings: {', '.join(SETTINGS_KEYS)}", file=SETTINGS_FILE)
+        elif not isinstance(value, SETTINGS_KEYS[key]):
+            found.add("SDT-E112", f"sdt.toml setting {key!r} must be a {SETTINGS_KEYS[key].__name__}, "
+                      f"not {type(value).__name__}", f"fix {key} in sdt.toml", file=SETTINGS_FILE)
+        else:
+            values[key] = value
+    if "python" in values and values["python"] not in SUPPORTED_PYTHONS:
+        found.add("SDT-E112", f"sdt.toml asks for Python {values.pop('python')}, which sdt-build has no SDT "
+                  "constraints for", f"set python to one of {', '.join(SUPPORTED_PYTHONS)}",
+                  file=SETTINGS_FILE)
+    if "name" in values and not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*", values["name"]):
+        found.add("SDT-E112", f"sdt.toml name {values['name']!r} cannot be an image name",
+                  f"use lowercase letters, digits and . _ - (e.g. {_image_name(values['name'])!r})",
+                  file=SETTINGS_FILE)
+        values.pop("name")
+    if "keys" in values:
+        try:
+            values["keys"] = tuple(validate_key(k) for k in values["keys"])
+        except RunFailure as exc:
+            found.add("SDT-E112", f"sdt.toml keys: {exc.cause}", exc.fix, file=SETTINGS_FILE)
+            values.pop("keys")
+    return Settings(**{**defaults.__dict__, **values})
+
+
+def _image_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("._-")
+    return re.sub(r"[._-]{2,}", "-", name) or "sdt-project"
