@@ -147,9 +147,9 @@ def _ten_thousand() -> None:
             samples: list[tuple[int, float]] = []
             before = process.memory_info().rss
 
-            def sample(row: dict) -> None:
-                if (row["key"][1] + 1) % 2500 == 0:
-                    samples.append((row["key"][1] + 1, (process.memory_info().rss - before) / 2**20))
+            def sample(row) -> None:
+                if (row.key[1] + 1) % 2500 == 0:
+                    samples.append((row.key[1] + 1, (process.memory_info().rss - before) / 2**20))
 
             started = time.perf_counter()
             big = runner.execute([("instant", n) for n in range(10_000)], check_versions=False,

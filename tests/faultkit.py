@@ -108,3 +108,12 @@ def cluster_containers(docker) -> list:
 
 def no_traceback(text: str) -> None:
     assert "Traceback" not in text and "SDT-E999" not in text, text[-3000:]
+
+
+def listeners(pids: set[int]) -> list[str]:
+    """The local addresses of every listening TCP socket these processes hold (``ss -ltnp``)."""
+    import re
+
+    table = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3] for line in table.splitlines()
+            if {int(pid) for pid in re.findall(r"pid=(\d+)", line)} & pids]

@@ -104,6 +104,7 @@ def _content_hash(package_root: Path, example: Path, context: Path) -> str:
             f"print(build_project({str(example)!r}, context_only=True, context_dir=__import__('pathlib').Path("
             f"{str(context)!r})).context.content_hash)")
     env = {**os.environ, "PYTHONPATH": str(package_root)}
+    context.parent.mkdir(parents=True)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env,
                           cwd=context.parent)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -119,3 +120,20 @@ def test_editing_the_cli_leaves_every_image_hash_unchanged(docker, base_image, t
     assert cli.read_text() != (PACKAGE / "cli.py").read_text()
     original = _content_hash(ROOT, EXAMPLES / example, tmp_path / "a" / "context")
     assert _content_hash(edited, EXAMPLES / example, tmp_path / "b" / "context") == original
+
+
+def test_the_runtime_part_stands_alone(tmp_path):
+    """What an image holds of sdt_build imports nothing else of it: a worker can run a key, the probe
+    can run, and a plug can import the contract."""
+    from sdt_build.context import RUNTIME
+
+    for name in RUNTIME:
+        target = tmp_path / "sdt_build" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PACKAGE / name, target)
+    code = ("import sys; import sdt_build.task, sdt_build.probe, sdt_build.parity; from sdt_build import DataPlug, EnvVar; "
+            "assert all(m.split('.')[0] != 'sdt_build' or m.replace('.', '/') + '.py' in "
+            f"{[f'sdt_build/{n}' for n in RUNTIME]!r} or m == 'sdt_build' for m in sys.modules), sorted(sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import re
+import socket
 import time
 import uuid
 import weakref
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 _live: "weakref.WeakSet[DockerContainer]" = weakref.WeakSet()
 # Dask serves /health and /metrics even with --no-dashboard; by default on every interface.
 LOOPBACK_ANY_PORT = "127.0.0.1:0"
+# The process whose client started a container: when it is gone, so is the need for the container.
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
 MEMORY_RESTART = re.compile(r"exceeded \d+% memory budget")  # the nanny's line before it restarts a worker
 
 
@@ -61,7 +65,7 @@ class DockerContainer(ProcessInterface):
         client = docker.from_env()
         self.container = await loop.run_in_executor(None, lambda: client.containers.run(
             self.image, self.command(), detach=True, network_mode="host", environment=self.environment,
-            labels={f"{LABEL}.role": self.role, f"{LABEL}.cluster": self.cluster_id},
+            labels={f"{LABEL}.role": self.role, f"{LABEL}.cluster": self.cluster_id, f"{LABEL}.owner": OWNER},
             mem_limit=self.mem_limit, nano_cpus=self.nano_cpus, name=f"sdt-{self.role}-{uuid.uuid4().hex[:8]}"))
         _live.add(self)
         deadline = time.monotonic() + self.startup_timeout
@@ -182,6 +186,7 @@ class DockerClient(Client):
         if not image:
             raise RunFailure("SDT-E506", "DockerClient needs an image to run",
                              "build one with `sdt-build build DIR` (SDTDask does it for you), or set image in client.py")
+        self._remove_orphans()
         self._check_parity(image)
         memory = parse_memory(self.memory_per_worker)
         cluster_id = self._cluster_id = uuid.uuid4().hex[:8]
@@ -203,6 +208,18 @@ class DockerClient(Client):
                              f"{self.startup_timeout:g} s", "check `docker ps -a --filter label=io.sdt-build.cluster` "
                              "and the workers' logs; lower workers or memory_per_worker if the machine is full") from exc
         return self._dask_client
+
+    @staticmethod
+    def _remove_orphans() -> None:
+        """Remove clusters whose client died without closing them (SIGKILL, a crash): they hold memory
+        a new cluster needs. Only this machine's, and only when their owner process is gone."""
+        import docker
+        import psutil
+
+        for container in docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}.owner"}):
+            host, _, pid = container.labels[f"{LABEL}.owner"].rpartition(":")
+            if host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+                _remove(container)
 
     def _check_parity(self, image: str) -> None:
         """Refuse an image whose Dask cannot talk to this client, before any container starts. The
@@ -240,15 +257,15 @@ class DockerClient(Client):
                 _remove(container)
 
     def explain_lost_worker(self) -> str | None:
-        """What the worker containers that died said: exit code, out of memory, last log lines
-        (from containers already removed, and from exited ones not yet removed)."""
+        """What the cluster's containers say about lost workers: exit codes, out of memory, last log
+        lines, and how often a nanny restarted its worker for memory (from containers already
+        removed, exited ones, and live ones)."""
         import docker
 
         notes = list(getattr(self, "_obituaries", []))
         if getattr(self, "_cluster_id", None):
-            exited = docker.from_env().containers.list(
-                all=True, filters={"label": f"{LABEL}.cluster={self._cluster_id}", "status": "exited"})
-            for container in exited:
+            for container in docker.from_env().containers.list(
+                    all=True, filters={"label": f"{LABEL}.cluster={self._cluster_id}"}):
                 if not any(container.name in note for note in notes):
                     DockerContainer.bury_into(container, notes)
         return "; ".join(notes) or None

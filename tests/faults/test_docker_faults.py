@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 
 import pandas as pd
 import psutil
@@ -15,8 +14,8 @@ import pytest
 
 from sdt_build.daemon import LABEL
 
-from faultkit import (cluster_containers, finished, journal_rows, keys_arg, no_traceback, rows_in, sdt, start,
-                      wait_for)
+from faultkit import (cluster_containers, finished, journal_rows, keys_arg, listeners, no_traceback, rows_in, sdt,
+                      start, wait_for)
 
 pytestmark = pytest.mark.docker
 
@@ -25,21 +24,15 @@ def _role(docker, role: str) -> list:
     return docker.containers.list(filters={"label": f"{LABEL}.role={role}"})
 
 
-def _listeners(docker) -> list[tuple[str, str]]:
-    """(address, process) of every listening TCP socket of the cluster's containers."""
+def _listeners(docker) -> list[str]:
+    """The listening addresses of every process in the cluster's containers."""
     pids = set()
     for container in cluster_containers(docker):
         container.reload()
         root = container.attrs["State"]["Pid"]
         if root:
             pids |= {root} | {child.pid for child in psutil.Process(root).children(recursive=True)}
-    table = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    found = []
-    for line in table.splitlines():
-        owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
-        if owners & pids:
-            found.append((line.split()[3], line.split()[-1]))
-    return found
+    return listeners(pids)
 
 
 def test_a_killed_scheduler_ends_the_run_with_a_row_for_every_key(docker, trouble, fault_image, tmp_path):
@@ -79,7 +72,7 @@ def test_sigterm_stops_a_docker_run_cleanly_and_nothing_listens_beyond_loopback(
     wait_for(lambda: rows_in(output) >= 1)
     listening = _listeners(docker)
     assert len(listening) >= 5, listening  # scheduler, its HTTP server, and per worker: nanny, worker, HTTP
-    assert all(address.startswith("127.0.0.1:") for address, _ in listening), listening
+    assert all(address.startswith("127.0.0.1:") for address in listening), listening
 
     running.send_signal(signal.SIGTERM)
     code, _, err = finished(running, timeout=120)
@@ -96,23 +89,43 @@ def test_sigterm_stops_a_docker_run_cleanly_and_nothing_listens_beyond_loopback(
 def test_workers_killed_for_memory_end_the_run_and_resume_completes(docker, trouble, fault_image, tmp_path):
     folder = trouble("docker", workers=1, memory="2GiB")
     output = tmp_path / "out"
-    keys = [("hog", 30000), ("ok", 1)]
     done = sdt("run", str(folder), "--image", fault_image, "--output", str(output), "--lost-cluster-timeout", "10",
-               *keys_arg(*keys), timeout=600)
+               *keys_arg(("hog", 30000)), timeout=600)
     assert done.returncode == 5, done.stderr[-3000:]
     no_traceback(done.stderr)
-    assert "SDT-E513" in done.stderr and "memory_per_worker" in done.stderr
-    rows = {row["key"][0]: row for row in journal_rows(output)}
-    assert set(rows) == {"hog", "ok"}
-    # The nanny restarts the worker until Dask gives up on the key, or the container dies with it:
-    # either way the row names the memory limit (remembered after the worker is gone).
-    assert rows["hog"]["stage"] in ("worker lost", "no workers"), rows["hog"]
-    assert "2.0 GiB memory limit" in rows["hog"]["message"] or "exceeded the memory limit" in rows["hog"]["message"]
-    assert all("no memory limit" not in row["message"] for row in rows.values())
+    (row,) = journal_rows(output)
+    # The nanny restarts the worker until Dask gives up on the key (a `worker lost` row), or the
+    # container dies with it (the run ends with SDT-E513): either way the row names the memory limit,
+    # remembered after the worker is gone, and what the container said.
+    assert row["stage"] in ("worker lost", "no workers"), row
+    assert "SDT-E513" in done.stderr if row["stage"] == "no workers" else "memory_per_worker" in done.stderr
+    assert "2.0 GiB memory limit" in row["message"] or "exceeded the memory limit" in row["message"], row
+    assert "exceeded the memory limit" in row["message"] or "out of memory" in row["message"], row
     assert not cluster_containers(docker)
 
     (folder / "client.py").write_text((folder / "client.py").read_text().replace("2GiB", "7GiB"))
-    again = sdt("run", str(folder), "--image", fault_image, "--output", str(output), "--resume", *keys_arg(*keys),
-                env={"SDT_FAULTS_FIXED": "1"})
+    again = sdt("run", str(folder), "--image", fault_image, "--output", str(output), "--resume",
+                *keys_arg(("hog", 30000)), env={"SDT_FAULTS_FIXED": "1"})
     assert again.returncode == 0, again.stderr[-3000:]
     assert set(pd.read_csv(output / "results.csv")["status"]) == {"ok"}
+
+
+@pytest.mark.parametrize("kind", ["local", "docker"])
+def test_a_client_killed_outright_loses_no_row_and_resume_finishes(docker, trouble, fault_image, tmp_path, kind):
+    folder = trouble(kind, workers=2)
+    output = tmp_path / "out"
+    image = ["--image", fault_image] if kind == "docker" else []
+    keys = [("ok", 1), ("sleep", 300), ("sleep", 301), ("ok", 2)]
+    running = start("run", str(folder), *image, "--output", str(output), *keys_arg(*keys))
+    wait_for(lambda: rows_in(output) >= 1)
+    running.kill()  # SIGKILL: no clean-up of any kind
+    running.wait(timeout=30)
+    kept = journal_rows(output)  # every line whole
+    assert [row["key"] for row in kept] == [["ok", 1]]
+    again = sdt("run", str(folder), *image, "--output", str(output), "--resume", *keys_arg(*keys),
+                env={"SDT_FAULTS_FIXED": "1"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = journal_rows(output)
+    assert [row["key"] for row in rows].count(["ok", 1]) == 1  # not redone
+    assert len(pd.read_csv(output / "results.csv")) == 4
+    assert not cluster_containers(docker)  # the killed run's containers went too

@@ -9,11 +9,12 @@ import signal
 import subprocess
 
 import pandas as pd
+import psutil
 import pytest
 
 from sdt_build.results import OutputFolder
 
-from faultkit import finished, journal_rows, keys_arg, no_traceback, rows_in, sdt, start, wait_for
+from faultkit import finished, journal_rows, keys_arg, listeners, no_traceback, rows_in, sdt, start, wait_for
 
 OK_KEYS = [("ok", n) for n in range(12)]  # rows of about 600 bytes: more than a page
 
@@ -99,6 +100,8 @@ def test_ctrl_c_keeps_the_rows_and_resume_finishes(trouble, tmp_path):
     keys = [("ok", 1), ("sleep", 120), ("sleep", 121), ("ok", 2)]
     running = start("run", str(folder), "--output", str(output), *keys_arg(*keys))
     wait_for(lambda: rows_in(output) >= 1)
+    listening = listeners({running.pid} | {p.pid for p in psutil.Process(running.pid).children(recursive=True)})
+    assert listening and all(address.startswith("127.0.0.1:") for address in listening), listening
     running.send_signal(stop)
     exit_code, _, err = finished(running, timeout=120)
     assert exit_code == code, err[-2000:]

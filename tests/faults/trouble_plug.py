@@ -8,6 +8,7 @@ synthetic example as synthetic.py). Keys:
     ("hog", mb)        allocates and touches mb megabytes, 100 MB at a time
     ("none",) ("empty",) ("strings",) ("series",) ("unsorted",) ("no-index",)
                        get_data returns something that is not a usable power series
+    ("leaks",)         prints the declared secret and raises an error that quotes it
 
 With SDT_FAULTS_FIXED set, every key gives good data (as a fixed plug would, for --resume).
 """
@@ -36,6 +37,10 @@ class Trouble(DataPlug):
             return good
         if kind == "raises":
             raise ValueError(f"site {key!r} has no data")
+        if kind == "leaks":
+            secret = os.environ.get("SDT_FAULTS_SECRET", "")
+            print(f"connecting with {secret}")
+            raise PermissionError(f"the server refused the token {secret}")
         if kind == "dies":
             os.kill(os.getpid(), signal.SIGKILL)
         if kind == "hog":
