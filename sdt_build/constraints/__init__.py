@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from sdt_build.target import target
 
@@ -82,6 +90,42 @@ def module_index(python: str) -> frozenset[str]:
     """Top-level import names provided by SDT's pinned set for ``python``."""
     return frozenset(line.strip() for line in (folder(python) / "modules.txt").read_text().splitlines()
                      if line.strip())
+
+
+@dataclass(frozen=True)
+class Minimum:
+    """SDT needs ``needs`` although no pinned package's metadata says so (needs.toml ``[[minimum]]``)."""
+
+    needs: Requirement
+    needed_by: str
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True)
+class AbiBreak:
+    """Releases of ``package`` below ``first_good`` really need ``needs`` (needs.toml ``[[abi]]``)."""
+
+    package: str
+    first_good: Version
+    needs: Requirement
+    reason: str
+    source: str
+    measured: str
+
+    def applies(self, name: str, version: Version) -> bool:
+        return canonicalize_name(name) == self.package and version < self.first_good
+
+
+@lru_cache(maxsize=None)
+def catalog() -> tuple[tuple[Minimum, ...], tuple[AbiBreak, ...]]:
+    """The known minimum versions and ABI breaks of needs.toml, with the source of each."""
+    data = tomllib.loads((HERE / "needs.toml").read_text("utf-8"))
+    minimums = tuple(Minimum(Requirement(m["needs"]), canonicalize_name(m["needed_by"]), m["reason"], m["source"])
+                     for m in data.get("minimum", ()))
+    breaks = tuple(AbiBreak(canonicalize_name(a["package"]), Version(a["first_good"]), Requirement(a["needs"]),
+                            a["reason"], a["source"], a["measured"]) for a in data.get("abi", ()))
+    return minimums, breaks
 
 
 class SdtSet:
