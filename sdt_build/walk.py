@@ -167,6 +167,14 @@ class _Provider(AbstractProvider):
             pin = self.fixed[name]
             return [Candidate(name, pin, extras)] if spec.contains(pin, prereleases=True) and pin not in excluded \
                 else []
+        pin = self.sdt.pins.get(name)
+        if pin is not None and spec.contains(pin, prereleases=True) and Version(pin) not in excluded:
+            # a lifted pin is tried first, and the index only asked when it does not fit
+            return lambda: iter([Candidate(name, Version(pin), extras)] + [
+                c for c in self._matches(name, spec, excluded, extras) if str(c.version) != pin])
+        return self._matches(name, spec, excluded, extras)
+
+    def _matches(self, name: str, spec: SpecifierSet, excluded: set[Version], extras: frozenset[str]):
         found = [replace(c, extras=extras) for c in self._window(name, spec) if c.version not in excluded]
         for candidate in found:  # read ahead, in the look-up pool
             self._prefetch(candidate)
@@ -213,8 +221,6 @@ class _Provider(AbstractProvider):
         chosen = usable[:NEWEST] + older[step - 1::step][:SPREAD - 1] + older[-1:]
         if usable[:NEWEST]:
             self.windows[name] = str(usable[:NEWEST][-1].version)
-        pin = self.sdt.pins.get(name)
-        chosen.sort(key=lambda r: str(r.version) != pin)  # stable: the pin first, then newest first
         return [Candidate(name, r.version, release=r) for r in dict.fromkeys(chosen)]
 
     def _installable(self, name: str) -> list[index.Release]:
@@ -240,7 +246,7 @@ class _Provider(AbstractProvider):
 
     def _prefetch(self, candidate: Candidate) -> None:
         release = candidate.release
-        if release is not None and release.wheel_url not in self.futures and not self._pinned_meta(candidate):
+        if release is not None and release.wheel_url and release.wheel_url not in self.futures and not self._pinned_meta(candidate):
             self.futures[release.wheel_url] = self.pool.submit(index.metadata, release, self.sources)
 
     def _pinned_meta(self, candidate: Candidate) -> dict | None:

@@ -140,6 +140,9 @@ class SdtSet:
         for name, info in self.meta.items():
             for text in info["requires"]:
                 self._add_need(f"{name} {info['version']}", text, "")
+        for minimum in catalog()[0]:  # what SDT needs beyond its metadata (needs.toml)
+            self._add_need(f"{minimum.needed_by} {self.pins[minimum.needed_by]}, a known minimum",
+                           str(minimum.needs), "")
 
     def _add_need(self, who: str, text: str, extra: str) -> None:
         requirement = Requirement(text)
@@ -156,3 +159,15 @@ class SdtSet:
                     and requirement.marker.evaluate({**self.env, "extra": extra}):
                 found.append(requirement)
         return found
+
+
+def catalog_lines(held: dict[str, str]) -> list[str]:
+    """The catalog as constraint lines for a resolver, given the pins ``held`` fixed: every known
+    minimum, and for each ABI break whose ``needs`` a held pin violates, its first good release."""
+    minimums, breaks = catalog()
+    lines = [str(m.needs) for m in minimums]
+    for rule in breaks:
+        pin = held.get(canonicalize_name(rule.needs.name))
+        if pin is not None and not rule.needs.specifier.contains(pin, prereleases=True):
+            lines.append(f"{rule.package}>={rule.first_good}")
+    return lines
