@@ -81,7 +81,7 @@ class Walk:
     clashes: tuple[Clash, ...] = ()
     stopped: str | None = None
     unfinished: tuple[str, ...] = ()  # packages not followed to the end when it stopped
-    windows: dict[str, str] = field(default_factory=dict)  # package → oldest release of its newest window
+    windows: dict[str, str] = field(default_factory=dict)  # package → the newest release the walk tried
     read: int = 0
     seconds: float = 0.0
 
@@ -220,7 +220,7 @@ class _Provider(AbstractProvider):
         step = max(1, len(older) // SPREAD)
         chosen = usable[:NEWEST] + older[step - 1::step][:SPREAD - 1] + older[-1:]
         if usable[:NEWEST]:
-            self.windows[name] = str(usable[:NEWEST][-1].version)
+            self.windows[name] = str(usable[0].version)
         return [Candidate(name, r.version, release=r) for r in dict.fromkeys(chosen)]
 
     def _installable(self, name: str) -> list[index.Release]:
@@ -287,6 +287,9 @@ class _Provider(AbstractProvider):
                 against = f"requirements.txt asks `{other}`"
             elif name in self.limits and not satisfiable([spec, self.limits[name]], []):
                 against = self.why[name]
+            elif not any(spec.contains(r.version, prereleases=True) for r in self._installable(name)):
+                against = (f"no release of {name} in that range has a wheel for Python {self.sdt.python} on "
+                           "linux x86_64")
             else:
                 return
             pinned = None
