@@ -66,7 +66,7 @@ def resolver(case: Case, work: Path) -> dict:
     uv = subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256(json.dumps([case.requirements, (constraints.folder(python) / "sdt.in").read_text(),
                                      constraints.pins(python), constraints.catalog_lines(constraints.pins(python)),
-                                     uv]).encode()).hexdigest()[:24]
+                                     uv, "wheels only"]).encode()).hexdigest()[:24]
     cached = cache_root() / "agreement" / f"{key}.json"
     if cached.exists():
         return json.loads(cached.read_text())

@@ -98,8 +98,8 @@ def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
                      + constraints.catalog_lines(held) + [cap for f in findings for cap in f.caps])
     sources = pipconfig.for_lines(project.requirement_lines, project.root)
     plug_lines = [_absolute(line, project.root) for line in project.requirement_lines if not _source_option(line)]
-    digest = hashlib.sha256(json.dumps([__version__, python, chosen, sdt_inputs, kept, plug_lines,
-                                        _local_contents(project), sources.describe(),
+    digest = hashlib.sha256(json.dumps([__version__, python, chosen, project.settings.build_sdists, sdt_inputs,
+                                        kept, plug_lines, _local_contents(project), sources.describe(),
                                         _texts(sources.constraints)]).encode()).hexdigest()[:20]
     cached = cache_root() / "locks" / f"{digest}.txt"
     started = time.perf_counter()
@@ -117,7 +117,8 @@ def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
         inputs = Path(work) / "requirements.in"
         inputs.write_text(sdt_inputs + "\n".join(plug_lines) + "\n")
         text = compile_for_target(chosen, python, inputs, kept.splitlines(), _log_path(log_dir, digest), pre=pre,
-                                  sources=sources, roots=tuple(requirement_names(project.requirement_lines)))
+                                  sources=sources, roots=tuple(requirement_names(project.requirement_lines)),
+                                  binary_only=not project.settings.build_sdists)
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(text)
     return _result(python, chosen, text, digest, False, time.perf_counter() - started, findings, project, sources)
@@ -156,13 +157,15 @@ def _module_available(name: str) -> bool:
 
 def compile_for_target(backend: str, python: str, inputs: Path, constraint_lines: list[str], log_path: Path,
                        *, pre: bool = False, pip_compile: list[str] | None = None,
-                       sources: IndexSettings | None = None, roots: tuple[str, ...] = ()) -> str:
+                       sources: IndexSettings | None = None, roots: tuple[str, ...] = (),
+                       binary_only: bool = False) -> str:
     """Resolve ``inputs`` under ``constraint_lines`` for ``python``; return the lock text.
 
     Both backends get the same ``sources`` (pip's configuration by default), pip's constraint files
     included. pip-compile resolves for the micro version it runs on (3.11.7, say), while the image
     may have 3.11.2: pins whose Requires-Python excludes X.Y.0 are capped and resolved again (at
-    most 3 times).
+    most 3 times). ``binary_only``: only releases with a wheel, as the image installs them (the
+    dependency walk counts the same releases).
     """
     sources = sources or pipconfig.from_pip()
     caps: dict[str, list[str]] = {}
@@ -174,7 +177,11 @@ def compile_for_target(backend: str, python: str, inputs: Path, constraint_lines
             "\n".join(constraint_lines + [f"{n}" + ",".join(f"!={v}" for v in vs) for n, vs in sorted(caps.items())])
             + "\n")
         command = _command(backend, python, inputs, output, pre, pip_compile, sources)
+        if binary_only and backend == "uv":
+            command[-3:-3] = ["--only-binary", ":all:"]
         env = sources.uv_env() if backend == "uv" else sources.pip_env()
+        if binary_only and backend != "uv":
+            env["PIP_ONLY_BINARY"] = ":all:"
         if run_logged(command, log_path, env=env, cwd=inputs.parent, append=True) != 0 or not output.exists():
             raise explain_failure(log_path.read_text(errors="replace"), log_path, backend, python, roots)
         text = output.read_text().replace(f"{inputs.parent}/", "")
