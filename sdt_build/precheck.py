@@ -105,7 +105,7 @@ def precheck(project: UserProject, *, offline: bool = False,
     if not offline:
         sources = pipconfig.for_lines(project.requirement_lines, project.root)
         findings.extend(_check_index(named, sdt, findings, project.settings.build_sdists, sources, progress))
-        if not any(f.severity == "error" for f in findings):
+        if not any(f.severity == "error" or f.code == "SDT-E224" for f in findings):  # decided, or no index
             findings.extend(_check_walk(named, sdt, sources))
     return findings
 

@@ -277,7 +277,7 @@ def test_a_dependency_of_the_plug_against_an_sdt_pin_names_both_and_the_line_tha
              confirm=True)
     exc = raised.value
     assert exc.code == "SDT-E220", (exc.cause, exc.detail)
-    assert exc.cause.startswith("boto3 → botocore") and "needs python-dateutil<3" in exc.cause
+    assert exc.cause.startswith(("boto3 → botocore", "botocore ")) and "needs python-dateutil<3" in exc.cause
     assert f"pins python-dateutil {PINS['python-dateutil']}" in exc.cause
     line = re.search(r"add `([^`]+)` to requirements.txt", exc.fix).group(1)
     assert line.startswith("python-dateutil>=") and line.endswith("<3.0.0")
