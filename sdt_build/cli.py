@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sdt_build import __version__
-from sdt_build.errors import EXIT_CODES, Problem, SdtBuildError, SmokeFailure
+from sdt_build.errors import EXIT_CODES, DependencyConflict, Problem, SdtBuildError, SmokeFailure
 from sdt_build.redact import redact
 from sdt_build.resolve import BACKENDS
 
@@ -192,12 +192,25 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
     for finding in findings:
         if not output.as_json:
             _print_problem(finding.to_problem())
-    if any(f.severity == "error" for f in findings):
+    errors = [f for f in findings if f.severity == "error"]
+    if errors and not (resolve and all(f.code == "SDT-E230" for f in errors)):
         output.emit(payload)
         return 2
-    if resolve:
-        result = lock(project, backend=resolver, findings=findings)  # the pre-check ran once, above
+    if resolve:  # the pre-check ran once, above; a dependency clash it found goes to the resolver too
+        try:
+            result = lock(project, backend=resolver, findings=findings, confirm=bool(errors))
+        except DependencyConflict as exc:
+            if not errors:
+                raise
+            payload["resolver"] = exc.to_dict()
+            output.say(f"[red]the resolver agrees[/]: {exc.code} {exc.cause}")
+            output.emit(payload)
+            return 2
         payload["lock"] = result.to_dict()
+        if errors:
+            output.say("[yellow]the resolver found a lock although the dependency walk did not[/]")
+            output.emit(payload)
+            return 2
         output.say(f"[green]resolved[/] {len(result.pins)} packages with {result.backend}"
                    f"{' (cached)' if result.cached else ''} in {result.seconds:.1f} s; "
                    f"plug adds/moves: {', '.join(f'{n}=={v}' for n, v in result.plug_layer.items()) or 'nothing'}")

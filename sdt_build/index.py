@@ -6,18 +6,26 @@ Every index and find-links location of pip's configuration is read (``pipconfig`
 unearth's client: PEP 691 JSON and PEP 503 HTML pages, file:// indexes, credentials in the URL
 or in netrc, the configured certificate and trusted hosts. Many look-ups run in a bounded pool
 within a total time budget (``look_up``); what the budget leaves out is named, never dropped.
+
+A release's requirements (``metadata``) come from its PEP 658/714 metadata file where the index
+serves one, else from the wheel's METADATA read through HTTP range requests (the whole wheel
+when the server ignores ranges), or from disk for file:// indexes and find-links folders; they
+are cached on disk for good (a file's metadata never changes).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import ssl
 import time
+import zipfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FuturesTimeout, as_completed
 from dataclasses import dataclass
+from email.parser import HeaderParser
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,15 +52,21 @@ class Release:
     requires_python: str | None
     wheel_for_target: bool
     has_sdist: bool
+    wheel_url: str | None = None  # whose metadata stands for the release: a wheel for the target, else any wheel
 
     def allows_python(self, python: str) -> bool:
         """True when every micro release of ``python`` (X.Y.0 up) may install it."""
-        if not self.requires_python:
-            return True
-        try:
-            return Version(f"{python}.0") in SpecifierSet(self.requires_python)
-        except InvalidSpecifier:
-            return True
+        return _allows_python(self.requires_python, python)
+
+
+@lru_cache(maxsize=4096)
+def _allows_python(requires_python: str | None, python: str) -> bool:
+    if not requires_python:
+        return True
+    try:
+        return Version(f"{python}.0") in SpecifierSet(requires_python)
+    except InvalidSpecifier:
+        return True
 
 
 class NotOnIndex(Exception):
@@ -65,6 +79,14 @@ class IndexUnreachable(Exception):
 
 class IndexRefused(IndexUnreachable):
     """The index answered 401/403: the credentials are missing or wrong. ``args[0]`` is its host."""
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a release declares: its requirements (Requires-Dist) and Requires-Python."""
+
+    requires: tuple[str, ...]
+    requires_python: str | None
 
 
 def budget_seconds() -> float:
@@ -92,15 +114,15 @@ def releases(name: str, python: str, settings: IndexSettings) -> list[Release]:
     """Every release of ``name`` on the indexes and find-links, newest first (cached a few hours)."""
     project = canonicalize_name(name)
     sources = hashlib.sha256("\n".join(settings.describe()).encode()).hexdigest()[:12]
-    cache = cache_root() / "index" / sources / f"{project}.json"
+    cache = cache_root() / "index-v2" / sources / f"{project}.json"
     if cache.exists() and time.time() - cache.stat().st_mtime < TTL_SECONDS:
         data = json.loads(cache.read_text())
         if data.get("missing"):
             raise NotOnIndex(project)
         return _releases(data["files"], python)
     links, failures = _links(project, settings)
-    files = [{"filename": link.filename, "requires-python": link.requires_python, "yanked": link.is_yanked}
-             for link in links if _names(link.filename, project)]
+    files = [{"filename": link.filename, "requires-python": link.requires_python, "yanked": link.is_yanked,
+              "url": link.url_without_fragment} for link in links if _names(link.filename, project)]
     if failures and not files:  # an index that did not answer may have it
         raise IndexUnreachable("; ".join(failures))
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -203,13 +225,96 @@ def _releases(files: list[dict], python: str) -> list[Release]:
         except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
             continue
         entry = grouped.setdefault(version, {"yanked": True, "requires_python": None,
-                                             "wheel": False, "sdist": False})
+                                             "wheel": False, "sdist": False, "url": None})
         entry["yanked"] = entry["yanked"] and bool(item.get("yanked"))
         entry["requires_python"] = entry["requires_python"] or item.get("requires-python")
+        if filename.endswith(".whl") and item.get("url") and (wheel and not entry["wheel"] or not entry["url"]):
+            entry["url"] = item["url"]
         entry["wheel"] = entry["wheel"] or wheel
         entry["sdist"] = entry["sdist"] or sdist
-    return [Release(v, e["yanked"], e["requires_python"], e["wheel"], e["sdist"])
+    return [Release(v, e["yanked"], e["requires_python"], e["wheel"], e["sdist"], e["url"])
             for v, e in sorted(grouped.items(), reverse=True)]
+
+
+def metadata(release: Release, settings: IndexSettings) -> Metadata | None:
+    """The requirements ``release`` declares, from its wheel's metadata (None: it has no wheel)."""
+    url = release.wheel_url
+    if url is None:
+        return None
+    cache = cache_root() / "metadata" / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.json"
+    if cache.exists():
+        requires, requires_python = json.loads(cache.read_text())
+        return Metadata(tuple(requires), requires_python)
+    headers = HeaderParser().parsestr(_metadata_text(url, settings))
+    found = Metadata(tuple(headers.get_all("Requires-Dist") or ()), headers.get("Requires-Python"))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps([found.requires, found.requires_python]))
+    return found
+
+
+def _metadata_text(url: str, settings: IndexSettings) -> str:
+    """A wheel's METADATA: the index's metadata file (PEP 658), else read out of the wheel."""
+    import httpx2
+
+    if url.startswith("file:") or "://" not in url:
+        from unearth.link import Link
+
+        path = Link(url).file_path if url.startswith("file:") else Path(url)
+        beside = path.with_name(path.name + ".metadata")
+        return beside.read_text("utf-8") if beside.exists() else _from_wheel(path)
+    client = _client(settings)
+    try:
+        response = client.get(url + ".metadata")
+        if response.status_code == 200:
+            return response.text
+        return _from_wheel(_RangedFile(client, url))
+    except httpx2.HTTPError as exc:
+        raise IndexUnreachable(f"{host(url)}: {type(exc).__name__}") from exc
+
+
+def _from_wheel(file) -> str:
+    with zipfile.ZipFile(file) as wheel:
+        name = next(n for n in wheel.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+        return wheel.read(name).decode("utf-8")
+
+
+class _RangedFile(io.RawIOBase):
+    """A remote file read through HTTP range requests (zipfile reads only the directory and METADATA)."""
+
+    TAIL = 64 * 1024
+
+    def __init__(self, client, url: str):
+        self.client, self.url, self.position = client, url, 0
+        response = client.get(url, headers={"Range": f"bytes=-{self.TAIL}"})
+        response.raise_for_status()
+        if response.status_code == 206:
+            self.size = int(response.headers["Content-Range"].rsplit("/", 1)[1])
+        else:  # ranges ignored: the whole file came
+            self.size = len(response.content)
+        self.start, self.block = self.size - len(response.content), response.content
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = {0: offset, 1: self.position + offset, 2: self.size + offset}[whence]
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        end = self.size if size is None or size < 0 else min(self.size, self.position + size)
+        if not (self.start <= self.position and end <= self.start + len(self.block)):
+            response = self.client.get(self.url, headers={"Range": f"bytes={self.position}-{max(end, self.position + self.TAIL) - 1}"})
+            response.raise_for_status()
+            self.start, self.block = self.position, response.content
+        data = self.block[self.position - self.start:end - self.start]
+        self.position += len(data)
+        return data
 
 
 def reach(url: str, settings: IndexSettings) -> tuple[str, str, str] | None:

@@ -3,7 +3,8 @@
 Offline and fast (``packaging`` only): specifier vs pin, who in SDT's set needs what, markers
 and extras for the target, duplicates, requirement kinds a build cannot take. When an index
 answers it adds what only the index knows: unknown names, Requires-Python, yanked releases and
-ranges with no wheel for the target.
+ranges with no wheel for the target; then the dependency walk (``walk``) follows the plug's
+packages down through their metadata and names the chain that clashes, with a checked fix.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from sdt_build import index, pipconfig
-from sdt_build.constraints import SDT_PACKAGE, SdtSet
+from sdt_build import index, pipconfig, walk
+from sdt_build.constraints import SDT_PACKAGE, SdtSet, catalog
 from sdt_build.errors import Problem
 from sdt_build.parity import MUST_MATCH
 from sdt_build.project import UserProject
@@ -52,6 +53,8 @@ class Finding:
     plug_asks: str | None = None
     sdt_pins: str | None = None
     needed_by: tuple[str, ...] = field(default_factory=tuple)
+    # constraint lines that keep a resolver to what the walk already examined (it need not backtrack further)
+    caps: tuple[str, ...] = field(default_factory=tuple)
 
     def paragraph(self) -> str:
         parts = [self.cause]
@@ -68,7 +71,7 @@ class Finding:
     def to_dict(self) -> dict:
         return {"code": self.code, "severity": self.severity, "package": self.package,
                 "plug_asks": self.plug_asks, "sdt_pins": self.sdt_pins, "needed_by": list(self.needed_by),
-                "cause": self.cause, "fix": self.fix, "paragraph": self.paragraph()}
+                "cause": self.cause, "fix": self.fix, "caps": list(self.caps), "paragraph": self.paragraph()}
 
 
 def precheck(project: UserProject, *, offline: bool = False,
@@ -98,10 +101,12 @@ def precheck(project: UserProject, *, offline: bool = False,
         else:
             findings.extend(_check_special(line, project.root))
     for name, requirements in named.items():
-        findings.extend(_check_named(name, requirements, sdt))
+        findings.extend(_check_named(name, requirements, sdt, set(named)))
     if not offline:
         sources = pipconfig.for_lines(project.requirement_lines, project.root)
         findings.extend(_check_index(named, sdt, findings, project.settings.build_sdists, sources, progress))
+        if not any(f.severity == "error" or f.code == "SDT-E224" for f in findings):  # decided, or no index
+            findings.extend(_check_walk(named, sdt, sources))
     return findings
 
 
@@ -109,7 +114,7 @@ def _asks(requirements: list[Requirement]) -> str:
     return ", ".join(f"`{r}`" for r in requirements)
 
 
-def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet) -> list[Finding]:
+def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet, lifted: set[str]) -> list[Finding]:
     findings = []
     spec = combined(requirements)
     asks = _asks(requirements)
@@ -128,7 +133,8 @@ def _check_named(name: str, requirements: list[Requirement], sdt: SdtSet) -> lis
     if pinned is None:
         return findings
     pin = Version(pinned)
-    needed = sdt.needs.get(name, [])
+    # what the rest of SDT's set needs: a package the plug also names may move, so its needs are the walk's
+    needed = [(who, spec) for who, spec in sdt.needs.get(name, []) if canonicalize_name(who.split()[0]) not in lifted]
     needed_by = tuple(f"{name}{s} ({who})" for who, s in needed if str(s))
     if spec.contains(pin, prereleases=True):
         return findings
@@ -255,6 +261,85 @@ def _check_special(line: PlugLine, root: Path) -> list[Finding]:
                         plug_asks=text)]
     return [Finding("SDT-E216", "warning", None, f"`{text}` is a pip option sdt-build passes on unchanged.",
                     "remove it unless the resolver needs it", plug_asks=text)]
+
+
+def _check_walk(named: dict[str, list[Requirement]], sdt: SdtSet, sources: pipconfig.IndexSettings
+                ) -> list[Finding]:
+    """The walk through the plug's dependencies: a clash named as a chain, with a fix it checked."""
+    roots = [r for reqs in named.values() for r in reqs if not isinstance(r, Constraint) and not r.url]
+    limits = [r for reqs in named.values() for r in reqs if isinstance(r, Constraint)]
+    if not roots:
+        return []
+    found = walk.walk(roots, limits, sdt, sources)
+    if found.fits is None:
+        return [Finding("SDT-E231", "note", None, f"the dependency walk stopped early ({found.stopped}) after "
+                        f"reading {found.read} releases' metadata: {', '.join(found.unfinished)} "
+                        f"{'was' if len(found.unfinished) == 1 else 'were'} not followed to the end.",
+                        "the resolver still checks them (`sdt-build check --resolve`); "
+                        "SDT_WALK_BUDGET=SECONDS gives the walk more time")]
+    findings, blamed = [], set()
+    for clash in found.clashes:
+        if clash.root in blamed:
+            continue
+        blamed.add(clash.root)
+        asks = _asks(named[clash.root])
+        caps = tuple(f"{name}>={found.windows[name]}" for name, _ in clash.chain[:1] if name in found.windows)
+        findings.append(Finding(
+            "SDT-E230", "error", clash.root, f"the plug asks {asks}, and no release of it fits SDT's set: "
+            f"{clash.text()}.", _fix(clash, roots, limits, sdt, sources), plug_asks=asks,
+            sdt_pins=f"{clash.name}=={clash.pinned}" if clash.pinned else None, caps=caps))
+    return findings
+
+
+def _fix(clash: walk.Clash, roots: list[Requirement], limits: list[Requirement], sdt: SdtSet,
+         sources: pipconfig.IndexSettings) -> str:
+    """The first change that makes the walk find a fit (each one tried, and one more change on top
+    when the first uncovers the next clash), else what would have to change."""
+    for first, changed in _changes(clash, roots, sdt):
+        checked = walk.walk(changed, limits, sdt, sources)
+        steps = [(first, checked)]
+        if checked.fits is False and checked.clashes:
+            steps += [(then, walk.walk(more, limits, sdt, sources))
+                      for then, more in _changes(checked.clashes[0], changed, sdt)[:2]]
+        for number, (text, result) in enumerate(steps):
+            if result.fits:
+                shown = ", ".join(f"{n} {v}" for n, v in sorted(result.versions.items()))
+                return f"{first}{'; and ' + text if number else ''} (checked: then {shown} fit)"
+    lifted = {canonicalize_name(r.name) for r in roots}
+    if clash.pinned is not None:
+        accepted = combined_specs([s for who, s in sdt.needs.get(clash.name, [])
+                                   if canonicalize_name(who.split()[0]) not in lifted])
+        sdt_needs = f"SDT's set needs {clash.name}{accepted}" if accepted else \
+            f"SDT's packages accept any {clash.name}, but no release tried fits the rest"
+        return (f"remove the {clash.root} line, or pick a {clash.root} release whose dependencies accept "
+                f"{clash.name} {clash.pinned} ({sdt_needs})")
+    return f"remove the {clash.root} line, or change the lines so that {clash.name}{clash.needs} can hold"
+
+
+def _changes(clash: walk.Clash, roots: list[Requirement], sdt: SdtSet) -> list[tuple[str, list[Requirement]]]:
+    """Changes to the plug's lines that could resolve ``clash``: (what to tell the user, the new lines)."""
+    lifted = {canonicalize_name(r.name) for r in roots}
+    changes: list[tuple[str, list[Requirement]]] = []
+    line = walk.fix_line(clash, sdt, lifted)
+    if line:
+        changes.append((f"add `{line}` to requirements.txt (SDT's packages allow it: the lock moves the pin, "
+                        "warning SDT-E204, and the smoke test checks the image)", roots + [Requirement(line)]))
+    for rule in catalog()[1]:
+        if clash.reason == rule.reason and any(name == rule.package for name, _ in clash.chain):
+            better = Requirement(f"{rule.package}>={rule.first_good}")
+            why = (f"the first {rule.package} release that works with {clash.name} {clash.pinned}; "
+                   f"source: {rule.source}")
+            if rule.package in lifted:
+                changes.append((f"change the {rule.package} line to `{better}` ({why})",
+                                [r for r in roots if canonicalize_name(r.name) != rule.package] + [better]))
+            else:
+                changes.append((f"add `{better}` to requirements.txt ({why})", roots + [better]))
+    own = next((r for r in roots if canonicalize_name(r.name) == clash.name), None)
+    if own is not None and clash.pinned is None:
+        wanted = Requirement(f"{clash.name}{clash.needs}")
+        changes.append((f"change `{own}` to `{wanted}`, which {clash.chain[-1][0]} accepts",
+                        [r for r in roots if r is not own] + [wanted]))
+    return changes
 
 
 def _client_version(name: str) -> str | None:

@@ -28,6 +28,7 @@ from sdt_build.constraints import SdtSet
 from sdt_build.errors import DependencyConflict, EnvironmentProblem
 from sdt_build.pipconfig import IndexSettings
 from sdt_build.precheck import Finding, precheck
+from sdt_build.walk import Clash, fix_line
 from sdt_build.project import UserProject
 from sdt_build.redact import run_logged
 from sdt_build.requirements import (classify, combined_specs, constraint_files, constraint_lines, requirement_names,
@@ -74,21 +75,31 @@ def check_dependencies(project: UserProject, *, offline: bool = False,
 
 
 def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
-         findings: list[Finding] | None = None, log_dir: Path | None = None) -> ResolvedLock:
+         findings: list[Finding] | None = None, log_dir: Path | None = None, confirm: bool = False) -> ResolvedLock:
     """Resolve with the backend after the pre-check (its ``findings`` when the caller already has
-    them: the pre-check runs once); the lock comes from the cache when inputs are unchanged."""
-    findings = check_dependencies(project, findings=findings)
+    them: the pre-check runs once); the lock comes from the cache when inputs are unchanged.
+
+    The resolver also gets the catalog's facts (``constraints.catalog_lines``) and the findings'
+    caps (what the dependency walk already examined), so it does not backtrack through releases
+    the walk ruled out. ``confirm`` runs it even when the pre-check found a dependency clash
+    (SDT-E230), to have the resolver's own verdict on it."""
+    if confirm:
+        findings = precheck(project) if findings is None else findings
+    else:
+        findings = check_dependencies(project, findings=findings)
     python = project.settings.python
     chosen = choose_backend(backend, python)
     sdt_inputs = (constraints.folder(python) / "sdt.in").read_text()
     pins = constraints.pins(python)
     constrained = set(requirement_names(project.requirement_lines
                                         + constraint_lines(project.root, project.requirement_lines)))
-    kept = "\n".join(f"{name}=={version}" for name, version in sorted(pins.items()) if name not in constrained)
+    held = {name: version for name, version in pins.items() if name not in constrained}
+    kept = "\n".join([f"{name}=={version}" for name, version in sorted(held.items())]
+                     + constraints.catalog_lines(held) + [cap for f in findings for cap in f.caps])
     sources = pipconfig.for_lines(project.requirement_lines, project.root)
     plug_lines = [_absolute(line, project.root) for line in project.requirement_lines if not _source_option(line)]
-    digest = hashlib.sha256(json.dumps([__version__, python, chosen, sdt_inputs, kept, plug_lines,
-                                        _local_contents(project), sources.describe(),
+    digest = hashlib.sha256(json.dumps([__version__, python, chosen, project.settings.build_sdists, sdt_inputs,
+                                        kept, plug_lines, _local_contents(project), sources.describe(),
                                         _texts(sources.constraints)]).encode()).hexdigest()[:20]
     cached = cache_root() / "locks" / f"{digest}.txt"
     started = time.perf_counter()
@@ -106,7 +117,8 @@ def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
         inputs = Path(work) / "requirements.in"
         inputs.write_text(sdt_inputs + "\n".join(plug_lines) + "\n")
         text = compile_for_target(chosen, python, inputs, kept.splitlines(), _log_path(log_dir, digest), pre=pre,
-                                  sources=sources)
+                                  sources=sources, roots=tuple(requirement_names(project.requirement_lines)),
+                                  binary_only=not project.settings.build_sdists)
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(text)
     return _result(python, chosen, text, digest, False, time.perf_counter() - started, findings, project, sources)
@@ -145,13 +157,15 @@ def _module_available(name: str) -> bool:
 
 def compile_for_target(backend: str, python: str, inputs: Path, constraint_lines: list[str], log_path: Path,
                        *, pre: bool = False, pip_compile: list[str] | None = None,
-                       sources: IndexSettings | None = None) -> str:
+                       sources: IndexSettings | None = None, roots: tuple[str, ...] = (),
+                       binary_only: bool = False) -> str:
     """Resolve ``inputs`` under ``constraint_lines`` for ``python``; return the lock text.
 
     Both backends get the same ``sources`` (pip's configuration by default), pip's constraint files
     included. pip-compile resolves for the micro version it runs on (3.11.7, say), while the image
     may have 3.11.2: pins whose Requires-Python excludes X.Y.0 are capped and resolved again (at
-    most 3 times).
+    most 3 times). ``binary_only``: only releases with a wheel, as the image installs them (the
+    dependency walk counts the same releases).
     """
     sources = sources or pipconfig.from_pip()
     caps: dict[str, list[str]] = {}
@@ -163,9 +177,13 @@ def compile_for_target(backend: str, python: str, inputs: Path, constraint_lines
             "\n".join(constraint_lines + [f"{n}" + ",".join(f"!={v}" for v in vs) for n, vs in sorted(caps.items())])
             + "\n")
         command = _command(backend, python, inputs, output, pre, pip_compile, sources)
+        if binary_only and backend == "uv":
+            command[-3:-3] = ["--only-binary", ":all:"]
         env = sources.uv_env() if backend == "uv" else sources.pip_env()
+        if binary_only and backend != "uv":
+            env["PIP_ONLY_BINARY"] = ":all:"
         if run_logged(command, log_path, env=env, cwd=inputs.parent, append=True) != 0 or not output.exists():
-            raise explain_failure(log_path.read_text(errors="replace"), log_path, backend, python)
+            raise explain_failure(log_path.read_text(errors="replace"), log_path, backend, python, roots)
         text = output.read_text().replace(f"{inputs.parent}/", "")
         if backend == "uv":
             return text
@@ -258,47 +276,65 @@ def _log_path(log_dir: Path | None, digest: str) -> Path:
 
 
 FAILURES = (
-    # (code, pattern, cause template, fix); the first that matches wins, so a missing distribution
-    # (which pip-compile's traceback and uv's "No solution found" also report) is told before a conflict
+    # (code, pattern, cause, fix, cause and fix when the log names no package); the first that
+    # matches wins, so a missing distribution (which pip-compile's traceback and uv's "No solution
+    # found" also report) is told before a conflict
     ("SDT-E223", r"CERTIFICATE_VERIFY_FAILED|SSLError|certificate verify failed|invalid peer certificate|"
                  r"problem confirming the ssl certificate",
      "the resolver could not verify the index's TLS certificate (a TLS-intercepting proxy?)",
-     "give pip your proxy's CA: `pip config set global.cert /path/to/ca.pem` (or PIP_CERT / SSL_CERT_FILE)"),
+     "give pip your proxy's CA: `pip config set global.cert /path/to/ca.pem` (or PIP_CERT / SSL_CERT_FILE)",
+     None, None),
     ("SDT-E228", r"401 Unauthorized|403 Forbidden|Credentials not correct|status client error \(40[13]",
      "an index refused the credentials the resolver sent (HTTP 401/403)",
-     "check the user name and token in the index URL (PIP_INDEX_URL, `pip config list`) or in ~/.netrc"),
+     "check the user name and token in the index URL (PIP_INDEX_URL, `pip config list`) or in ~/.netrc",
+     None, None),
     ("SDT-E224", r"Failed to establish a new connection|Temporary failure in name resolution|Name or service not "
                  r"known|Network is unreachable|Max retries exceeded|Connection refused|dns error|Could not connect",
      "the package index is unreachable from this machine",
-     "check the network/proxy settings, or point pip at a reachable index (pip config set global.index-url …)"),
+     "check the network/proxy settings, or point pip at a reachable index (pip config set global.index-url …)",
+     None, None),
     ("SDT-E222", r"metadata-generation-failed|Getting requirements to build wheel did not run successfully|"
                  r"Failed to build|subprocess-exited-with-error|Failed to download and build",
      "the resolver had to build {package} from source to read its metadata, and that build failed",
-     "choose a {package} version that has a wheel for the target (see docs/edge-cases.md)"),
+     "choose a {package} version that has a wheel for the target (see docs/edge-cases.md)",
+     "the resolver had to build one of the requirements from source to read its metadata, and that build failed",
+     "the log names the build that failed: choose a version of it with a wheel for the target "
+     "(see docs/edge-cases.md)"),
     ("SDT-E221", r"No matching distribution found for|Could not find a version that satisfies the requirement|"
                  r"not found in the package registry|was not found in the package registry|"
                  r"there is no version of \S+ and you require|only \S+ (?:is|are) available and you require",
      "no release of {package} fits the request for the target",
-     "check the name and version range (pip index versions {package})"),
+     "check the name and version range (pip index versions {package})",
+     "the resolver found no release for one of the requirements",
+     "the log names the requirement: check its name and version range (`pip index versions` with its name)"),
     ("SDT-E220", r"ResolutionImpossible|No solution found when resolving|Could not find a version that matches|"
                  r"conflicting dependencies|The conflict is caused by",
      "the plug's requirements and SDT's set cannot all hold: the resolver found no version of {package} that "
      "satisfies every requirement on it",
-     "loosen or remove the plug's line for {package}; `sdt-build check` shows who needs what"),
+     "loosen or remove the plug's line for {package}; `sdt-build check` shows who needs what",
+     "the plug's requirements and SDT's set cannot all hold",
+     "`sdt-build check` walks the dependencies and names the chain that clashes; the lines that matter are "
+     "shown above"),
 )
 
 
-def explain_failure(log: str, log_path: Path, backend: str, python: str | None = None) -> DependencyConflict:
-    """Turn a resolver's log into one named error with the lines that matter (never a traceback)."""
-    for code, pattern, cause, fix in FAILURES:
+def explain_failure(log: str, log_path: Path, backend: str, python: str | None = None,
+                    roots: tuple[str, ...] = ()) -> DependencyConflict:
+    """Turn a resolver's log into one named error with the lines that matter (never a traceback).
+
+    A clash with SDT's pins is told in the dependency walk's chain form, from the plug's line
+    (``roots``) down to the package that needs the pinned one, with the line that fixes it."""
+    for code, pattern, cause, fix, cause_unnamed, fix_unnamed in FAILURES:
         if re.search(pattern, log, re.I):
             package = _failing_package(log, code)
             detail = _relevant_lines(log, code)
-            clash = _pin_clash(log, python) if code == "SDT-E220" and python else None
+            clash = _pin_clash(log, python, roots) if code == "SDT-E220" and python else None
             if clash is not None:
                 return DependencyConflict(code, clash[0], clash[1], detail=detail, log_path=log_path)
-            return DependencyConflict(code, cause.format(package=package or "a package"),
-                                      fix.format(package=package or "NAME"), detail=detail, log_path=log_path)
+            if package is None and cause_unnamed is not None:
+                cause, fix = cause_unnamed, fix_unnamed
+            return DependencyConflict(code, cause.format(package=package), fix.format(package=package),
+                                      detail=detail, log_path=log_path)
     tail = "\n".join(line for line in log.splitlines()[-5:] if line.strip())
     return DependencyConflict("SDT-E226", f"the {backend} resolver failed", "read the resolver log",
                               detail=tail, log_path=log_path)
@@ -314,14 +350,16 @@ _ASKED = (
 )
 
 
-def _pin_clash(log: str, python: str) -> tuple[str, str] | None:
-    """A package pulled in by the plug needs an SDT pin outside its version: name both, and the fix.
+def _pin_clash(log: str, python: str, roots: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """A package pulled in by the plug needs an SDT pin outside its version: the chain from the
+    plug's line down to it (as the dependency walk tells it), and the fix.
 
     SDT's pins hold for every package the plug does not name, so this is the usual conflict of a
     plug's transitive dependency (boto3 → botocore → python-dateutil<3) with SDT's set.
     """
     sdt = SdtSet(python)
-    asked: dict[str, dict[tuple[str, str], list[str]]] = {}  # pinned name → (parent, spec) → parent versions
+    asked: dict[str, dict[str, dict[str, str]]] = {}  # pinned name → parent → parent version → spec
+    edges: dict[str, set[str]] = {}  # child → parents, every "X depends on Y" of the report
     for pattern in _ASKED:
         for match in pattern.finditer(log):
             try:
@@ -329,32 +367,48 @@ def _pin_clash(log: str, python: str) -> tuple[str, str] | None:
             except InvalidRequirement:
                 continue
             name = canonicalize_name(requirement.name)
-            pin = sdt.pins.get(name)
             parent = canonicalize_name(match["parent"])
-            if pin is None or parent == name or requirement.specifier.contains(pin, prereleases=True):
+            edges.setdefault(name, set()).add(parent)
+            pin = sdt.pins.get(name)
+            if pin is None or parent == name or name in roots or requirement.specifier.contains(pin, prereleases=True):
                 continue
-            versions = asked.setdefault(name, {}).setdefault((parent, str(requirement.specifier)), [])
-            versions.append((match["version"] or "").strip())
+            asked.setdefault(name, {}).setdefault(parent, {})[(match["version"] or "").strip()] = \
+                str(requirement.specifier)
     if not asked:
         return None
     # The clash every newest release of a parent shares is the one that binds (uv also reports
     # clashes of old releases it ruled out on the way).
-    name, wanted = max(asked.items(), key=lambda item: (
+    name, parents = max(asked.items(), key=lambda item: (
         any(_open_ended(v) for versions in item[1].values() for v in versions),
         sum(len(v) for v in item[1].values())))
-    pin = sdt.pins[name]
-    who = "; ".join(f"{parent} {_span(versions)} needs {name}{spec}" for (parent, spec), versions in wanted.items())
-    cause = f"{who}, but SDT's set pins {name} {pin}"
-    specs = [SpecifierSet(spec) for _, spec in wanted] + [s for _, s in sdt.needs.get(name, [])]
-    if satisfiable(specs, []):
-        allowed = combined_specs(specs)
-        fix = (f"add `{name}{allowed}` to requirements.txt: SDT's packages allow it, so the lock moves "
-               f"the pin (warning SDT-E204) and the smoke test checks the result")
+    parent, versions = max(parents.items(), key=lambda item: (any(_open_ended(v) for v in item[1]), len(item[1])))
+    newest = max(versions, key=_version_key)
+    chain = _chain_up(parent, edges, roots) + ((parent, _span(list(versions))),)
+    clash = Clash(chain, name, versions[newest], f"SDT's set pins {name} {sdt.pins[name]}", sdt.pins[name])
+    line = fix_line(clash, sdt, set(roots))
+    if line:
+        fix = (f"add `{line}` to requirements.txt: SDT's packages allow it, so the lock moves the pin "
+               "(warning SDT-E204) and the smoke test checks the result")
     else:
-        sdt_allows = combined_specs([s for _, s in sdt.needs.get(name, [])]) or f"=={pin}"
-        fix = (f"SDT's packages need {name}{sdt_allows}: pick a version of the package that pulls in "
-               f"{', '.join(sorted({parent for parent, _ in wanted}))} whose {name} requirement fits that")
-    return cause, fix
+        sdt_allows = combined_specs([s for _, s in sdt.needs.get(name, [])]) or f"=={sdt.pins[name]}"
+        fix = (f"SDT's packages need {name}{sdt_allows}: pick a {chain[0][0]} release whose {name} requirement "
+               "fits that, or remove its line")
+    return clash.text(), fix
+
+
+def _chain_up(name: str, edges: dict[str, set[str]], roots: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The links of the report from one of the plug's lines down to ``name`` (exclusive)."""
+    paths: dict[str, tuple[tuple[str, str], ...]] = {name: ()}
+    queue = [name]
+    while queue:
+        current = queue.pop(0)
+        if current in roots:
+            return paths[current]
+        for parent in sorted(edges.get(current, ())):
+            if parent not in paths:
+                paths[parent] = ((parent, ""),) + paths[current]
+                queue.append(parent)
+    return ()
 
 
 def _open_ended(version: str) -> bool:

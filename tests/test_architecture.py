@@ -22,7 +22,7 @@ FLOORS = (
     ("runtime: what runs in images and on workers", {"task", "probe"}),
     ("the user's folder", {"settings", "contracts", "project"}),
     ("package sources", {"pipconfig", "index", "wheels"}),
-    ("dependencies", {"precheck", "resolve"}),
+    ("dependencies", {"walk", "precheck", "resolve"}),
     ("build", {"render", "context", "daemon", "image", "smoke"}),
     ("run", {"results", "clients", "runner"}),
     ("composition", {"pipeline", "sdtdask", "doctor"}),

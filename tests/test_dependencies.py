@@ -93,7 +93,7 @@ def assert_explained(finding: Finding, *names: str) -> None:
 #  what each finding's message must name). The ids are the cases of docs/edge-cases.md.
 CASES = [
     ("exact-pin", "python-dotenv==1.0.1\n", {}, {}, [], ()),
-    ("range", "boto3>=1.34,<2\n", {}, {}, [], ()),
+    ("range", "boto3>=1.34,<2\n", {}, {}, [("SDT-E230", "error")], ("boto3", "python-dateutil")),
     ("not-equal-keeps-pin", "pandas!=3.0.0\n", {}, {}, [], ()),
     ("not-equal", f"pandas!={PINS['pandas']}\n", {}, {}, [("SDT-E204", "warning")], ("pandas",)),
     ("compatible-release", "python-dotenv~=1.0\n", {}, {}, [], ()),
@@ -102,9 +102,10 @@ CASES = [
     ("marker-excludes", 'pywin32>=306; sys_platform == "win32"\n', {}, {}, [("SDT-E213", "note")], ("pywin32",)),
     ("marker-includes", 'python-dotenv>=1.0; python_version >= "3.10" and sys_platform == "linux"\n', {}, {}, [], ()),
     ("includes", "-r more.txt\n-c constraints.txt\nboto3\n",
-     {"more.txt": "python-dotenv\n", "constraints.txt": "python-dotenv<1.1\nboto3==1.34.131\n"}, {}, [], ()),
+     {"more.txt": "python-dotenv\n", "constraints.txt": "python-dotenv<1.1\nboto3==1.34.131\n"}, {},
+     [("SDT-E230", "error")], ("boto3", "python-dateutil")),
     ("comments", "# data access\n\npython-dotenv==1.0.1   # .env files\n\n   \nboto3>=1.34,\\\n  <2  # S3\n",
-     {}, {}, [], ()),
+     {}, {}, [("SDT-E230", "error")], ("boto3",)),
     ("duplicates", "requests>=2.30\nrequests<3\n", {}, {}, [("SDT-E209", "note")], ("requests",)),
     ("duplicates-conflicting", "python-dotenv==1.0.1\npython-dotenv==1.2.1\n", {}, {}, [("SDT-E209", "error")],
      ("python-dotenv", "1.0.1", "1.2.1")),
@@ -139,7 +140,7 @@ CASES = [
     ("requires-python", "django==6.0\n", {}, {}, [("SDT-E206", "error")], ("django", "3.11", ">=3.12")),
     ("no-wheel", "pyyaml==5.4.1\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E208", "error")], ("pyyaml", "5.4.1")),
     ("no-release", "python-dotenv>=99\n", {}, {}, [("SDT-E217", "error")], ("python-dotenv",)),
-    ("boto3", "boto3==1.34.131\n", {}, {}, [], ()),
+    ("boto3", "boto3==1.34.131\n", {}, {}, [("SDT-E230", "error")], ("boto3", "botocore", "python-dateutil")),
 ]
 
 
@@ -254,10 +255,10 @@ def assert_no_traceback(exc: DependencyConflict) -> None:
 
 @pytest.mark.parametrize("backend", ["uv", "pip-compile"])
 def test_lock_conflict_between_plug_packages_is_e220(tmp_path, backend):
-    # Both lines pass the pre-check (neither is in SDT's set); only resolving finds the clash.
+    # The walk finds the clash (SDT-E230); with confirm the resolver runs anyway and gives its own verdict.
     project = load_project(make_folder(tmp_path, "boto3==1.34.131\nbotocore==1.35.0\n"), require_env=False)
     with pytest.raises(DependencyConflict) as raised:
-        lock(project, backend=backend, use_cache=False, log_dir=tmp_path / "logs")
+        lock(project, backend=backend, use_cache=False, log_dir=tmp_path / "logs", confirm=True)
     exc = raised.value
     assert exc.code == "SDT-E220" and exc.exit_code == 2
     assert "botocore" in exc.cause and "botocore" in exc.fix
@@ -267,14 +268,16 @@ def test_lock_conflict_between_plug_packages_is_e220(tmp_path, backend):
 
 @pytest.mark.parametrize("backend", ["uv", "pip-compile"])
 def test_a_dependency_of_the_plug_against_an_sdt_pin_names_both_and_the_line_that_fixes_it(tmp_path, backend):
-    # boto3 → botocore needs python-dateutil<3; SDT's set pins python-dateutil 4.0.0. Found only by
-    # resolving; the fix the error gives is then applied, and the lock must succeed with it.
+    # boto3 → botocore needs python-dateutil<3; SDT's set pins python-dateutil 4.0.0. The resolver's
+    # report (run despite the walk's finding, capped by it) is told as a chain from the plug's line;
+    # the fix the error gives is then applied, and the lock must succeed with it.
     folder = make_folder(tmp_path, "boto3>=1.28\n")
     with pytest.raises(DependencyConflict) as raised:
-        lock(load_project(folder, require_env=False), backend=backend, use_cache=False, log_dir=tmp_path / "logs")
+        lock(load_project(folder, require_env=False), backend=backend, use_cache=False, log_dir=tmp_path / "logs",
+             confirm=True)
     exc = raised.value
     assert exc.code == "SDT-E220", (exc.cause, exc.detail)
-    assert exc.cause.startswith("botocore ") and "needs python-dateutil<3" in exc.cause
+    assert exc.cause.startswith(("boto3 → botocore", "botocore ")) and "needs python-dateutil<3" in exc.cause
     assert f"pins python-dateutil {PINS['python-dateutil']}" in exc.cause
     line = re.search(r"add `([^`]+)` to requirements.txt", exc.fix).group(1)
     assert line.startswith("python-dateutil>=") and line.endswith("<3.0.0")

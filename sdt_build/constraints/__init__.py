@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from sdt_build.target import target
 
@@ -84,6 +92,42 @@ def module_index(python: str) -> frozenset[str]:
                      if line.strip())
 
 
+@dataclass(frozen=True)
+class Minimum:
+    """SDT needs ``needs`` although no pinned package's metadata says so (needs.toml ``[[minimum]]``)."""
+
+    needs: Requirement
+    needed_by: str
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True)
+class AbiBreak:
+    """Releases of ``package`` below ``first_good`` really need ``needs`` (needs.toml ``[[abi]]``)."""
+
+    package: str
+    first_good: Version
+    needs: Requirement
+    reason: str
+    source: str
+    measured: str
+
+    def applies(self, name: str, version: Version) -> bool:
+        return canonicalize_name(name) == self.package and version < self.first_good
+
+
+@lru_cache(maxsize=None)
+def catalog() -> tuple[tuple[Minimum, ...], tuple[AbiBreak, ...]]:
+    """The known minimum versions and ABI breaks of needs.toml, with the source of each."""
+    data = tomllib.loads((HERE / "needs.toml").read_text("utf-8"))
+    minimums = tuple(Minimum(Requirement(m["needs"]), canonicalize_name(m["needed_by"]), m["reason"], m["source"])
+                     for m in data.get("minimum", ()))
+    breaks = tuple(AbiBreak(canonicalize_name(a["package"]), Version(a["first_good"]), Requirement(a["needs"]),
+                            a["reason"], a["source"], a["measured"]) for a in data.get("abi", ()))
+    return minimums, breaks
+
+
 class SdtSet:
     """SDT's pinned set for one target Python: its pins, and who in it needs what of each package."""
 
@@ -96,6 +140,9 @@ class SdtSet:
         for name, info in self.meta.items():
             for text in info["requires"]:
                 self._add_need(f"{name} {info['version']}", text, "")
+        for minimum in catalog()[0]:  # what SDT needs beyond its metadata (needs.toml)
+            self._add_need(f"{minimum.needed_by} {self.pins[minimum.needed_by]}, a known minimum",
+                           str(minimum.needs), "")
 
     def _add_need(self, who: str, text: str, extra: str) -> None:
         requirement = Requirement(text)
@@ -112,3 +159,15 @@ class SdtSet:
                     and requirement.marker.evaluate({**self.env, "extra": extra}):
                 found.append(requirement)
         return found
+
+
+def catalog_lines(held: dict[str, str]) -> list[str]:
+    """The catalog as constraint lines for a resolver, given the pins ``held`` fixed: every known
+    minimum, and for each ABI break whose ``needs`` a held pin violates, its first good release."""
+    minimums, breaks = catalog()
+    lines = [str(m.needs) for m in minimums]
+    for rule in breaks:
+        pin = held.get(canonicalize_name(rule.needs.name))
+        if pin is not None and not rule.needs.specifier.contains(pin, prereleases=True):
+            lines.append(f"{rule.package}>={rule.first_good}")
+    return lines
