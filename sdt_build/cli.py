@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sdt_build import __version__
-from sdt_build.errors import EXIT_CODES, DependencyConflict, Problem, SdtBuildError, SmokeFailure
+from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, DependencyConflict, Problem, SdtBuildError,
+                              SmokeFailure)
 from sdt_build.redact import redact
 from sdt_build.resolve import BACKENDS
 
@@ -77,10 +78,10 @@ def command(group: click.Group, name: str | None = None):
                 sys.exit(exc.exit_code)
             except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM during a run (runner.Interrupted)
                 output.say(f"[yellow]interrupted[/] ({getattr(exc, 'signal', 'SIGINT')})")
-                sys.exit(getattr(exc, "exit_code", 130))
+                sys.exit(getattr(exc, "exit_code", INTERRUPTED))
             except Exception as exc:  # a bug of ours: say so, keep the traceback in a file
                 _print_internal(output, exc)
-                sys.exit(70)
+                sys.exit(INTERNAL_ERROR)
             sys.exit(code or 0)
 
         return group.command(name)(run)

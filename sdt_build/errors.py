@@ -87,24 +87,28 @@ class ProjectError(SdtBuildError):
     """The user's folder breaks the contract (exit 1)."""
 
     exit_code = 1
+    meaning = "bad user files"
 
 
 class DependencyConflict(SdtBuildError):
     """The plug's requirements cannot live with SDT's pinned set (exit 2)."""
 
     exit_code = 2
+    meaning = "dependency conflict"
 
 
 class BuildError(SdtBuildError):
     """The image could not be built (exit 3)."""
 
     exit_code = 3
+    meaning = "image build failed"
 
 
 class SmokeFailure(SdtBuildError):
     """The image was built but does not work (exit 4). ``report`` holds every step when there is one."""
 
     exit_code = 4
+    meaning = "smoke test failed"
 
     def __init__(self, code: str, cause: str, fix: str, detail: str | None = None, *, report=None, **more):
         super().__init__(code, cause, fix, detail, **more)
@@ -118,22 +122,24 @@ class RunFailure(SdtBuildError):
     """A run finished with failed keys, or could not start (exit 5)."""
 
     exit_code = 5
+    meaning = "run finished with failed keys, or could not start"
 
 
 class EnvironmentProblem(SdtBuildError):
     """Something on the machine is missing or broken: no Docker daemon, not root… (exit 10)."""
 
     exit_code = 10
+    meaning = "environment problem: no Docker daemon, not root, missing tool"
 
 
+INTERNAL_ERROR = 70  # a bug of sdt-build's (SDT-E999)
+INTERRUPTED = 130  # Ctrl-C; a signal's stop is 128 + its number (143 for SIGTERM)
 EXIT_CODES = {
     0: "success",
-    1: "bad user files (ProjectError)",
-    2: "dependency conflict (DependencyConflict)",
-    3: "image build failed (BuildError)",
-    4: "smoke test failed (SmokeFailure)",
-    5: "run finished with failed keys, or could not start (RunFailure)",
-    10: "environment problem: no Docker daemon, not root, missing tool (EnvironmentProblem)",
+    **{cls.exit_code: f"{cls.meaning} ({cls.__name__})" for cls in (
+        ProjectError, DependencyConflict, BuildError, SmokeFailure, RunFailure, EnvironmentProblem)},
+    INTERNAL_ERROR: "internal error (SDT-E999): a bug, its traceback saved to a file",
+    INTERRUPTED: "interrupted (Ctrl-C; 143 for SIGTERM)",
 }
 
 

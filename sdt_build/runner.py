@@ -28,7 +28,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from sdt_build import __version__, parity
-from sdt_build.constraints import PIPELINE_PEAK_BYTES, pins
+from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, pins
 from sdt_build.errors import Problem, RunFailure
 from sdt_build.keys import key_id, normalize_key, validate_key
 from sdt_build.project import UserProject
@@ -363,9 +363,8 @@ class Stream:
         if self._workers_seen_at is not None and now - self._workers_seen_at > self.options.lost_cluster_timeout:
             raise ClusterLost(Problem("SDT-E513", f"no worker has been left in the cluster for "
                                                   f"{self.options.lost_cluster_timeout:g} s",
-                                      "if the workers ran out of memory, raise memory_per_worker (one SDT pipeline "
-                                      "run peaks near 6 GB) or lower threads_per_worker; then run again with "
-                                      "--resume"),
+                                      f"if the workers ran out of memory, raise memory_per_worker ({PIPELINE_PEAK}) "
+                                      "or lower threads_per_worker; then run again with --resume"),
                               "no workers", "NoWorkers", unfinished())
 
     def _started(self, event) -> None:
@@ -405,7 +404,7 @@ class Stream:
         if _is_lost_worker(exc):
             worker = self.started.get(key_id(key), (None, "unknown (it died before reporting)"))[1]
             message = (f"the worker running this key died {attempt} time(s) ({_death_cause(self.client)}). Each "
-                       f"worker has {self._memory(worker)}; one SDT pipeline run peaks near 6 GB. Fix: raise "
+                       f"worker has {self._memory(worker)}; {PIPELINE_PEAK}. Fix: raise "
                        "memory_per_worker or use fewer threads per worker; if memory was not the cause, read the "
                        "worker logs")
             backend = self.explain() if self.explain else None
@@ -485,8 +484,8 @@ def check_cluster(dask_client, options: RunOptions) -> list[str]:
         limit = info.get("memory_limit") or 0
         threads = info.get("nthreads", 1) or 1
         if limit and limit / threads < PIPELINE_PEAK_BYTES:
-            warnings.append(f"worker {address} has {limit / 2**30:.1f} GiB for {threads} thread(s); one SDT "
-                            "pipeline run peaks near 6 GB, so long sites may be killed for memory")
+            warnings.append(f"worker {address} has {limit / 2**30:.1f} GiB for {threads} thread(s); {PIPELINE_PEAK}, "
+                            "so long sites may be killed for memory")
             break
     return warnings
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import parse_memory
-from sdt_build.constraints import PIPELINE_PEAK_BYTES
+from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
 from sdt_build.errors import RunFailure
 from sdt_build.plug import EnvVar
 
@@ -267,7 +267,7 @@ class AzureClient(CloudClient):
                 problems.append(f"vm_size {self.vm_size} has {memory} GiB, less than memory_per_worker "
                                 f"{self.memory_per_worker}")
             if memory is not None and memory < PIPELINE_PEAK_GIB:
-                problems.append(f"vm_size {self.vm_size} has {memory} GiB; one SDT pipeline run needs ~6 GiB")
+                problems.append(f"vm_size {self.vm_size} has {memory} GiB; {PIPELINE_PEAK}")
         if self.disk_size < 30:
             problems.append(f"disk_size {self.disk_size} GB is too small for the image (use 50 or more)")
         problems += self._tag_problems() + self._image_problems(image) + self._credential_problems()

@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from sdt_build.clients.base import Client
-from sdt_build.constraints import PIPELINE_PEAK_BYTES
+from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
 from sdt_build.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ class LocalClient(Client):
             )
         if per_worker < PIPELINE_PEAK_BYTES:
             warnings.append(
-                f"memory_per_worker {self.memory_per_worker} is below the ~6 GiB one SDT pipeline "
-                "run peaks at: long sites may be killed for memory"
+                f"memory_per_worker {self.memory_per_worker} is too little: {PIPELINE_PEAK}, so long sites may be "
+                "killed for memory"
             )
         if self.workers * self.threads_per_worker > cores:
             warnings.append(

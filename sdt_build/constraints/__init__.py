@@ -30,8 +30,9 @@ from sdt_build.target import target
 HERE = Path(__file__).parent
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
 SDT_PACKAGE = "solar-data-tools"
-# One SDT pipeline run peaks near 6 GB (its clipping check allocates a 4.7 GiB matrix).
+# One SDT pipeline run peaks near 6 GiB (its clipping check allocates a 4.7 GiB matrix).
 PIPELINE_PEAK_BYTES = 6 * 2**30
+PIPELINE_PEAK = f"one SDT pipeline run peaks near {PIPELINE_PEAK_BYTES // 2**30} GiB"
 
 
 def folder(python: str) -> Path:
