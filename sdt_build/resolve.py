@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -31,8 +30,7 @@ from sdt_build.precheck import Finding, precheck
 from sdt_build.walk import Clash, fix_line
 from sdt_build.project import UserProject
 from sdt_build.redact import run_logged
-from sdt_build.requirements import (classify, combined_specs, constraint_files, constraint_lines, requirement_names,
-                                    satisfiable)
+from sdt_build.requirements import (classify, combined_specs, constraint_files, constraint_lines, requirement_names)
 from sdt_build.target import host_python, target
 
 BACKENDS = ("auto", "pip-compile", "uv")
