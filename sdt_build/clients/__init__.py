@@ -14,7 +14,7 @@ from sdt_build.errors import ProjectError
 if TYPE_CHECKING:
     from sdt_build.project import UserProject
 
-__all__ = ["Client", "LocalClient", "DockerClient", "SchedulerClient", "FargateClient", "AzureClient"]
+__all__ = ["Client", "LocalClient", "DockerClient", "SchedulerClient", "FargateClient", "AzureClient", "KubernetesClient"]
 
 
 def __getattr__(name: str):
@@ -31,6 +31,10 @@ def __getattr__(name: str):
         from sdt_build.clients import cloud
 
         return getattr(cloud, name)
+    if name == "KubernetesClient":
+        from sdt_build.clients.kubernetes import KubernetesClient
+
+        return KubernetesClient
     raise AttributeError(f"module 'sdt_build.clients' has no attribute {name!r}")
 
 
