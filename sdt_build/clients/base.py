@@ -46,6 +46,7 @@ class Client:
     threads_per_worker: int = 1
     memory_per_worker: str = "7GiB"
     image: str | None = None
+    registry: str | None = None  # where a built image is pushed before the run (the cluster pulls it)
     env: tuple[EnvVar, ...] = ()
     # The project's declared environment variables that are set here, given to the containers, tasks
     # or jobs the client starts at run time (never to an image), and which of them are secret.
@@ -71,6 +72,11 @@ class Client:
     def needs_image(self) -> bool:
         """True when the scheduler and workers run a container image."""
         return False
+
+    @property
+    def needs_registry(self) -> bool:
+        """True when the cluster pulls its image from a registry (a built image is pushed first)."""
+        return bool(self.registry)
 
     def connect(self, image: str | None = None) -> "distributed.Client":
         """Start or reach the cluster and return a connected ``distributed.Client``."""
