@@ -115,3 +115,23 @@ def test_a_registry_bound_run_pushes_then_runs_the_pulled_image(docker, local_cs
     assert not docker.images.list(name=f"{registry}/{name}", filters={"reference": f"{registry}/{name}:latest"})
     assert SECRET not in record
     docker.images.remove(f"{registry}/{tag}")
+
+
+def test_smoke_of_a_folder_checks_the_image_its_client_names(local_csv_built, tmp_path):
+    import shutil
+    import subprocess
+
+    from conftest import SDT
+
+    folder, tag = local_csv_built
+    copy = tmp_path / "named"
+    shutil.copytree(folder, copy)
+    (copy / "client.py").write_text("from sdt_build.clients import DockerClient\n\n\n"
+                                    f"class Named(DockerClient):\n    image = {tag!r}\n")
+    done = subprocess.run([SDT, "smoke", str(copy), "--pipeline-days", "0", "--json"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["image"] == tag
+    launchers = next(s for s in report["steps"] if s["name"] == "dask entry points")
+    assert launchers["ok"] and "dask-scheduler" in launchers["detail"] and "dask-worker" in launchers["detail"]
