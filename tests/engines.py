@@ -19,6 +19,7 @@ import shlex
 import subprocess
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 
 from sdt_build.daemon import LABEL
@@ -162,6 +163,11 @@ def ecs_launches(client, image: str, docker) -> tuple[list[Launch], dict]:
                                        tasks=ecs.list_tasks(cluster=cluster.cluster_arn)["taskArns"])["tasks"]
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(cluster.close(), 60)
+            # The engine deregisters its task definitions from finalizers at interpreter exit, when this
+            # event loop is long gone; the AWS API here goes away with the test instead.
+            for finalizer in list(weakref.finalize._registry):
+                if (finalizer.peek() or (None,))[0] is cluster:
+                    finalizer.detach()
             return definitions, tasks
 
         definitions, tasks = asyncio.run(drive())
