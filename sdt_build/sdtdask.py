@@ -74,6 +74,7 @@ class SDTDask:
             raise RunFailure("SDT-E521", f"{type(self.client).__name__} runs an image from a registry, and neither "
                              "client.py nor sdt.toml names one", 'set registry = "HOST[/PATH]" in client.py or '
                              "sdt.toml (or image = a pushed image)")
+        self.client.preflight(registry)
         pushed = build_project(self.project.root, push=registry).image.pushed
         untag_pushed(docker_client(), pushed)
         return pushed

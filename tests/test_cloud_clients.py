@@ -237,3 +237,19 @@ def test_settings_from_dask_configuration_count(aws_credentials, azure_credentia
     (tmp / "config").write_text("[default]\nregion = ap-south-1\n")
     assert FargateClient(**{**GOOD_FARGATE, "region": None}).engine_kwargs(GOOD_FARGATE["image"])["region_name"] \
         == "ap-south-1"
+
+
+def test_a_cloud_run_is_checked_before_anything_is_built(aws_credentials, tmp_path):
+    """A registry the cloud cannot reach, or none at all, stops the run before the build."""
+    from sdt_build import SDTDask
+
+    folder = tmp_path / "fargate"
+    shutil.copytree(EXAMPLES / "local-csv", folder)
+    settings = {**GOOD_FARGATE, "image": None}
+    with pytest.raises(RunFailure) as caught:
+        SDTDask(folder, client=FargateClient(**settings)).execute(output_dir=tmp_path / "out")
+    assert caught.value.code == "SDT-E521" and "registry" in caught.value.fix
+    with pytest.raises(RunFailure) as caught:
+        SDTDask(folder, client=FargateClient(**settings, registry="127.0.0.1:5000")).execute(
+            output_dir=tmp_path / "out")
+    assert caught.value.code == "SDT-E510" and "registry on this machine" in caught.value.cause

@@ -78,6 +78,10 @@ class Client:
         """True when the cluster pulls its image from a registry (a built image is pushed first)."""
         return bool(self.registry)
 
+    def preflight(self, registry: str | None) -> None:
+        """Raise what would stop ``connect`` once an image is built and pushed to ``registry`` (checked
+        before the build, so that a wrong setting costs no build)."""
+
     def connect(self, image: str | None = None) -> "distributed.Client":
         """Start or reach the cluster and return a connected ``distributed.Client``."""
         raise NotImplementedError(f"{type(self).__name__}.connect(image) is not implemented")

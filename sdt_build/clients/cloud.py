@@ -95,6 +95,10 @@ class CloudClient(Client):
         return {**super().describe(), "allow_plain_secrets": self.allow_plain_secrets,
                 "secrets": self.secret_plan(strict=False)}
 
+    def preflight(self, registry: str | None) -> None:
+        self._raise_problems(f"{registry}/image:tag" if registry else None)
+        self.secret_plan()
+
     def _raise_problems(self, image: str | None) -> None:
         problems = self.check(image)
         if problems:
