@@ -185,7 +185,7 @@ class _Provider(AbstractProvider):
             self.windows[name] = str(window[0].version)
         found = [replace(c, extras=extras) for c in window if c.version not in excluded]
         for candidate in found:  # read ahead, in the look-up pool
-            self._prefetch(candidate)
+            self._prefetch(candidate, ahead=True)
         return lambda: (c for c in found if c.extras or not self._dead(c))
 
     def is_satisfied_by(self, requirement, candidate) -> bool:
