@@ -129,6 +129,10 @@ def moto_server(folder):
     import urllib.request
 
     wait_ready(lambda: urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1), "moto", process, log, timeout=30)
+    # A task stays RUNNING until it is stopped (moto would otherwise move it on at every describe_tasks).
+    urllib.request.urlopen(urllib.request.Request(
+        f"{endpoint}/moto-api/state-manager/set-transition", method="POST", data=json.dumps(
+            {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 10**9}}).encode()))
     try:
         yield endpoint
     finally:
@@ -155,20 +159,22 @@ def ecs_launches(client, image: str, docker) -> tuple[list[Launch], dict]:
         async def drive():
             cluster = client.make_cluster(image, asynchronous=True, skip_cleanup=True,
                                           scheduler_address=f"tcp://127.0.0.1:{port}")
-            await asyncio.wait_for(_awaited(cluster), 180)
-            definitions = {role: ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
-                           for role, arn in (("scheduler", cluster.scheduler_task_definition_arn),
-                                             ("worker", cluster.worker_task_definition_arn))}
-            tasks = ecs.describe_tasks(cluster=cluster.cluster_arn,
-                                       tasks=ecs.list_tasks(cluster=cluster.cluster_arn)["taskArns"])["tasks"]
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(cluster.close(), 60)
-            # The engine deregisters its task definitions from finalizers at interpreter exit, when this
-            # event loop is long gone; the AWS API here goes away with the test instead.
-            for finalizer in list(weakref.finalize._registry):
-                if (finalizer.peek() or (None,))[0] is cluster:
-                    finalizer.detach()
-            return definitions, tasks
+            try:
+                await asyncio.wait_for(_awaited(cluster), 180)
+                definitions = {role: ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+                               for role, arn in (("scheduler", cluster.scheduler_task_definition_arn),
+                                                 ("worker", cluster.worker_task_definition_arn))}
+                tasks = ecs.describe_tasks(cluster=cluster.cluster_arn,
+                                           tasks=ecs.list_tasks(cluster=cluster.cluster_arn)["taskArns"])["tasks"]
+                return definitions, tasks
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(cluster.close(), 60)
+                # The engine deregisters its task definitions from finalizers at interpreter exit, when
+                # this event loop is long gone; the AWS API here goes away with the test instead.
+                for finalizer in list(weakref.finalize._registry):
+                    if (finalizer.peek() or (None,))[0] is cluster:
+                        finalizer.detach()
 
         definitions, tasks = asyncio.run(drive())
     finally:

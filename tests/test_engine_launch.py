@@ -43,7 +43,8 @@ def test_fargate_task_definitions_run_here(docker, local_csv_built, direct_repor
                             ("AWS_SECRET_ACCESS_KEY", AWS_SECRET), ("AWS_EC2_METADATA_DISABLED", "true")):
             monkeypatch.setenv(name, value)
         client = FargateClient(region="us-west-2", workers=1, worker_cpu=1024, worker_mem=8192,
-                               threads_per_worker=1, tags={"project": "pv"}).with_environment(
+                               threads_per_worker=1, tags={"project": "pv"},
+                               fargate_use_private_ip=True).with_environment(
             {"SDT_CSV_DIR": "", "AWS_SECRET_ACCESS_KEY": AWS_SECRET}, {"AWS_SECRET_ACCESS_KEY"})
         launches, sent = ecs_launches(client, image, docker)
     scheduler, *workers = launches
