@@ -82,8 +82,10 @@ class CloudClient(Client):
         return self.engine_kwargs(image)
 
     def dry_run(self, image: str | None = None) -> dict[str, Any]:
-        image = image or self.image or "<the image sdt-build builds and pushes>"
-        problems = self.check(None if image.startswith("<") else image)
+        image = image or self.image
+        problems = self.check(image or (f"{self.registry}/image:tag" if self.registry else None))
+        image = image or (f"{self.registry}/<the image sdt-build builds and pushes>" if self.registry
+                          else "<the image sdt-build builds and pushes>")
         try:
             self.secret_plan()
         except RunFailure as exc:
