@@ -55,11 +55,10 @@ def listen_here(launch: Launch, scheduler: str, port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def running(docker, scheduler: Launch, workers: list[Launch], scheduler_address: str | None = None):
-    """Start the launches as containers here; yield the scheduler's address; remove them after."""
+def running(docker, scheduler: Launch, workers: list[Launch], scheme: str = "tcp"):
+    """Start the launches as containers here; yield the scheduler's address (``scheme`` as the
+    engine configured it) and the containers; remove them after."""
     port = free_port()
-    address = scheduler_address or f"tcp://127.0.0.1:{port}"
-    scheme = address.split("://")[0]
     address = f"{scheme}://127.0.0.1:{port}"
     run_id = uuid.uuid4().hex[:8]
     started = []

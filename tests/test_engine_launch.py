@@ -9,13 +9,11 @@ quotas, networking, the registry's login), that the operator runs in a real Kube
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from sdt_build import SDTDask
 from sdt_build.clients import AzureClient, FargateClient, KubernetesClient, SchedulerClient
-from sdt_build.clients.cloud import ROLE_COVERED
 
 from conftest import SECRET_NAME, SITES, assert_same_reports
 from engines import azure_launches, ecs_launches, kubernetes_launches, moto_server, running
@@ -71,7 +69,7 @@ def test_azure_cloud_init_runs_here(docker, local_csv_built, direct_report, tmp_
     launches, made = azure_launches(client, image, port)
     scheduler, *workers = launches
     assert scheduler.command[scheduler.command.index("python"):][:3] == ["python", "-m", "distributed.cli.dask_scheduler"]
-    with running(docker, scheduler, workers, scheduler_address=f"{made['protocol']}://127.0.0.1") as (address, _):
+    with running(docker, scheduler, workers, scheme=made["protocol"]) as (address, _):
         assert address.startswith("tls://")
         _run_both_sites(folder, address, direct_report, tmp_path / "out", security=made["security"])
 
