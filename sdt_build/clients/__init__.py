@@ -14,7 +14,8 @@ from sdt_build.errors import ProjectError
 if TYPE_CHECKING:
     from sdt_build.project import UserProject
 
-__all__ = ["Client", "LocalClient", "DockerClient", "SchedulerClient", "FargateClient", "AzureClient"]
+__all__ = ["Client", "LocalClient", "DockerClient", "SchedulerClient", "FargateClient", "AzureClient",
+           "SlurmClient"]
 
 
 def __getattr__(name: str):
@@ -27,6 +28,10 @@ def __getattr__(name: str):
         from sdt_build.clients.scheduler import SchedulerClient
 
         return SchedulerClient
+    if name == "SlurmClient":
+        from sdt_build.clients.slurm import SlurmClient
+
+        return SlurmClient
     if name in ("FargateClient", "AzureClient"):
         from sdt_build.clients import cloud
 
