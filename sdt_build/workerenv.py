@@ -24,7 +24,7 @@ from pathlib import Path
 from sdt_build import __version__
 from sdt_build.cache import cache_root
 from sdt_build.context import PACKAGE, RUNTIME, wheelhouse
-from sdt_build.errors import BuildError, EnvironmentProblem
+from sdt_build.errors import RunFailure
 from sdt_build.project import UserProject
 from sdt_build.redact import redact, run_logged
 from sdt_build.resolve import ResolvedLock
@@ -74,7 +74,7 @@ def interpreter_for(python: str) -> str:
     found = shutil.which(f"python{python}")
     if found:
         return found
-    raise EnvironmentProblem("SDT-E536", f"no Python {python} on this machine to make the worker venv with",
+    raise RunFailure("SDT-E536", f"no Python {python} on this machine to make the worker venv with",
                              f"install python{python} (or load its module) so that `python{python}` is on PATH, or "
                              f"set python = \"{'%d.%d' % sys.version_info[:2]}\" in sdt.toml to use this one")
 
@@ -97,7 +97,7 @@ def build_venv(project: UserProject, lock: ResolvedLock, path: Path, *, smoke: b
     skipped = bool(manifest and manifest.get("content_hash") == digest and (path / "bin" / "python").exists())
     if not skipped:
         if path.exists() and any(path.iterdir()) and manifest is None:
-            raise BuildError("SDT-E535", f"{path} exists and is not a venv sdt-build made",
+            raise RunFailure("SDT-E535", f"{path} exists and is not a venv sdt-build made",
                              "choose an empty or new folder for --venv (sdt-build replaces only venvs it made)")
         _install(project, lock, path, interpreter, log_path)
         _write_manifest(path, {"content_hash": digest, "lock_hash": lock.input_hash, "python": version,
@@ -144,7 +144,7 @@ def _install(project: UserProject, lock: ResolvedLock, path: Path, interpreter: 
             code = run_logged(command, log_path, env=environment, append=True)
     if code != 0:
         lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith("ERROR:")]
-        raise BuildError("SDT-E537", f"installing the lock into the venv {path} failed: "
+        raise RunFailure("SDT-E537", f"installing the lock into the venv {path} failed: "
                          f"{(lines or ['see the log'])[-1]}",
                          "read the log; check that the folder is writable and the disk has room, then run "
                          "`sdt-build build DIR --venv PATH` again", log_path=log_path)

@@ -209,3 +209,11 @@ def test_each_wrong_setting_is_named_before_anything_is_submitted(local_csv_venv
         with pytest.raises(RunFailure) as caught:
             client.connect()
     assert caught.value.code == "SDT-E530"
+
+
+def test_a_refused_submission_is_told_in_slurms_words(slurm, local_csv_venv, tmp_path):
+    _, venv, _ = local_csv_venv
+    with pytest.raises(RunFailure) as refused:
+        _client(venv, tmp_path, workers=1, queue="no-such-partition").connect()
+    assert refused.value.code == "SDT-E533" and "Invalid partition" in refused.value.cause, refused.value.cause
+    assert not sdt_jobs()

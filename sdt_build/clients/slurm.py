@@ -13,17 +13,19 @@ with its id and SLURM's state in the rows of the keys it lost.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import re
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdt_build.clients.base import Client
+from sdt_build.clients.base import Client, _quiet
 from sdt_build.clients.local import parse_memory
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
 from sdt_build.errors import RunFailure
@@ -268,30 +270,45 @@ class SlurmClient(Client):
                              'pip install "sdt-build[hpc]"') from exc
         self._check_environment()
         cancel_jobs(orphans_only=True)
-        self._cluster = SLURMCluster(scheduler_options=self._scheduler_options(), **self.job_options())
+        self._cluster = SLURMCluster(job_cls=_recording_job(), scheduler_options=self._scheduler_options(),
+                                     **self.job_options())
         _live.add(self)
         try:
-            self._cluster.scale(jobs=self.workers)
-            self._dask_client = self.new_dask_client(self._cluster)
-            self._record_jobs()
-            self._dask_client.wait_for_workers(self.workers, timeout=self.startup_timeout)
-        except Exception as exc:
-            self._record_jobs()
-            states = job_states(list(self._jobs.values()))
+            with _quiet("tornado", "asyncio"):  # a refused submission is told below, not as a traceback
+                self._cluster.scale(jobs=self.workers)
+                self._dask_client = self.new_dask_client(self._cluster)
+                self._wait_for_workers()
+        except BaseException:
             self.close()
-            refused = re.search(r"sbatch: error: (.*)", str(exc))
-            if refused:
-                raise RunFailure("SDT-E533", f"sbatch refused the worker job: {refused.group(1)}",
-                                 "fix queue, account, walltime or job_extra_directives in client.py; "
-                                 "`sdt-build run DIR --dry-run` prints the job script") from exc
-            waiting = "; ".join(f"job {job} {s['state']} ({s['reason']})" for job, s in states.items()) or \
-                "no job was submitted"
-            raise RunFailure("SDT-E534", f"the {self.workers} SLURM jobs did not all start a worker within "
-                             f"{self.startup_timeout:g} s: {waiting}",
-                             "a queued job waits for resources (raise startup_timeout, or ask for less memory or "
-                             "time); a job that ended ran into a problem: read its output file (log_directory)",
-                             detail=str(exc)) from exc
+            raise
         return self._dask_client
+
+    def _wait_for_workers(self) -> None:
+        """Until every job's worker has joined; a refused submission or a job that cannot start
+        ends the wait with SLURM's own words."""
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            self._record_jobs()
+            refused = [job.refused for job in list(self._cluster.workers.values()) if getattr(job, "refused", None)]
+            if refused:
+                said = re.findall(r"sbatch: error: (.*)", refused[0])
+                raise RunFailure("SDT-E533", f"sbatch refused the worker job: {said[-1] if said else refused[0][-300:]}",
+                                 "fix queue, account, walltime, memory_per_worker or job_extra_directives in "
+                                 "client.py; `sdt-build run DIR --dry-run` prints the job script",
+                                 detail=refused[0][-3000:])
+            try:
+                self._dask_client.wait_for_workers(self.workers, timeout=1)
+                return
+            except TimeoutError:
+                pass
+            if time.monotonic() > deadline:
+                states = job_states(list(self._jobs.values()))
+                waiting = "; ".join(f"job {job} {s['state']} ({s['reason']})" for job, s in states.items()) or \
+                    "no job was submitted"
+                raise RunFailure("SDT-E534", f"the {self.workers} SLURM jobs did not all start a worker within "
+                                 f"{self.startup_timeout:g} s: {waiting}",
+                                 "a queued job waits for resources (raise startup_timeout, or ask for less memory "
+                                 "or time); a job that ended wrote why in its output file (log_directory)")
 
     def _check_environment(self) -> None:
         """The venv's Python reports its versions (sdt-build's parity module lent as a file) and
@@ -355,6 +372,24 @@ class SlurmClient(Client):
         super().close()
         cancel_jobs(cluster=self._cluster_id)
         _live.discard(self)
+
+
+@functools.cache
+def _recording_job():
+    """dask-jobqueue's SLURMJob that keeps sbatch's answer when a submission is refused."""
+    from dask_jobqueue.slurm import SLURMJob
+
+    class RecordingSLURMJob(SLURMJob):
+        refused: str | None = None
+
+        async def start(self) -> None:
+            try:
+                await super().start()
+            except RuntimeError as exc:
+                self.refused = str(exc)
+                raise
+
+    return RecordingSLURMJob
 
 
 @atexit.register
