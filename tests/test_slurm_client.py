@@ -53,7 +53,7 @@ def local_csv_venv(tmp_path_factory):
 
 
 def _client(venv, tmp_path, **settings) -> SlurmClient:
-    return SlurmClient(venv=str(venv), interface="lo", memory_per_worker="7GiB", log_directory=str(tmp_path / "logs"),
+    return SlurmClient(venv=venv and str(venv), interface="lo", memory_per_worker="7GiB", log_directory=str(tmp_path / "logs"),
                        startup_timeout=120, **settings)
 
 
@@ -115,12 +115,14 @@ def test_a_scancelled_job_becomes_a_row_with_its_id_and_resume_completes_it(slur
 
     killer = threading.Thread(target=cancel_one_job_mid_key, daemon=True)
     killer.start()
-    result = runner.execute(output_dir=tmp_path / "out", retries=0)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):  # no silent rerun elsewhere
+        result = runner.execute(output_dir=tmp_path / "out", retries=0)
     killer.join(timeout=5)
     assert cancelled, "no job was cancelled"
     assert result.counts == {"ok": 1, "lost": 1}, result.table[["key", "status", "stage", "message"]]
     lost = result.table[result.table["status"] == "lost"].iloc[0]
     assert f"SLURM job {cancelled['job']}" in lost["message"] and "CANCELLED" in lost["message"], lost["message"]
+    assert f"SLURM job {cancelled['job']}" in result.record["lost_workers"]
     assert not sdt_jobs()
 
     resumed = SDTDask(folder, client=_client(venv, tmp_path, workers=1)).execute(output_dir=tmp_path / "out",
@@ -145,12 +147,11 @@ def test_a_venv_with_another_dask_is_refused_before_any_job(slurm, tmp_path):
     assert not sdt_jobs() and _completed_jobs() == before  # nothing was submitted
 
 
-def test_jobs_of_a_crashed_client_are_cancelled_by_clean(slurm, local_csv_venv, tmp_path):
-    _, venv, _ = local_csv_venv
+def test_jobs_of_a_crashed_client_are_cancelled_by_clean(slurm, tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         from sdt_build.clients import SlurmClient
-        client = SlurmClient(venv={str(venv)!r}, interface="lo", workers=1, memory_per_worker="6GiB",
+        client = SlurmClient(python={sys.executable!r}, interface="lo", workers=1, memory_per_worker="6GiB",
                              log_directory={str(tmp_path / 'logs')!r})
         client.connect()
         print("connected", flush=True)
@@ -165,29 +166,31 @@ def test_jobs_of_a_crashed_client_are_cancelled_by_clean(slurm, local_csv_venv, 
     assert not sdt_jobs()
 
 
-def test_dry_run_prints_the_job_script_with_jobqueue_configuration(local_csv_venv, tmp_path, copy_example):
-    _, venv, _ = local_csv_venv
+def test_dry_run_prints_the_job_script_with_jobqueue_configuration(tmp_path, copy_example):
     folder = copy_example()
     (folder / "client.py").write_text(textwrap.dedent(f"""
         from sdt_build.clients import SlurmClient
 
 
         class Cluster(SlurmClient):
-            venv = {str(venv)!r}
+            python = {sys.executable!r}
             account = "pv-fleet"
+            log_directory = "slurm-logs"
             job_extra_directives = ("--qos=normal",)
     """))
     config = tmp_path / "jobqueue.yaml"
     config.write_text("jobqueue:\n  slurm:\n    queue: debug\n    walltime: '00:10:00'\n    cores: 2\n")
     done = subprocess.run([SDT, "run", str(folder), "--dry-run", "--json"], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "DASK_CONFIG": str(tmp_path)})
+                          timeout=120, cwd=tmp_path, env={**os.environ, "DASK_CONFIG": str(tmp_path)})
     assert done.returncode == 0, done.stdout + done.stderr
     spec = json.loads(done.stdout)
     script = spec["job_script"]
     for line in ("#SBATCH -p debug", "#SBATCH -A pv-fleet", "#SBATCH -t 00:10:00", "#SBATCH --cpus-per-task=2",
-                 "#SBATCH --qos=normal", f"{venv}/bin/python -m distributed.cli.dask_worker"):
+                 "#SBATCH --qos=normal", f"{sys.executable} -m distributed.cli.dask_worker"):
         assert line in script, script
     assert spec["problems"] == []
+    assert "#SBATCH -o slurm-logs/dask-worker-%J.out" in script
+    assert not (tmp_path / "slurm-logs").exists() and not sdt_jobs()  # a dry run makes and submits nothing
 
 
 @pytest.mark.parametrize("change, words", [
@@ -197,9 +200,10 @@ def test_dry_run_prints_the_job_script_with_jobqueue_configuration(local_csv_ven
     ({"interface": "ib7"}, "does not exist on this machine"),
     ({"job_extra_directives": ("qos=normal",)}, "not an sbatch option"),
 ])
-def test_each_wrong_setting_is_named_before_anything_is_submitted(local_csv_venv, tmp_path, change, words,
-                                                                   monkeypatch):
-    _, venv, _ = local_csv_venv
+def test_each_wrong_setting_is_named_before_anything_is_submitted(tmp_path, change, words, monkeypatch):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
     monkeypatch.delenv("SDT_VENV", raising=False)
     with dask.config.set({"jobqueue.slurm.python": None}):
         client = _client(venv, tmp_path, workers=1)
@@ -211,9 +215,8 @@ def test_each_wrong_setting_is_named_before_anything_is_submitted(local_csv_venv
     assert caught.value.code == "SDT-E530"
 
 
-def test_a_refused_submission_is_told_in_slurms_words(slurm, local_csv_venv, tmp_path):
-    _, venv, _ = local_csv_venv
+def test_a_refused_submission_is_told_in_slurms_words(slurm, tmp_path):
     with pytest.raises(RunFailure) as refused:
-        _client(venv, tmp_path, workers=1, queue="no-such-partition").connect()
+        _client(None, tmp_path, workers=1, python=sys.executable, queue="no-such-partition").connect()
     assert refused.value.code == "SDT-E533" and "Invalid partition" in refused.value.cause, refused.value.cause
     assert not sdt_jobs()
