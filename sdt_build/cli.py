@@ -508,7 +508,10 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
         spec = runner.client.dry_run(runner.image)
         output.emit({"ok": not spec["problems"], **spec})
         if not output.as_json:
-            out.print_json(json.dumps({k: v for k, v in spec.items() if k != "problems"}, default=str))
+            out.print_json(json.dumps({k: v for k, v in spec.items() if k not in ("problems", "job_script")},
+                                      default=str))
+            if spec.get("job_script"):  # what a batch system is given, as it is given
+                out.print(spec["job_script"], highlight=False, markup=False, soft_wrap=True)
             for problem in spec["problems"]:
                 err.print(f"[red]problem[/] {problem}", highlight=False)
         return 5 if spec["problems"] else 0
