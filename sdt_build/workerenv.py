@@ -131,6 +131,8 @@ def _install(project: UserProject, lock: ResolvedLock, path: Path, interpreter: 
     if path.exists():
         shutil.rmtree(path)
     code = run_logged([interpreter, "-m", "venv", str(path)], log_path)
+    if code == 0:  # ours from now on: a later build may replace it even when this one fails
+        _write_manifest(path, {"content_hash": None, "installing": time.strftime("%Y-%m-%dT%H:%M:%S")})
     with tempfile.TemporaryDirectory(prefix="sdt-venv-") as work:
         requirements = Path(work) / "lock.txt"
         requirements.write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.pins.items())))
