@@ -316,7 +316,8 @@ class SlurmClient(Client):
         from sdt_build import constraints, parity
 
         python = self._python()
-        where = f"worker venv {Path(python).parent.parent}"
+        venv = self.venv or os.environ.get("SDT_VENV")
+        where = f"worker venv {venv}" if venv and not self.python else f"workers' Python {python}"
         try:
             done = subprocess.run([python, parity.__file__], capture_output=True, text=True, timeout=120,
                                   cwd="/", env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
@@ -334,9 +335,8 @@ class SlurmClient(Client):
         try:
             parity.require(rows, where)
         except RunFailure as exc:
-            venv = self.venv or os.environ.get("SDT_VENV") or "PATH"
             raise RunFailure(exc.code, exc.cause, f"{exc.fix}; or rebuild the venv from this folder's lock: "
-                             f"sdt-build build DIR --venv {venv}", detail=exc.detail) from None
+                             f"sdt-build build DIR --venv {venv or 'PATH'}", detail=exc.detail) from None
         done = subprocess.run([python, "-c", "import sdt_build.task"], capture_output=True, text=True, timeout=120,
                               cwd="/", env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
         if done.returncode != 0:
