@@ -119,8 +119,9 @@ def test_a_scancelled_job_becomes_a_row_with_its_id_and_resume_completes_it(slur
         result = runner.execute(output_dir=tmp_path / "out", retries=0)
     killer.join(timeout=5)
     assert cancelled, "no job was cancelled"
-    assert result.counts == {"ok": 1, "lost": 1}, result.table[["key", "status", "stage", "message"]]
-    lost = result.table[result.table["status"] == "lost"].iloc[0]
+    assert result.counts == {"ok": 1, "failed": 1}, result.table[["key", "status", "stage", "message"]].to_dict()
+    lost = result.table[result.table["status"] == "failed"].iloc[0]
+    assert lost["stage"] == "worker lost", lost.to_dict()
     assert f"SLURM job {cancelled['job']}" in lost["message"] and "CANCELLED" in lost["message"], lost["message"]
     assert f"SLURM job {cancelled['job']}" in result.record["lost_workers"]
     assert not sdt_jobs()
