@@ -100,7 +100,8 @@ def job_states(job_ids: list[str]) -> dict[str, dict[str, str]]:
     done = slurm_command("squeue", "-h", "-j", ids, "-o", "%i|%T|%r")
     for line in (done.stdout.splitlines() if done and done.returncode == 0 else []):
         job, state, reason = (line.split("|") + ["", ""])[:3]
-        found[job] = {"state": state, "reason": reason}
+        if state != "COMPLETING":  # ending: its end state (CANCELLED, TIMEOUT…) is in the records below
+            found[job] = {"state": state, "reason": reason}
     missing = [j for j in job_ids if j not in found]
     for extra in ((), ("--completion",)):
         if not missing:
@@ -358,7 +359,7 @@ class SlurmClient(Client):
         notes = []
         for name, job in sorted(self._jobs.items()):
             state = states.get(job)
-            if state is None or state["state"] in ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING"):
+            if state is None or state["state"] in ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING", "SUSPENDED"):
                 continue
             meaning = ENDED.get(state["state"], state.get("reason") or "")
             code = f", exit code {state['exit_code']}" if state.get("exit_code") else ""
