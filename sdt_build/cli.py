@@ -260,11 +260,30 @@ def lock_command(output: Output, directory: Path, output_file: Path | None, reso
 @click.option("--sample-key", default=None, help="Smoke-test get_data on this key (JSON, e.g. '[\"SITE\"]').")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the smoke test as JUnit XML.")
+@click.option("--venv", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Instead of an image: a venv at this path (a shared file system, for SLURM) from the same "
+                   "lock and wheels, smoke-tested.")
 def build_command(output: Output, directory: Path, registry: str | None, resolver: str,
                   context_dir: Path | None, no_cache: bool, no_smoke: bool, sample_key: str | None,
-                  junit: Path | None) -> int:
-    """Build the image the scheduler and workers run (skipped when nothing changed)."""
-    from sdt_build.pipeline import build_project
+                  junit: Path | None, venv: Path | None) -> int:
+    """Build the image the scheduler and workers run (skipped when nothing changed), or a venv (--venv)."""
+    from sdt_build.pipeline import build_project, build_venv_project
+
+    if venv is not None:
+        try:
+            locked, built_venv = build_venv_project(directory, venv, resolver=resolver, smoke=not no_smoke,
+                                                    sample_key=_parse_key(sample_key) if sample_key else None,
+                                                    say=output.say)
+        except SmokeFailure as exc:
+            _report_smoke(output, junit, exc.report)
+            raise
+        _report_smoke(output, junit, built_venv.smoke)
+        output.emit({"ok": True, "lock": locked.to_dict(), **built_venv.to_dict()})
+        verb = "unchanged, install skipped" if built_venv.skipped else f"installed in {built_venv.seconds:.0f} s"
+        output.say(f"[green]venv[/] {built_venv.path} (Python {built_venv.python}, content hash "
+                   f"{built_venv.content_hash}) {verb}; "
+                   + ("smoke test passed" if built_venv.smoke else "smoke test skipped"))
+        return 0
 
     last = {"line": ""}
 
@@ -381,15 +400,15 @@ def _write_junit(path: Path | None, report) -> None:
 
 
 def _print_smoke(report) -> None:
-    steps = Table(title=f"smoke test: {report.image}")
+    steps = Table(title=f"smoke test: {report.image}")  # an image, or a venv's path
     for column in ("step", "result", "seconds", "detail"):
         steps.add_column(column, overflow="fold")
     for step in report.steps:
         steps.add_row(step.name, "[green]pass[/]" if step.ok else "[red]FAIL[/]", f"{step.seconds:.1f}",
                       step.detail[:200])
     err.print(steps)
-    parity = Table(title="parity: this client vs the image")
-    for column in ("package", "client", "image", "", "fix"):
+    parity = Table(title=f"parity: this client vs the {report.kind}")
+    for column in ("package", "client", report.kind, "", "fix"):
         parity.add_column(column, overflow="fold")
     colors = {"ok": "green", "note": "cyan", "warning": "yellow", "error": "red"}
     for row in report.parity:
@@ -402,17 +421,28 @@ def _print_smoke(report) -> None:
 @click.option("--images", is_flag=True, help="Also remove every image sdt-build built.")
 @click.option("--cache", is_flag=True, help="Also empty sdt-build's cache (wheels, locks, contexts, logs).")
 def clean_command(output: Output, images: bool, cache: bool) -> int:
-    """Remove leftover containers (and optionally images and caches) that sdt-build created."""
+    """Remove leftover containers and cancel leftover SLURM jobs (and optionally images and caches)
+    that sdt-build created."""
     from sdt_build.cache import cache_root
+    from sdt_build.clients.slurm import cancel_jobs, slurm_command
     from sdt_build.daemon import docker_client
+    from sdt_build.errors import EnvironmentProblem
     from sdt_build.image import clean
 
-    removed = clean(docker_client(), images=images)
+    jobs = cancel_jobs() if slurm_command("squeue", "--version") else []
+    try:
+        removed: dict[str, list[str]] = clean(docker_client(), images=images)
+    except EnvironmentProblem:
+        if not jobs and slurm_command("squeue", "--version") is None:
+            raise  # neither Docker nor SLURM here: say what is missing
+        removed = {"containers": [], "images": []}  # an HPC login node: no Docker daemon
+    removed["slurm_jobs"] = jobs
     if cache and cache_root().exists():
         shutil.rmtree(cache_root())
         removed["cache"] = [str(cache_root())]
     output.emit({"ok": True, **removed})
     output.say(f"[green]removed[/] {len(removed['containers'])} container(s), {len(removed['images'])} image(s)"
+               + (f", cancelled {len(jobs)} SLURM job(s)" if jobs else "")
                + (f", cache {cache_root()}" if cache else ""))
     return 0
 
@@ -478,7 +508,10 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
         spec = runner.client.dry_run(runner.image)
         output.emit({"ok": not spec["problems"], **spec})
         if not output.as_json:
-            out.print_json(json.dumps({k: v for k, v in spec.items() if k != "problems"}, default=str))
+            out.print_json(json.dumps({k: v for k, v in spec.items() if k not in ("problems", "job_script")},
+                                      default=str))
+            if spec.get("job_script"):  # what a batch system is given, as it is given
+                out.print(spec["job_script"], highlight=False, markup=False, soft_wrap=True)
             for problem in spec["problems"]:
                 err.print(f"[red]problem[/] {problem}", highlight=False)
         return 5 if spec["problems"] else 0

@@ -23,7 +23,7 @@ FLOORS = (
     ("the user's folder", {"settings", "contracts", "project"}),
     ("package sources", {"pipconfig", "index", "wheels"}),
     ("dependencies", {"walk", "precheck", "resolve"}),
-    ("build", {"render", "context", "daemon", "image", "smoke"}),
+    ("build", {"render", "context", "daemon", "image", "smoke", "workerenv"}),
     ("run", {"results", "clients", "runner"}),
     ("composition", {"pipeline", "sdtdask", "doctor"}),
     ("shells and maintainer tools", {"cli", "__main__", "maintainer"}),
