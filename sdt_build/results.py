@@ -142,13 +142,7 @@ class OutputFolder:
         self._append(self._fd, self.journal, (redact(json.dumps(row.to_record(), default=str)) + "\n").encode())
         if self.folder is None:
             return
-        if row.warnings:
-            fd = os.open(self.folder / WARNINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                text = "".join(f"{key_id(row.key)}\t{line}\n" for line in row.warning_lines)
-                self._append(fd, self.folder / WARNINGS_LOG, redact(text).encode())
-            finally:
-                os.close(fd)
+        self.log([f"{key_id(row.key)}\t{line}" for line in row.warning_lines])
         for name, png in row.plots.items():
             target = plot_folder(self.folder, row.key)
             try:
@@ -156,6 +150,16 @@ class OutputFolder:
             except OSError as exc:
                 raise _write_failure(target, exc) from exc
             self.write(str((target / f"{name}.png").relative_to(self.folder)), lambda path: path.write_bytes(png))
+
+    def log(self, lines: list[str]) -> None:
+        """Append lines to warnings.log (a key or a worker, a tab, the warning)."""
+        if not lines or self.folder is None:
+            return
+        fd = os.open(self.folder / WARNINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._append(fd, self.folder / WARNINGS_LOG, redact("".join(f"{line}\n" for line in lines)).encode())
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _append(fd: int, path: Path, line: bytes) -> None:

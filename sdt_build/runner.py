@@ -36,7 +36,7 @@ from sdt_build.redact import redact
 from sdt_build.report import failure_groups, write_report
 from sdt_build.results import REPORT, OutputFolder
 from sdt_build.rows import SECONDS, Row
-from sdt_build.task import (MEMORY_TOPIC, START_TOPIC, PlugBundle, PlugInstaller, module_version, plug_keys,
+from sdt_build.task import (START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle, PlugInstaller, module_version, plug_keys,
                             plug_sizes, run_key)
 
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
@@ -250,7 +250,8 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
                   parallel_efficiency=round(busy / (stream.seconds * stream.threads), 3) if stream.seconds else None)
     if problem is not None:
         record["problem"] = problem.to_dict()
-    _memory_summary(record, stream.memory_events, table)
+    output.log([f"worker {e.get('worker')}\t{e.get('logger')}: {e.get('message')}" for e in stream.worker_log])
+    _memory_summary(record, [e for e in stream.worker_log if e.get("logger") == WORKER_LOGGERS[0]], table)
     if output.folder is not None:
         _write_outputs(output, table, record)
     counts = {str(k): int(v) for k, v in table["status"].value_counts().items()} if len(table) else {}
@@ -279,7 +280,7 @@ class Stream:
         self._workers_seen_at: float | None = None
         self._polled = 0.0
         self._bar: _Progress | None = None
-        self.memory_events: list[dict] = []
+        self.worker_log: list[dict] = []  # distributed's warnings on the workers
         self.plot_ids: set[str] = set()
 
     def run(self, keys: list[tuple]) -> None:
@@ -293,7 +294,7 @@ class Stream:
         futures: dict[Any, tuple[tuple, int]] = {}
         self.plot_ids = {key_id(k) for k in keys[:self.options.plots]} | {key_id(k) for k in self.options.plot_keys}
         self.client.subscribe_topic(START_TOPIC, self._started)
-        self.client.subscribe_topic(MEMORY_TOPIC, lambda event: self.memory_events.append(event[1]))
+        self.client.subscribe_topic(WORKER_LOG_TOPIC, lambda event: self.worker_log.append(event[1]))
         self._bar = _Progress(len(keys)) if self.progress else None
         began = time.perf_counter()
         try:
@@ -333,7 +334,7 @@ class Stream:
             self.seconds = time.perf_counter() - began
             if self.client.status == "running":
                 self.client.unsubscribe_topic(START_TOPIC)
-                self.client.unsubscribe_topic(MEMORY_TOPIC)
+                self.client.unsubscribe_topic(WORKER_LOG_TOPIC)
             if self._bar:
                 self._bar.close()
 

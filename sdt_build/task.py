@@ -32,8 +32,10 @@ from sdt_build.keys import key_id
 from sdt_build.rows import WARNINGS, Row
 
 START_TOPIC = "sdt-build-start"
-MEMORY_TOPIC = "sdt-build-memory"  # distributed's memory warnings on a worker, sent to the client instead of stderr
-MEMORY_LOGGER = "distributed.worker.memory"
+# distributed's warnings on a worker, sent to the client (for the run's log and summary) instead of the
+# worker's stderr: its memory monitor, and sizeof's note on deep messages (the performance report's profiles)
+WORKER_LOG_TOPIC = "sdt-build-worker-log"
+WORKER_LOGGERS = ("distributed.worker.memory", "distributed.sizeof")
 PLOTS = {"heatmap": lambda handler: handler.plot_heatmap(matrix="raw"),
          "daily energy": lambda handler: handler.plot_daily_energy()}  # SDT's own figures, by name
 _load_lock = threading.Lock()
@@ -94,7 +96,7 @@ class PlugInstaller(WorkerPlugin):
     def setup(self, worker) -> None:
         _installed[self.bundle.digest] = self.bundle
         capture_warnings()
-        _forward_memory_log(worker)
+        _forward_worker_log(worker)
 
     def teardown(self, worker) -> None:
         _installed.pop(self.bundle.digest, None)
@@ -117,8 +119,8 @@ def _showwarning(message, category, filename, lineno, file=None, line=None) -> N
     sink[(category.__name__, " ".join(str(message).split())[:300])] += 1
 
 
-class _MemoryLog(logging.Handler):
-    """distributed's memory warnings of this worker, as events for the client (one line in its summary)."""
+class _WorkerLog(logging.Handler):
+    """distributed's warnings on this worker, as events for the client."""
 
     def __init__(self, worker):
         super().__init__(logging.WARNING)
@@ -126,17 +128,19 @@ class _MemoryLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.worker.log_event(MEMORY_TOPIC, {"worker": self.worker.address, "message": record.getMessage()})
+            self.worker.log_event(WORKER_LOG_TOPIC, {"worker": self.worker.address, "logger": record.name,
+                                                     "message": record.getMessage()})
         except Exception:  # a diagnostic: never a reason to disturb the worker
             pass
 
 
-def _forward_memory_log(worker) -> None:
-    logger = logging.getLogger(MEMORY_LOGGER)
-    for handler in [h for h in logger.handlers if isinstance(h, _MemoryLog)]:
-        logger.removeHandler(handler)
-    logger.addHandler(_MemoryLog(worker))
-    logger.propagate = False
+def _forward_worker_log(worker) -> None:
+    for name in WORKER_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, _WorkerLog)]:
+            logger.removeHandler(handler)
+        logger.addHandler(_WorkerLog(worker))
+        logger.propagate = False
 
 
 def installed(digest: str) -> PlugBundle:
