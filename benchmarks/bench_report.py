@@ -25,15 +25,22 @@ FAILURES = [("get_data", "FileNotFoundError", "no such file: {key}.csv"),
             ("timeout", "Timeout", "still running after 600 s. Fix: raise the timeout (--timeout)")]
 
 
-def _png(kind: str, rng: random.Random) -> bytes:
+def _png(kind: str, rng: random.Random, days: int = 490) -> bytes:
+    """A PV-like figure as SDT draws it: 5-minute power by day (clear and cloudy days), daily energy."""
+    import math
+
     from matplotlib.figure import Figure
 
+    weather = [rng.choice((1.0, 1.0, 0.9, 0.6, 0.3)) for _ in range(days)]
+    season = [0.75 + 0.25 * math.cos(2 * math.pi * (d - 172) / 365) for d in range(days)]
     figure = Figure(figsize=(12, 6) if kind == "heatmap" else (8, 6))
     axes = figure.subplots()
     if kind == "heatmap":
-        axes.imshow([[rng.random() for _ in range(400)] for _ in range(288)], aspect="auto")
+        power = [[max(0.0, math.sin(math.pi * (t - 72) / 144)) * 5 * season[d] * weather[d] for d in range(days)]
+                 for t in range(288)]
+        axes.imshow(power, aspect="auto", cmap="plasma")
     else:
-        axes.plot([rng.random() for _ in range(400)])
+        axes.plot([30 * season[d] * weather[d] for d in range(days)], linewidth=1)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
     return buffer.getvalue()

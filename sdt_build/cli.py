@@ -520,7 +520,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
                             lost_cluster_timeout=lost_cluster_timeout, plots=plots,
                             plot_keys=[validate_key(_parse_key(k)) for k in plot_keys],
-                            progress=output.shows and sys.stderr.isatty(), on_start=_run_started(output),
+                            progress=output.shows, on_start=_run_started(output),
                             on_row=_row_finished(output) if output.verbose else None)
     table = result.table
     summary = result.summary()
@@ -558,9 +558,15 @@ def _run_started(output: Output) -> Callable[[dict], None]:
         todo = record["keys"] - record["already_done"]
         output.say(f"{todo} key(s) to run" + (f" ({record['already_done']} already done)"
                                               if record["already_done"] else ""))
-        output.say(f"dashboard: {record['dashboard']}" if record.get("dashboard") else
-                   "dashboard: off (the client's dashboard setting, or no bokeh where the scheduler runs: "
-                   "pip install 'sdt-build[dashboard]')")
+        client = record.get("client", {})
+        if record.get("dashboard"):
+            output.say(f"dashboard: {record['dashboard']}")
+        elif client.get("dashboard") is False:
+            output.say("dashboard: off (dashboard = False in client.py)")
+        elif client.get("backend") == "docker":
+            output.say("dashboard: off (the image has no bokeh: add bokeh>=3.1 to requirements.txt)")
+        else:
+            output.say("dashboard: off (the scheduler has no bokeh: pip install 'sdt-build[dashboard]')")
 
     return started
 

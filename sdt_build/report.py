@@ -279,7 +279,7 @@ def _warning_groups(folder: Path) -> list[dict]:
         message = text.rsplit(" (×", 1)[0]
         keys.setdefault(message, set()).add(key)
     ordered = sorted(keys.items(), key=lambda item: -len(item[1]))
-    return [{"message": message, "keys": len(found), "example": sorted(found)[0]} for message, found in ordered]
+    return [{"message": message, "count": len(found), "example": sorted(found)[0]} for message, found in ordered]
 
 
 # --- SDT's own figures ------------------------------------------------------------------------

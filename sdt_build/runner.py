@@ -160,7 +160,7 @@ def run(project: UserProject, dask_client, keys: list[tuple] | None, options: Ru
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "client": client_settings or {},
               "options": {**options.__dict__}, "keys": len(chosen), "already_done": len(chosen) - len(todo),
               "warnings": warnings + output.notes, "versions": _cluster_versions(dask_client),
-              "dashboard": dashboard_link(dask_client)}
+              "dashboard": dashboard_link(dask_client, (client_settings or {}).get("dashboard", True))}
     if on_start:
         on_start(record)
     problem, failure = stream_keys(stream, todo, output, record, explain)
@@ -528,10 +528,13 @@ def _pins(python: str) -> dict[str, str]:
     return pins(python) if python in available() else {}
 
 
-def dashboard_link(dask_client) -> str | None:
-    """The Dask dashboard's address, when the scheduler serves one."""
+def dashboard_link(dask_client, wanted: bool = True) -> str | None:
+    """The Dask dashboard's address, when the client asked for one and the scheduler can serve it
+    (it has bokeh; without, its web server answers only /health and a page saying bokeh is missing)."""
+    if not wanted:
+        return None
     try:
-        if "dashboard" not in dask_client.scheduler_info().get("services", {}):
+        if not dask_client.run_on_scheduler(module_version, "bokeh"):
             return None
         return dask_client.dashboard_link
     except Exception:  # informational only
@@ -590,26 +593,44 @@ class _performance_report:
 
 
 class _Progress:
-    """done/failed/running, rate and ETA, in terminals and notebooks (rich)."""
+    """done/failed/running, rate and ETA, in terminals and notebooks (rich); elsewhere (a CI log)
+    one line per tenth of the keys."""
 
     def __init__(self, total: int):
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.failed = 0
+        self.done = 0
+        self.total = total
+        self.running = 0
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal or self.console.is_jupyter
+        self.began = time.monotonic()
         self.bar = Progress(TextColumn("[bold]SDT"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[state]}"), TimeRemainingColumn(), transient=False)
+                            TextColumn("{task.fields[state]}"), TimeRemainingColumn(), transient=False,
+                            console=self.console)
         self.task = self.bar.add_task("keys", total=total, state="")
-        self.bar.start()
+        if self.live:
+            self.bar.start()
 
     def advance(self, ok: bool) -> None:
         self.failed += not ok
+        self.done += 1
         self.bar.advance(self.task)
+        if not self.live and (self.done == self.total or self.done % max(1, self.total // 10) == 0):
+            elapsed = time.monotonic() - self.began
+            left = elapsed / self.done * (self.total - self.done)
+            self.console.print(f"SDT {self.done}/{self.total} keys: failed {self.failed}, running {self.running}, "
+                               f"{elapsed:.0f} s so far, about {left:.0f} s left", highlight=False)
 
     def update(self, running: int) -> None:
+        self.running = running
         self.bar.update(self.task, state=f"failed {self.failed}, running {running}")
 
     def close(self) -> None:
-        self.bar.stop()
+        if self.live:
+            self.bar.stop()
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:

@@ -42,6 +42,7 @@ _load_lock = threading.Lock()
 _draw_lock = threading.Lock()
 _task = threading.local()  # the warnings of the key this thread runs
 _original_showwarning = warnings.showwarning
+_shown: set[tuple] = set()  # warnings shown outside a key
 _loaded: dict[str, type] = {}
 _installed: dict[str, "PlugBundle"] = {}
 
@@ -113,8 +114,10 @@ def capture_warnings() -> None:
 
 def _showwarning(message, category, filename, lineno, file=None, line=None) -> None:
     sink = getattr(_task, "warnings", None)
-    if sink is None:
-        _original_showwarning(message, category, filename, lineno, file, line)
+    if sink is None:  # outside a key: once per place, as Python's default filter does
+        if (category, str(message), filename, lineno) not in _shown:
+            _shown.add((category, str(message), filename, lineno))
+            _original_showwarning(message, category, filename, lineno, file, line)
         return
     sink[(category.__name__, " ".join(str(message).split())[:300])] += 1
 

@@ -71,6 +71,9 @@ def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local
     assert_same_reports(result.table, [((site,), direct_report(site, (("fix_shifts", True),)))
                                        for site in SITES])
     assert not _cluster_containers(docker)  # everything removed on close
+    # sdt-build's images carry no bokeh: the scheduler serves no dashboard, and the run says so
+    assert result.record["dashboard"] is None and result.record["client"]["dashboard"] is True
+    assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
 
 
 def test_an_image_with_another_dask_is_refused_before_any_task(docker, base_image, copy_example, tmp_path):
