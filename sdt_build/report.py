@@ -23,7 +23,7 @@ from sdt_build.errors import RunFailure
 from sdt_build.keys import key_id, normalize_key
 from sdt_build.redact import redact
 from sdt_build.resources import render_template
-from sdt_build.results import PLOTS, RECORD, REPORT, WARNINGS_LOG, plot_folder, read_journal
+from sdt_build.results import PERFORMANCE, PLOTS, RECORD, REPORT, WARNINGS_LOG, plot_folder, read_journal
 from sdt_build.rows import SECONDS
 from sdt_build.task import PLOTS as FIGURES
 
@@ -156,6 +156,7 @@ def render(folder: Path, table: pd.DataFrame, record: dict, keys: list[tuple] | 
         figures=_figure_sections(folder, table, keys),
         warnings=_warning_groups(folder), memory=record.get("memory_warnings"),
         record_json=json.dumps(record, indent=1, default=str, sort_keys=True),
+        performance=PERFORMANCE if (folder / PERFORMANCE).is_file() else None,
     )
 
 

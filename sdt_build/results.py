@@ -32,6 +32,7 @@ RECORD = "run.json"
 WARNINGS_LOG = "warnings.log"  # third-party warnings of every key, one line each
 PLOTS = "plots"  # SDT's own figures of the keys that keep them: plots/<key>/<name>.png
 REPORT = "report.html"
+PERFORMANCE = "dask-report.html"  # Dask's performance report (when bokeh is installed)
 
 
 def read_journal(journal: Path) -> tuple[dict[str, Row], int]:

@@ -34,7 +34,7 @@ from sdt_build.keys import key_id, normalize_key, validate_key
 from sdt_build.project import UserProject
 from sdt_build.redact import redact
 from sdt_build.report import failure_groups, write_report
-from sdt_build.results import REPORT, OutputFolder
+from sdt_build.results import PERFORMANCE, REPORT, OutputFolder
 from sdt_build.rows import SECONDS, Row
 from sdt_build.task import (START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle, PlugInstaller, module_version, plug_keys,
                             plug_sizes, run_key)
@@ -578,9 +578,9 @@ class _performance_report:
             return self
         from distributed import performance_report
 
-        self.inner = performance_report(filename=str(self.output / "dask-report.html"))
+        self.inner = performance_report(filename=str(self.output / PERFORMANCE))
         self.inner.__enter__()
-        self.record["performance_report"] = str(self.output / "dask-report.html")
+        self.record["performance_report"] = str(self.output / PERFORMANCE)
         return self
 
     def __exit__(self, *exc):
