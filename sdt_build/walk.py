@@ -138,6 +138,8 @@ class _Provider(AbstractProvider):
         self.facts: dict[tuple[str, str], tuple[str | None, str | None]] = {}  # → (SDT's pin, catalog reason)
         self.windows: dict[str, str] = {}
         self.installable: dict[str, list[index.Release]] = {}
+        self.chosen: dict[tuple[str, str], list[Candidate]] = {}  # (name, specifier) → its window
+        self.needs: dict[tuple, list[Requirement]] = {}  # (name, version, extras) → what it asks for
 
     def _limit(self, name: str, spec: SpecifierSet, why: str) -> None:
         self.limits[name] = self.limits.get(name, SpecifierSet()) & spec
@@ -171,14 +173,14 @@ class _Provider(AbstractProvider):
         if pin is not None and spec.contains(pin, prereleases=True) and Version(pin) not in excluded:
             # a lifted pin is tried first, and the index only asked when it does not fit
             return lambda: iter([Candidate(name, Version(pin), extras)] + [
-                c for c in self._matches(name, spec, excluded, extras) if str(c.version) != pin])
+                c for c in self._matches(name, spec, excluded, extras)() if str(c.version) != pin])
         return self._matches(name, spec, excluded, extras)
 
     def _matches(self, name: str, spec: SpecifierSet, excluded: set[Version], extras: frozenset[str]):
         found = [replace(c, extras=extras) for c in self._window(name, spec) if c.version not in excluded]
         for candidate in found:  # read ahead, in the look-up pool
             self._prefetch(candidate)
-        return found
+        return lambda: (c for c in found if c.extras or not self._dead(c))
 
     def is_satisfied_by(self, requirement, candidate) -> bool:
         return canonicalize_name(requirement.name) == candidate.name and \
@@ -188,6 +190,17 @@ class _Provider(AbstractProvider):
         self._in_time()
         if candidate.name in self.fixed and not candidate.extras:
             return []  # SDT's pinned set holds together; what it needs of lifted packages is in the limits
+        chosen = self._needs(candidate)
+        for requirement in chosen:
+            self._releases_ahead(canonicalize_name(requirement.name))
+        return chosen
+
+    def _needs(self, candidate: Candidate) -> list[Requirement]:
+        """What ``candidate`` asks for on the target (catalog facts included), noted for the messages once."""
+        memo = (candidate.name, candidate.version, candidate.extras)
+        if memo in self.needs:
+            return self.needs[memo]
+        self._in_time()
         self.tried.setdefault(candidate.name, set()).add(candidate.version)
         requires = self._requires(candidate)
         if candidate.extras:
@@ -204,24 +217,34 @@ class _Provider(AbstractProvider):
                 reasons[canonicalize_name(rule.needs.name)] = rule.reason
         for requirement in chosen:
             self._note(candidate, requirement, reasons.get(canonicalize_name(requirement.name)))
-            self._releases_ahead(canonicalize_name(requirement.name))
+        self.needs[memo] = chosen
         return chosen
+
+    def _dead(self, candidate: Candidate) -> bool:
+        """Whether ``candidate`` asks for something SDT's pinned set rules out: the walk need not try it."""
+        return any(canonicalize_name(r.name) in self.fixed and
+                   not r.specifier.contains(self.fixed[canonicalize_name(r.name)], prereleases=True)
+                   for r in self._needs(candidate))
 
     # --- candidates and their requirements --------------------------------------------------
 
     def _window(self, name: str, spec: SpecifierSet) -> list[Candidate]:
         """The releases the walk tries for ``name`` within ``spec``: the pin first (a lifted one), the
-        newest ``NEWEST``, and ``SPREAD`` older ones down to the oldest."""
-        exact = any(s.operator in ("==", "===") and "*" not in s.version for s in spec)
-        usable = [r for r in self._installable(name) if (exact or not r.yanked) and spec.contains(r.version, True)]
-        finals = [r for r in usable if not r.version.is_prerelease]
-        usable = finals if finals and not _mentions_prerelease(spec) else usable
-        older = usable[NEWEST:]
-        step = max(1, len(older) // SPREAD)
-        chosen = usable[:NEWEST] + older[step - 1::step][:SPREAD - 1] + older[-1:]
-        if usable[:NEWEST]:
-            self.windows[name] = str(usable[0].version)
-        return [Candidate(name, r.version, release=r) for r in dict.fromkeys(chosen)]
+        newest ``NEWEST``, and ``SPREAD`` older ones down to the oldest (worked out once per specifier)."""
+        memo = (name, str(spec))
+        if memo not in self.chosen:
+            exact = any(s.operator in ("==", "===") and "*" not in s.version for s in spec)
+            usable = [r for r in self._installable(name) if (exact or not r.yanked) and spec.contains(r.version, True)]
+            finals = [r for r in usable if not r.version.is_prerelease]
+            usable = finals if finals and not _mentions_prerelease(spec) else usable
+            older = usable[NEWEST:]
+            step = max(1, len(older) // SPREAD)
+            chosen = usable[:NEWEST] + older[step - 1::step][:SPREAD - 1] + older[-1:]
+            self.chosen[memo] = [Candidate(name, r.version, release=r) for r in dict.fromkeys(chosen)]
+        window = self.chosen[memo]
+        if window:
+            self.windows[name] = str(window[0].version)
+        return window
 
     def _installable(self, name: str) -> list[index.Release]:
         """Releases of ``name`` the image could install: for its Python, with a wheel for the target."""
