@@ -45,8 +45,8 @@ def open_page(page_file: Path, screenshot: Path | None = None) -> Opened:
             page.on("request", lambda r: opened.outside_requests.append(r.url)
                     if not r.url.startswith(("file://", "data:")) else None)
             page.goto(page_file.resolve().as_uri(), wait_until="load")
-            opened.load_ms = page.evaluate(
-                "() => { const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime; }")
+            opened.load_ms = page.evaluate("() => { const n = performance.getEntriesByType('navigation')[0]; "
+                                           "return n.loadEventEnd - n.startTime; }")
             opened.sections = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('section')]
                 .map(s => [s.id, {plots: s.querySelectorAll('svg, img').length,
                                   drawn: [...s.querySelectorAll('svg, img')].filter(e => {

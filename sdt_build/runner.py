@@ -36,8 +36,8 @@ from sdt_build.redact import redact
 from sdt_build.report import failure_groups, write_report
 from sdt_build.results import PERFORMANCE, REPORT, OutputFolder
 from sdt_build.rows import SECONDS, Row
-from sdt_build.task import (START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle, PlugInstaller, module_version, plug_keys,
-                            plug_sizes, run_key)
+from sdt_build.task import (START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle, PlugInstaller, module_version,
+                            plug_keys, plug_sizes, run_key)
 
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
 WORKERS_POLL_SECONDS = 2.0
