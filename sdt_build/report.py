@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,17 +271,19 @@ def _number(value: Any) -> str:
 
 
 def _warning_groups(folder: Path) -> list[dict]:
-    """Third-party warnings of warnings.log: each message with how many keys raised it."""
+    """Warnings of warnings.log, alike when they differ only in numbers: an example of each, with how
+    many keys (or workers) raised it."""
     path = folder / WARNINGS_LOG
     if not path.is_file():
         return []
-    keys: dict[str, set[str]] = {}
+    groups: dict[str, dict] = {}
     for line in path.read_text(errors="replace").splitlines():
-        key, _, text = line.partition("\t")
+        source, _, text = line.partition("\t")
         message = text.rsplit(" (×", 1)[0]
-        keys.setdefault(message, set()).add(key)
-    ordered = sorted(keys.items(), key=lambda item: -len(item[1]))
-    return [{"message": message, "count": len(found), "example": sorted(found)[0]} for message, found in ordered]
+        group = groups.setdefault(re.sub(r"\d+(\.\d+)?", "#", message), {"message": message, "sources": set()})
+        group["sources"].add(source)
+    ordered = sorted(groups.values(), key=lambda g: -len(g["sources"]))
+    return [{"message": g["message"], "count": len(g["sources"]), "example": sorted(g["sources"])[0]} for g in ordered]
 
 
 # --- SDT's own figures ------------------------------------------------------------------------
