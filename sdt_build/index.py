@@ -41,7 +41,7 @@ from sdt_build.target import target
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
 TTL_SECONDS = 6 * 3600
 REQUEST_SECONDS = 10.0  # one page from one index
-WORKERS = 8  # look-ups at once
+WORKERS = 16  # look-ups at once
 BUDGET_SECONDS = 30.0  # all the look-ups of one command (SDT_INDEX_BUDGET overrides)
 
 
@@ -241,15 +241,28 @@ def metadata(release: Release, settings: IndexSettings) -> Metadata | None:
     url = release.wheel_url
     if url is None:
         return None
-    cache = cache_root() / "metadata" / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.json"
-    if cache.exists():
-        requires, requires_python = json.loads(cache.read_text())
-        return Metadata(tuple(requires), requires_python)
+    known = cached_metadata(release)
+    if known is not None:
+        return known
+    cache = _metadata_file(url)
     headers = HeaderParser().parsestr(_metadata_text(url, settings))
     found = Metadata(tuple(headers.get_all("Requires-Dist") or ()), headers.get("Requires-Python"))
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps([found.requires, found.requires_python]))
     return found
+
+
+def cached_metadata(release: Release) -> Metadata | None:
+    """``release``'s metadata when an earlier look-up saved it (None: not saved, or no wheel)."""
+    cache = _metadata_file(release.wheel_url) if release.wheel_url else None
+    if cache is None or not cache.exists():
+        return None
+    requires, requires_python = json.loads(cache.read_text())
+    return Metadata(tuple(requires), requires_python)
+
+
+def _metadata_file(url: str) -> Path:
+    return cache_root() / "metadata" / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.json"
 
 
 def _metadata_text(url: str, settings: IndexSettings) -> str:
