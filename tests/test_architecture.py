@@ -24,7 +24,7 @@ FLOORS = (
     ("package sources", {"pipconfig", "index", "wheels"}),
     ("dependencies", {"walk", "precheck", "resolve"}),
     ("build", {"render", "context", "daemon", "image", "smoke", "workerenv"}),
-    ("run", {"results", "clients", "runner"}),
+    ("run", {"results", "report", "clients", "runner"}),
     ("composition", {"pipeline", "sdtdask", "doctor"}),
     ("shells and maintainer tools", {"cli", "__main__", "maintainer"}),
 )
