@@ -15,6 +15,12 @@ RUN python3 -m venv /opt/sdt/venv \
  && find /opt/sdt/venv \( -name '__pycache__' -o -path '*/site-packages/*/tests' \) -type d -prune \
         -exec rm -rf {} + \
  && find /opt/sdt/venv/lib \( -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.cpp' \) -delete
+# The launchers Dask's cluster engines call (dask-cloudprovider's ECS/Fargate task definitions,
+# dask-kubernetes' pod specs): distributed 2026.6 dropped these console scripts, its modules remain.
+RUN for role in scheduler worker; do \
+      printf '#!/bin/sh\nexec python3 -m distributed.cli.dask_%s "$@"\n' "$role" > /opt/sdt/venv/bin/dask-$role \
+      && chmod 755 /opt/sdt/venv/bin/dask-$role; \
+    done
 
 FROM ${BASE_IMAGE} AS sdt-runtime
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin sdt

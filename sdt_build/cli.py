@@ -342,6 +342,23 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
     return 0
 
 
+def _named_image(folder: str) -> str | None:
+    """The image client.py's client names (it runs that one, not the folder's build)."""
+    from sdt_build.clients import load_client
+    from sdt_build.project import load_project
+
+    return load_client(load_project(folder, require_env=False)).image
+
+
+def _pull(docker, image: str) -> None:
+    from docker.errors import APIError
+
+    try:
+        docker.images.pull(image)
+    except APIError:
+        pass  # not pullable: said as SDT-E410 next
+
+
 @command(main, "smoke")
 @click.argument("target")
 @click.option("--sample-key", default=None, help="Also run get_data on this key (JSON, e.g. '[\"SITE\"]').")
@@ -368,6 +385,8 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
         raise ProjectError("SDT-E123", "--sample-key needs the plug, and an IMAGE alone does not name it",
                            f"add --project DIR (the folder with dataplug.py): sdt-build smoke {target} "
                            "--project DIR --sample-key …")
+    if Path(target).is_dir() and _named_image(target):  # the image client.py runs
+        project_dir, target = Path(target), _named_image(target)
     if Path(target).is_dir():  # build (skipped when unchanged), then smoke-test and tag
         try:
             report = build_project(target, sample_key=key, say=output.say).smoke
@@ -376,6 +395,8 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
             raise
     else:
         docker = docker_client()
+        if not image_exists(docker, target) and project_dir is not None:  # client.py's image, from its registry
+            _pull(docker, target)
         if not image_exists(docker, target):
             raise SmokeFailure("SDT-E410", f"{target} is neither a project folder nor a local image",
                                "pass a folder with dataplug.py, or an image (pull it first)")

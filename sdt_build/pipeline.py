@@ -40,11 +40,12 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     ``:latest`` or pushed; a failing one raises SmokeFailure (with the report).
     """
     project = load_project(path, require_env=False)
-    if push == "":  # --push with no value: the registry sdt.toml names
-        if not project.settings.registry:
-            raise ProjectError("SDT-E122", "--push was given no registry and sdt.toml names none",
-                               'pass --push HOST[:PORT][/PATH], or set registry = "…" in sdt.toml')
-        push = project.settings.registry
+    if push == "":  # --push with no value: the registry client.py names, else sdt.toml's
+        push = client_registry(project) or project.settings.registry
+        if not push:
+            raise ProjectError("SDT-E122", "--push was given no registry and neither client.py nor sdt.toml "
+                               "names one", 'pass --push HOST[:PORT][/PATH], or set registry = "…" in client.py '
+                               "or sdt.toml")
     locked = lock(project, backend=resolver or os.environ.get("SDT_RESOLVER") or "auto")
     say(f"lock: {len(locked.pins)} packages ({len(locked.plug_layer)} from the plug)"
         f"{', cached' if locked.cached else ''}")
@@ -85,6 +86,13 @@ def build_venv_project(path: str | Path, venv: Path, *, resolver: str | None = N
         say("smoke test in the venv: imports, the plug, pip check, dask entry points, a real SDT pipeline, parity")
     built = build_venv(project, locked, venv, smoke=smoke, sample_key=sample_key, env=runtime_env(project))
     return locked, built
+
+
+def client_registry(project: UserProject) -> str | None:
+    """The registry client.py's client pushes to (its ``registry``), if any."""
+    from sdt_build.clients import load_client
+
+    return load_client(project).registry
 
 
 def _base_for_context(project: UserProject) -> BaseChoice:

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from sdt_build.clients import Client, load_client
+from sdt_build.daemon import docker_client
+from sdt_build.errors import RunFailure
+from sdt_build.image import untag_pushed
 from sdt_build.keys import validate_key
 from sdt_build.pipeline import build_project
 from sdt_build.project import load_project, runtime_env
@@ -53,14 +56,29 @@ class SDTDask:
             with terminate_as_interrupt():
                 if owns:
                     if self.client.needs_image and not self.image:
-                        self.image = build_project(self.project.root).image.tag
+                        self.image = self._built_image()
                     dask_client = self.client.connect(self.image)
                 try:
                     return run(self.project, dask_client, keys, options, output, progress=progress, on_row=on_row,
-                               client_settings=self.client.describe(),
+                               client_settings={**self.client.describe(), "image": self.image},
                                explain=self.client.explain_lost_worker if owns else None, on_start=on_start)
                 finally:
                     if owns:
                         self.client.close()
         finally:
             output.close()
+
+    def _built_image(self) -> str:
+        """Build and smoke-test the image; for a client whose cluster pulls from a registry, push it
+        (content tag and :latest) and drop this machine's registry tags, so the cluster pulls it."""
+        registry = self.client.registry or self.project.settings.registry
+        if not self.client.needs_registry:
+            return build_project(self.project.root).image.tag
+        if not registry:
+            raise RunFailure("SDT-E521", f"{type(self.client).__name__} runs an image from a registry, and neither "
+                             "client.py nor sdt.toml names one", 'set registry = "HOST[/PATH]" in client.py or '
+                             "sdt.toml (or image = a pushed image)")
+        self.client.preflight(registry)
+        pushed = build_project(self.project.root, push=registry).image.pushed
+        untag_pushed(docker_client(), pushed)
+        return pushed

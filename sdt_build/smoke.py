@@ -26,8 +26,8 @@ STEP_CODES = {
     "plug module": ("SDT-E402", "fix dataplug.py so that `python -c 'import dataplug'` works in the image"),
     "pip check": ("SDT-E404", "rebuild with `sdt-build build` (its lock passes pip check); never install a lock "
                               "that pip check rejects"),
-    "dask entry points": ("SDT-E405", "install distributed in the image: cloud clusters start `dask scheduler` "
-                                      "and `dask worker`"),
+    "dask entry points": ("SDT-E405", "install distributed in the image, with `dask-scheduler` and `dask-worker` "
+                                      "launchers (docs/own-image.md): the cluster engines start them"),
     "sdt_build in image": ("SDT-E411", "install sdt_build in your image (docs/own-image.md shows how), or let "
                                        "`sdt-build build` make the image"),
     "get_data sample key": ("SDT-E406", "check the plug against that key, and that its environment variables are "

@@ -48,6 +48,7 @@ class Client:
     memory_per_worker: str = "7GiB"
     image: str | None = None
     dashboard: bool = True  # the Dask dashboard on 127.0.0.1 where the client starts the scheduler (needs bokeh)
+    registry: str | None = None  # where a built image is pushed before the run (the cluster pulls it)
     env: tuple[EnvVar, ...] = ()
     # The project's declared environment variables that are set here, given to the containers, tasks
     # or jobs the client starts at run time (never to an image), and which of them are secret.
@@ -73,6 +74,15 @@ class Client:
     def needs_image(self) -> bool:
         """True when the scheduler and workers run a container image."""
         return False
+
+    @property
+    def needs_registry(self) -> bool:
+        """True when the cluster pulls its image from a registry (a built image is pushed first)."""
+        return bool(self.registry)
+
+    def preflight(self, registry: str | None) -> None:
+        """Raise what would stop ``connect`` once an image is built and pushed to ``registry`` (checked
+        before the build, so that a wrong setting costs no build)."""
 
     def connect(self, image: str | None = None) -> "distributed.Client":
         """Start or reach the cluster and return a connected ``distributed.Client``."""
