@@ -57,7 +57,7 @@ def assemble(project: UserProject, lock: ResolvedLock, base_image: str, base_id:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    wheels, sdists, build_wheels = _wheelhouse(lock, log_dir or cache_root() / "logs", project.settings.build_sdists)
+    wheels, sdists, build_wheels = wheelhouse(lock, log_dir or cache_root() / "logs", project.settings.build_sdists)
     link_into([wheels[n] for n in lock.sdt_layer], folder / "wheels" / "sdt")
     link_into([wheels[n] for n in lock.plug_layer if n in wheels], folder / "wheels" / "plug")
     link_into(list(sdists.values()), folder / "sdists")
@@ -102,7 +102,7 @@ def _source_url(root: Path) -> str | None:
     return redact(url) if done.returncode == 0 and url else None
 
 
-def _wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool
+def wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool
                 ) -> tuple[dict[str, Path], dict[str, Path], list[Path]]:
     """Target wheels of the lock; with ``build_sdists``, source archives (and their build
     requirements) for the plug's packages that have no wheel for the target."""

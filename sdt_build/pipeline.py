@@ -15,6 +15,7 @@ from sdt_build.image import BaseChoice, Image, bootstrapped_base_tag, build_imag
 from sdt_build.project import UserProject, load_project, runtime_env
 from sdt_build.resolve import ResolvedLock, lock
 from sdt_build.smoke import SmokeReport, smoke_image
+from sdt_build.workerenv import WorkerEnv, build_venv
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,21 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     if push:
         image = Image(**{**image.__dict__, "pushed": push_image(client, image, push, on_line=on_line)})
     return Built(project, locked, context, image, base.reason, report)
+
+
+def build_venv_project(path: str | Path, venv: Path, *, resolver: str | None = None, smoke: bool = True,
+                       sample_key: tuple | None = None,
+                       say: Callable[[str], None] = lambda _: None) -> tuple[ResolvedLock, WorkerEnv]:
+    """Check and lock ``path`` as for an image, then install the same lock and wheels into the venv
+    ``venv`` (skipped when unchanged) and smoke-test it there. No Docker daemon is needed."""
+    project = load_project(path, require_env=False)
+    locked = lock(project, backend=resolver or os.environ.get("SDT_RESOLVER") or "auto")
+    say(f"lock: {len(locked.pins)} packages ({len(locked.plug_layer)} from the plug)"
+        f"{', cached' if locked.cached else ''}")
+    if smoke:
+        say("smoke test in the venv: imports, the plug, pip check, dask entry points, a real SDT pipeline, parity")
+    built = build_venv(project, locked, venv, smoke=smoke, sample_key=sample_key, env=runtime_env(project))
+    return locked, built
 
 
 def client_registry(project: UserProject) -> str | None:

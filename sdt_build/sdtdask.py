@@ -37,14 +37,18 @@ class SDTDask:
                 resume: bool = False, *, loss_analysis: bool = False, timeout: float | None = None,
                 retries: int = 1, max_in_flight: int | None = None, check_versions: bool = True,
                 lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
-                on_row: Callable[[Row], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
+                on_row: Callable[[Row], None] | None = None, plots: int = 3, plot_keys: Iterable[Any] = (),
+                on_start: Callable[[dict], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
         """Run every key. Keyword arguments not named here go to ``DataHandler.run_pipeline``.
 
-        A ``dask_client`` you pass is used and left open; otherwise the client from client.py is
-        connected and closed at the end. SIGTERM is handled like Ctrl-C while this runs.
+        The first ``plots`` keys run, and ``plot_keys``, keep SDT's own figures for the report
+        (report.html in ``output_dir``). A ``dask_client`` you pass is used and left open; otherwise
+        the client from client.py is connected and closed at the end. SIGTERM is handled like Ctrl-C
+        while this runs.
         """
         options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
-                             loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout)
+                             loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout,
+                             plots, tuple(validate_key(k) for k in plot_keys))
         keys = None if keys is None else [validate_key(k) for k in keys]
         output = OutputFolder(Path(output_dir) if output_dir else None, resume and output_dir is not None)
         owns = dask_client is None
@@ -57,7 +61,7 @@ class SDTDask:
                 try:
                     return run(self.project, dask_client, keys, options, output, progress=progress, on_row=on_row,
                                client_settings={**self.client.describe(), "image": self.image},
-                               explain=self.client.explain_lost_worker if owns else None)
+                               explain=self.client.explain_lost_worker if owns else None, on_start=on_start)
                 finally:
                     if owns:
                         self.client.close()

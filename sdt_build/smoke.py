@@ -56,6 +56,7 @@ class SmokeReport:
     parity: tuple[ParityRow, ...]
     seconds: float
     versions: dict = field(default_factory=dict)
+    kind: str = "image"  # or "venv": what ``image`` names
 
     @property
     def ok(self) -> bool:
@@ -73,7 +74,7 @@ class SmokeReport:
                 return SmokeFailure(code, f"smoke step '{step.name}' failed in {self.image}: {step.detail}",
                                     fix + also, detail=step.traceback or None, report=self)
         row = next(p for p in self.parity if p.severity == "error")
-        return SmokeFailure("SDT-E408", f"the client runs {row.package} {row.client}, the image "
+        return SmokeFailure("SDT-E408", f"the client runs {row.package} {row.client}, the {self.kind} "
                             f"{row.other}", row.fix + also, detail=parity.text(self.parity), report=self)
 
     def to_dict(self) -> dict:
@@ -96,10 +97,8 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
         volumes[str(project.root)] = {"bind": folder, "mode": "ro"}
     if not built_by_us:
         volumes[str(Path(__file__).resolve().parent)] = {"bind": "/opt/sdt-smoke/lib/sdt_build", "mode": "ro"}
-    args = {"project": folder,
-            "plug_class": project.plug.name if project else labels.get(f"{LABEL}.plug", ""),
-            "sample_key": list(sample_key) if sample_key is not None else None,
-            "pipeline_days": pipeline_days}
+    args = probe_args(folder, project.plug.name if project else labels.get(f"{LABEL}.plug", ""), sample_key,
+                      pipeline_days)
     environment = dict(env or {})
     if not built_by_us:  # the lent copy goes first; the image's own sdt_build is checked on its own
         own = next((e.split("=", 1)[1] for e in inspected.attrs["Config"].get("Env") or []
@@ -114,22 +113,37 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
         logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
     finally:
         container.remove(force=True)
-    line = next((l for l in reversed(logs.splitlines()) if l.startswith("SDT-PROBE ")), None)
+    result = probe_result(logs, image, f"exit {status.get('StatusCode')}",
+                          "read the container output below; the image may lack python3 or sdt_build")
+    extra = (Step("non-root user", False, 0.0, "the image runs as root"),) \
+        if result.get("user") == 0 and built_by_us else ()
+    return report(image, result, bool(args["plug_class"]), started, extra=extra)
+
+
+def probe_args(folder: str, plug_class: str, sample_key: tuple | None, pipeline_days: int) -> dict:
+    """What the probe is asked to check (``sdt_build.probe``'s argument)."""
+    return {"project": folder, "plug_class": plug_class,
+            "sample_key": list(sample_key) if sample_key is not None else None, "pipeline_days": pipeline_days}
+
+
+def probe_result(output: str, where: str, ended: str, fix: str) -> dict:
+    """The probe's JSON record from its output (SDT-E409 when it printed none)."""
+    line = next((l for l in reversed(output.splitlines()) if l.startswith("SDT-PROBE ")), None)
     if line is None:
-        raise SmokeFailure("SDT-E409", f"the smoke probe did not finish in {image} (exit {status.get('StatusCode')})",
-                           "read the container output below; the image may lack python3 or sdt_build",
-                           detail=logs[-3000:])
-    result = json.loads(line[len("SDT-PROBE "):])
+        raise SmokeFailure("SDT-E409", f"the smoke probe did not finish in {where} ({ended})", fix,
+                           detail=output[-3000:])
+    return json.loads(line[len("SDT-PROBE "):])
+
+
+def report(where: str, result: dict, has_plug: bool, started: float, *, other: str = "image",
+           extra: tuple[Step, ...] = ()) -> SmokeReport:
+    """The probe's steps and the parity of this client with ``where`` (an image, a venv)."""
     steps = [Step(s["name"], s["ok"], s["seconds"], s.get("detail", ""), s.get("traceback", ""))
-             for s in result["steps"]]
-    if not args["plug_class"]:
-        steps = [s for s in steps if s.name != "plug module"]
-    if result.get("user") == 0 and built_by_us:
-        steps.append(Step("non-root user", False, 0.0, "the image runs as root"))
+             for s in result["steps"] if has_plug or s["name"] != "plug module"]
     python = ".".join((result["versions"].get("python") or "").split(".")[:2])
     pinned = constraints.pins(python) if python in constraints.available() else {}
-    return SmokeReport(image, tuple(steps), parity.compare(parity.versions(), result["versions"], pinned=pinned),
-                       time.perf_counter() - started, result["versions"])
+    rows = parity.compare(parity.versions(), result["versions"], where=other, pinned=pinned)
+    return SmokeReport(where, tuple(steps) + extra, rows, time.perf_counter() - started, result["versions"], other)
 
 
 def junit_xml(report: SmokeReport) -> str:

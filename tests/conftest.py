@@ -188,3 +188,22 @@ def assert_same_reports(table, expected: list[tuple[tuple, dict]]) -> None:
         assert row["status"] == "ok", (key, row.get("stage"), row.get("message"))
         for field, value in report.items():
             assert row[field] == pytest.approx(value, nan_ok=True), (key, field, row[field], value)
+
+
+# --- a single-node SLURM cluster (scripts/slurm.sh: munge, slurmctld, slurmd on 127.0.0.1) -------
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The cluster scripts/slurm.sh runs (started here when it is not running: the script is
+    idempotent; `make test-services` and .ci/run start and stop it). SLURM's commands find it
+    through SLURM_CONF."""
+    import subprocess
+
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "slurm.sh"), "up"], capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"the SLURM cluster did not start: {done.stderr[-2000:]}")
+    conf = subprocess.run(["bash", str(ROOT / "scripts" / "slurm.sh"), "env"], capture_output=True, text=True,
+                          check=True).stdout.strip().split("=", 1)[1]
+    os.environ["SLURM_CONF"] = conf
+    return conf
