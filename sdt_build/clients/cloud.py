@@ -319,6 +319,9 @@ class AzureClient(CloudClient):
     backend = "azure"
     cluster_class = "dask_cloudprovider.azure.AzureVMCluster"
     problems_code = "SDT-E511"
+    plain_carrier = "the VMs' cloud-init, readable by anyone who can read the VM"
+    secret_fix = ("give the VMs a managed identity (extra_vm_options={'identity': …}) that reaches the resource, "
+                  "or set allow_plain_secrets = True in client.py (the run record notes it)")
     location: str | None = None
     resource_group: str | None = None
     vnet: str | None = None
@@ -332,9 +335,6 @@ class AzureClient(CloudClient):
     extra_bootstrap: tuple[str, ...] = ()  # commands the VM runs before the container, e.g. a registry login
     docker_args: str = ""
     extra_vm_options: dict[str, Any] = {}
-    plain_carrier = "the VMs' cloud-init, readable by anyone who can read the VM"
-    secret_fix = ("give the VMs a managed identity (extra_vm_options={'identity': …}) that reaches the resource, "
-                  "or set allow_plain_secrets = True in client.py (the run record notes it)")
     env = (EnvVar("AZURE_SUBSCRIPTION_ID", required=False, help="the subscription clusters are created in"),
            EnvVar("AZURE_TENANT_ID", required=False), EnvVar("AZURE_CLIENT_ID", required=False),
            EnvVar("AZURE_CLIENT_SECRET", required=False, secret=True),
