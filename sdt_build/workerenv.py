@@ -150,6 +150,10 @@ def _install(project: UserProject, lock: ResolvedLock, path: Path, interpreter: 
                          f"{(lines or ['see the log'])[-1]}",
                          "read the log; check that the folder is writable and the disk has room, then run "
                          "`sdt-build build DIR --venv PATH` again", log_path=log_path)
+    for role in ("scheduler", "worker"):  # the launchers cluster engines call, as the image has them
+        launcher = path / "bin" / f"dask-{role}"
+        launcher.write_text(f'#!/bin/sh\nexec "{path / "bin" / "python"}" -m distributed.cli.dask_{role} "$@"\n')
+        launcher.chmod(0o755)
     lib = path / LIB / "sdt_build"
     lib.mkdir(parents=True)
     for name in RUNTIME:
