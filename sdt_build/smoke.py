@@ -8,16 +8,20 @@ the image's the way Dask's own check would, but before any task runs, and says w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdt_build import constraints, parity
+from sdt_build import __version__, constraints, parity
+from sdt_build.cache import cache_root
 from sdt_build.daemon import LABEL
 from sdt_build.errors import SmokeFailure
 from sdt_build.parity import ParityRow
+from sdt_build.probe import STEP_MARKER
+from sdt_build.progress import Event, OnEvent, ignore
 from sdt_build.project import UserProject
 
 STEP_CODES = {
@@ -40,6 +44,13 @@ STEP_CODES = {
 PROJECT_IN_IMAGE = "/opt/sdt/project"
 
 
+# Steps that prove the plug's own code (keyed by every layer, the project's included); the others
+# prove the environment (keyed by every layer but the project's, and the project's file names).
+PLUG_STEPS = ("plug module", "get_data sample key")
+ORDER = ("imports", "plug module", "pip check", "dask entry points", "sdt_build in image", "get_data sample key",
+         "SDT pipeline")
+
+
 @dataclass(frozen=True)
 class Step:
     name: str
@@ -47,6 +58,7 @@ class Step:
     seconds: float
     detail: str = ""
     traceback: str = ""
+    remembered: bool = False  # proved before for exactly these inputs: not run again
 
 
 @dataclass(frozen=True)
@@ -83,8 +95,13 @@ class SmokeReport:
 
 
 def smoke_image(docker, image: str, project: UserProject | None = None, *, sample_key: tuple | None = None,
-                pipeline_days: int = 30, env: dict[str, str] | None = None, timeout: float = 900) -> SmokeReport:
-    """Run every smoke step in one container of ``image`` and compare its versions with this client."""
+                pipeline_days: int = 30, env: dict[str, str] | None = None, timeout: float = 900,
+                remember: bool = False, on_event: OnEvent = ignore) -> SmokeReport:
+    """Run the smoke steps in one container of ``image`` and compare its versions with this client.
+
+    With ``remember`` (an image sdt-build built from ``project``), a step proved before for the
+    same inputs is not run again (docs/smoke.md says what each depends on), and when none is left
+    no container starts."""
     started = time.perf_counter()
     inspected = docker.images.get(image)
     labels = inspected.labels or {}
@@ -106,11 +123,59 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
                     if e.startswith("PYTHONPATH=")), "")
         args["own_pythonpath"] = own
         environment["PYTHONPATH"] = ":".join(filter(None, ["/opt/sdt-smoke/lib", folder, own]))
+    keys = proof_keys(inspected, project, args, environment) if remember and built_by_us and project else {}
+    proofs = {group: _recall(key) for group, key in keys.items()}
+    proofs = {group: proof for group, proof in proofs.items() if proof is not None}
+    if keys and len(proofs) == len(keys):  # everything proved before: no container
+        result = {"steps": [], "versions": proofs["environment"]["versions"], "user": proofs["environment"]["user"]}
+    else:
+        if proofs:
+            args["only"] = [name for name in ORDER if _group(name) not in proofs]
+        result = _probe(docker, image, args, environment, volumes, timeout, on_event)
+    steps = [Step(s["name"], s["ok"], s["seconds"], s.get("detail", ""), s.get("traceback", ""))
+             for s in result["steps"]]
+    for group, proof in proofs.items():
+        steps += [Step(**{**s, "remembered": True}) for s in proof["steps"]]
+    steps.sort(key=lambda s: ORDER.index(s.name) if s.name in ORDER else len(ORDER))
+    if not args["plug_class"]:
+        steps = [s for s in steps if s.name != "plug module"]
+    if result.get("user") == 0 and built_by_us:
+        steps.append(Step("non-root user", False, 0.0, "the image runs as root"))
+    for group, key in keys.items():
+        fresh = [s for s in steps if _group(s.name) == group and not s.remembered]
+        if group not in proofs and fresh and all(s.ok for s in fresh) and result.get("user") != 0:
+            _keep(key, {"steps": [{k: v for k, v in s.__dict__.items() if k != "remembered"} for s in fresh],
+                        "versions": result["versions"], "user": result.get("user")})
+    python = ".".join((result["versions"].get("python") or "").split(".")[:2])
+    pinned = constraints.pins(python) if python in constraints.available() else {}
+    on_event(Event("smoke", finished=True))
+    return SmokeReport(image, tuple(steps), parity.compare(parity.versions(), result["versions"], pinned=pinned),
+                       time.perf_counter() - started, result["versions"])
+
+
+def _probe(docker, image: str, args: dict, environment: dict, volumes: dict, timeout: float,
+           on_event: OnEvent) -> dict:
+    """Run ``sdt_build.probe`` in a container of ``image``; its steps, versions and user."""
+    import threading
+
+    planned = args.get("only") or [n for n in ORDER if n != "sdt_build in image" or "own_pythonpath" in args]
     container = docker.containers.run(image, ["python3", "-m", "sdt_build.probe", json.dumps(args)], detach=True,
                                       network_mode="host", environment=environment, volumes=volumes,
                                       labels={f"{LABEL}.role": "smoke"})
+
+    def follow() -> None:  # where the probe is, as it gets there
+        done = 0
+        for raw in container.logs(stream=True, follow=True):
+            for line in raw.decode(errors="replace").splitlines():
+                if line.startswith(STEP_MARKER):
+                    on_event(Event("smoke", done, len(planned), detail=line[len(STEP_MARKER):]))
+                    done += 1
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
     try:
         status = container.wait(timeout=timeout)
+        watcher.join(timeout=5)
         logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
     finally:
         container.remove(force=True)
@@ -119,17 +184,50 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
         raise SmokeFailure("SDT-E409", f"the smoke probe did not finish in {image} (exit {status.get('StatusCode')})",
                            "read the container output below; the image may lack python3 or sdt_build",
                            detail=logs[-3000:])
-    result = json.loads(line[len("SDT-PROBE "):])
-    steps = [Step(s["name"], s["ok"], s["seconds"], s.get("detail", ""), s.get("traceback", ""))
-             for s in result["steps"]]
-    if not args["plug_class"]:
-        steps = [s for s in steps if s.name != "plug module"]
-    if result.get("user") == 0 and built_by_us:
-        steps.append(Step("non-root user", False, 0.0, "the image runs as root"))
-    python = ".".join((result["versions"].get("python") or "").split(".")[:2])
-    pinned = constraints.pins(python) if python in constraints.available() else {}
-    return SmokeReport(image, tuple(steps), parity.compare(parity.versions(), result["versions"], pinned=pinned),
-                       time.perf_counter() - started, result["versions"])
+    return json.loads(line[len("SDT-PROBE "):])
+
+
+def _group(step: str) -> str:
+    return "plug" if step in PLUG_STEPS else "environment"
+
+
+def proof_keys(inspected, project: UserProject, args: dict, environment: dict[str, str]) -> dict[str, str]:
+    """What each group of steps depends on, hashed. The environment steps: every layer but the
+    last (the project's), the image's configuration, the project's file names (a file there can
+    shadow a package) and the whole of any sitecustomize/usercustomize, the pipeline's days. The
+    plug's steps: every layer, the plug class, the sample key and the run-time environment."""
+    layers = inspected.attrs["RootFS"]["Layers"]
+    config = inspected.attrs["Config"]
+    setting = [config.get("Env"), config.get("User"), config.get("WorkingDir")]
+    names = sorted(str(p) for p in project.files.files)
+    customize = [(project.root / p).read_text(errors="replace") for p in project.files.files
+                 if p.name in ("sitecustomize.py", "usercustomize.py")]
+    variables = hashlib.sha256(json.dumps(sorted(environment.items())).encode()).hexdigest()
+
+    def digest(*parts) -> str:
+        return hashlib.sha256(json.dumps([__version__, *parts]).encode()).hexdigest()
+
+    return {"environment": digest("environment", layers[:-1], setting, names, customize, args["pipeline_days"]),
+            "plug": digest("plug", layers, setting, args["plug_class"], args["sample_key"], variables)}
+
+
+def _proof_path(key: str) -> Path:
+    return cache_root() / "proofs" / f"{key}.json"
+
+
+def _recall(key: str) -> dict | None:
+    try:
+        return json.loads(_proof_path(key).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _keep(key: str, proof: dict) -> None:
+    path = _proof_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(proof))
+    partial.replace(path)
 
 
 def junit_xml(report: SmokeReport) -> str:
