@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sdt_build import __version__
 from sdt_build.cache import cache_root
+from sdt_build.constraints import module_index
 from sdt_build.errors import BuildError
 from sdt_build.project import UserProject
 from sdt_build.redact import redact
@@ -28,7 +29,7 @@ from sdt_build.progress import OnEvent, ignore
 from sdt_build.render import render_dockerfile, render_env_script
 from sdt_build.resolve import ResolvedLock
 from sdt_build.userfiles import IGNORED
-from sdt_build.wheels import download, download_sdists, link_into
+from sdt_build.wheels import download, download_sdists, link_into, read_wheel
 
 PACKAGE = Path(__file__).resolve().parent
 # What of sdt_build an image (and every worker) needs: the plug contract, keys and result rows,
@@ -72,6 +73,8 @@ class BuildContext:
     lock: ResolvedLock
     env: EnvContext
     labels: dict[str, str] = field(default_factory=dict)
+    # what of the plug's packages SDT's own code can see (``environment_inputs``)
+    environment_inputs: dict = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -148,7 +151,17 @@ def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folde
     source = _source_url(project.root)
     if source:
         labels["org.opencontainers.image.source"] = source
-    return BuildContext(folder, dockerfile, project.name, digest, base_image, lock, env, labels)
+    return BuildContext(folder, dockerfile, project.name, digest, base_image, lock, env, labels,
+                        environment_inputs(lock, [wheels[n] for n in lock.plug_layer if n in wheels], sdists))
+
+
+def environment_inputs(lock: ResolvedLock, plug_wheels: list[Path], sdists: dict[str, Path]) -> dict:
+    """What of the plug's packages SDT's own code can see: the SDT pins it moves, the modules its
+    wheels provide that SDT's set provides too (they come first on PYTHONPATH), and the packages
+    built from source (whose modules are known only once built)."""
+    provided = {module for path in plug_wheels for module in read_wheel(path).modules}
+    return {"moved": sorted(lock.moved), "shadowed": sorted(provided & module_index(lock.python)),
+            "from source": sorted(sdists)}
 
 
 def _source_url(root: Path) -> str | None:

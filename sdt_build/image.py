@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sdt_build.cache import log_file
+from sdt_build.cache import cache_root, log_file
 from sdt_build.context import BuildContext, EnvContext
 from sdt_build.daemon import LABEL, docker_client, first_line, image_exists
 from sdt_build.errors import BuildError, EnvironmentProblem
@@ -23,6 +23,7 @@ from sdt_build.target import DEBIAN_SUITES, target
 
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PULL_RETRY_SECONDS = 3600  # a base image that could not be pulled is tried again after this
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 
 
@@ -48,11 +49,16 @@ def choose_base(client, python: str, wanted: str | None = None) -> BaseChoice:
     for ref in candidates:
         if image_exists(client, ref):
             return BaseChoice(ref, client.images.get(ref).id, f"{ref} is present locally")
+        failed = _failed_pull(ref)
+        if failed:
+            failures.append(failed)
+            continue
         try:
             pulled = client.images.pull(ref)
             return BaseChoice(ref, pulled.id, f"pulled {ref}")
         except (APIError, ImageNotFound) as exc:
             failures.append(f"{ref} cannot be pulled: {first_line(exc)}")
+            _failed_pull(ref, failures[-1])
     if wanted:
         raise BuildError("SDT-E301", f"base image {wanted} is neither present nor pullable",
                          "pull or build it first, fix base_image in sdt.toml, or remove base_image to use "
@@ -65,6 +71,19 @@ def choose_base(client, python: str, wanted: str | None = None) -> BaseChoice:
                      f"run `sdt-build base --python {python}` (as root) to bootstrap one "
                      "from Debian packages, or set base_image in sdt.toml",
                      detail="\n".join(failures))
+
+
+def _failed_pull(ref: str, failure: str | None = None) -> str | None:
+    """Remember that ``ref`` could not be pulled (with ``failure``), or recall it for an hour: a
+    registry that did not answer is not asked again on every build."""
+    path = cache_root() / "unpullable" / re.sub(r"[^\w.-]", "_", ref)
+    if failure is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(failure)
+        return failure
+    if path.is_file() and time.time() - path.stat().st_mtime < PULL_RETRY_SECONDS:
+        return path.read_text()
+    return None
 
 
 def debian_mirror() -> str:

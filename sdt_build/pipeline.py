@@ -89,7 +89,8 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     if smoke:
         with timings.phase("smoke"):
             report = smoke_image(client, image.tag, project, sample_key=sample_key, env=runtime_env(project),
-                                 remember=not (full_smoke or no_cache), on_event=on_event)
+                                 remember=not (full_smoke or no_cache),
+                                 environment_inputs=context.environment_inputs, on_event=on_event)
         for step in report.steps:
             timings.add(f"smoke/{step.name}", 0.0 if step.remembered else step.seconds, remembered=step.remembered)
         if not report.ok:

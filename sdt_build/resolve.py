@@ -133,10 +133,11 @@ def _texts(paths: tuple[str, ...]) -> list[str]:
 
 
 def choose_backend(backend: str, python: str) -> str:
-    """pip-compile when this interpreter is the target; uv (which resolves for any target) otherwise."""
+    """uv (it resolves for any target, in seconds where pip-compile takes tens); pip-compile when asked
+    (for the interpreter it runs on only)."""
     host = host_python()
     if backend == "auto":
-        backend = "pip-compile" if host == python else "uv"
+        backend = "uv"
     if backend == "pip-compile" and host != python:
         raise EnvironmentProblem("SDT-E908", f"pip-compile resolves for the Python it runs on ({host}), and the "
                                  f"target is {python}", "use --resolver uv (it resolves for any target), or run "

@@ -44,9 +44,9 @@ STEP_CODES = {
 PROJECT_IN_IMAGE = "/opt/sdt/project"
 
 
-# Steps that prove the plug's own code (keyed by every layer, the project's included); the others
-# prove the environment (keyed by every layer but the project's, and the project's file names).
-PLUG_STEPS = ("plug module", "get_data sample key")
+# Each step belongs to a group, proved (and remembered) by what it depends on (``proof_keys``).
+GROUPS = {"imports": "environment", "dask entry points": "environment", "SDT pipeline": "environment",
+          "pip check": "packages", "plug module": "plug", "get_data sample key": "plug"}
 ORDER = ("imports", "plug module", "pip check", "dask entry points", "sdt_build in image", "get_data sample key",
          "SDT pipeline")
 
@@ -96,12 +96,15 @@ class SmokeReport:
 
 def smoke_image(docker, image: str, project: UserProject | None = None, *, sample_key: tuple | None = None,
                 pipeline_days: int = 30, env: dict[str, str] | None = None, timeout: float = 900,
-                remember: bool = False, on_event: OnEvent = ignore) -> SmokeReport:
+                remember: bool = False, environment_inputs: dict | None = None,
+                on_event: OnEvent = ignore) -> SmokeReport:
     """Run the smoke steps in one container of ``image`` and compare its versions with this client.
 
-    With ``remember`` (an image sdt-build built from ``project``), a step proved before for the
-    same inputs is not run again (docs/smoke.md says what each depends on), and when none is left
-    no container starts."""
+    For an image sdt-build built from ``project``, each group of steps that passes is kept as a
+    proof; with ``remember``, a group proved before for the same inputs is not run again
+    (docs/smoke.md says what each depends on), and when none is left no container starts.
+    ``environment_inputs`` (``BuildContext.environment_inputs``) is what of the plug's packages
+    SDT's own steps can see; without it they are keyed by every layer but the project's."""
     started = time.perf_counter()
     inspected = docker.images.get(image)
     labels = inspected.labels or {}
@@ -123,11 +126,12 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
                     if e.startswith("PYTHONPATH=")), "")
         args["own_pythonpath"] = own
         environment["PYTHONPATH"] = ":".join(filter(None, ["/opt/sdt-smoke/lib", folder, own]))
-    keys = proof_keys(inspected, project, args, environment) if remember and built_by_us and project else {}
-    proofs = {group: _recall(key) for group, key in keys.items()}
+    keys = proof_keys(docker, inspected, project, args, environment, environment_inputs) \
+        if built_by_us and project else {}
+    proofs = {group: _recall(key) for group, key in keys.items()} if remember else {}
     proofs = {group: proof for group, proof in proofs.items() if proof is not None}
     if keys and len(proofs) == len(keys):  # everything proved before: no container
-        result = {"steps": [], "versions": proofs["environment"]["versions"], "user": proofs["environment"]["user"]}
+        result = {"steps": [], "versions": proofs["packages"]["versions"], "user": proofs["packages"]["user"]}
     else:
         if proofs:
             args["only"] = [name for name in ORDER if _group(name) not in proofs]
@@ -188,14 +192,19 @@ def _probe(docker, image: str, args: dict, environment: dict, volumes: dict, tim
 
 
 def _group(step: str) -> str:
-    return "plug" if step in PLUG_STEPS else "environment"
+    return GROUPS.get(step, "")
 
 
-def proof_keys(inspected, project: UserProject, args: dict, environment: dict[str, str]) -> dict[str, str]:
-    """What each group of steps depends on, hashed. The environment steps: every layer but the
-    last (the project's), the image's configuration, the project's file names (a file there can
-    shadow a package) and the whole of any sitecustomize/usercustomize, the pipeline's days. The
-    plug's steps: every layer, the plug class, the sample key and the run-time environment."""
+def proof_keys(docker, inspected, project: UserProject, args: dict, environment: dict[str, str],
+               environment_inputs: dict | None = None) -> dict[str, str]:
+    """What each group of steps depends on, hashed (with the image's ENV/USER/WORKDIR).
+
+    environment (imports, dask entry points, SDT pipeline): the SDT environment image's layers and
+    sdt-build's runtime layer, ``environment_inputs`` (SDT pins the plug moves, modules of its
+    packages that shadow SDT's), the project's file names (a file there can shadow a package) and
+    the whole of any sitecustomize/usercustomize, the pipeline's days. packages (pip check, and the
+    versions parity reads): every layer but the project's. plug (plug module, get_data): every
+    layer, the plug class, the sample key and the run-time environment variables."""
     layers = inspected.attrs["RootFS"]["Layers"]
     config = inspected.attrs["Config"]
     setting = [config.get("Env"), config.get("User"), config.get("WorkingDir")]
@@ -203,12 +212,30 @@ def proof_keys(inspected, project: UserProject, args: dict, environment: dict[st
     customize = [(project.root / p).read_text(errors="replace") for p in project.files.files
                  if p.name in ("sitecustomize.py", "usercustomize.py")]
     variables = hashlib.sha256(json.dumps(sorted(environment.items())).encode()).hexdigest()
+    seen = layers[:-1]  # without what the plug's packages are known to change: everything but the project
+    below = _environment_layers(docker, inspected, layers) if environment_inputs is not None else None
+    if below is not None:
+        seen = [*below, layers[-2]]  # the SDT environment and the runtime layer
 
     def digest(*parts) -> str:
-        return hashlib.sha256(json.dumps([__version__, *parts]).encode()).hexdigest()
+        return hashlib.sha256(json.dumps([__version__, *parts], default=str).encode()).hexdigest()
 
-    return {"environment": digest("environment", layers[:-1], setting, names, customize, args["pipeline_days"]),
+    return {"environment": digest("environment", seen, setting, names, customize, args["pipeline_days"],
+                                  environment_inputs),
+            "packages": digest("packages", layers[:-1], setting),
             "plug": digest("plug", layers, setting, args["plug_class"], args["sample_key"], variables)}
+
+
+def _environment_layers(docker, inspected, layers: list[str]) -> list[str] | None:
+    """The layers of the SDT environment image ``inspected`` starts FROM, when they are its first."""
+    from docker.errors import ImageNotFound
+
+    tag = (inspected.labels or {}).get(f"{LABEL}.env")
+    try:
+        below = docker.images.get(tag).attrs["RootFS"]["Layers"] if tag else None
+    except ImageNotFound:
+        return None
+    return below if below and layers[:len(below)] == below and len(layers) >= len(below) + 2 else None
 
 
 def _proof_path(key: str) -> Path:

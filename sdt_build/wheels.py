@@ -80,8 +80,10 @@ def _download_parallel(missing: list[str], python: str, folder: Path, log_path: 
             if progress:
                 current[number] = int(progress.group(1))
             elif text.startswith(("Saved ", "File was already downloaded ")):
+                saved = folder / Path(text.split(" ")[-1].strip()).name
                 state["done"] += 1
-                state["bytes"] += current.pop(number, 0)
+                state["bytes"] += saved.stat().st_size if saved.is_file() else 0
+                current.pop(number, None)
             else:
                 return False
             seen = state["bytes"] + sum(current.values())
