@@ -38,6 +38,7 @@ RUNTIME = ("__init__.py", "errors.py", "plug.py", "keys.py", "rows.py", "task.py
 
 
 ENV_REPOSITORY = "sdt-env"
+ENV_FOLDER = "env"  # the environment's inputs, beside the plug's context (never sent with it)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def environment(lock: ResolvedLock, base_image: str, base_id: str, folder: Path)
     base image's id and uv's version: the same SDT set on the same base is the same image."""
     from importlib.metadata import version
 
-    directory = folder / "env"
+    directory = folder / ENV_FOLDER
     directory.mkdir(parents=True, exist_ok=True)
     script = render_env_script(lock)
     lock_text = "".join(f"{n}=={v}\n" for n, v in sorted(lock.sdt_layer.items()))
@@ -118,7 +119,8 @@ def fill_environment(env: EnvContext, *, log_dir: Path | None = None, on_event: 
     link_into([Path(find_uv_bin())], env.directory)
 
 
-def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folder: Path, log_dir: Path | None = None, on_event: OnEvent = ignore) -> BuildContext:
+def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folder: Path, log_dir: Path | None = None,
+             on_event: OnEvent = ignore) -> BuildContext:
     """Download the plug's wheels for the target and write the plug's part of the context."""
     base_image = env.base_image
     wheels, sdists, build_wheels = _wheelhouse(lock, log_dir or cache_root() / "logs", project.settings.build_sdists,
@@ -143,7 +145,7 @@ def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folde
     (folder / "project").mkdir(exist_ok=True)
     dockerfile = render_dockerfile(project, lock, sdists=bool(sdists))
     (folder / "Dockerfile").write_text(dockerfile)
-    (folder / ".dockerignore").write_text("env\n" + "\n".join(f"**/{p}" for p in IGNORED) + "\n")
+    (folder / ".dockerignore").write_text("\n".join(f"**/{p}" for p in IGNORED) + "\n")
     digest = _content_hash(folder, dockerfile, env.tag)
     labels = {"org.opencontainers.image.version": digest,
               "io.sdt-build.content-hash": digest, "io.sdt-build.lock-hash": lock.input_hash,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from sdt_build.cache import cache_root, log_file
-from sdt_build.context import BuildContext, EnvContext
+from sdt_build.context import ENV_FOLDER, BuildContext, EnvContext
 from sdt_build.daemon import LABEL, docker_client, first_line, image_exists
 from sdt_build.errors import BuildError, EnvironmentProblem
 from sdt_build.progress import Event, OnEvent, Timings, ignore
@@ -159,10 +159,12 @@ def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
           labels: dict[str, str] | None = None, log_path: Path | None = None,
           buildargs: dict[str, str] | None = None, no_cache: bool = False,
           on_line: Callable[[str], None] = lambda _: None, timings: Timings | None = None,
-          on_event: OnEvent = ignore) -> str:
+          on_event: OnEvent = ignore, leave_out: tuple[str, ...] = ()) -> str:
     """Build ``context`` with host networking; return the image id. The whole log goes to a file;
-    ``timings`` gets the context's transfer and each Dockerfile step (its layer's commit included)."""
+    ``timings`` gets the context's transfer and each Dockerfile step (its layer's commit included).
+    What ``.dockerignore`` names, and ``leave_out``, is not sent to the daemon."""
     from docker.errors import APIError, BuildError as DockerBuildError
+    from docker.utils import tar
 
     log_path = log_path or log_file(f"build-{tag.replace('/', '_').replace(':', '-')}.log")
     timings = timings if timings is not None else Timings()
@@ -171,7 +173,11 @@ def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
     step = None
     with open(log_path, "w") as log:
         try:
-            for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag,
+            ignore = context / ".dockerignore"
+            patterns = [line.strip() for line in ignore.read_text().splitlines()] if ignore.is_file() else []
+            patterns = [p for p in patterns if p and not p.startswith("#")] + list(leave_out)
+            sent = tar(str(context), exclude=patterns, dockerfile=(dockerfile, None))
+            for chunk in client.api.build(fileobj=sent, custom_context=True, dockerfile=dockerfile, tag=tag,
                                           network_mode="host", rm=True, forcerm=True,
                                           labels=labels or {}, buildargs=buildargs or {},
                                           nocache=no_cache, decode=True):
@@ -305,7 +311,7 @@ def build_image(client, context: BuildContext, *, log_dir: Path | None = None, n
     log_path = log_file(f"build-{context.tag.replace('/', '_').replace(':', '-')}.log", log_dir)
     image_id = build(client, context.directory, context.tag, labels=context.labels, log_path=log_path,
                      buildargs=context.buildargs, no_cache=no_cache, on_line=on_line, timings=timings,
-                     on_event=on_event)
+                     on_event=on_event, leave_out=(ENV_FOLDER,))
     built = client.images.get(image_id)
     return Image(context.tag, built.id, built.attrs.get("Size", 0), False, time.perf_counter() - started,
                  context.base_image, log_path)
