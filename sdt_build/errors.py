@@ -9,7 +9,7 @@ SDT-E4xx smoke test, SDT-E5xx run, SDT-E9xx the machine's environment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -31,20 +31,18 @@ class Problem:
         return f"{self.file}:{self.line}" if self.line else self.file
 
     def to_dict(self) -> dict:
-        return {
-            "code": self.code,
-            "severity": self.severity,
-            "cause": self.cause,
-            "fix": self.fix,
-            "file": self.file,
-            "line": self.line,
-        }
+        return asdict(self)
 
 
 class SdtBuildError(Exception):
-    """Base of every error sdt-build raises on purpose."""
+    """Base of every error sdt-build raises on purpose; each kind names its exit code and meaning."""
 
     exit_code = 1
+    meaning = "error"
+
+    def __init_subclass__(cls, *, exit_code: int, meaning: str, **more):
+        super().__init_subclass__(**more)
+        cls.exit_code, cls.meaning = exit_code, meaning
 
     def __init__(
         self,
@@ -83,32 +81,20 @@ class SdtBuildError(Exception):
         }
 
 
-class ProjectError(SdtBuildError):
-    """The user's folder breaks the contract (exit 1)."""
-
-    exit_code = 1
-    meaning = "bad user files"
+class ProjectError(SdtBuildError, exit_code=1, meaning="bad user files"):
+    """The user's folder breaks the contract."""
 
 
-class DependencyConflict(SdtBuildError):
-    """The plug's requirements cannot live with SDT's pinned set (exit 2)."""
-
-    exit_code = 2
-    meaning = "dependency conflict"
+class DependencyConflict(SdtBuildError, exit_code=2, meaning="dependency conflict"):
+    """The plug's requirements cannot live with SDT's pinned set."""
 
 
-class BuildError(SdtBuildError):
-    """The image could not be built (exit 3)."""
-
-    exit_code = 3
-    meaning = "image build failed"
+class BuildError(SdtBuildError, exit_code=3, meaning="image build failed"):
+    """The image could not be built."""
 
 
-class SmokeFailure(SdtBuildError):
-    """The image was built but does not work (exit 4). ``report`` holds every step when there is one."""
-
-    exit_code = 4
-    meaning = "smoke test failed"
+class SmokeFailure(SdtBuildError, exit_code=4, meaning="smoke test failed"):
+    """The image was built but does not work. ``report`` holds every step when there is one."""
 
     def __init__(self, code: str, cause: str, fix: str, detail: str | None = None, *, report=None, **more):
         super().__init__(code, cause, fix, detail, **more)
@@ -118,18 +104,13 @@ class SmokeFailure(SdtBuildError):
         return {**super().to_dict(), "smoke": self.report.to_dict() if self.report is not None else None}
 
 
-class RunFailure(SdtBuildError):
-    """A run finished with failed keys, or could not start (exit 5)."""
-
-    exit_code = 5
-    meaning = "run finished with failed keys, or could not start"
+class RunFailure(SdtBuildError, exit_code=5, meaning="run finished with failed keys, or could not start"):
+    """A run finished with failed keys, or could not start."""
 
 
-class EnvironmentProblem(SdtBuildError):
-    """Something on the machine is missing or broken: no Docker daemon, not root… (exit 10)."""
-
-    exit_code = 10
-    meaning = "environment problem: no Docker daemon, not root, missing tool"
+class EnvironmentProblem(SdtBuildError, exit_code=10,
+                         meaning="environment problem: no Docker daemon, not root, missing tool"):
+    """Something on the machine is missing or broken: no Docker daemon, not root…"""
 
 
 INTERNAL_ERROR = 70  # a bug of sdt-build's (SDT-E999)

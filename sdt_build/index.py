@@ -41,7 +41,7 @@ from sdt_build.target import target
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
 TTL_SECONDS = 6 * 3600
 REQUEST_SECONDS = 10.0  # one page from one index
-WORKERS = 8  # look-ups at once
+WORKERS = 16  # look-ups at once
 BUDGET_SECONDS = 30.0  # all the look-ups of one command (SDT_INDEX_BUDGET overrides)
 
 

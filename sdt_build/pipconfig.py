@@ -99,38 +99,21 @@ class IndexSettings:
 
     def pip_env(self) -> dict[str, str]:
         """The environment for pip (pip-compile, pip download): these settings, whatever the files say."""
-        env = {k: v for k, v in os.environ.items() if k not in PIP_KEYS}
-        env.update({"PIP_INDEX_URL": self.index_url, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-        if self.extra_index_urls:
-            env["PIP_EXTRA_INDEX_URL"] = " ".join(self.extra_index_urls)
-        if self.find_links:
-            env["PIP_FIND_LINKS"] = " ".join(self.find_links)
-        if self.trusted_hosts:
-            env["PIP_TRUSTED_HOST"] = " ".join(self.trusted_hosts)
-        if self.constraints:
-            env["PIP_CONSTRAINT"] = " ".join(self.constraints)
-        if self.no_index:
-            env["PIP_NO_INDEX"] = "1"
-        for key, value in (("PIP_CERT", self.cert), ("PIP_CLIENT_CERT", self.client_cert)):
-            if value:
-                env[key] = value
-        return env
+        return _environment(PIP_KEYS, {
+            "PIP_INDEX_URL": self.index_url, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_EXTRA_INDEX_URL": " ".join(self.extra_index_urls), "PIP_FIND_LINKS": " ".join(self.find_links),
+            "PIP_TRUSTED_HOST": " ".join(self.trusted_hosts), "PIP_CONSTRAINT": " ".join(self.constraints),
+            "PIP_NO_INDEX": "1" if self.no_index else "", "PIP_CERT": self.cert, "PIP_CLIENT_CERT": self.client_cert,
+        })
 
     def uv_env(self) -> dict[str, str]:
         """The environment for uv, in uv's words; uv also picks the best match across indexes, as pip does."""
-        env = {k: v for k, v in os.environ.items() if k not in UV_KEYS}
-        env.update({"UV_DEFAULT_INDEX": self.index_url, "UV_INDEX_STRATEGY": "unsafe-best-match",
-                    "UV_NO_PROGRESS": "1"})
-        if self.extra_index_urls:
-            env["UV_INDEX"] = " ".join(self.extra_index_urls)
-        if self.find_links:
-            env["UV_FIND_LINKS"] = ",".join(self.find_links)
-        if self.trusted_hosts:
-            env["UV_INSECURE_HOST"] = " ".join(self.trusted_hosts)
-        for key, value in (("SSL_CERT_FILE", self.cert), ("SSL_CLIENT_CERT", self.client_cert)):
-            if value:
-                env[key] = value
-        return env
+        return _environment(UV_KEYS, {
+            "UV_DEFAULT_INDEX": self.index_url, "UV_INDEX_STRATEGY": "unsafe-best-match", "UV_NO_PROGRESS": "1",
+            "UV_INDEX": " ".join(self.extra_index_urls), "UV_FIND_LINKS": ",".join(self.find_links),
+            "UV_INSECURE_HOST": " ".join(self.trusted_hosts),
+            "SSL_CERT_FILE": self.cert, "SSL_CLIENT_CERT": self.client_cert,
+        })
 
     def uv_args(self) -> list[str]:
         return ["--no-index"] if self.no_index else []
@@ -230,3 +213,9 @@ def settings_from_listing(listing: str) -> IndexSettings:
 def for_lines(lines: tuple[str, ...] | list[str], root: Path) -> IndexSettings:
     """pip's configuration plus the options of a project's requirement lines."""
     return from_pip().with_options(lines, root)
+
+
+def _environment(replaced: set[str], settings: dict[str, str | None]) -> dict[str, str]:
+    """This process's environment without the tool's own keys, plus the settings that have a value."""
+    env = {k: v for k, v in os.environ.items() if k not in replaced}
+    return env | {k: v for k, v in settings.items() if v}

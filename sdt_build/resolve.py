@@ -142,16 +142,16 @@ def choose_backend(backend: str, python: str) -> str:
         raise EnvironmentProblem("SDT-E908", f"pip-compile resolves for the Python it runs on ({host}), and the "
                                  f"target is {python}", "use --resolver uv (it resolves for any target), or run "
                                  f"sdt-build from a Python {python} environment")
-    if backend == "uv" and shutil.which("uv") is None and not _module_available("uv"):
+    if backend == "uv" and not _uv_available():
         raise EnvironmentProblem("SDT-E908", "the uv resolver is not installed", "pip install uv, or use "
                                  "--resolver pip-compile from a Python of the target version")
     return backend
 
 
-def _module_available(name: str) -> bool:
+def _uv_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(name) is not None
+    return shutil.which("uv") is not None or importlib.util.find_spec("uv") is not None
 
 
 def compile_for_target(backend: str, python: str, inputs: Path, constraint_lines: list[str], log_path: Path,

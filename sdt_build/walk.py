@@ -108,6 +108,7 @@ def walk(roots: list[Requirement], limits: list[Requirement], sdt: SdtSet, sourc
         return provider.outcome(None, started, str(exc))
     finally:
         provider.pool.shutdown(wait=False, cancel_futures=True)
+        provider.ahead.shutdown(wait=False, cancel_futures=True)
     versions = {c.name: str(c.version) for c in result.mapping.values() if c.name not in provider.fixed}
     return replace(provider.outcome(True, started), versions=versions)
 
@@ -130,6 +131,8 @@ class _Provider(AbstractProvider):
                     self._limit(name, spec, f"SDT's set needs {name}{spec} ({who})")
         self.breaks = catalog()[1]
         self.pool = ThreadPoolExecutor(max_workers=index.WORKERS, thread_name_prefix="sdt-walk")
+        # guesses wait in their own queue, never in front of what the walk asked for
+        self.ahead = ThreadPoolExecutor(max_workers=index.WORKERS // 2, thread_name_prefix="sdt-walk-ahead")
         self.futures: dict[str, Future] = {}
         self.parents: dict[str, dict[str, set[Version]]] = {}  # name → parent name → parent versions
         self.tried: dict[str, set[Version]] = {}
@@ -138,6 +141,8 @@ class _Provider(AbstractProvider):
         self.facts: dict[tuple[str, str], tuple[str | None, str | None]] = {}  # → (SDT's pin, catalog reason)
         self.windows: dict[str, str] = {}
         self.installable: dict[str, list[index.Release]] = {}
+        self.chosen: dict[tuple[str, str], list[Candidate]] = {}  # (name, specifier) → its window
+        self.needs: dict[tuple, list[Requirement]] = {}  # (name, version, extras) → what it asks for
 
     def _limit(self, name: str, spec: SpecifierSet, why: str) -> None:
         self.limits[name] = self.limits.get(name, SpecifierSet()) & spec
@@ -171,14 +176,17 @@ class _Provider(AbstractProvider):
         if pin is not None and spec.contains(pin, prereleases=True) and Version(pin) not in excluded:
             # a lifted pin is tried first, and the index only asked when it does not fit
             return lambda: iter([Candidate(name, Version(pin), extras)] + [
-                c for c in self._matches(name, spec, excluded, extras) if str(c.version) != pin])
+                c for c in self._matches(name, spec, excluded, extras)() if str(c.version) != pin])
         return self._matches(name, spec, excluded, extras)
 
     def _matches(self, name: str, spec: SpecifierSet, excluded: set[Version], extras: frozenset[str]):
-        found = [replace(c, extras=extras) for c in self._window(name, spec) if c.version not in excluded]
+        window = self._window(name, spec)
+        if window:
+            self.windows[name] = str(window[0].version)
+        found = [replace(c, extras=extras) for c in window if c.version not in excluded]
         for candidate in found:  # read ahead, in the look-up pool
-            self._prefetch(candidate)
-        return found
+            self._prefetch(candidate, ahead=True)
+        return lambda: (c for c in found if c.extras or not self._dead(c))
 
     def is_satisfied_by(self, requirement, candidate) -> bool:
         return canonicalize_name(requirement.name) == candidate.name and \
@@ -188,6 +196,17 @@ class _Provider(AbstractProvider):
         self._in_time()
         if candidate.name in self.fixed and not candidate.extras:
             return []  # SDT's pinned set holds together; what it needs of lifted packages is in the limits
+        chosen = self._needs(candidate)
+        for requirement in chosen:
+            self._releases_ahead(canonicalize_name(requirement.name))
+        return chosen
+
+    def _needs(self, candidate: Candidate) -> list[Requirement]:
+        """What ``candidate`` asks for on the target (catalog facts included), noted for the messages once."""
+        memo = (candidate.name, candidate.version, candidate.extras)
+        if memo in self.needs:
+            return self.needs[memo]
+        self._in_time()
         self.tried.setdefault(candidate.name, set()).add(candidate.version)
         requires = self._requires(candidate)
         if candidate.extras:
@@ -204,24 +223,31 @@ class _Provider(AbstractProvider):
                 reasons[canonicalize_name(rule.needs.name)] = rule.reason
         for requirement in chosen:
             self._note(candidate, requirement, reasons.get(canonicalize_name(requirement.name)))
-            self._releases_ahead(canonicalize_name(requirement.name))
+        self.needs[memo] = chosen
         return chosen
+
+    def _dead(self, candidate: Candidate) -> bool:
+        """Whether ``candidate`` asks for something SDT's pinned set rules out: the walk need not try it."""
+        return any(canonicalize_name(r.name) in self.fixed and
+                   not r.specifier.contains(self.fixed[canonicalize_name(r.name)], prereleases=True)
+                   for r in self._needs(candidate))
 
     # --- candidates and their requirements --------------------------------------------------
 
     def _window(self, name: str, spec: SpecifierSet) -> list[Candidate]:
         """The releases the walk tries for ``name`` within ``spec``: the pin first (a lifted one), the
-        newest ``NEWEST``, and ``SPREAD`` older ones down to the oldest."""
-        exact = any(s.operator in ("==", "===") and "*" not in s.version for s in spec)
-        usable = [r for r in self._installable(name) if (exact or not r.yanked) and spec.contains(r.version, True)]
-        finals = [r for r in usable if not r.version.is_prerelease]
-        usable = finals if finals and not _mentions_prerelease(spec) else usable
-        older = usable[NEWEST:]
-        step = max(1, len(older) // SPREAD)
-        chosen = usable[:NEWEST] + older[step - 1::step][:SPREAD - 1] + older[-1:]
-        if usable[:NEWEST]:
-            self.windows[name] = str(usable[0].version)
-        return [Candidate(name, r.version, release=r) for r in dict.fromkeys(chosen)]
+        newest ``NEWEST``, and ``SPREAD`` older ones down to the oldest (worked out once per specifier)."""
+        memo = (name, str(spec))
+        if memo not in self.chosen:
+            exact = any(s.operator in ("==", "===") and "*" not in s.version for s in spec)
+            usable = [r for r in self._installable(name) if (exact or not r.yanked) and spec.contains(r.version, True)]
+            finals = [r for r in usable if not r.version.is_prerelease]
+            usable = finals if finals and not _mentions_prerelease(spec) else usable
+            older = usable[NEWEST:]
+            step = max(1, len(older) // SPREAD)
+            chosen = usable[:NEWEST] + older[step - 1::step][:SPREAD - 1] + older[-1:]
+            self.chosen[memo] = [Candidate(name, r.version, release=r) for r in dict.fromkeys(chosen)]
+        return self.chosen[memo]
 
     def _installable(self, name: str) -> list[index.Release]:
         """Releases of ``name`` the image could install: for its Python, with a wheel for the target."""
@@ -244,10 +270,37 @@ class _Provider(AbstractProvider):
             self.futures[name] = self.pool.submit(index.releases, name, self.sdt.python, self.sources)
         return self.futures.get(name)
 
-    def _prefetch(self, candidate: Candidate) -> None:
+    def _prefetch(self, candidate: Candidate, ahead: bool = False, guess: bool = False) -> None:
+        """Ask for ``candidate``'s metadata in the look-up pool (``guess``: in the read-ahead one);
+        ``ahead``: then guess at the windows its needs open (one level down), so the walk rarely
+        waits on the index."""
         release = candidate.release
-        if release is not None and release.wheel_url and release.wheel_url not in self.futures and not self._pinned_meta(candidate):
-            self.futures[release.wheel_url] = self.pool.submit(index.metadata, release, self.sources)
+        if release is None or not release.wheel_url or release.wheel_url in self.futures or self._pinned_meta(candidate):
+            return
+        pool = self.ahead if guess else self.pool
+        future = self.futures[release.wheel_url] = pool.submit(index.metadata, release, self.sources)
+        if ahead:
+            future.add_done_callback(self._read_ahead)
+
+    def _read_ahead(self, done: Future) -> None:
+        """In the pool, once a candidate's metadata is in: prefetch the releases its needs may take.
+        Best effort: whatever fails here (the walk over, an index error) the walk meets itself."""
+        try:
+            for requirement in _parsed(done.result().requires):
+                name = canonicalize_name(requirement.name)
+                if name not in self.fixed and (not requirement.marker or
+                                               requirement.marker.evaluate({**self.env, "extra": ""})):
+                    spec = self.limits.get(name, SpecifierSet()) & requirement.specifier
+                    self._releases_ahead(name).add_done_callback(lambda _, n=name, sp=spec: self._fetch_window(n, sp))
+        except Exception:  # noqa: BLE001 - see the docstring
+            return
+
+    def _fetch_window(self, name: str, spec: SpecifierSet) -> None:
+        try:
+            for candidate in self._window(name, spec):
+                self._prefetch(candidate, guess=True)
+        except Exception:  # noqa: BLE001 - as _read_ahead
+            return
 
     def _pinned_meta(self, candidate: Candidate) -> dict | None:
         info = self.sdt.meta.get(candidate.name)

@@ -17,20 +17,14 @@ if TYPE_CHECKING:
 __all__ = ["Client", "LocalClient", "DockerClient", "SchedulerClient", "FargateClient", "AzureClient"]
 
 
+_BACKENDS = {"DockerClient": "sdt_build.clients.docker", "SchedulerClient": "sdt_build.clients.scheduler",
+             "FargateClient": "sdt_build.clients.cloud", "AzureClient": "sdt_build.clients.cloud"}
+
+
 def __getattr__(name: str):
     """Backends that need more than the standard library load on first use."""
-    if name == "DockerClient":
-        from sdt_build.clients.docker import DockerClient
-
-        return DockerClient
-    if name == "SchedulerClient":
-        from sdt_build.clients.scheduler import SchedulerClient
-
-        return SchedulerClient
-    if name in ("FargateClient", "AzureClient"):
-        from sdt_build.clients import cloud
-
-        return getattr(cloud, name)
+    if name in _BACKENDS:
+        return getattr(importlib.import_module(_BACKENDS[name]), name)
     raise AttributeError(f"module 'sdt_build.clients' has no attribute {name!r}")
 
 

@@ -85,10 +85,11 @@ def test_junk_in_the_folder_reaches_neither_the_context_nor_the_workers(trouble,
                                                                 "lib/util.py"}
 
 
-def test_without_a_docker_daemon_each_command_says_so_in_one_line(trouble):
+def test_without_a_docker_daemon_each_command_says_so_in_one_line(trouble, tmp_path):
     folder = trouble("docker")
     env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
-    for command in (["build", str(folder)], ["smoke", str(folder)], ["run", str(folder), *keys_arg(("ok", 1))]):
+    run = ["run", str(folder), "--output", str(tmp_path / "out"), *keys_arg(("ok", 1))]
+    for command in (["build", str(folder)], ["smoke", str(folder)], run):
         done = sdt(*command, env=env, timeout=300)
         assert done.returncode == 10, (command, done.stderr[-2000:])
         errors = [line for line in done.stderr.splitlines() if line.startswith("SDT-E")]
