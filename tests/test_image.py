@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import tarfile
@@ -37,7 +38,22 @@ def _remove(docker, name: str) -> None:
         docker.images.remove(image.id, force=True)
 
 
-def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_example):
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """A cache of its own (no smoke proofs, locks or memos of earlier runs), with the wheels already here."""
+    from sdt_build.cache import cache_root
+
+    here = cache_root() / "wheels"
+    cache = tmp_path / "cache"
+    for wheel in here.glob("*/*.whl"):
+        target = cache / "wheels" / wheel.parent.name / wheel.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(wheel, target)
+    monkeypatch.setenv("SDT_CACHE_DIR", str(cache))
+    return cache
+
+
+def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_example, fresh_cache):
     folder = _unique(copy_example())
     name = load_project(folder).name
     try:
@@ -92,7 +108,7 @@ def _containers_created(docker, since: int) -> int:
     return sum(1 for _ in events)
 
 
-def test_plug_packages_get_their_own_layer_and_can_move_a_pin(docker, base_image, copy_example):
+def test_plug_packages_get_their_own_layer_and_can_move_a_pin(docker, base_image, copy_example, fresh_cache):
     folder = _unique(copy_example())
     (folder / "requirements.txt").write_text("tabulate==0.9.0\npandas>=2.2,<3\n")
     name = load_project(folder).name
