@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sdt_build import __version__
 from sdt_build.cache import cache_root
-from sdt_build.constraints import module_index
+from sdt_build.constraints import module_index, pins
 from sdt_build.errors import BuildError
 from sdt_build.project import UserProject
 from sdt_build.redact import redact
@@ -96,26 +96,33 @@ def context_folder(project: UserProject, directory: Path | None = None) -> Path:
 
 
 def environment(lock: ResolvedLock, base_image: str, base_id: str, folder: Path) -> EnvContext:
-    """Write the environment's lock and install script to ``folder/env`` and hash them with the
-    base image's id and uv's version: the same SDT set on the same base is the same image."""
+    """Write SDT's whole pinned set and the install script to ``folder/env`` and hash them with the
+    base image's id and uv's version: the same SDT set on the same base is the same image, for
+    every plug (the pins a plug moves are installed again in its own layer, which comes first)."""
     from importlib.metadata import version
 
     directory = folder / ENV_FOLDER
     directory.mkdir(parents=True, exist_ok=True)
     script = render_env_script(lock)
-    lock_text = "".join(f"{n}=={v}\n" for n, v in sorted(lock.sdt_layer.items()))
+    lock_text = "".join(f"{n}=={v}\n" for n, v in sorted(env_pins(lock).items()))
     (directory / "install.sh").write_text(script)
     (directory / "sdt.txt").write_text(lock_text)
     digest = hashlib.sha256("\0".join([script, lock_text, base_id, version("uv")]).encode()).hexdigest()[:12]
     return EnvContext(directory, script, digest, base_image, lock)
 
 
+def env_pins(lock: ResolvedLock) -> dict[str, str]:
+    """What the environment image holds: SDT's pinned set for the lock's Python."""
+    return pins(lock.python)
+
+
 def fill_environment(env: EnvContext, *, log_dir: Path | None = None, on_event: OnEvent = ignore) -> None:
     """Download SDT's locked wheels for the target and link them (and uv) into the environment's folder."""
     from uv import find_uv_bin
 
-    wheels = _download(env.lock.sdt_layer, env.lock, log_dir, on_event)
-    link_into([wheels[n] for n in env.lock.sdt_layer], env.directory / "wheels")
+    pinned = env_pins(env.lock)
+    wheels = _download(pinned, env.lock, log_dir, on_event)
+    link_into([wheels[n] for n in pinned], env.directory / "wheels")
     link_into([Path(find_uv_bin())], env.directory)
 
 
@@ -154,16 +161,21 @@ def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folde
     if source:
         labels["org.opencontainers.image.source"] = source
     return BuildContext(folder, dockerfile, project.name, digest, base_image, lock, env, labels,
-                        environment_inputs(lock, [wheels[n] for n in lock.plug_layer if n in wheels], sdists))
+                        environment_inputs(folder, lock, [wheels[n] for n in lock.plug_layer if n in wheels], sdists))
 
 
-def environment_inputs(lock: ResolvedLock, plug_wheels: list[Path], sdists: dict[str, Path]) -> dict:
-    """What of the plug's packages SDT's own code can see: the SDT pins it moves, the modules its
-    wheels provide that SDT's set provides too (they come first on PYTHONPATH), and the packages
-    built from source (whose modules are known only once built)."""
+def environment_inputs(folder: Path, lock: ResolvedLock, plug_wheels: list[Path], sdists: dict[str, Path]) -> dict:
+    """What SDT's own code in the image runs with besides the environment image: sdt-build's
+    runtime part (hashed), the SDT pins the plug moves, the modules its wheels provide that SDT's
+    set provides too (they come first on PYTHONPATH), and the packages built from source (whose
+    modules are known only once built)."""
+    runtime = hashlib.sha256()
+    for path in sorted((folder / "runtime").rglob("*")):
+        if path.is_file():
+            runtime.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
     provided = {module for path in plug_wheels for module in read_wheel(path).modules}
-    return {"moved": sorted(lock.moved), "shadowed": sorted(provided & module_index(lock.python)),
-            "from source": sorted(sdists)}
+    return {"runtime": runtime.hexdigest(), "moved": sorted(lock.moved),
+            "shadowed": sorted(provided & module_index(lock.python)), "from source": sorted(sdists)}
 
 
 def _source_url(root: Path) -> str | None:

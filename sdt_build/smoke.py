@@ -199,8 +199,8 @@ def proof_keys(docker, inspected, project: UserProject, args: dict, environment:
                environment_inputs: dict | None = None) -> dict[str, str]:
     """What each group of steps depends on, hashed (with the image's ENV/USER/WORKDIR).
 
-    environment (imports, dask entry points, SDT pipeline): the SDT environment image's layers and
-    sdt-build's runtime layer, ``environment_inputs`` (SDT pins the plug moves, modules of its
+    environment (imports, dask entry points, SDT pipeline): the SDT environment image's layers,
+    ``environment_inputs`` (sdt-build's runtime part, SDT pins the plug moves, modules of its
     packages that shadow SDT's), the project's file names (a file there can shadow a package) and
     the whole of any sitecustomize/usercustomize, the pipeline's days. packages (pip check, and the
     versions parity reads): every layer but the project's. plug (plug module, get_data): every
@@ -215,7 +215,7 @@ def proof_keys(docker, inspected, project: UserProject, args: dict, environment:
     seen = layers[:-1]  # without what the plug's packages are known to change: everything but the project
     below = _environment_layers(docker, inspected, layers) if environment_inputs is not None else None
     if below is not None:
-        seen = [*below, layers[-2]]  # the SDT environment and the runtime layer
+        seen = below  # the SDT environment image (the runtime part is in environment_inputs)
 
     def digest(*parts) -> str:
         return hashlib.sha256(json.dumps([__version__, *parts], default=str).encode()).hexdigest()
