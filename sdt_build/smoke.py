@@ -201,14 +201,14 @@ def proof_keys(docker, inspected, project: UserProject, args: dict, environment:
 
     environment (imports, dask entry points, SDT pipeline): the SDT environment image's layers,
     ``environment_inputs`` (sdt-build's runtime part, SDT pins the plug moves, modules of its
-    packages that shadow SDT's), the project's file names (a file there can shadow a package) and
+    packages that shadow SDT's), the names the project's files import as (one can shadow a package) and
     the whole of any sitecustomize/usercustomize, the pipeline's days. packages (pip check, and the
     versions parity reads): every layer but the project's. plug (plug module, get_data): every
     layer, the plug class, the sample key and the run-time environment variables."""
     layers = inspected.attrs["RootFS"]["Layers"]
     config = inspected.attrs["Config"]
     setting = [config.get("Env"), config.get("User"), config.get("WorkingDir")]
-    names = sorted(str(p) for p in project.files.files)
+    names = sorted({name for name in map(_import_name, project.files.files) if name})
     customize = [(project.root / p).read_text(errors="replace") for p in project.files.files
                  if p.name in ("sitecustomize.py", "usercustomize.py")]
     variables = hashlib.sha256(json.dumps(sorted(environment.items())).encode()).hexdigest()
@@ -224,6 +224,14 @@ def proof_keys(docker, inspected, project: UserProject, args: dict, environment:
                                   environment_inputs),
             "packages": digest("packages", layers[:-1], setting),
             "plug": digest("plug", layers, setting, args["plug_class"], args["sample_key"], variables)}
+
+
+def _import_name(path: Path) -> str | None:
+    """The name a project file can be imported by from the project folder (on PYTHONPATH), if any:
+    a top-level folder is a (namespace) package, a top-level module is its stem."""
+    if len(path.parts) > 1:
+        return path.parts[0]
+    return path.stem if path.suffix in (".py", ".pyc", ".so") else None
 
 
 def _environment_layers(docker, inspected, layers: list[str]) -> list[str] | None:
