@@ -328,8 +328,9 @@ def _progress(output: Output):
             unit = f"{min(event.done, event.total)}/{event.total}"
         if event.finished:
             total = bar.tasks[task].total
-            bar.update(task, completed=total if total is not None else 1, total=total or 1, detail="",
-                       unit=unit or bar.tasks[task].fields["unit"])
+            if event.phase != "download":
+                unit = f"{total:.0f}/{total:.0f}" if total else "done"
+            bar.update(task, completed=total if total is not None else 1, total=total or 1, detail="", unit=unit)
         else:
             bar.update(task, completed=event.done, total=event.total, detail=event.detail[:60], unit=unit)
 
