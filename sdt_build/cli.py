@@ -48,15 +48,31 @@ err = Console(file=Redacted(sys.stderr), width=None if sys.stderr.isatty() else 
 
 
 class Output:
-    """Human output (rich) or one JSON document on stdout (``--json``)."""
+    """Human output (rich) or one JSON document on stdout (``--json``). ``quiet``: errors and warnings
+    only; ``verbose``: every detail too (each build line, each key as it finishes, its warnings)."""
 
-    def __init__(self, as_json: bool, debug: bool):
+    def __init__(self, as_json: bool, debug: bool, quiet: bool = False, verbose: bool = False):
         self.as_json = as_json
         self.debug = debug
+        self.quiet = quiet
+        self.verbose = verbose and not quiet
+
+    @property
+    def shows(self) -> bool:
+        """Whether progress, tables and information lines are printed."""
+        return not self.as_json and not self.quiet
 
     def say(self, message: str) -> None:
-        if not self.as_json:
+        if self.shows:
             err.print(message, highlight=False)
+
+    def detail(self, message: str) -> None:
+        if self.verbose and not self.as_json:
+            err.print(message, highlight=False)
+
+    def warn(self, message: str) -> None:
+        if not self.as_json:
+            err.print(f"[yellow]warning[/] {message}", highlight=False)
 
     def emit(self, payload: dict[str, Any]) -> None:
         if self.as_json:
@@ -64,14 +80,18 @@ class Output:
 
 
 def command(group: click.Group, name: str | None = None):
-    """A subcommand with --json and --debug whose errors print as cause + fix, never a traceback."""
+    """A subcommand with --json, --quiet, --verbose and --debug whose errors print as cause + fix,
+    never a traceback."""
 
     def wrap(fn: Callable) -> click.Command:
         @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for CI).")
+        @click.option("--quiet", "-q", is_flag=True, help="Print errors and warnings only.")
+        @click.option("--verbose", "-v", is_flag=True, help="Print every detail (build lines, each key as it "
+                      "finishes, its warnings).")
         @click.option("--debug", is_flag=True, help="Show tracebacks.")
         @functools.wraps(fn)
-        def run(as_json: bool, debug: bool, **kwargs):
-            output = Output(as_json, debug)
+        def run(as_json: bool, quiet: bool, verbose: bool, debug: bool, **kwargs):
+            output = Output(as_json, debug, quiet, verbose)
             try:
                 code = fn(output, **kwargs)
             except SdtBuildError as exc:
@@ -261,18 +281,44 @@ def lock_command(output: Output, directory: Path, output_file: Path | None, reso
 @click.option("--sample-key", default=None, help="Smoke-test get_data on this key (JSON, e.g. '[\"SITE\"]').")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the smoke test as JUnit XML.")
+@click.option("--venv", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Instead of an image: a venv at this path (a shared file system, for SLURM) from the same "
+                   "lock and wheels, smoke-tested.")
 def build_command(output: Output, directory: Path, registry: str | None, resolver: str,
                   context_dir: Path | None, no_cache: bool, no_smoke: bool, sample_key: str | None,
-                  junit: Path | None) -> int:
-    """Build the image the scheduler and workers run (skipped when nothing changed)."""
-    from sdt_build.pipeline import build_project
+                  junit: Path | None, venv: Path | None) -> int:
+    """Build the image the scheduler and workers run (skipped when nothing changed), or a venv (--venv)."""
+    from sdt_build.pipeline import build_project, build_venv_project
+
+    if venv is not None:
+        try:
+            locked, built_venv = build_venv_project(directory, venv, resolver=resolver, smoke=not no_smoke,
+                                                    sample_key=_parse_key(sample_key) if sample_key else None,
+                                                    say=output.say)
+        except SmokeFailure as exc:
+            _report_smoke(output, junit, exc.report)
+            raise
+        _report_smoke(output, junit, built_venv.smoke)
+        output.emit({"ok": True, "lock": locked.to_dict(), **built_venv.to_dict()})
+        verb = "unchanged, install skipped" if built_venv.skipped else f"installed in {built_venv.seconds:.0f} s"
+        output.say(f"[green]venv[/] {built_venv.path} (Python {built_venv.python}, content hash "
+                   f"{built_venv.content_hash}) {verb}; "
+                   + ("smoke test passed" if built_venv.smoke else "smoke test skipped"))
+        return 0
+
+    last = {"line": ""}
+
+    def progress(line: str) -> None:
+        if output.verbose:  # each build line; otherwise the steps show as progress
+            output.detail(f"  [dim]{line[:300]}[/]")
+        last["line"] = line
 
     try:
         with _progress(output) as on_event:
             built = build_project(directory, push=registry, resolver=resolver, context_dir=context_dir,
                                   context_only=context_dir is not None, no_cache=no_cache, smoke=not no_smoke,
                                   sample_key=_parse_key(sample_key) if sample_key else None, say=output.say,
-                                  on_event=on_event)
+                                  on_line=progress, on_event=on_event)
     except SmokeFailure as exc:
         _report_smoke(output, junit, exc.report)
         raise
@@ -338,6 +384,23 @@ def _progress(output: Output):
         yield on_event
 
 
+def _named_image(folder: str) -> str | None:
+    """The image client.py's client names (it runs that one, not the folder's build)."""
+    from sdt_build.clients import load_client
+    from sdt_build.project import load_project
+
+    return load_client(load_project(folder, require_env=False)).image
+
+
+def _pull(docker, image: str) -> None:
+    from docker.errors import APIError
+
+    try:
+        docker.images.pull(image)
+    except APIError:
+        pass  # not pullable: said as SDT-E410 next
+
+
 @command(main, "smoke")
 @click.argument("target")
 @click.option("--sample-key", default=None, help="Also run get_data on this key (JSON, e.g. '[\"SITE\"]').")
@@ -365,6 +428,8 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
         raise ProjectError("SDT-E123", "--sample-key needs the plug, and an IMAGE alone does not name it",
                            f"add --project DIR (the folder with dataplug.py): sdt-build smoke {target} "
                            "--project DIR --sample-key …")
+    if Path(target).is_dir() and _named_image(target):  # the image client.py runs
+        project_dir, target = Path(target), _named_image(target)
     if Path(target).is_dir():  # build (skipped when unchanged), then smoke-test and tag
         try:
             with _progress(output) as on_event:
@@ -375,6 +440,8 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
             raise
     else:
         docker = docker_client()
+        if not image_exists(docker, target) and project_dir is not None:  # client.py's image, from its registry
+            _pull(docker, target)
         if not image_exists(docker, target):
             raise SmokeFailure("SDT-E410", f"{target} is neither a project folder nor a local image",
                                "pass a folder with dataplug.py, or an image (pull it first)")
@@ -405,11 +472,11 @@ def _lookup_progress(output: Output) -> Callable[[int, int], None]:
 
 
 def _report_smoke(output: Output, junit: Path | None, report) -> None:
-    """A smoke report as JUnit XML (when asked) and as tables (unless --json)."""
+    """A smoke report as JUnit XML (when asked) and as tables (unless --json or --quiet, or when it failed)."""
     if report is None:
         return
     _write_junit(junit, report)
-    if not output.as_json:
+    if output.shows or (not report.ok and not output.as_json):
         _print_smoke(report)
 
 
@@ -422,7 +489,7 @@ def _write_junit(path: Path | None, report) -> None:
 
 
 def _print_smoke(report) -> None:
-    steps = Table(title=f"smoke test: {report.image}")
+    steps = Table(title=f"smoke test: {report.image}")  # an image, or a venv's path
     for column in ("step", "result", "seconds", "detail"):
         steps.add_column(column, overflow="fold")
     for step in report.steps:
@@ -430,8 +497,8 @@ def _print_smoke(report) -> None:
         steps.add_row(step.name, result + (" [dim](proved before)[/]" if step.remembered else ""),
                       f"{step.seconds:.1f}", step.detail[:200])
     err.print(steps)
-    parity = Table(title="parity: this client vs the image")
-    for column in ("package", "client", "image", "", "fix"):
+    parity = Table(title=f"parity: this client vs the {report.kind}")
+    for column in ("package", "client", report.kind, "", "fix"):
         parity.add_column(column, overflow="fold")
     colors = {"ok": "green", "note": "cyan", "warning": "yellow", "error": "red"}
     for row in report.parity:
@@ -444,17 +511,28 @@ def _print_smoke(report) -> None:
 @click.option("--images", is_flag=True, help="Also remove every image sdt-build built.")
 @click.option("--cache", is_flag=True, help="Also empty sdt-build's cache (wheels, locks, contexts, logs).")
 def clean_command(output: Output, images: bool, cache: bool) -> int:
-    """Remove leftover containers (and optionally images and caches) that sdt-build created."""
+    """Remove leftover containers and cancel leftover SLURM jobs (and optionally images and caches)
+    that sdt-build created."""
     from sdt_build.cache import cache_root
+    from sdt_build.clients.slurm import cancel_jobs, slurm_command
     from sdt_build.daemon import docker_client
+    from sdt_build.errors import EnvironmentProblem
     from sdt_build.image import clean
 
-    removed = clean(docker_client(), images=images)
+    jobs = cancel_jobs() if slurm_command("squeue", "--version") else []
+    try:
+        removed: dict[str, list[str]] = clean(docker_client(), images=images)
+    except EnvironmentProblem:
+        if not jobs and slurm_command("squeue", "--version") is None:
+            raise  # neither Docker nor SLURM here: say what is missing
+        removed = {"containers": [], "images": []}  # an HPC login node: no Docker daemon
+    removed["slurm_jobs"] = jobs
     if cache and cache_root().exists():
         shutil.rmtree(cache_root())
         removed["cache"] = [str(cache_root())]
     output.emit({"ok": True, **removed})
     output.say(f"[green]removed[/] {len(removed['containers'])} container(s), {len(removed['images'])} image(s)"
+               + (f", cancelled {len(jobs)} SLURM job(s)" if jobs else "")
                + (f", cache {cache_root()}" if cache else ""))
     return 0
 
@@ -483,8 +561,12 @@ def doctor_command(output: Output, directory: Path | None) -> int:
     output.emit({"ok": not failed, "checks": [c.to_dict() for c in checks]})
     colors = {"ok": "green", "warning": "yellow", "fail": "red"}
     for check in checks:
-        output.say(f"[{colors[check.status]}]{check.status:>7}[/] {check.name}: {check.detail}"
-                   + (f"  [green]fix:[/] {check.fix}" if check.fix else ""))
+        line = (f"[{colors[check.status]}]{check.status:>7}[/] {check.name}: {check.detail}"
+                + (f"  [green]fix:[/] {check.fix}" if check.fix else ""))
+        if check.status == "ok":
+            output.say(line)
+        elif not output.as_json:
+            err.print(line, highlight=False)
     return 10 if failed else 0
 
 
@@ -503,11 +585,15 @@ def doctor_command(output: Output, directory: Path | None) -> int:
 @click.option("--lost-cluster-timeout", type=float, default=60, show_default=True,
               help="Seconds the cluster may have no worker left before the run ends (workers that come back "
                    "are waited for).")
+@click.option("--plots", "plots", type=int, default=3, show_default=True,
+              help="The first keys run keep SDT's own figures (heatmap, daily energy) for the report.")
+@click.option("--plot-key", "plot_keys", multiple=True, help="Keep SDT's figures of this key too (JSON or text).")
 @click.option("--image", default=None, help="Image the scheduler and workers run (default: the client's).")
 @click.option("--dry-run", is_flag=True, help="Print the cluster spec the client would create, and its problems.")
 def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_file: Path | None,
                 output_dir: Path | None, resume: bool, timeout: float | None, retries: int, loss_analysis: bool,
-                max_in_flight: int | None, lost_cluster_timeout: float, image: str | None, dry_run: bool) -> int:
+                max_in_flight: int | None, lost_cluster_timeout: float, plots: int, plot_keys: tuple[str, ...],
+                image: str | None, dry_run: bool) -> int:
     """Run SDT's pipeline for every key on the client from client.py."""
     from sdt_build.sdtdask import SDTDask
 
@@ -520,7 +606,10 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
         spec = runner.client.dry_run(runner.image)
         output.emit({"ok": not spec["problems"], **spec})
         if not output.as_json:
-            out.print_json(json.dumps({k: v for k, v in spec.items() if k != "problems"}, default=str))
+            out.print_json(json.dumps({k: v for k, v in spec.items() if k not in ("problems", "job_script")},
+                                      default=str))
+            if spec.get("job_script"):  # what a batch system is given, as it is given
+                out.print(spec["job_script"], highlight=False, markup=False, soft_wrap=True)
             for problem in spec["problems"]:
                 err.print(f"[red]problem[/] {problem}", highlight=False)
         return 5 if spec["problems"] else 0
@@ -530,28 +619,86 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                f"results in {output_dir}")
     result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, timeout=timeout,
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
-                            lost_cluster_timeout=lost_cluster_timeout,
-                            progress=not output.as_json and sys.stderr.isatty())
+                            lost_cluster_timeout=lost_cluster_timeout, plots=plots,
+                            plot_keys=[validate_key(_parse_key(k)) for k in plot_keys],
+                            progress=output.shows, on_start=_run_started(output),
+                            on_row=_row_finished(output) if output.verbose else None)
     table = result.table
     summary = result.summary()
     output.emit({"ok": result.ok, "output": str(output_dir), "summary": summary,
                  "problem": result.problem.to_dict() if result.problem else None,
                  "rows": json.loads(table.drop(columns=["traceback"], errors="ignore").to_json(orient="records"))})
     if not output.as_json:
-        _print_results(table)
+        if output.shows:
+            _print_results(table)
         for warning in result.record.get("warnings", []):
-            err.print(f"[yellow]warning[/] {warning}", highlight=False)
+            output.warn(warning)
         for group in summary["failures"]:
             err.print(f"[red]{group['count']} failed[/] at {group['stage']} ({group['error_type']}): "
                       f"{group['example']}", highlight=False)
         if result.problem is not None:
             _print_problem(result.problem)
         efficiency = summary.get("parallel_efficiency")
+        warned = int(table["warnings"].notna().sum()) if "warnings" in table else 0
         output.say(f"{len(table)} keys in {result.seconds:.0f} s: "
                    + ", ".join(f"{n} {s}" for s, n in result.counts.items())
                    + (f"; parallel efficiency {efficiency:.2f}" if efficiency else "")
-                   + f"; results in {output_dir}/results.csv (+ .parquet, journal.jsonl, run.json)")
+                   + f"; results in {output_dir}/results.csv (+ .parquet, journal.jsonl, run.json)"
+                   + (f"; {warned} key(s) raised warnings (in their rows and {output_dir}/warnings.log)"
+                      if warned else ""))
+        report = result.record.get("report", "")
+        if report.startswith("failed"):
+            output.warn(f"the report was not written: {report}")
+        else:
+            output.say(f"report: {report}")
     return 0 if result.ok else 5
+
+
+def _run_started(output: Output) -> Callable[[dict], None]:
+    def started(record: dict) -> None:
+        todo = record["keys"] - record["already_done"]
+        output.say(f"{todo} key(s) to run" + (f" ({record['already_done']} already done)"
+                                              if record["already_done"] else ""))
+        client = record.get("client", {})
+        if record.get("dashboard"):
+            output.say(f"dashboard: {record['dashboard']}")
+        elif client.get("dashboard") is False:
+            output.say("dashboard: off (dashboard = False in client.py)")
+        elif client.get("backend") == "docker":
+            output.say("dashboard: off (the image has no bokeh: add bokeh>=3.1 to requirements.txt)")
+        else:
+            output.say("dashboard: off (the scheduler has no bokeh: pip install 'sdt-build[dashboard]')")
+
+    return started
+
+
+def _row_finished(output: Output) -> Callable:
+    def finished(row) -> None:
+        seconds = row.seconds.get("total")
+        output.detail(f"  {'[green]ok[/]' if row.ok else '[red]failed[/]'} {_cell(row.key)}"
+                      + (f" in {seconds:.1f} s" if seconds is not None else "")
+                      + ("" if row.ok else f" at {row.stage}: {row.message}"))
+        for line in row.warning_lines:
+            output.detail(f"    [dim]{line}[/]")
+
+    return finished
+
+
+@command(main, "report")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--key", "keys", multiple=True, help="Show SDT's figures of this key (JSON or text; default: the "
+              "first keys that kept them).")
+@click.option("--out", "target", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the page (default: FOLDER/report.html).")
+def report_command(output: Output, folder: Path, keys: tuple[str, ...], target: Path | None) -> int:
+    """Write the fleet report of a run's output folder: one HTML page that opens with no network."""
+    from sdt_build.keys import validate_key
+    from sdt_build.report import make_report
+
+    written = make_report(folder, [validate_key(_parse_key(k)) for k in keys] or None, target)
+    output.emit({"ok": True, "report": str(written.path), "bytes": written.size, "keys": written.keys})
+    output.say(f"[green]report[/] {written.path} ({written.size / 1e6:.2f} MB, {written.keys} keys)")
+    return 0
 
 
 def _print_results(table) -> None:

@@ -130,8 +130,8 @@ def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folde
              on_event: OnEvent = ignore) -> BuildContext:
     """Download the plug's wheels for the target and write the plug's part of the context."""
     base_image = env.base_image
-    wheels, sdists, build_wheels = _wheelhouse(lock, log_dir or cache_root() / "logs", project.settings.build_sdists,
-                                               on_event)
+    wheels, sdists, build_wheels = wheelhouse(lock, log_dir or cache_root() / "logs", project.settings.build_sdists,
+                                              on_event, plug_only=True)
     link_into([wheels[n] for n in lock.plug_layer if n in wheels], folder / "wheels" / "plug")
     link_into(list(sdists.values()), folder / "sdists")
     link_into(build_wheels, folder / "wheels" / "build")
@@ -189,12 +189,13 @@ def _source_url(root: Path) -> str | None:
     return redact(url) if done.returncode == 0 and url else None
 
 
-def _wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool, on_event: OnEvent
-                ) -> tuple[dict[str, Path], dict[str, Path], list[Path]]:
-    """Target wheels of the plug's layer; with ``build_sdists``, source archives (and their build
-    requirements) for the plug's packages that have no wheel for the target."""
+def wheelhouse(lock: ResolvedLock, log_dir: Path, build_sdists: bool, on_event: OnEvent = ignore,
+               plug_only: bool = False) -> tuple[dict[str, Path], dict[str, Path], list[Path]]:
+    """Target wheels of the lock (``plug_only``: of the plug's layer); with ``build_sdists``, source
+    archives (and their build requirements) for the plug's packages that have no wheel for the target."""
     from_source = _without_wheel(lock) if build_sdists and lock.plug_layer else {}
-    wheels = _download({n: v for n, v in lock.plug_layer.items() if n not in from_source}, lock, log_dir, on_event)
+    wanted = lock.plug_layer if plug_only else lock.pins
+    wheels = _download({n: v for n, v in wanted.items() if n not in from_source}, lock, log_dir, on_event)
     if not from_source:
         return wheels, {}, []
     log_path = _wheels_log(lock, log_dir)

@@ -145,18 +145,21 @@ def _client(project) -> list[Check]:
     backend = "local"
     if project is not None:
         from sdt_build.clients import load_client
+        from sdt_build.clients.cloud import CloudClient
 
         try:
             client = load_client(project)
         except SdtBuildError as exc:
             return [Check("client", "fail", f"{exc.code} {exc.cause}", exc.fix)]
         backend = client.backend
-        if backend in ("fargate", "azure"):
+        if isinstance(client, CloudClient) or backend == "slurm":
             problems = client.dry_run(None)["problems"]
             if problems:
                 return [Check(f"client {backend}", "fail", problems[0], "see docs/clients.md for its settings "
                               "and variables; `sdt-build run DIR --dry-run` lists every problem")]
-            return [Check(f"client {backend}", "ok", "settings and credentials are usable (checked offline)")]
+            return [Check(f"client {backend}", "ok", "settings and credentials are usable (checked offline)"
+                          if backend != "slurm" else "settings, sbatch and the worker venv are usable (checked "
+                          "offline)")]
     if backend != "local":
         return [Check(f"client {backend}", "ok", "no local requirements")]
     if importlib.util.find_spec("solardatatools") is None:

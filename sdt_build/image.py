@@ -341,6 +341,14 @@ def push_image(client, image: Image, registry: str, *, on_line: Callable[[str], 
     return f"{repository}:{tag}"
 
 
+def untag_pushed(client, reference: str) -> None:
+    """Remove this machine's tags of a pushed image (its content tag and :latest under the registry),
+    so that what runs it pulls it from the registry; the image stays under its local tag."""
+    repository = reference.rsplit(":", 1)[0]
+    for tag in (reference, f"{repository}:latest"):
+        client.images.remove(tag)
+
+
 def _push(client, repository: str, tag: str, on_line: Callable[[str], None]) -> None:
     from docker.errors import APIError
 

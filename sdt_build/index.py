@@ -241,15 +241,28 @@ def metadata(release: Release, settings: IndexSettings) -> Metadata | None:
     url = release.wheel_url
     if url is None:
         return None
-    cache = cache_root() / "metadata" / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.json"
-    if cache.exists():
-        requires, requires_python = json.loads(cache.read_text())
-        return Metadata(tuple(requires), requires_python)
+    known = cached_metadata(release)
+    if known is not None:
+        return known
+    cache = _metadata_file(url)
     headers = HeaderParser().parsestr(_metadata_text(url, settings))
     found = Metadata(tuple(headers.get_all("Requires-Dist") or ()), headers.get("Requires-Python"))
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps([found.requires, found.requires_python]))
     return found
+
+
+def cached_metadata(release: Release) -> Metadata | None:
+    """``release``'s metadata when an earlier look-up saved it (None: not saved, or no wheel)."""
+    cache = _metadata_file(release.wheel_url) if release.wheel_url else None
+    if cache is None or not cache.exists():
+        return None
+    requires, requires_python = json.loads(cache.read_text())
+    return Metadata(tuple(requires), requires_python)
+
+
+def _metadata_file(url: str) -> Path:
+    return cache_root() / "metadata" / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.json"
 
 
 def _metadata_text(url: str, settings: IndexSettings) -> str:

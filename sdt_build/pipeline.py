@@ -17,6 +17,7 @@ from sdt_build.progress import OnEvent, Timings, ignore
 from sdt_build.project import UserProject, load_project, runtime_env
 from sdt_build.resolve import ResolvedLock, lock
 from sdt_build.smoke import SmokeReport, smoke_image
+from sdt_build.workerenv import WorkerEnv, build_venv
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,12 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     timings = Timings()
     with timings.phase("load"):
         project = load_project(path, require_env=False)
-    if push == "":  # --push with no value: the registry sdt.toml names
-        if not project.settings.registry:
-            raise ProjectError("SDT-E122", "--push was given no registry and sdt.toml names none",
-                               'pass --push HOST[:PORT][/PATH], or set registry = "…" in sdt.toml')
-        push = project.settings.registry
+    if push == "":  # --push with no value: the registry client.py names, else sdt.toml's
+        push = client_registry(project) or project.settings.registry
+        if not push:
+            raise ProjectError("SDT-E122", "--push was given no registry and neither client.py nor sdt.toml "
+                               "names one", 'pass --push HOST[:PORT][/PATH], or set registry = "…" in client.py '
+                               "or sdt.toml")
     with timings.phase("lock") as record:
         locked = lock(project, backend=resolver or os.environ.get("SDT_RESOLVER") or "auto")
         record.update(packages=len(locked.pins), cached=locked.cached)
@@ -102,6 +104,28 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
         with timings.phase("push"):
             image = Image(**{**image.__dict__, "pushed": push_image(client, image, push, on_line=on_line)})
     return Built(project, locked, context, image, base.reason, report, make_env, timings)
+
+
+def build_venv_project(path: str | Path, venv: Path, *, resolver: str | None = None, smoke: bool = True,
+                       sample_key: tuple | None = None,
+                       say: Callable[[str], None] = lambda _: None) -> tuple[ResolvedLock, WorkerEnv]:
+    """Check and lock ``path`` as for an image, then install the same lock and wheels into the venv
+    ``venv`` (skipped when unchanged) and smoke-test it there. No Docker daemon is needed."""
+    project = load_project(path, require_env=False)
+    locked = lock(project, backend=resolver or os.environ.get("SDT_RESOLVER") or "auto")
+    say(f"lock: {len(locked.pins)} packages ({len(locked.plug_layer)} from the plug)"
+        f"{', cached' if locked.cached else ''}")
+    if smoke:
+        say("smoke test in the venv: imports, the plug, pip check, dask entry points, a real SDT pipeline, parity")
+    built = build_venv(project, locked, venv, smoke=smoke, sample_key=sample_key, env=runtime_env(project))
+    return locked, built
+
+
+def client_registry(project: UserProject) -> str | None:
+    """The registry client.py's client pushes to (its ``registry``), if any."""
+    from sdt_build.clients import load_client
+
+    return load_client(project).registry
 
 
 def _base_for_context(project: UserProject) -> BaseChoice:

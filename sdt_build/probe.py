@@ -63,15 +63,20 @@ def pip_check() -> str:
     return done.stdout.strip()
 
 
+# Every command a supported cluster engine starts the scheduler and workers with.
+LAUNCH_COMMANDS = (("dask", "scheduler"), ("dask", "worker"), ("dask-scheduler",), ("dask-worker",),
+                   ("python3", "-m", "distributed.cli.dask_scheduler"), ("python3", "-m", "distributed.cli.dask_worker"))
+
+
 def entry_points() -> str:
     found = []
-    for command in (["dask", "scheduler", "--version"], ["dask", "worker", "--version"]):
+    for command in LAUNCH_COMMANDS:
         if shutil.which(command[0]) is None:
-            raise RuntimeError("the `dask` command is not on PATH")
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            raise RuntimeError(f"`{command[0]}` is not on PATH")
+        done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
-            raise RuntimeError(f"`{' '.join(command)}` failed: {(done.stderr or done.stdout).strip()[-500:]}")
-        found.append(" ".join(command[:2]))
+            raise RuntimeError(f"`{' '.join(command)} --version` failed: {(done.stderr or done.stdout).strip()[-500:]}")
+        found.append(" ".join(command))
     return ", ".join(found)
 
 

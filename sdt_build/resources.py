@@ -42,19 +42,21 @@ def incomplete(what: str, where: str) -> EnvironmentProblem:
 
 
 def template_text(name: str) -> str:
-    """A template's text; SDT_TEMPLATES names a folder whose templates replace the shipped ones."""
+    """A template's text; SDT_TEMPLATES names a folder whose templates replace the shipped ones (each
+    template it holds; the others are the shipped ones)."""
     override = os.environ.get("SDT_TEMPLATES")
-    path = Path(override) / name if override else _folder(TEMPLATES) / name
+    path = Path(override) / name if override and (Path(override) / name).is_file() else _folder(TEMPLATES) / name
     if not path.is_file():
         raise incomplete(f"templates ({name})", str(path))
     return path.read_text()
 
 
-def render_template(template: str, /, **values) -> str:
-    """Render a Jinja template strictly: an unknown name is an error, never an empty string."""
+def render_template(template: str, /, html: bool = False, **values) -> str:
+    """Render a Jinja template strictly: an unknown name is an error, never an empty string (``html``:
+    values are escaped)."""
     import jinja2
 
-    environment = jinja2.Environment(loader=jinja2.FunctionLoader(template_text),
+    environment = jinja2.Environment(loader=jinja2.FunctionLoader(template_text), autoescape=html,
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return environment.get_template(template).render(**values)
 

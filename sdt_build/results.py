@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +28,32 @@ from sdt_build.rows import Row
 
 JOURNAL = "journal.jsonl"
 LOCK = ".sdt-run.lock"
+RECORD = "run.json"
+WARNINGS_LOG = "warnings.log"  # third-party warnings of every key, one line each
+PLOTS = "plots"  # SDT's own figures of the keys that keep them: plots/<key>/<name>.png
+REPORT = "report.html"
+PERFORMANCE = "dask-report.html"  # Dask's performance report (when bokeh is installed)
+
+
+def read_journal(journal: Path) -> tuple[dict[str, Row], int]:
+    """The last row of each key in a journal, and how many lines could not be read."""
+    rows: dict[str, Row] = {}
+    unreadable = 0
+    for line in journal.read_text(errors="replace").splitlines():
+        try:
+            row = Row.from_record(json.loads(line))
+        except (ValueError, KeyError, TypeError):
+            unreadable += 1
+            continue
+        rows[key_id(row.key)] = row
+    return rows, unreadable
+
+
+def plot_folder(folder: Path, key: tuple) -> Path:
+    """Where a key's figures are kept (a file-name-safe form of its id, with a digest against clashes)."""
+    ident = key_id(key)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ident).strip("._")[:80] or "key"
+    return folder / PLOTS / f"{safe}-{hashlib.sha256(ident.encode()).hexdigest()[:8]}"
 
 
 def _write_failure(path: Path, exc: OSError) -> RunFailure:
@@ -54,6 +83,8 @@ class OutputFolder:
             self.journal = folder / JOURNAL
             if not resume:
                 self.journal.unlink(missing_ok=True)
+                (folder / WARNINGS_LOG).unlink(missing_ok=True)
+                shutil.rmtree(folder / PLOTS, ignore_errors=True)
         self._repair()
         self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
@@ -96,15 +127,7 @@ class OutputFolder:
 
     def rows(self) -> dict[str, Row]:
         """The last row of each key in the journal."""
-        rows: dict[str, Row] = {}
-        unreadable = 0
-        for line in self.journal.read_text(errors="replace").splitlines():
-            try:
-                row = Row.from_record(json.loads(line))
-            except (ValueError, KeyError, TypeError):
-                unreadable += 1
-                continue
-            rows[key_id(row.key)] = row
+        rows, unreadable = read_journal(self.journal)
         if unreadable and not any("unreadable" in note for note in self.notes):
             self.notes.append(f"{unreadable} line(s) of {self.journal.name} are unreadable and were skipped; "
                               "their keys run again")
@@ -115,24 +138,48 @@ class OutputFolder:
         return {key for key, row in self.rows().items() if row.ok}
 
     def add(self, row: Row) -> None:
-        """Append one row as one line (credentials masked); on failure the journal is cut back to where it was."""
-        line = (redact(json.dumps(row.to_record(), default=str)) + "\n").encode()
-        size = os.fstat(self._fd).st_size
+        """Append one row as one line (credentials masked); on failure the journal is cut back to where it
+        was. Its warnings go to warnings.log and its figures to plots/ (not in a temporary journal's run)."""
+        self._append(self._fd, self.journal, (redact(json.dumps(row.to_record(), default=str)) + "\n").encode())
+        if self.folder is None:
+            return
+        self.log([f"{key_id(row.key)}\t{line}" for line in row.warning_lines])
+        for name, png in row.plots.items():
+            target = plot_folder(self.folder, row.key)
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _write_failure(target, exc) from exc
+            self.write(str((target / f"{name}.png").relative_to(self.folder)), lambda path: path.write_bytes(png))
+
+    def log(self, lines: list[str]) -> None:
+        """Append lines to warnings.log (a key or a worker, a tab, the warning)."""
+        if not lines or self.folder is None:
+            return
+        fd = os.open(self.folder / WARNINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._append(fd, self.folder / WARNINGS_LOG, redact("".join(f"{line}\n" for line in lines)).encode())
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _append(fd: int, path: Path, line: bytes) -> None:
+        size = os.fstat(fd).st_size
         try:
             written = 0
             while written < len(line):
-                written += os.write(self._fd, line[written:])
+                written += os.write(fd, line[written:])
         except OSError as exc:
             try:
-                os.ftruncate(self._fd, size)
+                os.ftruncate(fd, size)
             except OSError:
                 pass  # the reader cuts a torn line too
-            raise _write_failure(self.journal, exc) from exc
+            raise _write_failure(path, exc) from exc
 
     def write(self, name: str, writer: Callable[[Path], None]) -> None:
         """Write one result file whole: to a temporary file, then renamed over the old one."""
         target = self.folder / name
-        partial = self.folder / f".{name}.{os.getpid()}.partial"
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:
             writer(partial)
             with open(partial, "rb+") as handle:

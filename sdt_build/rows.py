@@ -10,8 +10,9 @@ import traceback as tracebacks
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-FIELDS = ("key", "status", "stage", "error_type", "message", "traceback", "worker", "attempts", "run_id")
+FIELDS = ("key", "status", "stage", "error_type", "message", "traceback", "worker", "attempts", "run_id", "warnings")
 SECONDS = "seconds "  # the prefix of a duration column: "seconds get_data", …, "seconds total"
+WARNINGS = "{category}: {message} (×{count})"  # one line of a row's warnings
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,10 @@ class Row:
     worker: str | None = None
     attempts: int = 1
     run_id: str | None = None
+    warnings: str | None = None  # third-party warnings raised while the key ran, one per line (WARNINGS)
     seconds: Mapping[str, float] = field(default_factory=dict)  # per stage, and "total"
     values: Mapping[str, Any] = field(default_factory=dict)  # SDT's report and what else the key produced
+    plots: Mapping[str, bytes] = field(default_factory=dict)  # SDT's own figures (PNG), kept for chosen keys only
 
     @property
     def ok(self) -> bool:
@@ -61,8 +64,12 @@ class Row:
         """The run ended before the key did (the scheduler or every worker was lost)."""
         return cls(key, "failed", stage, error_type, message, attempts=attempts)
 
+    @property
+    def warning_lines(self) -> list[str]:
+        return self.warnings.splitlines() if self.warnings else []
+
     def to_record(self) -> dict[str, Any]:
-        """The flat form of the journal, results.csv and results.parquet."""
+        """The flat form of the journal, results.csv and results.parquet (plots go to files of their own)."""
         record = {name: getattr(self, name) for name in FIELDS}
         record["key"] = list(self.key)
         record.update(self.values)

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +33,11 @@ from sdt_build.errors import Problem, RunFailure
 from sdt_build.keys import key_id, normalize_key, validate_key
 from sdt_build.project import UserProject
 from sdt_build.redact import redact
-from sdt_build.results import OutputFolder
+from sdt_build.report import failure_groups, write_report
+from sdt_build.results import PERFORMANCE, REPORT, OutputFolder
 from sdt_build.rows import SECONDS, Row
-from sdt_build.task import START_TOPIC, PlugBundle, PlugInstaller, module_version, plug_keys, plug_sizes, run_key
+from sdt_build.task import (START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle, PlugInstaller, module_version,
+                            plug_keys, plug_sizes, run_key)
 
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
 WORKERS_POLL_SECONDS = 2.0
@@ -53,6 +55,8 @@ class RunOptions:
     max_in_flight: int | None = None  # default: twice the cluster's threads
     check_versions: bool = True  # parity pre-flight against the live cluster
     lost_cluster_timeout: float = 60  # seconds a cluster may have no workers left before the run ends
+    plots: int = 3  # the first keys run keep SDT's own figures (for the report)
+    plot_keys: tuple[tuple, ...] = ()  # and these keys too
 
 
 @dataclass(frozen=True)
@@ -71,19 +75,15 @@ class RunResult:
         return self.counts.get("failed", 0) == 0 and self.problem is None
 
     def summary(self) -> dict[str, Any]:
-        """Counts, the slowest keys, and failures grouped by stage and cause."""
+        """Counts, the slowest keys, and failures grouped by stage and cause (each with an example and a fix)."""
         table = self.table
-        failed = table[table["status"] == "failed"] if len(table) else table
-        groups = Counter(zip(failed.get("stage", []), failed.get("error_type", []))) if len(failed) else Counter()
         slowest = table.sort_values(TOTAL, ascending=False).head(5) if TOTAL in table and len(table) \
             else table.iloc[0:0]
         return {
             "counts": self.counts, "seconds": round(self.seconds, 1),
             "parallel_efficiency": self.record.get("parallel_efficiency"),
             "slowest": [{"key": list(r["key"]), "seconds": r[TOTAL]} for _, r in slowest.iterrows()],
-            "failures": [{"stage": stage, "error_type": error, "count": count,
-                          "example": failed[(failed["stage"] == stage) & (failed["error_type"] == error)]
-                          .iloc[0]["message"]} for (stage, error), count in groups.most_common()],
+            "failures": failure_groups(table),
         }
 
 
@@ -144,10 +144,12 @@ class Resubmit:
 
 def run(project: UserProject, dask_client, keys: list[tuple] | None, options: RunOptions, output: OutputFolder, *,
         progress: bool = False, on_row: Callable[[Row], None] | None = None, client_settings: dict | None = None,
-        explain: Callable[[], str | None] | None = None) -> RunResult:
+        explain: Callable[[], str | None] | None = None,
+        on_start: Callable[[dict], None] | None = None) -> RunResult:
     """Keys → tasks → journal → table, on a connected ``distributed.Client``.
 
-    ``explain`` is the backend's account of dead workers (container logs), added to lost-worker rows.
+    ``explain`` is the backend's account of dead workers (container logs), added to lost-worker rows;
+    ``on_start`` gets the run record (keys, dashboard link) once the keys are known.
     """
     started = time.perf_counter()
     bundle, warnings = prepare_cluster(dask_client, project, options)
@@ -157,7 +159,10 @@ def run(project: UserProject, dask_client, keys: list[tuple] | None, options: Ru
     record = {"sdt_build": __version__, "project": project.name, "run_id": stream.run_id,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "client": client_settings or {},
               "options": {**options.__dict__}, "keys": len(chosen), "already_done": len(chosen) - len(todo),
-              "warnings": warnings + output.notes, "versions": _cluster_versions(dask_client)}
+              "warnings": warnings + output.notes, "versions": _cluster_versions(dask_client),
+              "dashboard": dashboard_link(dask_client, (client_settings or {}).get("dashboard", True))}
+    if on_start:
+        on_start(record)
     problem, failure = stream_keys(stream, todo, output, record, explain)
     try:
         result = conclude(output, chosen, record, stream, started, explain, problem)
@@ -245,6 +250,8 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
                   parallel_efficiency=round(busy / (stream.seconds * stream.threads), 3) if stream.seconds else None)
     if problem is not None:
         record["problem"] = problem.to_dict()
+    output.log([f"worker {e.get('worker')}\t{e.get('logger')}: {e.get('message')}" for e in stream.worker_log])
+    _memory_summary(record, [e for e in stream.worker_log if e.get("logger") == WORKER_LOGGERS[0]], table)
     if output.folder is not None:
         _write_outputs(output, table, record)
     counts = {str(k): int(v) for k, v in table["status"].value_counts().items()} if len(table) else {}
@@ -273,6 +280,8 @@ class Stream:
         self._workers_seen_at: float | None = None
         self._polled = 0.0
         self._bar: _Progress | None = None
+        self.worker_log: list[dict] = []  # distributed's warnings on the workers
+        self.plot_ids: set[str] = set()
 
     def run(self, keys: list[tuple]) -> None:
         from distributed import wait
@@ -283,7 +292,9 @@ class Stream:
         limit = self.options.max_in_flight or max(2, 2 * self.threads)
         pending = deque((key, 1) for key in keys)
         futures: dict[Any, tuple[tuple, int]] = {}
+        self.plot_ids = {key_id(k) for k in keys[:self.options.plots]} | {key_id(k) for k in self.options.plot_keys}
         self.client.subscribe_topic(START_TOPIC, self._started)
+        self.client.subscribe_topic(WORKER_LOG_TOPIC, lambda event: self.worker_log.append(event[1]))
         self._bar = _Progress(len(keys)) if self.progress else None
         began = time.perf_counter()
         try:
@@ -293,7 +304,8 @@ class Stream:
                     key, attempt = pending.popleft()
                     name = f"sdt-{self.run_id}-{key_id(key)}-{attempt}-{uuid.uuid4().hex[:6]}"  # never reused
                     future = self.client.submit(run_key, self.bundle.digest, key, self.options.pipeline_kwargs,
-                                                self.options.loss_analysis, pure=False, key=name)
+                                                self.options.loss_analysis, key_id(key) in self.plot_ids,
+                                                pure=False, key=name)
                     futures[future] = (key, attempt)
                 try:
                     done, _ = wait(list(futures), timeout=1.0, return_when="FIRST_COMPLETED")
@@ -322,6 +334,7 @@ class Stream:
             self.seconds = time.perf_counter() - began
             if self.client.status == "running":
                 self.client.unsubscribe_topic(START_TOPIC)
+                self.client.unsubscribe_topic(WORKER_LOG_TOPIC)
             if self._bar:
                 self._bar.close()
 
@@ -515,6 +528,33 @@ def _pins(python: str) -> dict[str, str]:
     return pins(python) if python in available() else {}
 
 
+def dashboard_link(dask_client, wanted: bool = True) -> str | None:
+    """The Dask dashboard's address, when the client asked for one and the scheduler can serve it
+    (it has bokeh; without, its web server answers only /health and a page saying bokeh is missing)."""
+    if not wanted:
+        return None
+    try:
+        if not dask_client.run_on_scheduler(module_version, "bokeh"):
+            return None
+        return dask_client.dashboard_link
+    except Exception:  # informational only
+        return None
+
+
+def _memory_summary(record: dict, events: list[dict], table: pd.DataFrame) -> None:
+    """distributed's memory warnings of the workers: counted in the record, and one line among the
+    run's warnings when they matter (a worker died or was restarted during the run)."""
+    if not events:
+        return
+    workers = sorted({e.get("worker", "?") for e in events})
+    record["memory_warnings"] = {"count": len(events), "workers": workers, "last": events[-1].get("message", "")}
+    lost = int((table["stage"] == "worker lost").sum()) if "stage" in table and len(table) else 0
+    if lost or record.get("lost_workers"):
+        record["warnings"].append(f"workers warned about their memory {len(events)} time(s) ({len(workers)} "
+                                  f"worker(s); last: {events[-1].get('message', '')[:200]}); {PIPELINE_PEAK}: "
+                                  "raise memory_per_worker or use fewer threads per worker")
+
+
 def _cluster_versions(dask_client) -> dict:
     try:
         versions = dask_client.get_versions(check=False, packages=list(parity.SHOULD_MATCH))
@@ -538,9 +578,9 @@ class _performance_report:
             return self
         from distributed import performance_report
 
-        self.inner = performance_report(filename=str(self.output / "dask-report.html"))
+        self.inner = performance_report(filename=str(self.output / PERFORMANCE))
         self.inner.__enter__()
-        self.record["performance_report"] = str(self.output / "dask-report.html")
+        self.record["performance_report"] = str(self.output / PERFORMANCE)
         return self
 
     def __exit__(self, *exc):
@@ -553,26 +593,44 @@ class _performance_report:
 
 
 class _Progress:
-    """done/failed/running, rate and ETA, in terminals and notebooks (rich)."""
+    """done/failed/running, rate and ETA, in terminals and notebooks (rich); elsewhere (a CI log)
+    one line per tenth of the keys."""
 
     def __init__(self, total: int):
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.failed = 0
+        self.done = 0
+        self.total = total
+        self.running = 0
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal or self.console.is_jupyter
+        self.began = time.monotonic()
         self.bar = Progress(TextColumn("[bold]SDT"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[state]}"), TimeRemainingColumn(), transient=False)
+                            TextColumn("{task.fields[state]}"), TimeRemainingColumn(), transient=False,
+                            console=self.console)
         self.task = self.bar.add_task("keys", total=total, state="")
-        self.bar.start()
+        if self.live:
+            self.bar.start()
 
     def advance(self, ok: bool) -> None:
         self.failed += not ok
+        self.done += 1
         self.bar.advance(self.task)
+        if not self.live and (self.done == self.total or self.done % max(1, self.total // 10) == 0):
+            elapsed = time.monotonic() - self.began
+            left = elapsed / self.done * (self.total - self.done)
+            self.console.print(f"SDT {self.done}/{self.total} keys: failed {self.failed}, running {self.running}, "
+                               f"{elapsed:.0f} s so far, about {left:.0f} s left", highlight=False)
 
     def update(self, running: int) -> None:
+        self.running = running
         self.bar.update(self.task, state=f"failed {self.failed}, running {running}")
 
     def close(self) -> None:
-        self.bar.stop()
+        if self.live:
+            self.bar.stop()
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
@@ -592,4 +650,11 @@ def _write_outputs(output: OutputFolder, table: pd.DataFrame, record: dict) -> N
         output.write("results.parquet", lambda path: flat.to_parquet(path, index=False))
     except ImportError:
         record["parquet"] = "skipped: pyarrow is not installed"
+    record["report"] = str(output.folder / REPORT)
     output.write("run.json", lambda path: path.write_text(redact(json.dumps(record, indent=1, default=str))))
+    try:
+        write_report(output.folder, table, record)
+    except Exception as exc:  # the report is made from the files above; they are kept whatever happens here
+        record["report"] = f"failed: {type(exc).__name__}: {exc} (make it again with `sdt-build report " \
+                           f"{output.folder}`)"
+        output.write("run.json", lambda path: path.write_text(redact(json.dumps(record, indent=1, default=str))))

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from sdt_build.clients import Client, load_client
+from sdt_build.daemon import docker_client
+from sdt_build.errors import RunFailure
+from sdt_build.image import untag_pushed
 from sdt_build.keys import validate_key
 from sdt_build.pipeline import build_project
 from sdt_build.project import load_project, runtime_env
@@ -34,14 +37,18 @@ class SDTDask:
                 resume: bool = False, *, loss_analysis: bool = False, timeout: float | None = None,
                 retries: int = 1, max_in_flight: int | None = None, check_versions: bool = True,
                 lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
-                on_row: Callable[[Row], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
+                on_row: Callable[[Row], None] | None = None, plots: int = 3, plot_keys: Iterable[Any] = (),
+                on_start: Callable[[dict], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
         """Run every key. Keyword arguments not named here go to ``DataHandler.run_pipeline``.
 
-        A ``dask_client`` you pass is used and left open; otherwise the client from client.py is
-        connected and closed at the end. SIGTERM is handled like Ctrl-C while this runs.
+        The first ``plots`` keys run, and ``plot_keys``, keep SDT's own figures for the report
+        (report.html in ``output_dir``). A ``dask_client`` you pass is used and left open; otherwise
+        the client from client.py is connected and closed at the end. SIGTERM is handled like Ctrl-C
+        while this runs.
         """
         options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
-                             loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout)
+                             loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout,
+                             plots, tuple(validate_key(k) for k in plot_keys))
         keys = None if keys is None else [validate_key(k) for k in keys]
         output = OutputFolder(Path(output_dir) if output_dir else None, resume and output_dir is not None)
         owns = dask_client is None
@@ -49,14 +56,29 @@ class SDTDask:
             with terminate_as_interrupt():
                 if owns:
                     if self.client.needs_image and not self.image:
-                        self.image = build_project(self.project.root).image.tag
+                        self.image = self._built_image()
                     dask_client = self.client.connect(self.image)
                 try:
                     return run(self.project, dask_client, keys, options, output, progress=progress, on_row=on_row,
-                               client_settings=self.client.describe(),
-                               explain=self.client.explain_lost_worker if owns else None)
+                               client_settings={**self.client.describe(), "image": self.image},
+                               explain=self.client.explain_lost_worker if owns else None, on_start=on_start)
                 finally:
                     if owns:
                         self.client.close()
         finally:
             output.close()
+
+    def _built_image(self) -> str:
+        """Build and smoke-test the image; for a client whose cluster pulls from a registry, push it
+        (content tag and :latest) and drop this machine's registry tags, so the cluster pulls it."""
+        registry = self.client.registry or self.project.settings.registry
+        if not self.client.needs_registry:
+            return build_project(self.project.root).image.tag
+        if not registry:
+            raise RunFailure("SDT-E521", f"{type(self.client).__name__} runs an image from a registry, and neither "
+                             "client.py nor sdt.toml names one", 'set registry = "HOST[/PATH]" in client.py or '
+                             "sdt.toml (or image = a pushed image)")
+        self.client.preflight(registry)
+        pushed = build_project(self.project.root, push=registry).image.pushed
+        untag_pushed(docker_client(), pushed)
+        return pushed

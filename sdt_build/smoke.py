@@ -30,8 +30,8 @@ STEP_CODES = {
     "plug module": ("SDT-E402", "fix dataplug.py so that `python -c 'import dataplug'` works in the image"),
     "pip check": ("SDT-E404", "rebuild with `sdt-build build` (its lock passes pip check); never install a lock "
                               "that pip check rejects"),
-    "dask entry points": ("SDT-E405", "install distributed in the image: cloud clusters start `dask scheduler` "
-                                      "and `dask worker`"),
+    "dask entry points": ("SDT-E405", "install distributed in the image, with `dask-scheduler` and `dask-worker` "
+                                      "launchers (docs/own-image.md): the cluster engines start them"),
     "sdt_build in image": ("SDT-E411", "install sdt_build in your image (docs/own-image.md shows how), or let "
                                        "`sdt-build build` make the image"),
     "get_data sample key": ("SDT-E406", "check the plug against that key, and that its environment variables are "
@@ -68,6 +68,7 @@ class SmokeReport:
     parity: tuple[ParityRow, ...]
     seconds: float
     versions: dict = field(default_factory=dict)
+    kind: str = "image"  # or "venv": what ``image`` names
 
     @property
     def ok(self) -> bool:
@@ -85,13 +86,39 @@ class SmokeReport:
                 return SmokeFailure(code, f"smoke step '{step.name}' failed in {self.image}: {step.detail}",
                                     fix + also, detail=step.traceback or None, report=self)
         row = next(p for p in self.parity if p.severity == "error")
-        return SmokeFailure("SDT-E408", f"the client runs {row.package} {row.client}, the image "
+        return SmokeFailure("SDT-E408", f"the client runs {row.package} {row.client}, the {self.kind} "
                             f"{row.other}", row.fix + also, detail=parity.text(self.parity), report=self)
 
     def to_dict(self) -> dict:
         return {"image": self.image, "ok": self.ok, "seconds": round(self.seconds, 1),
                 "steps": [s.__dict__ for s in self.steps], "parity": [p.__dict__ for p in self.parity],
                 "versions": self.versions}
+
+
+def probe_args(folder: str, plug_class: str, sample_key: tuple | None, pipeline_days: int) -> dict:
+    """What the probe is asked to check (``sdt_build.probe``'s argument)."""
+    return {"project": folder, "plug_class": plug_class,
+            "sample_key": list(sample_key) if sample_key is not None else None, "pipeline_days": pipeline_days}
+
+
+def probe_result(output: str, where: str, ended: str, fix: str) -> dict:
+    """The probe's JSON record from its output (SDT-E409 when it printed none)."""
+    line = next((l for l in reversed(output.splitlines()) if l.startswith("SDT-PROBE ")), None)
+    if line is None:
+        raise SmokeFailure("SDT-E409", f"the smoke probe did not finish in {where} ({ended})", fix,
+                           detail=output[-3000:])
+    return json.loads(line[len("SDT-PROBE "):])
+
+
+def report(where: str, result: dict, has_plug: bool, started: float, *, other: str = "image",
+           extra: tuple[Step, ...] = ()) -> SmokeReport:
+    """The probe's steps and the parity of this client with ``where`` (an image, a venv)."""
+    steps = [Step(s["name"], s["ok"], s["seconds"], s.get("detail", ""), s.get("traceback", ""))
+             for s in result["steps"] if has_plug or s["name"] != "plug module"]
+    python = ".".join((result["versions"].get("python") or "").split(".")[:2])
+    pinned = constraints.pins(python) if python in constraints.available() else {}
+    rows = parity.compare(parity.versions(), result["versions"], where=other, pinned=pinned)
+    return SmokeReport(where, tuple(steps) + extra, rows, time.perf_counter() - started, result["versions"], other)
 
 
 def smoke_image(docker, image: str, project: UserProject | None = None, *, sample_key: tuple | None = None,
@@ -116,10 +143,8 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
         volumes[str(project.root)] = {"bind": folder, "mode": "ro"}
     if not built_by_us:
         volumes[str(Path(__file__).resolve().parent)] = {"bind": "/opt/sdt-smoke/lib/sdt_build", "mode": "ro"}
-    args = {"project": folder,
-            "plug_class": project.plug.name if project else labels.get(f"{LABEL}.plug", ""),
-            "sample_key": list(sample_key) if sample_key is not None else None,
-            "pipeline_days": pipeline_days}
+    args = probe_args(folder, project.plug.name if project else labels.get(f"{LABEL}.plug", ""), sample_key,
+                      pipeline_days)
     environment = dict(env or {})
     if not built_by_us:  # the lent copy goes first; the image's own sdt_build is checked on its own
         own = next((e.split("=", 1)[1] for e in inspected.attrs["Config"].get("Env") or []
@@ -183,12 +208,8 @@ def _probe(docker, image: str, args: dict, environment: dict, volumes: dict, tim
         logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
     finally:
         container.remove(force=True)
-    line = next((l for l in reversed(logs.splitlines()) if l.startswith("SDT-PROBE ")), None)
-    if line is None:
-        raise SmokeFailure("SDT-E409", f"the smoke probe did not finish in {image} (exit {status.get('StatusCode')})",
-                           "read the container output below; the image may lack python3 or sdt_build",
-                           detail=logs[-3000:])
-    return json.loads(line[len("SDT-PROBE "):])
+    return probe_result(logs, image, f"exit {status.get('StatusCode')}",
+                        "read the container output below; the image may lack python3 or sdt_build")
 
 
 def _group(step: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
+import logging
 import os
 import re
 import socket
@@ -18,6 +20,8 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +29,20 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from sdt_build.keys import key_id
-from sdt_build.rows import Row
+from sdt_build.rows import WARNINGS, Row
 
 START_TOPIC = "sdt-build-start"
+# distributed's warnings on a worker, sent to the client (for the run's log and summary) instead of the
+# worker's stderr: its memory monitor, and sizeof's note on deep messages (the performance report's profiles)
+WORKER_LOG_TOPIC = "sdt-build-worker-log"
+WORKER_LOGGERS = ("distributed.worker.memory", "distributed.sizeof")
+PLOTS = {"heatmap": lambda handler: handler.plot_heatmap(matrix="raw"),
+         "daily energy": lambda handler: handler.plot_daily_energy()}  # SDT's own figures, by name
 _load_lock = threading.Lock()
+_draw_lock = threading.Lock()
+_task = threading.local()  # the warnings of the key this thread runs
+_original_showwarning = warnings.showwarning
+_shown: set[tuple] = set()  # warnings shown outside a key
 _loaded: dict[str, type] = {}
 _installed: dict[str, "PlugBundle"] = {}
 
@@ -82,9 +96,54 @@ class PlugInstaller(WorkerPlugin):
 
     def setup(self, worker) -> None:
         _installed[self.bundle.digest] = self.bundle
+        capture_warnings()
+        _forward_worker_log(worker)
 
     def teardown(self, worker) -> None:
         _installed.pop(self.bundle.digest, None)
+
+
+def capture_warnings() -> None:
+    """Warnings raised while a key runs go to its row, not to the worker's stderr (where a local
+    cluster prints them over the client's progress bar); each one every time, so every key's row
+    has all of its own. Warnings outside a key are shown as before."""
+    if warnings.showwarning is not _showwarning:
+        warnings.showwarning = _showwarning
+        warnings.simplefilter("always")
+
+
+def _showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+    sink = getattr(_task, "warnings", None)
+    if sink is None:  # outside a key: once per place, as Python's default filter does
+        if (category, str(message), filename, lineno) not in _shown:
+            _shown.add((category, str(message), filename, lineno))
+            _original_showwarning(message, category, filename, lineno, file, line)
+        return
+    sink[(category.__name__, " ".join(str(message).split())[:300])] += 1
+
+
+class _WorkerLog(logging.Handler):
+    """distributed's warnings on this worker, as events for the client."""
+
+    def __init__(self, worker):
+        super().__init__(logging.WARNING)
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.worker.log_event(WORKER_LOG_TOPIC, {"worker": self.worker.address, "logger": record.name,
+                                                     "message": record.getMessage()})
+        except Exception:  # a diagnostic: never a reason to disturb the worker
+            pass
+
+
+def _forward_worker_log(worker) -> None:
+    for name in WORKER_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, _WorkerLog)]:
+            logger.removeHandler(handler)
+        logger.addHandler(_WorkerLog(worker))
+        logger.propagate = False
 
 
 def installed(digest: str) -> PlugBundle:
@@ -105,8 +164,21 @@ def _write_once(target: Path, text: str) -> None:
     os.replace(partial, target)
 
 
-def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_analysis: bool = False) -> Row:
-    """Run SDT for one key with the installed plug ``digest``, and return its row (never raises)."""
+def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_analysis: bool = False,
+            plots: bool = False) -> Row:
+    """Run SDT for one key with the installed plug ``digest``, and return its row (never raises).
+    With ``plots``, the row also carries SDT's own figures of the key (PNG)."""
+    capture_warnings()
+    _task.warnings = Counter()
+    try:
+        row = _run_key(digest, key, pipeline_kwargs, loss_analysis, plots)
+    finally:
+        caught, _task.warnings = _task.warnings, None
+    lines = [WARNINGS.format(category=c, message=m, count=n) for (c, m), n in caught.most_common()]
+    return row.but(warnings="\n".join(lines)) if lines else row
+
+
+def _run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_analysis: bool, plots: bool) -> Row:
     _announce(key)
     worker = _where()
     values: dict[str, Any] = {}
@@ -140,11 +212,35 @@ def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_analy
                 loss = handler.loss_analysis.report()
                 values.update({f"loss {name}": _plain(value) for name, value in loss.items()})
                 values["loss_analysis"] = "done"
+        figures = draw(handler) if plots else {}
     except Exception as exc:  # a task reports every failure instead of raising it
         seconds["total"] = round(time.perf_counter() - started, 3)
         return Row.failed(key, stage, exc, seconds, worker, {**values, **dependency_problem(exc)})
     seconds["total"] = round(time.perf_counter() - started, 3)
-    return Row.done(key, values, seconds, worker)
+    return Row.done(key, values, seconds, worker).but(plots=figures)
+
+
+def draw(handler) -> dict[str, bytes]:
+    """SDT's own figures of one key as PNG (a figure SDT cannot draw is left out, with a warning)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a worker has no display
+    import matplotlib.pyplot as plt
+
+    figures = {}
+    with _draw_lock:  # pyplot's current figure is one per process
+        for name, plot in PLOTS.items():
+            try:
+                figure = plot(handler)
+                if figure is not None:
+                    buffer = io.BytesIO()
+                    figure.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
+                    figures[name] = buffer.getvalue()
+            except Exception as exc:  # a figure is a bonus: its absence never fails the key
+                warnings.warn(f"SDT's {name} plot failed: {type(exc).__name__}: {exc}", RuntimeWarning)
+            finally:
+                plt.close("all")
+    return figures
 
 
 class PlugContractError(ValueError):

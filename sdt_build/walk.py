@@ -277,6 +277,11 @@ class _Provider(AbstractProvider):
         release = candidate.release
         if release is None or not release.wheel_url or release.wheel_url in self.futures or self._pinned_meta(candidate):
             return
+        known = index.cached_metadata(release)
+        if known is not None:  # saved by an earlier walk, which read ahead then
+            self.futures[release.wheel_url] = future = Future()
+            future.set_result(known)
+            return
         pool = self.ahead if guess else self.pool
         future = self.futures[release.wheel_url] = pool.submit(index.metadata, release, self.sources)
         if ahead:

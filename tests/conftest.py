@@ -64,6 +64,31 @@ def registry(tmp_path_factory):
     process.wait(timeout=10)
 
 
+SECRET_NAME = "SDT_TEST_LOGIN"  # a secret the shared local-csv folder's plug declares
+
+
+@pytest.fixture(scope="session")
+def local_csv_built(docker, base_image, tmp_path_factory):
+    """The local-csv example under a name of its own, its plug also declaring the secret
+    SECRET_NAME, built once per session (not smoke-tested: tests that need it smoke it):
+    (folder, image tag). The image is removed at the end."""
+    import re
+    import shutil
+    import uuid
+
+    from sdt_build.pipeline import build_project
+
+    folder = tmp_path_factory.mktemp("shared") / "local-csv"
+    shutil.copytree(EXAMPLES / "local-csv", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    toml = folder / "sdt.toml"
+    toml.write_text(re.sub(r'name = "[^"]*"', f'name = "sdt-shared-{uuid.uuid4().hex[:8]}"', toml.read_text()))
+    plug = folder / "dataplug.py"
+    plug.write_text(plug.read_text().replace("env = [", f'env = [EnvVar("{SECRET_NAME}", required=False, secret=True), '))
+    built = build_project(folder, smoke=False)
+    yield folder, built.image.tag
+    docker.images.remove(built.image.image_id, force=True)
+
+
 @pytest.fixture
 def copy_example(tmp_path):
     """A writable copy of an example folder (so tests can edit it)."""
@@ -179,3 +204,22 @@ def assert_same_reports(table, expected: list[tuple[tuple, dict]]) -> None:
         assert row["status"] == "ok", (key, row.get("stage"), row.get("message"))
         for field, value in report.items():
             assert row[field] == pytest.approx(value, nan_ok=True), (key, field, row[field], value)
+
+
+# --- a single-node SLURM cluster (scripts/slurm.sh: munge, slurmctld, slurmd on 127.0.0.1) -------
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The cluster scripts/slurm.sh runs (started here when it is not running: the script is
+    idempotent; `make test-services` and .ci/run start and stop it). SLURM's commands find it
+    through SLURM_CONF."""
+    import subprocess
+
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "slurm.sh"), "up"], capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"the SLURM cluster did not start: {done.stderr[-2000:]}")
+    conf = subprocess.run(["bash", str(ROOT / "scripts" / "slurm.sh"), "env"], capture_output=True, text=True,
+                          check=True).stdout.strip().split("=", 1)[1]
+    os.environ["SLURM_CONF"] = conf
+    return conf

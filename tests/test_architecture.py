@@ -23,8 +23,8 @@ FLOORS = (
     ("the user's folder", {"settings", "contracts", "project"}),
     ("package sources", {"pipconfig", "index", "wheels"}),
     ("dependencies", {"walk", "precheck", "resolve"}),
-    ("build", {"render", "context", "daemon", "image", "smoke"}),
-    ("run", {"results", "clients", "runner"}),
+    ("build", {"render", "context", "daemon", "image", "smoke", "workerenv"}),
+    ("run", {"results", "report", "clients", "runner"}),
     ("composition", {"pipeline", "sdtdask", "doctor"}),
     ("shells and maintainer tools", {"cli", "__main__", "maintainer"}),
 )

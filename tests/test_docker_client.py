@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -35,7 +36,9 @@ def _cluster_containers(docker):
 
 @pytest.fixture
 def local_csv_image(docker, base_image, copy_example):
+    """The local-csv example's image, with bokeh in the plug's layer (the scheduler's dashboard)."""
     folder = _unique(copy_example())
+    (folder / "requirements.txt").write_text("bokeh>=3.1,<4\n")
     built = build_project(folder, smoke=False)
     yield folder, built.image.tag
     docker.images.remove(built.image.image_id, force=True)
@@ -58,9 +61,19 @@ def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local
                 return
             time.sleep(0.5)
 
+    dashboard = {}
+
+    def fetch_dashboard(record):
+        """The scheduler container serves Dask's dashboard on 127.0.0.1 while the run goes on."""
+        dashboard["link"] = record["dashboard"]
+        if record["dashboard"]:
+            with urllib.request.urlopen(record["dashboard"], timeout=10) as answer:
+                dashboard.update(status=answer.status, page=answer.read().decode())
+
     killer = threading.Thread(target=kill_one_worker_mid_run, daemon=True)
     killer.start()
-    result = SDTDask(folder, client=client, image=image).execute(output_dir=tmp_path / "out")
+    result = SDTDask(folder, client=client, image=image).execute(output_dir=tmp_path / "out",
+                                                                 on_start=fetch_dashboard)
     killer.join(timeout=5)
     assert killed, "no worker container was killed"
     assert result.ok and result.counts == {"ok": 2}, result.table[["key", "status", "stage", "message"]]
@@ -70,6 +83,9 @@ def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local
     assert_same_reports(result.table, [((site,), direct_report(site, (("fix_shifts", True),)))
                                        for site in SITES])
     assert not _cluster_containers(docker)  # everything removed on close
+    assert (dashboard["link"] or "").startswith("http://127.0.0.1:"), dashboard
+    assert dashboard["status"] == 200 and "Dask" in dashboard["page"]
+    assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
 
 
 def test_an_image_with_another_dask_is_refused_before_any_task(docker, base_image, copy_example, tmp_path):

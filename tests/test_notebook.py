@@ -1,5 +1,6 @@
 """The user-journey notebook (examples/notebook/journey.ipynb) runs top to bottom on the real
-local-csv example: check, build + smoke, an SDTDask run, the results table, a site's heatmap."""
+local-csv example: check, build + smoke, an SDTDask run, the results table, the fleet report inline,
+a site's heatmap."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def test_journey_notebook_runs_on_the_local_csv_example(docker, base_image, monk
     stored = [c for c in notebook.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in stored), "store the notebook without outputs"
     tags = [c.metadata.get("tags", [None])[0] for c in stored]
-    for needed in ("setup", "check", "error", "build", "smoke", "run", "results", "site", "heatmap", "cleanup"):
+    for needed in ("setup", "check", "error", "build", "smoke", "run", "results", "report", "site", "heatmap",
+                   "cleanup"):
         assert needed in tags, f"no code cell tagged {needed!r}"
 
     # The kernel must run this interpreter (the venv's), not another python3 on the machine.
@@ -113,6 +115,11 @@ def test_journey_notebook_runs_on_the_local_csv_example(docker, base_image, monk
         assert row["inverter clipping"] in ("True", "False"), row
     missing = rows["(NO_SUCH_SITE,)"]
     assert missing["status"] == "failed" and missing["stage"] == "get_data", missing
+
+    shown = next(o.data["text/html"] for o in cells["report"].outputs if o.output_type == "execute_result")
+    assert shown.startswith("<iframe srcdoc=") and "SDT fleet report" in shown and "failure-group" in shown
+    assert "data:image/png;base64," in shown and "&lt;svg" in shown  # SDT's figures and the fleet's plots
+    assert re.search(r"^report: .+report\.html \(\d+\.\d\d MB\)$", _text(cells["report"]), re.M)
 
     local = re.search(r"capacity ([\d.]+) kW \(the run's row says ([\d.]+)\)", _text(cells["site"]))
     assert local and local.group(1) == local.group(2) and float(local.group(1)) > 0

@@ -14,11 +14,13 @@ from sdt_build.errors import ProjectError
 if TYPE_CHECKING:
     from sdt_build.project import UserProject
 
-__all__ = ["Client", "LocalClient", "DockerClient", "SchedulerClient", "FargateClient", "AzureClient"]
+__all__ = ["Client", "LocalClient", "DockerClient", "SchedulerClient", "FargateClient", "AzureClient",
+           "KubernetesClient", "SlurmClient"]
 
 
 _BACKENDS = {"DockerClient": "sdt_build.clients.docker", "SchedulerClient": "sdt_build.clients.scheduler",
-             "FargateClient": "sdt_build.clients.cloud", "AzureClient": "sdt_build.clients.cloud"}
+             "FargateClient": "sdt_build.clients.cloud", "AzureClient": "sdt_build.clients.cloud",
+             "KubernetesClient": "sdt_build.clients.kubernetes", "SlurmClient": "sdt_build.clients.slurm"}
 
 
 def __getattr__(name: str):

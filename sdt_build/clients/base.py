@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # distributed is imported only when a client connects
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 10  # seconds to close a client or cluster
+DASHBOARD_PORT = 8787  # Dask's usual dashboard port
 
 
 @contextlib.contextmanager
@@ -46,6 +47,8 @@ class Client:
     threads_per_worker: int = 1
     memory_per_worker: str = "7GiB"
     image: str | None = None
+    dashboard: bool = True  # the Dask dashboard on 127.0.0.1 where the client starts the scheduler (needs bokeh)
+    registry: str | None = None  # where a built image is pushed before the run (the cluster pulls it)
     env: tuple[EnvVar, ...] = ()
     # The project's declared environment variables that are set here, given to the containers, tasks
     # or jobs the client starts at run time (never to an image), and which of them are secret.
@@ -71,6 +74,15 @@ class Client:
     def needs_image(self) -> bool:
         """True when the scheduler and workers run a container image."""
         return False
+
+    @property
+    def needs_registry(self) -> bool:
+        """True when the cluster pulls its image from a registry (a built image is pushed first)."""
+        return bool(self.registry)
+
+    def preflight(self, registry: str | None) -> None:
+        """Raise what would stop ``connect`` once an image is built and pushed to ``registry`` (checked
+        before the build, so that a wrong setting costs no build)."""
 
     def connect(self, image: str | None = None) -> "distributed.Client":
         """Start or reach the cluster and return a connected ``distributed.Client``."""
@@ -103,6 +115,21 @@ class Client:
                 except Exception as exc:  # the backend's own clean-up (containers, jobs) still runs
                     log.debug("closing %s failed: %s", type(closable).__name__, exc)
 
+    def dashboard_address(self) -> str | None:
+        """Where a scheduler this client starts serves its dashboard: 127.0.0.1, port 8787 when free
+        (else any); None when switched off."""
+        if not self.dashboard:
+            return None
+        import socket
+
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", DASHBOARD_PORT))
+                return f"127.0.0.1:{DASHBOARD_PORT}"
+            except OSError:
+                probe.bind(("127.0.0.1", 0))
+                return f"127.0.0.1:{probe.getsockname()[1]}"
+
     def explain_lost_worker(self) -> str | None:
         """What the backend knows about workers that died (container state, logs), if anything."""
         return None
@@ -119,6 +146,7 @@ class Client:
             "threads_per_worker": self.threads_per_worker,
             "memory_per_worker": self.memory_per_worker,
             "image": self.image,
+            "dashboard": self.dashboard,
         }
 
     def __enter__(self) -> "distributed.Client":

@@ -2,8 +2,14 @@
 
 Nothing here calls a cloud before the settings, the credentials and the image have been checked:
 a wrong subnet or a missing key is a named error on this machine, not a cluster that never starts.
-``dry_run()`` returns the exact cluster spec ``connect`` would create. dask-cloudprovider stays on
-the client side (``pip install "sdt-build[cloud]"``); the worker image does not need it.
+``dry_run()`` returns the exact keyword arguments ``connect`` gives the engine (``engine_kwargs``,
+secrets masked). dask-cloudprovider stays on the client side (``pip install "sdt-build[cloud]"``);
+the worker image does not need it. Settings the engines read themselves (Dask's configuration,
+``DASK_CLOUDPROVIDER__…``, ``~/.aws/config``) count as set.
+
+Declared secrets never travel in plain text: AWS keys are left to the tasks' role; any other
+secret is refused (SDT-E518) unless the client sets ``allow_plain_secrets = True``, which every
+run record notes.
 """
 
 from __future__ import annotations
@@ -43,29 +49,57 @@ AZURE_VM_MEMORY = {
 }
 
 
+# Secrets a cloud's own identity replaces: the tasks get a role, never these keys.
+ROLE_COVERED = {"fargate": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|KEY|CREDENTIAL")
+
+
 class CloudClient(Client):
-    """What Fargate and Azure share: offline checks, the registry rule, dry runs."""
+    """What the engine clients share: offline checks, the registry rule, secrets, dry runs."""
 
     tags: dict[str, str] = {}
+    allow_plain_secrets: bool = False
     problems_code = "SDT-E510"
+    cluster_class = ""
 
     @property
     def needs_image(self) -> bool:
+        return True
+
+    @property
+    def needs_registry(self) -> bool:
         return True
 
     def check(self, image: str | None) -> list[str]:
         """Every setting problem (empty when connect may go ahead)."""
         raise NotImplementedError
 
-    def spec(self, image: str) -> dict[str, Any]:
-        """The keyword arguments of the dask-cloudprovider cluster, secrets masked."""
+    def engine_kwargs(self, image: str, *, masked: bool = True) -> dict[str, Any]:
+        """The keyword arguments of the engine's cluster class (secrets masked unless ``masked`` is False)."""
         raise NotImplementedError
 
+    def spec(self, image: str) -> dict[str, Any]:
+        return self.engine_kwargs(image)
+
     def dry_run(self, image: str | None = None) -> dict[str, Any]:
-        image = image or self.image or "<the image sdt-build builds and pushes>"
-        problems = self.check(None if image.startswith("<") else image)
+        image = image or self.image
+        problems = self.check(image or (f"{self.registry}/image:tag" if self.registry else None))
+        image = image or (f"{self.registry}/<the image sdt-build builds and pushes>" if self.registry
+                          else "<the image sdt-build builds and pushes>")
+        try:
+            self.secret_plan()
+        except RunFailure as exc:
+            problems.append(exc.cause)
         return {"backend": self.backend, "cluster": self.cluster_class, "kwargs": self.spec(image),
                 "problems": problems}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "allow_plain_secrets": self.allow_plain_secrets,
+                "secrets": self.secret_plan(strict=False)}
+
+    def preflight(self, registry: str | None) -> None:
+        self._raise_problems(f"{registry}/image:tag" if registry else None)
+        self.secret_plan()
 
     def _raise_problems(self, image: str | None) -> None:
         problems = self.check(image)
@@ -98,13 +132,37 @@ class CloudClient(Client):
                 problems.append(f"tag {key!r} is too long (key ≤ 128, value ≤ 256 characters)")
         return problems
 
-    def _environment(self) -> dict[str, str]:
-        return dict(self.environment)
+    def secret_names_here(self) -> set[str]:
+        """The environment's names that are secret: declared so, or named like a credential."""
+        return set(self.secret_names | {v.name for v in self.env if v.secret} |
+                   {n for n in self.environment if SECRET_NAME.search(n)}) & set(self.environment)
 
-    def _masked_environment(self) -> dict[str, str]:
-        secret = self.secret_names | {v.name for v in self.env if v.secret} | {
-            n for n in self.environment if re.search(r"SECRET|PASSWORD|TOKEN|KEY|CREDENTIAL", n)}
-        return {n: ("****" if n in secret else v) for n, v in self._environment().items()}
+    def secret_plan(self, strict: bool = True) -> dict[str, str]:
+        """How each secret reaches the cluster (names only). Strict: refuse one that would travel
+        in plain text, unless ``allow_plain_secrets``."""
+        plan = {}
+        for name in sorted(self.secret_names_here()):
+            if name in ROLE_COVERED.get(self.backend, ()):
+                plan[name] = "not sent: the tasks' role gives AWS access"
+            elif self.allow_plain_secrets:
+                plan[name] = "plain environment (allow_plain_secrets = True)"
+            else:
+                plan[name] = "refused"
+        refused = [n for n, how in plan.items() if how == "refused"]
+        if strict and refused:
+            raise RunFailure("SDT-E518", f"{type(self).__name__} would send the secret {', '.join(refused)} to "
+                             f"the cluster in plain text ({self.plain_carrier})", self.secret_fix)
+        return plan
+
+    plain_carrier = "the cluster's environment"
+    secret_fix = "give the cluster an identity that reaches the resource instead of a secret, or set " \
+                 "allow_plain_secrets = True in client.py (the run record notes it)"
+
+    def _environment(self, masked: bool) -> dict[str, str]:
+        """What the cluster's processes get: secrets a role covers are left out; others masked or refused."""
+        plan = self.secret_plan(strict=not masked)
+        return {n: ("****" if masked and n in plan else v) for n, v in self.environment.items()
+                if not plan.get(n, "").startswith("not sent")}
 
     def _cloudprovider(self, module: str):
         import importlib
@@ -116,11 +174,20 @@ class CloudClient(Client):
                              'pip install "sdt-build[cloud]" (or -c sdt_build/constraints/py3.X/client.txt '
                              "dask-cloudprovider[aws,azure])") from exc
 
-    def connect(self, image: str | None = None) -> "distributed.Client":
+    def engine_class(self):
+        """The engine's cluster class."""
+        module, _, name = self.cluster_class.rpartition(".")
+        return getattr(self._cloudprovider(module.removeprefix("dask_cloudprovider.")), name)
 
+    def make_cluster(self, image: str, **extra: Any):
+        """The engine's cluster object (started unless ``asynchronous=True`` is among ``extra``)."""
+        return self.engine_class()(**self.engine_kwargs(image, masked=False), **extra)
+
+    def connect(self, image: str | None = None) -> "distributed.Client":
         image = image or self.image
         self._raise_problems(image)
-        self._cluster = self._make_cluster(image)
+        self.secret_plan()
+        self._cluster = self.make_cluster(image)
         self._dask_client = self.new_dask_client(self._cluster)
         return self._dask_client
 
@@ -140,6 +207,17 @@ class FargateClient(CloudClient):
     worker_cpu: int = 1024
     worker_mem: int = 8192
     fargate_spot: bool = False
+    fargate_use_private_ip: bool = False
+    cluster_arn: str | None = None
+    execution_role_arn: str | None = None
+    task_role_arn: str | None = None
+    task_role_policies: tuple[str, ...] = ()
+    cloudwatch_logs_group: str | None = None
+    memory_per_worker = None  # the engine gives each worker --memory-limit worker_mem
+    plain_carrier = "ECS container overrides"
+    secret_fix = ("AWS keys never go to tasks: give them a role (task_role_arn, or task_role_policies for the role "
+                  "dask-cloudprovider creates); for another secret, let the role read it from Secrets Manager or "
+                  "SSM in the plug, or set allow_plain_secrets = True in client.py (the run record notes it)")
     env = (EnvVar("AWS_REGION", required=False, help="region when `region` is not set (or AWS_DEFAULT_REGION)"),
            EnvVar("AWS_ACCESS_KEY_ID", required=False, secret=True),
            EnvVar("AWS_SECRET_ACCESS_KEY", required=False, secret=True),
@@ -147,7 +225,19 @@ class FargateClient(CloudClient):
            EnvVar("AWS_PROFILE", required=False, help="a profile in ~/.aws/credentials or ~/.aws/config"))
 
     def _region(self) -> str | None:
-        return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        """As the engine finds it: client.py, Dask's configuration, then botocore's chain
+        (AWS_REGION, AWS_DEFAULT_REGION, the profile in ~/.aws/config)."""
+        import dask
+
+        found = self.region or dask.config.get("cloudprovider.ecs.region_name", None)
+        if found:
+            return found
+        try:
+            import botocore.session
+
+            return botocore.session.Session().get_config_variable("region")
+        except ImportError:
+            return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
     def check(self, image: str | None) -> list[str]:
         problems = []
@@ -175,6 +265,13 @@ class FargateClient(CloudClient):
         if self.worker_mem < PIPELINE_PEAK_GIB * 1024:
             problems.append(f"worker_mem {self.worker_mem} MiB is below the ~{PIPELINE_PEAK_GIB} GiB one SDT pipeline "
                             "run needs: use at least 8192")
+        if self.memory_per_worker is not None:
+            problems.append(f"memory_per_worker {self.memory_per_worker}: Fargate workers get worker_mem as their "
+                            "Dask memory limit (dask-cloudprovider passes --memory-limit); set worker_mem instead")
+        arns = {"cluster_arn": "ecs", "execution_role_arn": "iam", "task_role_arn": "iam"}
+        problems += [f"{name} {getattr(self, name)!r} is not an ARN (arn:aws:{service}:…)"
+                     for name, service in arns.items()
+                     if getattr(self, name) and not str(getattr(self, name)).startswith(f"arn:aws:{service}:")]
         if self.workers < 1 or self.threads_per_worker < 1:
             problems.append("workers and threads_per_worker must be at least 1")
         problems += self._tag_problems() + self._image_problems(image) + self._credential_problems()
@@ -199,23 +296,21 @@ class FargateClient(CloudClient):
         return [f"no AWS credentials: {', '.join(missing)} unset, no AWS_PROFILE, no ~/.aws/credentials "
                 "(or instance/container role)"]
 
-    def spec(self, image: str) -> dict[str, Any]:
+    def engine_kwargs(self, image: str, *, masked: bool = True) -> dict[str, Any]:
         spec = {"image": image, "region_name": self._region(), "n_workers": self.workers,
                 "scheduler_cpu": self.scheduler_cpu, "scheduler_mem": self.scheduler_mem,
                 "worker_cpu": self.worker_cpu, "worker_mem": self.worker_mem,
                 "worker_nthreads": self.threads_per_worker, "fargate_spot": self.fargate_spot,
-                "environment": self._masked_environment(), "tags": dict(self.tags or {})}
-        if self.vpc:
-            spec["vpc"] = self.vpc
-        if self.subnets:
-            spec["subnets"] = list(self.subnets)
-        if self.security_groups:
-            spec["security_groups"] = list(self.security_groups)
-        return spec
+                "fargate_use_private_ip": self.fargate_use_private_ip,
+                "environment": self._environment(masked), "tags": dict(self.tags or {})}
+        optional = {"vpc": self.vpc, "subnets": list(self.subnets), "security_groups": list(self.security_groups),
+                    "cluster_arn": self.cluster_arn, "execution_role_arn": self.execution_role_arn,
+                    "task_role_arn": self.task_role_arn, "task_role_policies": list(self.task_role_policies),
+                    "cloudwatch_logs_group": self.cloudwatch_logs_group}
+        return {**spec, **{k: v for k, v in optional.items() if v}}
 
-    def _make_cluster(self, image: str):
-        aws = self._cloudprovider("aws")
-        return aws.FargateCluster(**{**self.spec(image), "environment": self._environment()})
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "memory_per_worker": f"{self.worker_mem}MB (worker_mem)"}
 
 
 class AzureClient(CloudClient):
@@ -228,8 +323,18 @@ class AzureClient(CloudClient):
     resource_group: str | None = None
     vnet: str | None = None
     security_group: str | None = None
+    subnet: str | None = None
+    subscription_id: str | None = None
+    public_ingress: bool | None = None  # None: the engine's default (a public IP for the scheduler)
     vm_size: str = "Standard_E2s_v5"
     disk_size: int = 50
+    bootstrap: bool | None = None  # None: the engine's default (install Docker on the VM at boot)
+    extra_bootstrap: tuple[str, ...] = ()  # commands the VM runs before the container, e.g. a registry login
+    docker_args: str = ""
+    extra_vm_options: dict[str, Any] = {}
+    plain_carrier = "the VMs' cloud-init, readable by anyone who can read the VM"
+    secret_fix = ("give the VMs a managed identity (extra_vm_options={'identity': …}) that reaches the resource, "
+                  "or set allow_plain_secrets = True in client.py (the run record notes it)")
     env = (EnvVar("AZURE_SUBSCRIPTION_ID", required=False, help="the subscription clusters are created in"),
            EnvVar("AZURE_TENANT_ID", required=False), EnvVar("AZURE_CLIENT_ID", required=False),
            EnvVar("AZURE_CLIENT_SECRET", required=False, secret=True),
@@ -237,8 +342,16 @@ class AzureClient(CloudClient):
            EnvVar("AZURE_RESOURCE_GROUP", required=False), EnvVar("AZURE_VNET", required=False),
            EnvVar("AZURE_SECURITY_GROUP", required=False))
 
+    # where the engine reads each setting in Dask's configuration (cloudprovider.azure.…)
+    DASK_KEYS = {"location": "location", "resource_group": "resource_group", "subscription_id": "subscription_id",
+                 "vnet": "azurevm.vnet", "subnet": "azurevm.subnet", "security_group": "azurevm.security_group"}
+
     def _setting(self, name: str) -> str | None:
-        return getattr(self, name) or os.environ.get(f"AZURE_{name.upper()}")
+        """client.py, then AZURE_<NAME>, then Dask's configuration (as the engine reads it)."""
+        import dask
+
+        return getattr(self, name) or os.environ.get(f"AZURE_{name.upper()}") or \
+            dask.config.get(f"cloudprovider.azure.{self.DASK_KEYS[name]}", None)
 
     def check(self, image: str | None) -> list[str]:
         problems = []
@@ -270,12 +383,18 @@ class AzureClient(CloudClient):
                 problems.append(f"vm_size {self.vm_size} has {memory} GiB; {PIPELINE_PEAK}")
         if self.disk_size < 30:
             problems.append(f"disk_size {self.disk_size} GB is too small for the image (use 50 or more)")
-        problems += self._tag_problems() + self._image_problems(image) + self._credential_problems()
+        if self.tags:
+            problems.append("tags: AzureVMCluster tags every VM, NIC and IP with its own tags and takes no others; "
+                            "remove tags (extra_vm_options cannot carry them either)")
+        if "tags" in (self.extra_vm_options or {}):
+            problems.append("extra_vm_options['tags']: AzureVMCluster sets the VMs' tags itself; remove it")
+        problems += self._image_problems(image) + self._credential_problems()
         return problems
 
     def _credential_problems(self) -> list[str]:
-        if not os.environ.get("AZURE_SUBSCRIPTION_ID"):
-            return ["no AZURE_SUBSCRIPTION_ID: export the subscription the cluster is created in"]
+        if not self._setting("subscription_id"):
+            return ["no subscription: set subscription_id in client.py, AZURE_SUBSCRIPTION_ID, or "
+                    "cloudprovider.azure.subscription_id in Dask's configuration"]
         service_principal = all(os.environ.get(n) for n in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID",
                                                             "AZURE_CLIENT_SECRET"))
         cli_login = (Path.home() / ".azure" / "msal_token_cache.json").exists() or \
@@ -285,14 +404,15 @@ class AzureClient(CloudClient):
         missing = [n for n in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET") if not os.environ.get(n)]
         return [f"no Azure credentials: {', '.join(missing)} unset and no `az login` token cache"]
 
-    def spec(self, image: str) -> dict[str, Any]:
-        return {"location": self._setting("location"), "resource_group": self._setting("resource_group"),
+    def engine_kwargs(self, image: str, *, masked: bool = True) -> dict[str, Any]:
+        spec = {"location": self._setting("location"), "resource_group": self._setting("resource_group"),
                 "vnet": self._setting("vnet"), "security_group": self._setting("security_group"),
+                "subscription_id": self._setting("subscription_id"),
                 "vm_size": self.vm_size, "disk_size": self.disk_size, "n_workers": self.workers,
-                "docker_image": image, "worker_options": {"nthreads": self.threads_per_worker,
-                                                          "memory_limit": self.memory_per_worker},
-                "env_vars": self._masked_environment(), "extra_vm_options": {"tags": dict(self.tags or {})}}
-
-    def _make_cluster(self, image: str):
-        azure = self._cloudprovider("azure")
-        return azure.AzureVMCluster(**{**self.spec(image), "env_vars": self._environment()})
+                "docker_image": image, "docker_args": self.docker_args,
+                "worker_options": {"nthreads": self.threads_per_worker, "memory_limit": self.memory_per_worker},
+                "env_vars": self._environment(masked)}
+        optional = {"subnet": self._setting("subnet"), "public_ingress": self.public_ingress,
+                    "bootstrap": self.bootstrap, "extra_bootstrap": list(self.extra_bootstrap),
+                    "extra_vm_options": dict(self.extra_vm_options or {})}
+        return {**spec, **{k: v for k, v in optional.items() if v is not None and v != [] and v != {}}}

@@ -128,9 +128,15 @@ class DockerScheduler(DockerContainer):
     role = "scheduler"
     ready = re.compile(r"Scheduler at:\s+(tcp://[\d.]+:\d+)")
 
+    def __init__(self, dashboard: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dashboard = dashboard
+
     def command(self) -> list[str]:
-        return ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                "--dashboard-address", LOOPBACK_ANY_PORT]
+        """A dashboard on 127.0.0.1 when asked (served only when the image has bokeh)."""
+        view = ["--dashboard", "--dashboard-address", self.dashboard] if self.dashboard else \
+            ["--no-dashboard", "--dashboard-address", LOOPBACK_ANY_PORT]
+        return ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", *view]
 
 
 class DockerWorker(DockerContainer):
@@ -196,7 +202,8 @@ class DockerClient(Client):
         worker = {"cls": DockerWorker, "options": {**shared, "threads": self.threads_per_worker, "memory": memory,
                                                     "mem_limit": memory + 2**30,
                                                     "nano_cpus": int(self.threads_per_worker * 1e9)}}
-        self._cluster = SpecCluster(scheduler={"cls": DockerScheduler, "options": shared},
+        self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
+                                               "options": {**shared, "dashboard": self.dashboard_address()}},
                                     workers={f"docker-{i}": worker for i in range(self.workers)},
                                     worker=worker, name=f"sdt-docker-{cluster_id}")
         self._dask_client = self.new_dask_client(self._cluster)

@@ -60,6 +60,8 @@ class LocalClient(Client):
         return warnings
 
     def connect(self, image: str | None = None) -> "distributed.Client":
+        import importlib.util
+
         from distributed import LocalCluster
 
         for warning in self.fit_check():
@@ -72,7 +74,8 @@ class LocalClient(Client):
             memory_limit=parse_memory(self.memory_per_worker),
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            # the dashboard needs bokeh here (the run's start line says when it is missing)
+            dashboard_address=self.dashboard_address() if importlib.util.find_spec("bokeh") else None,
         )
         self._cluster = cluster
         self._dask_client = self.new_dask_client(cluster)

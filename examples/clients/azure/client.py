@@ -19,4 +19,3 @@ class Azure(AzureClient):
     threads_per_worker = 1
     memory_per_worker = "7GiB"
     image = "myacr.azurecr.io/mysites:latest"
-    tags = {"project": "pv-fleet"}

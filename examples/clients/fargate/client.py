@@ -4,6 +4,8 @@ Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCES
 ~/.aws, or a role); the region from here or AWS_REGION. The image must be in a registry Fargate can
 pull from: `sdt-build build DIR --push 123456789012.dkr.ecr.us-west-2.amazonaws.com`.
 `sdt-build run DIR --dry-run` prints the cluster spec without creating anything.
+AWS keys never go to the tasks: dask-cloudprovider gives them a task role (task_role_arn, or
+task_role_policies such as "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess" for an S3 plug).
 """
 
 from sdt_build.clients import FargateClient
@@ -17,7 +19,6 @@ class Fargate(FargateClient):
     workers = 20
     threads_per_worker = 1
     worker_cpu = 1024          # Fargate units: 1024 = 1 vCPU
-    worker_mem = 8192          # MiB; one SDT pipeline run peaks near 6 GiB
-    memory_per_worker = "7GiB"  # Dask's limit inside that
+    worker_mem = 8192          # MiB; one SDT pipeline run peaks near 6 GiB; also each worker's Dask memory limit
     image = "123456789012.dkr.ecr.us-west-2.amazonaws.com/mysites:latest"
     tags = {"project": "pv-fleet", "owner": "analytics"}

@@ -1,0 +1,134 @@
+"""The fleet report of a real run (real SDT on slices of the two real sites, a local Dask cluster),
+opened in headless Chromium; the console of that run; the dashboard while it runs; `sdt-build report`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.browser import open_page
+from conftest import ROOT, SDT
+from test_runner import SHORT_PLUG
+
+ARTIFACTS = ROOT / "artifacts"  # gitignored: the screenshot a run of this test leaves
+PLOT_SECTIONS = ("overview", "failures", "distributions", "runtime", "figures")
+# The plug warns as third-party code does; SDT and pandas add their own.
+WARNING_PLUG = SHORT_PLUG.replace("        site, days = key\n", "        site, days = key\n"
+                                  "        import warnings\n"
+                                  "        warnings.warn(f'slice of {days} days', UserWarning)\n")
+CLIENT = '''
+from sdt_build.clients import LocalClient
+
+
+class Small(LocalClient):
+    workers = 2
+    threads_per_worker = 1
+    memory_per_worker = "7GiB"
+'''
+KEYS = [["TAEFC1044741", 60], ["missing", 10], ["ZT162185000441C1203", 45], ["TAEFC1044741", 0]]
+THIRD_PARTY = re.compile(r"\w+Warning\b|- WARNING -|warnings\.warn")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """`sdt-build run` over ok and failing keys, read while it runs: (stdout+stderr, exit code, output
+    folder, what the dashboard answered)."""
+    folder = tmp_path_factory.mktemp("report")
+    project = folder / "fleet"
+    project.mkdir()
+    (project / "dataplug.py").write_text(WARNING_PLUG)
+    (project / "client.py").write_text(CLIENT)
+    (folder / "keys.json").write_text(json.dumps(KEYS))
+    output = folder / "out"
+    process = subprocess.Popen([SDT, "run", str(project), "--keys", str(folder / "keys.json"), "--output",
+                                str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dashboard: dict = {}
+    lines: list[str] = []
+
+    def read_stderr() -> None:
+        for line in process.stderr:
+            lines.append(line)
+            found = re.match(r"dashboard: (http://\S+)", line)
+            if found:
+                with urllib.request.urlopen(found.group(1), timeout=10) as answer:
+                    dashboard.update(link=found.group(1), status=answer.status, page=answer.read().decode())
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    stdout = process.stdout.read()
+    process.wait(timeout=600)
+    reader.join(timeout=30)
+    return stdout + "".join(lines), process.returncode, output, dashboard
+
+
+def test_run_console_shows_no_third_party_warnings(run):
+    console, code, output, dashboard = run
+    assert code == 5, console
+    assert not THIRD_PARTY.findall(console), console
+    table = pd.read_json(output / "journal.jsonl", lines=True)
+    warned = table[table["status"] == "ok"]
+    assert len(warned) == 2 and warned["warnings"].str.contains("UserWarning: slice of").all(), table
+    log = (output / "warnings.log").read_text().splitlines()
+    for _, row in table.dropna(subset=["warnings"]).iterrows():
+        for line in row["warnings"].splitlines():
+            assert f"{json.dumps(row['key'])}\t{line}" in log
+    summary = console.replace("\n", "")
+    assert re.search(r"\d key\(s\) raised warnings \(in their rows and .*warnings\.log\)", summary)
+
+
+def test_dashboard_is_served_on_loopback_while_the_run_goes(run):
+    console, _, output, dashboard = run
+    assert dashboard.get("link", "").startswith("http://127.0.0.1:"), console
+    assert dashboard["status"] == 200 and "Dask" in dashboard["page"]
+    assert json.loads((output / "run.json").read_text())["dashboard"] == dashboard["link"]
+
+
+def test_report_renders_in_chromium(run):
+    console, _, output, _ = run
+    page = output / "report.html"
+    assert f"report: {page}" in console.replace("\n", "")
+    assert page.stat().st_size < 5_000_000
+    screenshot = ARTIFACTS / "report.png"
+    opened = open_page(page, screenshot)
+    assert opened.console_errors == [] and opened.outside_requests == []
+    for section in PLOT_SECTIONS:
+        assert opened.sections[section]["drawn"] >= 1, (section, opened.sections)
+    assert opened.sections["record"]["text"] > 0 and opened.sections["warnings"]["text"] > 0
+    table = pd.read_json(output / "journal.jsonl", lines=True)
+    failed = table[table["status"] == "failed"]
+    groups = failed.groupby(["stage", "error_type"]).size()
+    assert len(opened.failure_groups) == len(groups) >= 1
+    for (stage, error), count in groups.items():
+        assert any(row.split("\t")[:3] == [stage, error, str(count)] for row in opened.failure_groups), \
+            (stage, error, opened.failure_groups)
+    assert screenshot.stat().st_size > 50_000
+
+
+def test_report_command(run, tmp_path):
+    _, _, output, _ = run
+    chosen = tmp_path / "chosen.html"
+    done = subprocess.run([SDT, "report", str(output), "--key", '["ZT162185000441C1203", 45]', "--out", str(chosen),
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["report"] == str(chosen) and payload["keys"] == len(KEYS)
+    text = chosen.read_text()
+    assert text.count("data:image/png;base64,") == 2  # the chosen key's heatmap and daily energy
+    assert re.findall(r'alt="heatmap of ([^"]+)"', text) == ["[&#34;ZT162185000441C1203&#34;, 45]"]
+
+    quiet = subprocess.run([SDT, "report", str(output), "--out", str(tmp_path / "q.html"), "--quiet"],
+                           capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+    never_kept = subprocess.run([SDT, "report", str(output), "--key", '["missing", 10]'], capture_output=True,
+                                text=True, timeout=120)
+    assert never_kept.returncode == 5 and "SDT-E541" in never_kept.stderr
+    nothing = subprocess.run([SDT, "report", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert nothing.returncode == 5 and "SDT-E540" in nothing.stderr and "Traceback" not in nothing.stderr
