@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
@@ -308,24 +309,25 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
     last = {"line": ""}
 
     def progress(line: str) -> None:
-        if output.verbose:
+        if output.verbose:  # each build line; otherwise the steps show as progress
             output.detail(f"  [dim]{line[:300]}[/]")
-        elif line.startswith("Step "):
-            output.say(f"  [dim]{line[:150]}[/]")
         last["line"] = line
 
     try:
-        built = build_project(directory, push=registry, resolver=resolver, context_dir=context_dir,
-                              context_only=context_dir is not None, no_cache=no_cache, smoke=not no_smoke,
-                              sample_key=_parse_key(sample_key) if sample_key else None, say=output.say,
-                              on_line=progress)
+        with _progress(output) as on_event:
+            built = build_project(directory, push=registry, resolver=resolver, context_dir=context_dir,
+                                  context_only=context_dir is not None, no_cache=no_cache, smoke=not no_smoke,
+                                  sample_key=_parse_key(sample_key) if sample_key else None, say=output.say,
+                                  on_line=progress, on_event=on_event)
     except SmokeFailure as exc:
         _report_smoke(output, junit, exc.report)
         raise
     _report_smoke(output, junit, built.smoke)
     payload = {"ok": True, "name": built.project.name, "base": built.context.base_image,
                "base_reason": built.base_reason, "context": str(built.context.directory),
-               "content_hash": built.context.content_hash, "lock": built.lock.to_dict()}
+               "content_hash": built.context.content_hash, "environment": built.context.env.tag,
+               "environment_built": built.env_built, "lock": built.lock.to_dict(),
+               "phases": built.timings.phases}
     if built.image is None:
         output.emit({**payload, "tag": built.context.tag})
         output.say(f"[green]context[/] written to {built.context.directory} (tag would be {built.context.tag})")
@@ -340,6 +342,46 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
     if image.pushed:
         output.say(f"[green]pushed[/] {image.pushed}")
     return 0
+
+
+@contextlib.contextmanager
+def _progress(output: Output):
+    """A listener that shows long steps as rich progress on stderr (nothing with --json): the
+    download (packages and bytes), the environment's install, each Dockerfile step, each smoke step."""
+    from rich.filesize import decimal
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from sdt_build.progress import Event
+
+    if output.as_json:
+        yield lambda _: None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("[dim]{task.fields[detail]}"),
+                   console=err)
+    tasks: dict[str, int] = {}
+    names = {"download": "download", "env": "environment", "build": "build steps", "smoke": "smoke steps"}
+
+    def on_event(event: Event) -> None:
+        if event.phase not in tasks:
+            tasks[event.phase] = bar.add_task(names.get(event.phase, event.phase), total=event.total, unit="",
+                                              detail="")
+        task = tasks[event.phase]
+        unit = ""
+        if event.phase == "download":
+            unit = f"{event.done}/{event.total} wheels, {decimal(event.bytes)}"
+        elif event.total:
+            unit = f"{min(event.done, event.total)}/{event.total}"
+        if event.finished:
+            total = bar.tasks[task].total
+            if event.phase != "download":
+                unit = f"{total:.0f}/{total:.0f}" if total else "done"
+            bar.update(task, completed=total if total is not None else 1, total=total or 1, detail="", unit=unit)
+        else:
+            bar.update(task, completed=event.done, total=event.total, detail=event.detail[:60], unit=unit)
+
+    with bar:
+        yield on_event
 
 
 def _named_image(folder: str) -> str | None:
@@ -368,8 +410,9 @@ def _pull(docker, image: str) -> None:
               "(0 skips it).")
 @click.option("--project", "project_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="With an IMAGE: the plug folder to test in it (your own image).")
+@click.option("--full", is_flag=True, help="Run every step, even those proved before for the same inputs.")
 def smoke_command(output: Output, target: str, sample_key: str | None, junit: Path | None,
-                  pipeline_days: int, project_dir: Path | None) -> int:
+                  pipeline_days: int, project_dir: Path | None, full: bool) -> int:
     """Prove an image works and matches this client: TARGET is a project folder (its image) or an image."""
     from sdt_build.errors import ProjectError
     from sdt_build.daemon import docker_client, image_exists
@@ -389,7 +432,9 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
         project_dir, target = Path(target), _named_image(target)
     if Path(target).is_dir():  # build (skipped when unchanged), then smoke-test and tag
         try:
-            report = build_project(target, sample_key=key, say=output.say).smoke
+            with _progress(output) as on_event:
+                report = build_project(target, sample_key=key, full_smoke=full, say=output.say,
+                                       on_event=on_event).smoke
         except SmokeFailure as exc:
             _report_smoke(output, junit, exc.report)
             raise
@@ -401,8 +446,9 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
             raise SmokeFailure("SDT-E410", f"{target} is neither a project folder nor a local image",
                                "pass a folder with dataplug.py, or an image (pull it first)")
         project = load_project(project_dir, require_env=False) if project_dir else None
-        report = smoke_image(docker, target, project, sample_key=key, pipeline_days=pipeline_days,
-                             env=runtime_env(project) if project else None)
+        with _progress(output) as on_event:
+            report = smoke_image(docker, target, project, sample_key=key, pipeline_days=pipeline_days,
+                                 env=runtime_env(project) if project else None, on_event=on_event)
     _report_smoke(output, junit, report)
     if report.ok:
         output.emit(report.to_dict())
@@ -447,8 +493,9 @@ def _print_smoke(report) -> None:
     for column in ("step", "result", "seconds", "detail"):
         steps.add_column(column, overflow="fold")
     for step in report.steps:
-        steps.add_row(step.name, "[green]pass[/]" if step.ok else "[red]FAIL[/]", f"{step.seconds:.1f}",
-                      step.detail[:200])
+        result = "[green]pass[/]" if step.ok else "[red]FAIL[/]"
+        steps.add_row(step.name, result + (" [dim](proved before)[/]" if step.remembered else ""),
+                      f"{step.seconds:.1f}", step.detail[:200])
     err.print(steps)
     parity = Table(title=f"parity: this client vs the {report.kind}")
     for column in ("package", "client", report.kind, "", "fix"):

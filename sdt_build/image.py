@@ -13,13 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sdt_build.cache import log_file
+from sdt_build.cache import cache_root, log_file
+from sdt_build.context import ENV_FOLDER, BuildContext, EnvContext
 from sdt_build.daemon import LABEL, docker_client, first_line, image_exists
 from sdt_build.errors import BuildError, EnvironmentProblem
+from sdt_build.progress import Event, OnEvent, Timings, ignore
+from sdt_build.render import ENV_MOUNT, UV_CACHE
 from sdt_build.target import DEBIAN_SUITES, target
 
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PULL_RETRY_SECONDS = 3600  # a base image that could not be pulled is tried again after this
+STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,16 @@ def choose_base(client, python: str, wanted: str | None = None) -> BaseChoice:
     for ref in candidates:
         if image_exists(client, ref):
             return BaseChoice(ref, client.images.get(ref).id, f"{ref} is present locally")
+        failed = _failed_pull(ref)
+        if failed:
+            failures.append(failed)
+            continue
         try:
             pulled = client.images.pull(ref)
             return BaseChoice(ref, pulled.id, f"pulled {ref}")
         except (APIError, ImageNotFound) as exc:
             failures.append(f"{ref} cannot be pulled: {first_line(exc)}")
+            _failed_pull(ref, failures[-1])
     if wanted:
         raise BuildError("SDT-E301", f"base image {wanted} is neither present nor pullable",
                          "pull or build it first, fix base_image in sdt.toml, or remove base_image to use "
@@ -61,6 +71,19 @@ def choose_base(client, python: str, wanted: str | None = None) -> BaseChoice:
                      f"run `sdt-build base --python {python}` (as root) to bootstrap one "
                      "from Debian packages, or set base_image in sdt.toml",
                      detail="\n".join(failures))
+
+
+def _failed_pull(ref: str, failure: str | None = None) -> str | None:
+    """Remember that ``ref`` could not be pulled (with ``failure``), or recall it for an hour: a
+    registry that did not answer is not asked again on every build."""
+    path = cache_root() / "unpullable" / re.sub(r"[^\w.-]", "_", ref)
+    if failure is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(failure)
+        return failure
+    if path.is_file() and time.time() - path.stat().st_mtime < PULL_RETRY_SECONDS:
+        return path.read_text()
+    return None
 
 
 def debian_mirror() -> str:
@@ -135,15 +158,26 @@ def _bootstrap_failure(log_path: Path) -> EnvironmentProblem:
 def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
           labels: dict[str, str] | None = None, log_path: Path | None = None,
           buildargs: dict[str, str] | None = None, no_cache: bool = False,
-          on_line: Callable[[str], None] = lambda _: None) -> str:
-    """Build ``context`` with host networking; return the image id. The whole log goes to a file."""
+          on_line: Callable[[str], None] = lambda _: None, timings: Timings | None = None,
+          on_event: OnEvent = ignore, leave_out: tuple[str, ...] = ()) -> str:
+    """Build ``context`` with host networking; return the image id. The whole log goes to a file;
+    ``timings`` gets the context's transfer and each Dockerfile step (its layer's commit included).
+    What ``.dockerignore`` names, and ``leave_out``, is not sent to the daemon."""
     from docker.errors import APIError, BuildError as DockerBuildError
+    from docker.utils import tar
 
     log_path = log_path or log_file(f"build-{tag.replace('/', '_').replace(':', '-')}.log")
+    timings = timings if timings is not None else Timings()
     image_id = None
+    started = step_started = time.perf_counter()
+    step = None
     with open(log_path, "w") as log:
         try:
-            for chunk in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag,
+            ignore = context / ".dockerignore"
+            patterns = [line.strip() for line in ignore.read_text().splitlines()] if ignore.is_file() else []
+            patterns = [p for p in patterns if p and not p.startswith("#")] + list(leave_out)
+            sent = tar(str(context), exclude=patterns, dockerfile=(dockerfile, None))
+            for chunk in client.api.build(fileobj=sent, custom_context=True, dockerfile=dockerfile, tag=tag,
                                           network_mode="host", rm=True, forcerm=True,
                                           labels=labels or {}, buildargs=buildargs or {},
                                           nocache=no_cache, decode=True):
@@ -153,6 +187,16 @@ def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
                     for line in text.splitlines():
                         if line.strip():
                             on_line(line)
+                        found = STEP.match(line)
+                        if found:
+                            now = time.perf_counter()
+                            if step is None:
+                                timings.add("build/context transfer", now - started)
+                            else:
+                                timings.add(f"build/{step}", now - step_started)
+                            step, step_started = found.group(0)[:90], now
+                            on_event(Event("build", int(found.group(1)), int(found.group(2)),
+                                           detail=found.group(3)[:90]))
                 if "error" in chunk:
                     log.write(ANSI.sub("", chunk["error"]) + "\n")
                     log.flush()
@@ -163,7 +207,57 @@ def build(client, context: Path, tag: str, *, dockerfile: str = "Dockerfile",
             log.write(str(exc))
             log.flush()
             raise classify_build_error(str(exc), log_path) from exc
+    if step is not None:
+        timings.add(f"build/{step}", time.perf_counter() - step_started)
+    on_event(Event("build", finished=True))
     return image_id or client.images.get(tag).id
+
+
+def build_env_image(client, env: EnvContext, *, log_dir: Path | None = None, timings: Timings | None = None,
+                    on_event: OnEvent = ignore) -> str:
+    """Make the SDT environment image: run its install script in a container of the base image
+    (no network; the inputs mounted read-only, uv's cache on a tmpfs) and commit that container.
+    No wheel is copied into any layer. Returns the image id."""
+    timings = timings if timings is not None else Timings()
+    log_path = log_file(f"env-{env.content_hash}.log", log_dir)
+    repository, tag = env.tag.split(":")
+    container = client.containers.create(
+        env.base_image, ["sh", f"{ENV_MOUNT}/install.sh"], network_mode="none", user="0",
+        volumes={str(env.directory): {"bind": ENV_MOUNT, "mode": "ro"}}, tmpfs={UV_CACHE: ""},
+        labels={f"{LABEL}.role": "env-build"})
+    try:
+        with timings.phase("env/install"):
+            on_event(Event("env", detail=f"installing {len(env.lock.sdt_layer)} packages in a container"))
+            container.start()
+            with open(log_path, "w") as log:
+                for raw in container.logs(stream=True, follow=True):
+                    text = raw.decode(errors="replace")
+                    log.write(text)
+                    for line in text.splitlines():
+                        if line.strip():
+                            on_event(Event("env", detail=line.strip()[:90]))
+            status = container.wait()
+        if status.get("StatusCode") != 0:
+            raise _env_failure(log_path, status.get("StatusCode"))
+        with timings.phase("env/commit"):
+            on_event(Event("env", detail="committing the environment layer"))
+            changes = ['CMD ["python3"]'] + [f'LABEL {k}="{v}"' for k, v in env.labels.items()]
+            committed = container.commit(repository=repository, tag=tag, changes=changes)
+    finally:
+        container.remove(force=True)
+    on_event(Event("env", finished=True))
+    return committed.id
+
+
+def _env_failure(log_path: Path, code) -> BuildError | EnvironmentProblem:
+    text = log_path.read_text(errors="replace")
+    if "no space left on device" in text.lower():
+        return EnvironmentProblem("SDT-E904", "the disk filled up while making the SDT environment image",
+                                  "free space (`docker system prune`, `sdt-build clean`) and retry", log_path=log_path)
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), f"exit {code}")
+    return BuildError("SDT-E306", f"the SDT environment image could not be made: {last}",
+                      "read its log; `sdt-build build --no-cache DIR` makes it again from fresh wheels",
+                      detail="\n".join(text.splitlines()[-20:]), log_path=log_path)
 
 
 def classify_build_error(message: str, log_path: Path) -> BuildError | EnvironmentProblem:
@@ -205,8 +299,9 @@ class Image:
                 "log": str(self.log_path) if self.log_path else None, "pushed": self.pushed}
 
 
-def build_image(client, context, *, log_dir: Path | None = None, no_cache: bool = False,
-                on_line: Callable[[str], None] = lambda _: None) -> Image:
+def build_image(client, context: BuildContext, *, log_dir: Path | None = None, no_cache: bool = False,
+                on_line: Callable[[str], None] = lambda _: None, timings: Timings | None = None,
+                on_event: OnEvent = ignore) -> Image:
     """Build the context, or reuse the image its content hash names (``no_cache`` rebuilds anyway)."""
     started = time.perf_counter()
     if image_exists(client, context.tag) and not no_cache:
@@ -215,7 +310,8 @@ def build_image(client, context, *, log_dir: Path | None = None, no_cache: bool 
                      context.base_image)
     log_path = log_file(f"build-{context.tag.replace('/', '_').replace(':', '-')}.log", log_dir)
     image_id = build(client, context.directory, context.tag, labels=context.labels, log_path=log_path,
-                     buildargs={"BASE_IMAGE": context.base_image}, no_cache=no_cache, on_line=on_line)
+                     buildargs=context.buildargs, no_cache=no_cache, on_line=on_line, timings=timings,
+                     on_event=on_event, leave_out=(ENV_FOLDER,))
     built = client.images.get(image_id)
     return Image(context.tag, built.id, built.attrs.get("Size", 0), False, time.perf_counter() - started,
                  context.base_image, log_path)

@@ -12,6 +12,8 @@ where each tool reads them itself; they are never put on a command line, and ``r
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import netrc
 import os
 import re
@@ -22,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sdt_build.cache import cache_root
 from sdt_build.redact import redact, remember, remember_url
 
 PYPI = "https://pypi.org/simple"
@@ -141,13 +144,38 @@ def from_pip() -> IndexSettings:
 
 @lru_cache(maxsize=4)
 def _from_pip(variables: tuple[tuple[str, str], ...]) -> IndexSettings:
-    """Read once per set of PIP_* variables (they change pip's answer)."""
+    """Read once per set of PIP_* variables (they change pip's answer), and kept on disk while
+    pip's configuration files are unchanged (unless the answer holds a credential)."""
+    stats = [(str(path), path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
+             for path in _config_files()]
+    key = hashlib.sha256(json.dumps([sys.executable, variables, stats]).encode()).hexdigest()[:20]
+    kept = cache_root() / "pip-config" / f"{key}.txt"
+    if kept.is_file():
+        return settings_from_listing(kept.read_text())
     try:
         listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
                                  text=True, timeout=30, env={**os.environ, "PIP_NO_INPUT": "1"}).stdout
     except (OSError, subprocess.SubprocessError):
-        listing = ""
-    return settings_from_listing(listing)
+        return settings_from_listing("")
+    settings = settings_from_listing(listing)
+    if redact(listing) == listing:  # nothing secret in it
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(listing)
+    return settings
+
+
+def _config_files() -> list[Path]:
+    """The files pip reads its configuration from, as pip lists them: global, user, site, and
+    PIP_CONFIG_FILE."""
+    home = Path.home()
+    user = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    files = [Path(d) / "pip" / "pip.conf" for d in os.environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep)
+             if d]
+    files += [Path("/etc/pip.conf"), home / ".pip" / "pip.conf", user / "pip" / "pip.conf",
+              Path(sys.prefix) / "pip.conf"]
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
+    return files
 
 
 def settings_from_listing(listing: str) -> IndexSettings:

@@ -18,8 +18,14 @@ import traceback
 
 from sdt_build.parity import versions
 
+STEP_MARKER = "SDT-STEP "  # printed as each step starts, so the smoke test can show where it is
 
-def step(name: str, results: list, fn) -> object:
+
+def step(name: str, results: list, fn, only: list | None = None) -> object:
+    if only is not None and name not in only:
+        return None
+    sys.stdout.write(f"{STEP_MARKER}{name}\n")  # one write: steps may start side by side
+    sys.stdout.flush()
     started = time.perf_counter()
     try:
         detail = fn()
@@ -120,18 +126,24 @@ def pipeline(days: int) -> str:
 
 
 def main(args: dict) -> dict:
+    """Every step (or those ``args["only"]`` names), the image's versions and its user id."""
+    from concurrent.futures import ThreadPoolExecutor
+
     results: list = []
-    step("imports", results, lambda: imports(["solardatatools", "dask", "distributed", "sdt_build"]))
-    folder = args["project"]
-    step("plug module", results, lambda: user_module(folder, "dataplug", args["plug_class"]))
-    step("pip check", results, pip_check)
-    step("dask entry points", results, entry_points)
+    only = args.get("only")
+    with ThreadPoolExecutor(1) as aside:  # the two subprocess steps run beside the imports
+        checks = aside.submit(lambda: (step("pip check", results, pip_check, only),
+                                       step("dask entry points", results, entry_points, only)))
+        step("imports", results, lambda: imports(["solardatatools", "dask", "distributed", "sdt_build"]), only)
+        folder = args["project"]
+        step("plug module", results, lambda: user_module(folder, "dataplug", args["plug_class"]), only)
+        checks.result()
     if "own_pythonpath" in args:
-        step("sdt_build in image", results, lambda: own_runtime(args["own_pythonpath"]))
+        step("sdt_build in image", results, lambda: own_runtime(args["own_pythonpath"]), only)
     if args.get("sample_key") is not None:
-        step("get_data sample key", results, lambda: sample(folder, args["plug_class"], args["sample_key"]))
+        step("get_data sample key", results, lambda: sample(folder, args["plug_class"], args["sample_key"]), only)
     if args.get("pipeline_days"):
-        step("SDT pipeline", results, lambda: pipeline(args["pipeline_days"]))
+        step("SDT pipeline", results, lambda: pipeline(args["pipeline_days"]), only)
     return {"steps": results, "versions": versions(), "user": os.getuid()}
 
 

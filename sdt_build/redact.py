@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 MASK = "***"
@@ -52,15 +53,19 @@ def redact(text: str) -> str:
 
 
 def run_logged(command: list[str], log_path: Path, *, env: dict[str, str] | None = None,
-               cwd: Path | None = None, append: bool = False) -> int:
-    """Run ``command`` with its output written, redacted, to ``log_path`` (after a ``$ command`` line)."""
+               cwd: Path | None = None, append: bool = False,
+               on_line: Callable[[str], bool] | None = None) -> int:
+    """Run ``command`` with its output written, redacted, to ``log_path`` (after a ``$ command`` line).
+
+    ``on_line`` sees each line first; a line it answers True for is consumed (not logged)."""
     with open(log_path, "a" if append else "w") as log:
         log.write(redact("$ " + " ".join(command)) + "\n")
         log.flush()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    errors="replace", env=env, cwd=cwd)
         for line in process.stdout:
-            log.write(redact(line))
+            if on_line is None or not on_line(line):
+                log.write(redact(line))
         return process.wait()
 
 

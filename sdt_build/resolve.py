@@ -86,8 +86,6 @@ def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
     else:
         findings = check_dependencies(project, findings=findings)
     python = project.settings.python
-    if confirm and backend == "auto" and _uv_available():
-        backend = "uv"  # a clash's verdict in seconds: pip-compile would download every candidate's metadata
     chosen = choose_backend(backend, python)
     sdt_inputs = (constraints.folder(python) / "sdt.in").read_text()
     pins = constraints.pins(python)
@@ -135,10 +133,11 @@ def _texts(paths: tuple[str, ...]) -> list[str]:
 
 
 def choose_backend(backend: str, python: str) -> str:
-    """pip-compile when this interpreter is the target; uv (which resolves for any target) otherwise."""
+    """uv (it resolves for any target, in seconds where pip-compile takes tens); pip-compile when asked
+    (for the interpreter it runs on only)."""
     host = host_python()
     if backend == "auto":
-        backend = "pip-compile" if host == python else "uv"
+        backend = "uv"
     if backend == "pip-compile" and host != python:
         raise EnvironmentProblem("SDT-E908", f"pip-compile resolves for the Python it runs on ({host}), and the "
                                  f"target is {python}", "use --resolver uv (it resolves for any target), or run "

@@ -10,7 +10,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +20,12 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from sdt_build.cache import cache_root
 from sdt_build.pipconfig import IndexSettings, from_pip
+from sdt_build.progress import Event, OnEvent, ignore
 from sdt_build.redact import run_logged
 from sdt_build.target import target
+
+PARALLEL = 8  # pip processes downloading at once (the work is waiting on the network)
+RAW_PROGRESS = re.compile(r"^Progress (\d+) of (\d+)")
 
 
 @dataclass(frozen=True)
@@ -41,24 +47,79 @@ def wheel_cache(python: str) -> Path:
     return folder
 
 
-def download(pins: dict[str, str], python: str, log_path: Path, sources: IndexSettings | None = None
-             ) -> dict[str, Path]:
+def download(pins: dict[str, str], python: str, log_path: Path, sources: IndexSettings | None = None,
+             on_event: OnEvent = ignore) -> dict[str, Path]:
     """Fetch the wheel of every ``name==version`` for the target into the cache (only missing ones),
-    from ``sources`` (pip's configuration by default).
+    from ``sources`` (pip's configuration by default), in up to ``PARALLEL`` pip processes at once.
 
     Returns name → wheel path. Raises subprocess.CalledProcessError with the log written to
-    ``log_path`` when pip cannot get one.
+    ``log_path`` when pip cannot get one. ``on_event`` hears packages and bytes as they arrive.
     """
     folder = wheel_cache(python)
     present = cached_wheels(folder)
     wanted = {(canonicalize_name(name), version) for name, version in pins.items()}
     missing = sorted(f"{name}=={version}" for name, version in wanted if (name, version) not in present)
     if missing:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "off",
-                   "--disable-pip-version-check", "-d", str(folder), *target(python).pip_download_args, *missing]
-        _pip(command, log_path, sources)
+        _download_parallel(missing, python, folder, log_path, sources or from_pip(), on_event)
         present = cached_wheels(folder)
     return {name: present[(canonicalize_name(name), version)] for name, version in pins.items()}
+
+
+def _download_parallel(missing: list[str], python: str, folder: Path, log_path: Path, sources: IndexSettings,
+                       on_event: OnEvent) -> None:
+    """``pip download`` over ``missing`` split into round-robin chunks, run side by side; one log."""
+    chunks = [missing[i::PARALLEL] for i in range(min(PARALLEL, len(missing)))]
+    lock = threading.Lock()
+    state = {"done": 0, "bytes": 0}
+    current: dict[int, int] = {}  # chunk → bytes of the wheel it is downloading now
+    on_event(Event("download", 0, len(missing), 0, f"{len(missing)} wheels in {len(chunks)} streams"))
+
+    def line(number: int, text: str) -> bool:
+        progress = RAW_PROGRESS.match(text)
+        with lock:
+            if progress:
+                current[number] = int(progress.group(1))
+            elif text.startswith(("Saved ", "File was already downloaded ")):
+                saved = folder / Path(text.split(" ")[-1].strip()).name
+                state["done"] += 1
+                state["bytes"] += saved.stat().st_size if saved.is_file() else 0
+                current.pop(number, None)
+            else:
+                return False
+            seen = state["bytes"] + sum(current.values())
+            on_event(Event("download", state["done"], len(missing), seen, text.strip()[:80] if not progress else ""))
+        return bool(progress)
+
+    def run(number: int) -> int:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", _progress_mode(),
+                   "--disable-pip-version-check", "-d", str(folder), *target(python).pip_download_args,
+                   *chunks[number]]
+        return run_logged(command, _chunk_log(log_path, number), env=sources.pip_env(),
+                          on_line=lambda text: line(number, text))
+
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        codes = list(pool.map(run, range(len(chunks))))
+    with open(log_path, "w") as log:
+        for number in range(len(chunks)):
+            log.write(_chunk_log(log_path, number).read_text(errors="replace"))
+            _chunk_log(log_path, number).unlink()
+    on_event(Event("download", state["done"], len(missing), state["bytes"], finished=True))
+    failed = next((code for code in codes if code != 0), None)
+    if failed is not None:
+        raise subprocess.CalledProcessError(failed, ["pip", "download"])
+
+
+def _chunk_log(log_path: Path, number: int) -> Path:
+    return log_path.with_name(f"{log_path.name}.{number}")
+
+
+def _progress_mode() -> str:
+    """pip's machine-readable progress (``raw``, pip 24.1 and later), else none."""
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    return "raw" if Version(version("pip")) >= Version("24.1") else "off"
 
 
 def cached_wheels(folder: Path) -> dict[tuple[str, str], Path]:

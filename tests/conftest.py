@@ -102,17 +102,33 @@ def copy_example(tmp_path):
     return make
 
 
-def force_plug_layer(context: Path, pins: dict[str, str], log: Path) -> None:
-    """Break a build context on purpose: install ``pins`` in the plug layer, whatever the lock says."""
+def force_plug_layer(built, pins: dict[str, str], log: Path) -> None:
+    """Break a build context (of ``build_project(..., context_only=True)``) on purpose: install
+    ``pins`` in the plug layer, whatever the lock says, with no pip check."""
+    from dataclasses import replace
+
+    from sdt_build.render import render_dockerfile
     from sdt_build.wheels import download, link_into
 
+    context = built.context.directory
     link_into(list(download(pins, "3.11", log).values()), context / "wheels" / "plug")
     (context / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
-    dockerfile = context / "Dockerfile"
-    dockerfile.write_text(dockerfile.read_text().replace(
-        "RUN mkdir -p /opt/sdt/plug \\\n && pip check",
-        "RUN mkdir -p /opt/sdt/plug && pip install --no-index --no-deps --target /opt/sdt/plug "
-        "--find-links /tmp/wheels -r /tmp/lock/plug.txt \\\n && pip check"))
+    text = render_dockerfile(built.project, replace(built.lock, plug_layer=pins))
+    check = "RUN pip check --disable-pip-version-check\n"
+    assert check in text
+    (context / "Dockerfile").write_text(text.replace(check, ""))
+
+
+def build_context(docker, built, tag: str, log: Path) -> str:
+    """Build a context written by ``build_project(..., context_only=True)`` (and perhaps changed),
+    making its SDT environment image first when it is missing."""
+    from sdt_build.daemon import image_exists
+    from sdt_build.image import build, build_env_image
+
+    if not image_exists(docker, built.context.env.tag):
+        build_env_image(docker, built.context.env)
+    return build(docker, built.context.directory, tag, labels=built.context.labels,
+                 buildargs=built.context.buildargs, log_path=log)
 
 
 # --- data services for the examples (tests/services.py), each on 127.0.0.1 -------------------

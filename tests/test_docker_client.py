@@ -17,10 +17,9 @@ from sdt_build import SDTDask
 from sdt_build.clients import DockerClient
 from sdt_build.errors import RunFailure
 from sdt_build.daemon import LABEL
-from sdt_build.image import build
 from sdt_build.pipeline import build_project
 
-from conftest import SDT, SITES, assert_same_reports, force_plug_layer
+from conftest import SDT, SITES, assert_same_reports, build_context, force_plug_layer
 
 pytestmark = pytest.mark.docker
 
@@ -92,11 +91,9 @@ def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local
 def test_an_image_with_another_dask_is_refused_before_any_task(docker, base_image, copy_example, tmp_path):
     folder = _unique(copy_example())
     built = build_project(folder, context_only=True, context_dir=tmp_path / "context")
-    context = built.context.directory
-    force_plug_layer(context, {"dask": "2025.1.0", "distributed": "2025.1.0"}, tmp_path / "download.log")
+    force_plug_layer(built, {"dask": "2025.1.0", "distributed": "2025.1.0"}, tmp_path / "download.log")
     tag = f"{built.context.name}:old-dask"
-    build(docker, context, tag, labels=built.context.labels, buildargs={"BASE_IMAGE": built.context.base_image},
-          log_path=tmp_path / "build.log")
+    build_context(docker, built, tag, tmp_path / "build.log")
     try:
         client = DockerClient(workers=1, threads_per_worker=1, memory_per_worker="7GiB")
         with pytest.raises(RunFailure) as refused:

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from sdt_build.errors import BuildError
-from sdt_build.daemon import run_command
-from sdt_build.image import build
+from sdt_build.daemon import LABEL, run_command
 from sdt_build.pipeline import build_project
 from sdt_build.project import load_project
 from sdt_build.render import render_dockerfile
 from sdt_build.resolve import lock
 
-from conftest import EXAMPLES, ROOT, SDT
+from conftest import EXAMPLES, ROOT, SDT, build_context
 
 pytestmark = pytest.mark.docker
 
@@ -37,7 +38,22 @@ def _remove(docker, name: str) -> None:
         docker.images.remove(image.id, force=True)
 
 
-def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_example):
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """A cache of its own (no smoke proofs, locks or memos of earlier runs), with the wheels already here."""
+    from sdt_build.cache import cache_root
+
+    here = cache_root() / "wheels"
+    cache = tmp_path / "cache"
+    for wheel in here.glob("*/*.whl"):
+        target = cache / "wheels" / wheel.parent.name / wheel.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(wheel, target)
+    monkeypatch.setenv("SDT_CACHE_DIR", str(cache))
+    return cache
+
+
+def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_example, fresh_cache):
     folder = _unique(copy_example())
     name = load_project(folder).name
     try:
@@ -56,13 +72,27 @@ def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_
         assert "No broken requirements found." in checks.output
         assert "no-gcc" in checks.output and "Permission denied" in checks.output
 
+        # nothing changed: no build, every smoke step proved before, no container started
+        since = int(time.time()) - 1
         again = build_project(folder)
-        assert again.image.skipped and again.image.tag == image.tag
+        assert again.image.skipped and again.image.tag == image.tag and not again.env_built
+        assert again.smoke.ok and all(s.remembered for s in again.smoke.steps)
+        assert _containers_created(docker, since) == 0
 
         with open(folder / "dataplug.py", "a") as plug:
             plug.write("\n# an edit\n")
         edited = build_project(folder)
-        assert not edited.image.skipped and edited.image.tag != image.tag
+        assert not edited.image.skipped and edited.image.tag != image.tag and not edited.env_built
+        ran = {s.name for s in edited.smoke.steps if not s.remembered}
+        assert ran == {"plug module"}, edited.smoke.steps  # the plug's steps again, not the environment's
+        (folder / "requirements.txt").write_text("tabulate==0.9.0\n")  # moves no SDT pin, shadows nothing
+        added = build_project(folder)
+        ran = {s.name for s in added.smoke.steps if not s.remembered}
+        assert ran == {"pip check", "plug module"}, added.smoke.steps
+        full = subprocess.run([SDT, "smoke", str(folder), "--full", "--json"], capture_output=True, text=True,
+                              timeout=900)
+        assert full.returncode == 0, full.stderr
+        assert not any(s["remembered"] for s in json.loads(full.stdout)["steps"])
         edited_layers = docker.images.get(edited.image.tag).history()
         shared = {layer["Id"] for layer in docker.images.get(image.tag).history()} & \
             {layer["Id"] for layer in edited_layers}
@@ -71,13 +101,22 @@ def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_
         _remove(docker, name)
 
 
-def test_plug_packages_get_their_own_layer_and_can_move_a_pin(docker, base_image, copy_example):
+def _containers_created(docker, since: int) -> int:
+    """Containers sdt-build created since ``since`` (seconds), by the daemon's events."""
+    events = docker.events(since=since, until=int(time.time()) + 1, decode=True,
+                           filters={"type": "container", "event": "create", "label": f"{LABEL}.role"})
+    return sum(1 for _ in events)
+
+
+def test_plug_packages_get_their_own_layer_and_can_move_a_pin(docker, base_image, copy_example, fresh_cache):
     folder = _unique(copy_example())
     (folder / "requirements.txt").write_text("tabulate==0.9.0\npandas>=2.2,<3\n")
     name = load_project(folder).name
     try:
         built = build_project(folder)
         assert set(built.lock.plug_layer) == {"tabulate", "pandas"}
+        # the plug's packages change what the environment steps run on: every step ran again
+        assert not any(s.remembered for s in built.smoke.steps)
         assert built.lock.moved["pandas"][0] == "3.1.1" and built.lock.moved["pandas"][1].startswith("2.")
         result = run_command(docker, built.image.tag, ["python3", "-c",
                              "import tabulate, pandas, solardatatools; print(tabulate.__version__, pandas.__version__)"])
@@ -161,8 +200,7 @@ def test_pip_failure_in_build_is_classified(docker, base_image, copy_example, tm
     dockerfile = built.context.directory / "Dockerfile"
     dockerfile.write_text(render_dockerfile(built.project, _with_plug_layer(built.lock)))
     with pytest.raises(BuildError) as caught:
-        build(docker, built.context.directory, f"sdt-test-broken:{uuid.uuid4().hex[:8]}",
-              buildargs={"BASE_IMAGE": base_image}, log_path=tmp_path / "build.log")
+        build_context(docker, built, f"sdt-test-broken:{uuid.uuid4().hex[:8]}", tmp_path / "build.log")
     assert caught.value.code == "SDT-E303"
     assert "tabulate" in caught.value.cause
     assert caught.value.log_path == tmp_path / "build.log"
@@ -219,3 +257,20 @@ def test_build_sdists_compiles_a_package_without_wheels_in_the_builder(docker, b
         assert result.exit_code == 0 and result.output.strip() == "0.6.2", result.output
     finally:
         _remove(docker, name)
+
+
+def test_wheels_download_side_by_side_and_report_packages_and_bytes(tmp_path, monkeypatch):
+    from sdt_build.wheels import PARALLEL, download
+
+    monkeypatch.setenv("SDT_CACHE_DIR", str(tmp_path / "cache"))  # nothing cached: every wheel comes down
+    pins = {"tabulate": "0.9.0", "six": "1.17.0", "toolz": "1.0.0"}
+    events = []
+    found = download(pins, "3.11", tmp_path / "download.log", on_event=events.append)
+    assert set(found) == set(pins) and all(path.is_file() for path in found.values())
+    assert PARALLEL > 1 and events[0].total == 3 and "3 streams" in events[0].detail
+    last = events[-1]
+    assert last.finished and last.done == 3 and last.bytes == sum(p.stat().st_size for p in found.values())
+    assert "Progress" not in (tmp_path / "download.log").read_text()  # progress lines are events, not log
+    events.clear()
+    download(pins, "3.11", tmp_path / "again.log", on_event=events.append)
+    assert events == []  # all cached: nothing fetched, nothing reported

@@ -11,13 +11,11 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from sdt_build.daemon import LABEL
-from sdt_build.image import build
 from sdt_build.pipeline import build_project
 from sdt_build.parity import compare, versions as client_versions
 from sdt_build.smoke import junit_xml, smoke_image
-from sdt_build.wheels import download, link_into
 
-from conftest import SDT, force_plug_layer
+from conftest import SDT, build_context, force_plug_layer
 
 pytestmark = pytest.mark.docker
 
@@ -30,16 +28,15 @@ def _unique(folder):
 
 @pytest.fixture
 def broken_image(docker, base_image, copy_example, tmp_path):
-    """Build the local-csv context after ``mutate(context_dir)`` breaks it; yields a factory."""
+    """Build the local-csv context after ``mutate(built)`` breaks it; yields a factory."""
     made = []
 
     def make(mutate) -> str:
         folder = _unique(copy_example(folder_name=f"p{len(made)}"))
         built = build_project(folder, context_only=True, context_dir=tmp_path / f"context{len(made)}")
-        mutate(built.context.directory)
+        mutate(built)
         tag = f"{built.context.name}:broken"
-        build(docker, built.context.directory, tag, labels=built.context.labels,
-              buildargs={"BASE_IMAGE": built.context.base_image}, log_path=tmp_path / f"build{len(made)}.log")
+        build_context(docker, built, tag, tmp_path / f"build{len(made)}.log")
         made.append(tag)
         return tag
 
@@ -53,8 +50,8 @@ def _failed_step(report):
 
 
 def test_missing_package_fails_at_plug_import(docker, broken_image):
-    def import_missing(context):
-        plug = context / "project" / "dataplug.py"
+    def import_missing(built):
+        plug = built.context.directory / "project" / "dataplug.py"
         plug.write_text("import tabulate\n" + plug.read_text())
 
     report = smoke_image(docker, broken_image(import_missing), pipeline_days=0)
@@ -66,8 +63,8 @@ def test_missing_package_fails_at_plug_import(docker, broken_image):
 
 
 def test_plug_raising_at_import_fails_at_plug_import(docker, broken_image):
-    def raise_at_import(context):
-        (context / "project" / "dataplug.py").write_text("raise RuntimeError('no database configured')\n")
+    def raise_at_import(built):
+        (built.context.directory / "project" / "dataplug.py").write_text("raise RuntimeError('no database configured')\n")
 
     report = smoke_image(docker, broken_image(raise_at_import), pipeline_days=0)
     step = _failed_step(report)
@@ -77,18 +74,9 @@ def test_plug_raising_at_import_fails_at_plug_import(docker, broken_image):
 
 
 def test_forced_conflicting_lock_fails_pip_check(docker, broken_image, tmp_path):
-    def force_conflict(context):
+    def force_conflict(built):
         # pandas requires python-dateutil>=2.9.0; 2.8.2 still imports, so only pip check can tell
-        wheels = download({"python-dateutil": "2.8.2"}, "3.11", tmp_path / "download.log")
-        link_into(list(wheels.values()), context / "wheels" / "plug")
-        (context / "lock" / "plug.txt").write_text("python-dateutil==2.8.2\n")
-        dockerfile = context / "Dockerfile"
-        text = dockerfile.read_text()
-        assert "pip check" in text
-        dockerfile.write_text(text.replace(
-            "RUN mkdir -p /opt/sdt/plug \\\n && pip check --disable-pip-version-check",
-            "RUN mkdir -p /opt/sdt/plug && pip install --no-index --no-deps --target /opt/sdt/plug "
-            "--find-links /tmp/wheels -r /tmp/lock/plug.txt"))
+        force_plug_layer(built, {"python-dateutil": "2.8.2"}, tmp_path / "download.log")
 
     report = smoke_image(docker, broken_image(force_conflict), pipeline_days=0)
     step = _failed_step(report)
@@ -97,8 +85,8 @@ def test_forced_conflicting_lock_fails_pip_check(docker, broken_image, tmp_path)
 
 
 def test_dask_other_than_the_clients_is_a_parity_error(docker, broken_image, tmp_path):
-    def old_dask(context):
-        force_plug_layer(context, {"dask": "2025.1.0", "distributed": "2025.1.0"}, tmp_path / "download.log")
+    def old_dask(built):
+        force_plug_layer(built, {"dask": "2025.1.0", "distributed": "2025.1.0"}, tmp_path / "download.log")
 
     report = smoke_image(docker, broken_image(old_dask), pipeline_days=0)
     assert all(s.ok for s in report.steps), [s for s in report.steps if not s.ok]
