@@ -141,15 +141,7 @@ def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folde
         target = folder / "runtime" / "sdt_build" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PACKAGE / relative, target)
-    for relative in project.files.files:
-        target = folder / "project" / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(project.root / relative, target)
-        if relative.suffix == ".txt":  # requirement files may name an index with its credentials
-            text = target.read_text(errors="replace")
-            if redact(text) != text:
-                target.write_text(redact(text))
-    (folder / "project").mkdir(exist_ok=True)
+    project.files.copy(project.root, folder / "project")
     dockerfile = render_dockerfile(project, lock, sdists=bool(sdists))
     (folder / "Dockerfile").write_text(dockerfile)
     (folder / ".dockerignore").write_text("\n".join(f"**/{p}" for p in IGNORED) + "\n")

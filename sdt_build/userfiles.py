@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from sdt_build.errors import ProblemList
+from sdt_build.redact import redact
 
 PLUG_FILE = "dataplug.py"
 CLIENT_FILE = "client.py"
@@ -40,6 +42,19 @@ class FileSet:
     def code(self) -> tuple[Path, ...]:
         """The Python files among them: what every worker imports."""
         return tuple(p for p in self.files if p.suffix == ".py")
+
+    def copy(self, root: Path, dest: Path) -> None:
+        """Copy the files from ``root`` into ``dest`` (made if missing); requirement files with any
+        index credentials masked."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for relative in self.files:
+            target = dest / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / relative, target)
+            if relative.suffix == ".txt":  # requirement files may name an index with its credentials
+                text = target.read_text(errors="replace")
+                if redact(text) != text:
+                    target.write_text(redact(text))
 
 
 def inside(path: Path, root: Path) -> bool:

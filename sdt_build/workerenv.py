@@ -26,7 +26,7 @@ from sdt_build.cache import cache_root
 from sdt_build.context import PACKAGE, RUNTIME, wheelhouse
 from sdt_build.errors import RunFailure
 from sdt_build.project import UserProject
-from sdt_build.redact import redact, run_logged
+from sdt_build.redact import run_logged
 from sdt_build.resolve import ResolvedLock
 from sdt_build.smoke import SmokeReport, probe_args, probe_result, report
 
@@ -158,15 +158,7 @@ def _install(project: UserProject, lock: ResolvedLock, path: Path, interpreter: 
     lib.mkdir(parents=True)
     for name in RUNTIME:
         shutil.copy2(PACKAGE / name, lib / name)
-    for relative in project.files.files:
-        target = path / PROJECT / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(project.root / relative, target)
-        if relative.suffix == ".txt":  # requirement files may name an index with its credentials
-            text = target.read_text(errors="replace")
-            if redact(text) != text:
-                target.write_text(redact(text))
-    (path / PROJECT).mkdir(parents=True, exist_ok=True)
+    project.files.copy(project.root, path / PROJECT)
     site = subprocess.run([str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     (Path(site) / "sdt-build.pth").write_text(f"{path / LIB}\n{path / PROJECT}\n")
