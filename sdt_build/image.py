@@ -31,9 +31,9 @@ STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 class BaseChoice:
     """The base image a build starts from, and why it was chosen."""
 
-    image: str
-    image_id: str
-    reason: str
+    image: str  # its name
+    image_id: str  # what the daemon calls it; the content hash covers it
+    reason: str  # why this one, for the output
 
 
 def bootstrapped_base_tag(python: str) -> str:
@@ -286,12 +286,12 @@ class Image:
 
     tag: str
     image_id: str
-    size: int
-    skipped: bool
+    size: int  # bytes
+    skipped: bool  # the content hash was already an image
     seconds: float
     base: str
     log_path: Path | None = None
-    pushed: str | None = None
+    pushed: str | None = None  # the pushed reference, when pushed
 
     def to_dict(self) -> dict:
         return {"tag": self.tag, "image_id": self.image_id, "size": self.size, "skipped": self.skipped,
