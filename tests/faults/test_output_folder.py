@@ -21,10 +21,11 @@ OK_KEYS = [("ok", n) for n in range(12)]  # rows of about 600 bytes: more than a
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 1 MiB tmpfs; ``fill(free)`` leaves about ``free`` bytes, ``free_all()`` empties the filler."""
+    """A 32 MiB tmpfs (room for a whole run's outputs, report and figures included); ``fill(free)`` leaves
+    about ``free`` bytes, ``free_all()`` empties the filler."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], check=True)
     filler = mount / "filler"
 
     class Disk:
