@@ -54,11 +54,11 @@ class SDTDask:
         owns = dask_client is None
         try:
             with terminate_as_interrupt():
-                if owns:
-                    if self.client.needs_image and not self.image:
-                        self.image = self._built_image()
-                    dask_client = self.client.connect(self.image)
-                try:
+                if owns and self.client.needs_image and not self.image:
+                    self.image = self._built_image()
+                try:  # a cluster that fails to start is released too
+                    if owns:
+                        dask_client = self.client.connect(self.image)
                     return run(self.project, dask_client, keys, options, output, progress=progress, on_row=on_row,
                                client_settings={**self.client.describe(), "image": self.image},
                                explain=self.client.explain_lost_worker if owns else None, on_start=on_start)

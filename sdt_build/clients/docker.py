@@ -202,11 +202,15 @@ class DockerClient(Client):
         worker = {"cls": DockerWorker, "options": {**shared, "threads": self.threads_per_worker, "memory": memory,
                                                     "mem_limit": memory + 2**30,
                                                     "nano_cpus": int(self.threads_per_worker * 1e9)}}
-        self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
-                                               "options": {**shared, "dashboard": self.dashboard_address()}},
-                                    workers={f"docker-{i}": worker for i in range(self.workers)},
-                                    worker=worker, name=f"sdt-docker-{cluster_id}")
-        self._dask_client = self.new_dask_client(self._cluster)
+        try:
+            self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
+                                                   "options": {**shared, "dashboard": self.dashboard_address()}},
+                                        workers={f"docker-{i}": worker for i in range(self.workers)},
+                                        worker=worker, name=f"sdt-docker-{cluster_id}")
+            self._dask_client = self.new_dask_client(self._cluster)
+        except BaseException:
+            self.close()  # no container of a cluster that did not start is left behind
+            raise
         try:
             self._dask_client.wait_for_workers(self.workers, timeout=self.startup_timeout)
         except TimeoutError as exc:
