@@ -215,7 +215,7 @@ class _Provider(AbstractProvider):
                 r for r in requires if r.marker and not r.marker.evaluate(empty)
                 and any(r.marker.evaluate({**self.env, "extra": e}) for e in candidate.extras)]
         else:
-            chosen = [r for r in requires if not r.marker or r.marker.evaluate({**self.env, "extra": ""})]
+            chosen = [r for r in requires if self._on_target(r)]
         reasons = {}
         for rule in self.breaks:
             if rule.applies(candidate.name, candidate.version):
@@ -225,6 +225,10 @@ class _Provider(AbstractProvider):
             self._note(candidate, requirement, reasons.get(canonicalize_name(requirement.name)))
         self.needs[memo] = chosen
         return chosen
+
+    def _on_target(self, requirement: Requirement) -> bool:
+        """Whether ``requirement`` applies on the target (its marker, no extra asked)."""
+        return not requirement.marker or requirement.marker.evaluate({**self.env, "extra": ""})
 
     def _dead(self, candidate: Candidate) -> bool:
         """Whether ``candidate`` asks for something SDT's pinned set rules out: the walk need not try it."""
@@ -293,8 +297,7 @@ class _Provider(AbstractProvider):
         try:
             for requirement in _parsed(done.result().requires):
                 name = canonicalize_name(requirement.name)
-                if name not in self.fixed and (not requirement.marker or
-                                               requirement.marker.evaluate({**self.env, "extra": ""})):
+                if name not in self.fixed and self._on_target(requirement):
                     spec = self.limits.get(name, SpecifierSet()) & requirement.specifier
                     self._releases_ahead(name).add_done_callback(lambda _, n=name, sp=spec: self._fetch_window(n, sp))
         except Exception:  # noqa: BLE001 - see the docstring
