@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 import re
 import shlex
@@ -199,10 +198,8 @@ def azure_launches(client, image: str, port: int) -> tuple[list[Launch], dict]:
     """Construct the engine's AzureVMCluster and its scheduler and worker VMs (everything before the
     VM is created) and parse the `docker run` line of the cloud-init each VM would boot with. Returns
     the launches, the cloud-init texts, and the cluster's TLS credentials (its security)."""
-    import dask
     import yaml
 
-    saved = copy.deepcopy(dask.config.config)  # the engine sets TLS options in Dask's global configuration
     try:
         cluster = construct(client, image)
         scheduler = cluster.scheduler_class(**cluster.scheduler_options)
@@ -210,8 +207,7 @@ def azure_launches(client, image: str, port: int) -> tuple[list[Launch], dict]:
                       for _ in range(client.workers)]
         texts = [cluster.render_process_cloud_init(vm) for vm in [scheduler, *worker_vms]]
     finally:
-        dask.config.config.clear()
-        dask.config.config.update(saved)
+        client.close()  # the engine's TLS options in Dask's global configuration end with the client
     launches = [_docker_run(yaml.safe_load(text), role)
                 for text, role in zip(texts, ["scheduler"] + ["worker"] * len(worker_vms))]
     return launches, {"cloud_init": texts, "security": cluster.security, "protocol": cluster.protocol}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -175,7 +176,7 @@ def test_every_setting_binds_to_the_installed_engine(client, aws_credentials, az
     kwargs = client.engine_kwargs(client.image, masked=False)
     assert set(kwargs) <= named_parameters(cls), set(kwargs) - named_parameters(cls)
     inspect.signature(cls).bind(**kwargs)
-    saved = dask.config.config.copy()
+    before = copy.deepcopy(dask.config.config)
     try:  # the real cluster object, up to the cloud API (nothing is started)
         cluster = construct(client, client.image)
         if client.backend == "azure":  # and its VMs, up to create_vm: the NIC and VM parameters
@@ -183,9 +184,11 @@ def test_every_setting_binds_to_the_installed_engine(client, aws_credentials, az
             assert "docker run" in cluster.render_process_cloud_init(vm)
             assert cluster.subscription_id == ALL_AZURE["subscription_id"]
             assert not {"tags"} & set(vm.extra_vm_options)
+            assert dask.config.get("distributed.comm.require-encryption") is True
     finally:
-        dask.config.config.clear()
-        dask.config.config.update(saved)
+        client.close()
+    # what the engine set for its cluster's life is gone once the client closes
+    assert dask.config.config == before
 
 
 def test_kubernetes_settings_bind_to_make_cluster_spec_and_kubecluster():

@@ -14,6 +14,7 @@ run record notes.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -61,6 +62,7 @@ class CloudClient(Client):
     allow_plain_secrets: bool = False
     problems_code = "SDT-E510"
     cluster_class = ""
+    _config_before: dict[str, Any] | None = None  # Dask's configuration before make_cluster
 
     @property
     def needs_image(self) -> bool:
@@ -180,8 +182,27 @@ class CloudClient(Client):
         return getattr(self._cloudprovider(module.removeprefix("dask_cloudprovider.")), name)
 
     def make_cluster(self, image: str, **extra: Any):
-        """The engine's cluster object (started unless ``asynchronous=True`` is among ``extra``)."""
+        """The engine's cluster object (started unless ``asynchronous=True`` is among ``extra``).
+
+        What the engine writes into Dask's global configuration for its cluster (AzureVMCluster's TLS
+        settings, which would make every later cluster in this process refuse plain TCP) lasts until
+        ``close()``.
+        """
+        import dask
+
+        if self._config_before is None:
+            self._config_before = copy.deepcopy(dask.config.config)
         return self.engine_class()(**self.engine_kwargs(image, masked=False), **extra)
+
+    def close(self) -> None:
+        """Release the cluster, then give Dask back the configuration it had before ``make_cluster``."""
+        super().close()
+        saved, self._config_before = self._config_before, None
+        if saved is not None:
+            import dask
+
+            dask.config.config.clear()
+            dask.config.config.update(saved)
 
     def connect(self, image: str | None = None) -> "distributed.Client":
         image = image or self.image
