@@ -221,3 +221,16 @@ def test_a_refused_submission_is_told_in_slurms_words(slurm, tmp_path):
         _client(None, tmp_path, workers=1, python=sys.executable, queue="no-such-partition").connect()
     assert refused.value.code == "SDT-E533" and "Invalid partition" in refused.value.cause, refused.value.cause
     assert not sdt_jobs()
+
+
+def test_a_job_that_ends_before_its_worker_joins_is_told_with_its_output(slurm, tmp_path):
+    """A prologue that fails on the node (a missing module) ends the wait at once, with the job's words."""
+    client = _client(None, tmp_path, workers=1, python=sys.executable,
+                     job_script_prologue=("echo 'Lmod has detected the following error: python/3.11 is unknown' >&2",
+                                          "exit 3"))
+    started = time.monotonic()
+    with pytest.raises(RunFailure) as ended:
+        client.connect()
+    assert ended.value.code == "SDT-E534" and "FAILED" in ended.value.cause, ended.value.cause
+    assert "python/3.11 is unknown" in ended.value.cause and time.monotonic() - started < 60
+    assert not sdt_jobs()

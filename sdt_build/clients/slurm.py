@@ -121,6 +121,24 @@ def job_states(job_ids: list[str]) -> dict[str, dict[str, str]]:
     return found
 
 
+def job_output(job_id: str, log_directory: str | None = None, lines: int = 30) -> str:
+    """The last ``lines`` lines of a job's error and output files (from scontrol, else the log folder)."""
+    paths: list[Path] = []
+    done = slurm_command("scontrol", "show", "job", "-o", job_id)
+    if done and done.returncode == 0:
+        fields = dict(re.findall(r"(\w+)=(\S*)", done.stdout))
+        paths = [Path(fields[name]) for name in ("StdErr", "StdOut") if fields.get(name)]
+    if log_directory:
+        paths += sorted(Path(log_directory).glob(f"*-{job_id}.*"))
+    texts = []
+    for path in dict.fromkeys(paths):
+        try:
+            texts += path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+    return "\n".join(texts[-lines:])
+
+
 class SlurmClient(Client):
     """``workers`` SLURM jobs of one Dask worker each, running the venv at ``venv``."""
 
@@ -288,8 +306,12 @@ class SlurmClient(Client):
         """Until every job's worker has joined; a refused submission or a job that cannot start
         ends the wait with SLURM's own words."""
         deadline = time.monotonic() + self.startup_timeout
+        polls = 0
         while True:
             self._record_jobs()
+            polls += 1
+            if polls % 5 == 0:
+                self._raise_for_ended_jobs()
             refused = [job.refused for job in list(self._cluster.workers.values()) if getattr(job, "refused", None)]
             if refused:
                 said = re.findall(r"sbatch: error: (.*)", refused[0])
@@ -310,6 +332,19 @@ class SlurmClient(Client):
                                  f"{self.startup_timeout:g} s: {waiting}",
                                  "a queued job waits for resources (raise startup_timeout, or ask for less memory "
                                  "or time); a job that ended wrote why in its output file (log_directory)")
+
+    def _raise_for_ended_jobs(self) -> None:
+        """A job SLURM ended before all workers joined ends the wait at once, with its output's last words."""
+        states = job_states(list(self._jobs.values()))
+        for job, state in sorted(states.items()):
+            if state["state"] in ENDED:
+                output = job_output(job, self.log_directory)
+                last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
+                raise RunFailure("SDT-E534", f"SLURM job {job} ended {state['state']} before its worker joined: "
+                                 f"{last or ENDED[state['state']]}",
+                                 "read the job's output (below, or in log_directory); run the venv's Python by "
+                                 "hand on a compute node (srun --pty bash) to see the worker start",
+                                 detail=output or None)
 
     def _check_environment(self) -> None:
         """The venv's Python reports its versions (sdt-build's parity module lent as a file) and
