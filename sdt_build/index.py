@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urljoin
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonicalize_name,
@@ -35,7 +36,7 @@ from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename, canonic
 from packaging.version import InvalidVersion, Version
 
 from sdt_build.pipconfig import IndexSettings, host
-from sdt_build.cache import cache_root
+from sdt_build.cache import cache_root, write_cached
 from sdt_build.target import target
 
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1, text/html;q=0.01"
@@ -120,30 +121,34 @@ def releases(name: str, python: str, settings: IndexSettings) -> list[Release]:
         if data.get("missing"):
             raise NotOnIndex(project)
         return _releases(data["files"], python)
-    links, failures = _links(project, settings)
-    files = [{"filename": link.filename, "requires-python": link.requires_python, "yanked": link.is_yanked,
-              "url": link.url_without_fragment} for link in links if _names(link.filename, project)]
+    found, failures = _links(project, settings)
+    files = [file for file in found if _names(file["filename"], project)]
     if failures and not files:  # an index that did not answer may have it
         raise IndexUnreachable("; ".join(failures))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"files": files} if files else {"missing": True}))
+    write_cached(cache, json.dumps({"files": files} if files else {"missing": True}))
     if not files:
         raise NotOnIndex(project)
     return _releases(files, python)
 
 
-def _links(project: str, settings: IndexSettings) -> tuple[list, list[str]]:
-    """The file links every source offers for ``project``, and the indexes that did not answer."""
+def _links(project: str, settings: IndexSettings) -> tuple[list[dict], list[str]]:
+    """The files every source offers for ``project`` (filename, url, requires-python, yanked), and
+    the indexes that did not answer. A JSON page (PEP 691) is read as it is: its files are already
+    what is needed, and a project with thousands of wheels costs no Link object each."""
     import httpx2
-    from unearth.collector import IndexPage, collect_links_from_location, parse_html_page, parse_json_response
+    from unearth.collector import IndexPage, collect_links_from_location, parse_html_page
     from unearth.link import Link
 
+    def file(link) -> dict:
+        return {"filename": link.filename, "url": link.url_without_fragment,
+                "requires-python": link.requires_python, "yanked": link.is_yanked}
+
     client = _client(settings)
-    links, failures = [], []
+    files, failures = [], []
     for url in settings.indexes:
         page = f"{url.rstrip('/')}/{project}/"
         if page.startswith("file:"):
-            links += collect_links_from_location(client, Link(page))
+            files += map(file, collect_links_from_location(client, Link(page)))
             continue
         try:
             response = client.get(page, headers={"Accept": ACCEPT})
@@ -158,22 +163,32 @@ def _links(project: str, settings: IndexSettings) -> tuple[list, list[str]]:
         if response.status_code == 404:
             continue
         content_type = response.headers.get("Content-Type", "")
-        found = IndexPage(Link(str(response.url)), response.content, response.encoding, content_type)
-        links += parse_json_response(found) if "json" in content_type else parse_html_page(found)
+        if "json" in content_type:
+            base = str(response.url)
+            files += [{"filename": item["filename"],
+                       "url": (item["url"] if "://" in item["url"] else urljoin(base, item["url"])).split("#")[0],
+                       "requires-python": item.get("requires-python"), "yanked": bool(item.get("yanked"))}
+                      for item in response.json().get("files", [])]
+        else:
+            page = IndexPage(Link(str(response.url)), response.content, response.encoding, content_type)
+            files += map(file, parse_html_page(page))
     for location in settings.find_links:
         if "://" in location or os.path.exists(location):
             link = Link(location) if "://" in location else Link.from_path(os.path.abspath(location))
-            links += collect_links_from_location(client, link, expand=True)
-    return links, failures
+            files += map(file, collect_links_from_location(client, link, expand=True))
+    return files, failures
 
 
 def _names(filename: str, project: str) -> bool:
     try:
-        if filename.endswith(".whl"):
-            return canonicalize_name(parse_wheel_filename(filename)[0]) == project
-        return canonicalize_name(parse_sdist_filename(filename)[0]) == project
+        if filename.endswith(".whl"):  # a wheel's name is what comes before its first "-"
+            return _canonical(filename.split("-", 1)[0]) == project
+        return _canonical(parse_sdist_filename(filename)[0]) == project
     except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
         return False
+
+
+_canonical = lru_cache(maxsize=1024)(canonicalize_name)
 
 
 def look_up(names: Iterable[str], python: str, settings: IndexSettings, *, budget: float | None = None,
@@ -247,8 +262,7 @@ def metadata(release: Release, settings: IndexSettings) -> Metadata | None:
     cache = _metadata_file(url)
     headers = HeaderParser().parsestr(_metadata_text(url, settings))
     found = Metadata(tuple(headers.get_all("Requires-Dist") or ()), headers.get("Requires-Python"))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps([found.requires, found.requires_python]))
+    write_cached(cache, json.dumps([found.requires, found.requires_python]))
     return found
 
 

@@ -14,9 +14,12 @@ and a walk that stops early says so.
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -35,6 +38,63 @@ NEWEST = 8  # releases per package, newest first
 SPREAD = 6  # older releases, spread evenly down to the oldest
 ROUNDS = 3000  # resolution rounds
 BUDGET_SECONDS = 10.0  # the whole walk (SDT_WALK_BUDGET overrides)
+# The order look-ups are served in: what the walk waits on, what it will ask next, then guesses.
+NOW, NEXT, AHEAD, GUESS = range(4)
+
+
+class _Lookups:
+    """Index look-ups in ``workers`` threads, served by rank (``NOW`` first) and in order of asking;
+    a look-up the walk comes to wait on is moved to the front (``hurry``)."""
+
+    def __init__(self, workers: int):
+        self.queue: queue.PriorityQueue = queue.PriorityQueue()
+        self.order = itertools.count()
+        self.jobs: dict[Future, tuple] = {}  # not yet started → (function, arguments)
+        self.lock = threading.Lock()
+        self.closed = False
+        self.threads = [threading.Thread(target=self._serve, name=f"sdt-walk-{n}", daemon=True)
+                        for n in range(workers)]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, rank: int, function, *args) -> Future:
+        future: Future = Future()
+        with self.lock:
+            if self.closed:
+                future.cancel()
+                return future
+            self.jobs[future] = (function, args)
+            self.queue.put((rank, next(self.order), future))
+        return future
+
+    def hurry(self, future: Future) -> None:
+        with self.lock:
+            if future in self.jobs and not self.closed:
+                self.queue.put((NOW, next(self.order), future))
+
+    def _serve(self) -> None:
+        while True:
+            _, _, future = self.queue.get()
+            with self.lock:
+                job = self.jobs.pop(future, None) if future is not None else None
+            if future is None:
+                return
+            if job is None or not future.set_running_or_notify_cancel():
+                continue  # served already (a hurried copy), or cancelled
+            try:
+                future.set_result(job[0](*job[1]))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Cancel what has not started; the threads end once their current look-up is done."""
+        with self.lock:
+            self.closed = True
+            for future in self.jobs:
+                future.cancel()
+            self.jobs.clear()
+            for _ in self.threads:
+                self.queue.put((-1, next(self.order), None))
 
 
 class Stopped(Exception):
@@ -107,8 +167,7 @@ def walk(roots: list[Requirement], limits: list[Requirement], sdt: SdtSet, sourc
     except Stopped as exc:
         return provider.outcome(None, started, str(exc))
     finally:
-        provider.pool.shutdown(wait=False, cancel_futures=True)
-        provider.ahead.shutdown(wait=False, cancel_futures=True)
+        provider.lookups.shutdown()
     versions = {c.name: str(c.version) for c in result.mapping.values() if c.name not in provider.fixed}
     return replace(provider.outcome(True, started), versions=versions)
 
@@ -130,9 +189,7 @@ class _Provider(AbstractProvider):
                 if canonicalize_name(who.split()[0]) not in self.roots and str(spec):
                     self._limit(name, spec, f"SDT's set needs {name}{spec} ({who})")
         self.breaks = catalog()[1]
-        self.pool = ThreadPoolExecutor(max_workers=index.WORKERS, thread_name_prefix="sdt-walk")
-        # guesses wait in their own queue, never in front of what the walk asked for
-        self.ahead = ThreadPoolExecutor(max_workers=index.WORKERS // 2, thread_name_prefix="sdt-walk-ahead")
+        self.lookups = _Lookups(index.WORKERS)
         self.futures: dict[str, Future] = {}
         self.parents: dict[str, dict[str, set[Version]]] = {}  # name → parent name → parent versions
         self.tried: dict[str, set[Version]] = {}
@@ -184,8 +241,8 @@ class _Provider(AbstractProvider):
         if window:
             self.windows[name] = str(window[0].version)
         found = [replace(c, extras=extras) for c in window if c.version not in excluded]
-        for candidate in found:  # read ahead, in the look-up pool
-            self._prefetch(candidate, ahead=True)
+        for at, candidate in enumerate(found):  # read ahead: the likeliest (the newest) first
+            self._prefetch(candidate, NEXT if at == 0 else AHEAD, read_ahead=True)
         return lambda: (c for c in found if c.extras or not self._dead(c))
 
     def is_satisfied_by(self, requirement, candidate) -> bool:
@@ -198,7 +255,7 @@ class _Provider(AbstractProvider):
             return []  # SDT's pinned set holds together; what it needs of lifted packages is in the limits
         chosen = self._needs(candidate)
         for requirement in chosen:
-            self._releases_ahead(canonicalize_name(requirement.name))
+            self._releases_ahead(canonicalize_name(requirement.name), NEXT)
         return chosen
 
     def _needs(self, candidate: Candidate) -> list[Requirement]:
@@ -257,7 +314,9 @@ class _Provider(AbstractProvider):
         """Releases of ``name`` the image could install: for its Python, with a wheel for the target."""
         if name not in self.installable:
             try:
-                releases = self._releases_ahead(name).result(timeout=max(0.01, self.deadline - time.perf_counter()))
+                future = self._releases_ahead(name, NOW)
+                self.lookups.hurry(future)
+                releases = future.result(timeout=max(0.01, self.deadline - time.perf_counter()))
             except TimeoutError as exc:
                 raise Stopped(f"its time budget of {budget_seconds():.0f} s ran out") from exc
             except index.NotOnIndex:
@@ -268,16 +327,15 @@ class _Provider(AbstractProvider):
                                       and r.wheel_for_target and r.wheel_url]
         return self.installable[name]
 
-    def _releases_ahead(self, name: str) -> Future:
-        """The index's releases of ``name``, asked for in the look-up pool as soon as it is needed."""
+    def _releases_ahead(self, name: str, rank: int) -> Future:
+        """The index's releases of ``name``, asked for as soon as it may be needed."""
         if name not in self.futures and name not in self.fixed:
-            self.futures[name] = self.pool.submit(index.releases, name, self.sdt.python, self.sources)
+            self.futures[name] = self.lookups.submit(rank, index.releases, name, self.sdt.python, self.sources)
         return self.futures.get(name)
 
-    def _prefetch(self, candidate: Candidate, ahead: bool = False, guess: bool = False) -> None:
-        """Ask for ``candidate``'s metadata in the look-up pool (``guess``: in the read-ahead one);
-        ``ahead``: then guess at the windows its needs open (one level down), so the walk rarely
-        waits on the index."""
+    def _prefetch(self, candidate: Candidate, rank: int, read_ahead: bool = False) -> None:
+        """Ask for ``candidate``'s metadata at ``rank``; ``read_ahead``: then guess at the windows its
+        needs open (one level down), so the walk rarely waits on the index."""
         release = candidate.release
         if release is None or not release.wheel_url or release.wheel_url in self.futures or self._pinned_meta(candidate):
             return
@@ -286,9 +344,8 @@ class _Provider(AbstractProvider):
             self.futures[release.wheel_url] = future = Future()
             future.set_result(known)
             return
-        pool = self.ahead if guess else self.pool
-        future = self.futures[release.wheel_url] = pool.submit(index.metadata, release, self.sources)
-        if ahead:
+        future = self.futures[release.wheel_url] = self.lookups.submit(rank, index.metadata, release, self.sources)
+        if read_ahead:
             future.add_done_callback(self._read_ahead)
 
     def _read_ahead(self, done: Future) -> None:
@@ -299,14 +356,18 @@ class _Provider(AbstractProvider):
                 name = canonicalize_name(requirement.name)
                 if name not in self.fixed and self._on_target(requirement):
                     spec = self.limits.get(name, SpecifierSet()) & requirement.specifier
-                    self._releases_ahead(name).add_done_callback(lambda _, n=name, sp=spec: self._fetch_window(n, sp))
+                    self._releases_ahead(name, AHEAD).add_done_callback(
+                        lambda _, n=name, sp=spec: self._fetch_window(n, sp))
         except Exception:  # noqa: BLE001 - see the docstring
             return
 
     def _fetch_window(self, name: str, spec: SpecifierSet) -> None:
         try:
-            for candidate in self._window(name, spec):
-                self._prefetch(candidate, guess=True)
+            for at, candidate in enumerate(self._window(name, spec)):
+                if at == 0:  # the likeliest path, followed all the way down
+                    self._prefetch(candidate, AHEAD, read_ahead=True)
+                else:
+                    self._prefetch(candidate, GUESS)
         except Exception:  # noqa: BLE001 - as _read_ahead
             return
 
@@ -318,8 +379,9 @@ class _Provider(AbstractProvider):
         pinned = self._pinned_meta(candidate)
         if pinned is not None:
             return _parsed(tuple(pinned["requires"]))
-        self._prefetch(candidate)
+        self._prefetch(candidate, NOW)
         future = self.futures[candidate.release.wheel_url]
+        self.lookups.hurry(future)
         try:
             found = future.result(timeout=max(0.01, self.deadline - time.perf_counter()))
         except index.IndexUnreachable as exc:
