@@ -73,12 +73,19 @@ class Finding:
                 "plug_asks": self.plug_asks, "sdt_pins": self.sdt_pins, "needed_by": list(self.needed_by),
                 "cause": self.cause, "fix": self.fix, "caps": list(self.caps), "paragraph": self.paragraph()}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Finding":
+        return cls(data["code"], data["severity"], data["package"], data["cause"], data["fix"], data["plug_asks"],
+                   data["sdt_pins"], tuple(data["needed_by"]), tuple(data["caps"]))
+
 
 def precheck(project: UserProject, *, offline: bool = False,
              progress: Callable[[int, int], None] | None = None) -> list[Finding]:
     """Every finding about the plug's requirements for the project's target Python.
 
     ``progress(done, total)`` follows the index look-ups (none with ``offline``)."""
+    if not project.requirement_lines:  # SDT's pinned set alone: nothing to check
+        return []
     sdt = SdtSet(project.settings.python)
     findings: list[Finding] = []
     constrained = constraint_lines(project.root, project.requirement_lines)

@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from sdt_build import __version__, constraints, pipconfig
-from sdt_build.cache import cache_root
+from sdt_build.cache import cache_root, write_cached
 from sdt_build.constraints import SdtSet
 from sdt_build.errors import DependencyConflict, EnvironmentProblem
 from sdt_build.pipconfig import IndexSettings
@@ -81,10 +81,6 @@ def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
     caps (what the dependency walk already examined), so it does not backtrack through releases
     the walk ruled out. ``confirm`` runs it even when the pre-check found a dependency clash
     (SDT-E230), to have the resolver's own verdict on it."""
-    if confirm:
-        findings = precheck(project) if findings is None else findings
-    else:
-        findings = check_dependencies(project, findings=findings)
     python = project.settings.python
     chosen = choose_backend(backend, python)
     sdt_inputs = (constraints.folder(python) / "sdt.in").read_text()
@@ -92,33 +88,41 @@ def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
     constrained = set(requirement_names(project.requirement_lines
                                         + constraint_lines(project.root, project.requirement_lines)))
     held = {name: version for name, version in pins.items() if name not in constrained}
-    kept = "\n".join([f"{name}=={version}" for name, version in sorted(held.items())]
-                     + constraints.catalog_lines(held) + [cap for f in findings for cap in f.caps])
+    kept = [f"{name}=={version}" for name, version in sorted(held.items())] + constraints.catalog_lines(held)
     sources = pipconfig.for_lines(project.requirement_lines, project.root)
     plug_lines = [_absolute(line, project.root) for line in project.requirement_lines if not _source_option(line)]
     digest = hashlib.sha256(json.dumps([__version__, python, chosen, project.settings.build_sdists, sdt_inputs,
                                         kept, plug_lines, _local_contents(project), sources.describe(),
                                         _texts(sources.constraints)]).encode()).hexdigest()[:20]
-    cached = cache_root() / "locks" / f"{digest}.txt"
+    cached = cache_root() / "locks" / f"{digest}.json"
     started = time.perf_counter()
+    if use_cache and cached.exists() and project.requirement_lines:
+        # unchanged inputs: the lock and the pre-check's findings that came with it (none is run again)
+        entry = json.loads(cached.read_text())
+        if findings is None:
+            findings = [Finding.from_dict(found) for found in entry["findings"]]
+        if not confirm:
+            check_dependencies(project, findings=findings)
+        return _result(python, chosen, entry["lock"], digest, True, time.perf_counter() - started, findings,
+                       project, sources)
+    if confirm:
+        findings = precheck(project) if findings is None else findings
+    else:
+        findings = check_dependencies(project, findings=findings)
     if not project.requirement_lines:  # nothing to merge: SDT's pinned set is the lock
         text = (constraints.folder(python) / "worker.txt").read_text()
         return _result(python, "sdt-pins", text, digest, True, time.perf_counter() - started, findings, project,
                        sources)
-    if use_cache and cached.exists():
-        text = cached.read_text()
-        return _result(python, chosen, text, digest, True, time.perf_counter() - started, findings, project,
-                       sources)
 
     pre = any(line.strip() == "--pre" for line in project.requirement_lines)
+    caps = [cap for f in findings for cap in f.caps]
     with tempfile.TemporaryDirectory(prefix="sdt-resolve-") as work:
         inputs = Path(work) / "requirements.in"
         inputs.write_text(sdt_inputs + "\n".join(plug_lines) + "\n")
-        text = compile_for_target(chosen, python, inputs, kept.splitlines(), _log_path(log_dir, digest), pre=pre,
+        text = compile_for_target(chosen, python, inputs, kept + caps, _log_path(log_dir, digest), pre=pre,
                                   sources=sources, roots=tuple(requirement_names(project.requirement_lines)),
                                   binary_only=not project.settings.build_sdists)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(text)
+    write_cached(cached, json.dumps({"lock": text, "findings": [f.to_dict() for f in findings]}))
     return _result(python, chosen, text, digest, False, time.perf_counter() - started, findings, project, sources)
 
 

@@ -360,3 +360,21 @@ def test_tls_failure_is_e223(tmp_path, untrusted_index, backend):
     assert exc.code == "SDT-E223", (exc.code, exc.cause, exc.detail)
     assert "TLS" in exc.cause and "PIP_CERT" in exc.fix
     assert_no_traceback(exc)
+
+
+def test_an_unchanged_lock_comes_from_the_cache_with_its_findings_and_no_precheck(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDT_CACHE_DIR", str(tmp_path / "cache"))
+    folder = make_folder(tmp_path, 'tabulate\npywin32; sys_platform == "win32"\n')
+    first = lock(load_project(folder, require_env=False), log_dir=tmp_path / "logs")
+    assert not first.cached and [f.code for f in first.findings] == ["SDT-E213"]
+
+    def no_precheck(*args, **kwargs):
+        raise AssertionError("the pre-check ran for an unchanged lock")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("sdt_build.resolve.precheck", no_precheck)
+        again = lock(load_project(folder, require_env=False), log_dir=tmp_path / "logs")
+    assert again.cached and again.text == first.text and again.findings == first.findings
+    (folder / "requirements.txt").write_text("tabulate<0.9\n")
+    changed = lock(load_project(folder, require_env=False), log_dir=tmp_path / "logs")
+    assert not changed.cached and changed.pins["tabulate"].startswith("0.8")
