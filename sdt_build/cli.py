@@ -508,7 +508,7 @@ def _print_smoke(report) -> None:
 
 
 @command(main, "clean")
-@click.option("--images", is_flag=True, help="Also remove every image sdt-build built.")
+@click.option("--images", is_flag=True, help="Also remove every image sdt-build built (and its bytecode volumes).")
 @click.option("--cache", is_flag=True, help="Also empty sdt-build's cache (wheels, locks, contexts, logs).")
 def clean_command(output: Output, images: bool, cache: bool) -> int:
     """Remove leftover containers and cancel leftover SLURM jobs (and optionally images and caches)

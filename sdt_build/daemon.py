@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from sdt_build.errors import EnvironmentProblem
 
 LABEL = "io.sdt-build"
+# Where the SDT environment image keeps a folder (owned by its user) for compiled bytecode: the
+# containers sdt-build starts mount a Docker volume there (``bytecode_cache``). The image itself
+# carries no bytecode, so it stays small.
+BYTECODE_DIR = "/var/cache/sdt-bytecode"
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,24 @@ def image_exists(client, ref: str) -> bool:
         return True
     except ImageNotFound:
         return False
+
+
+def bytecode_cache(client, image) -> tuple[dict, dict[str, str]]:
+    """The volume and environment that let the containers of ``image`` (an image object) share one
+    SDT environment's compiled bytecode: the first container that imports SDT compiles it, every
+    later one (smoke tests, workers) loads it. Nothing for an image sdt-build did not build."""
+    environment_tag = (image.labels or {}).get(f"{LABEL}.env")
+    if not environment_tag:
+        return {}, {}
+    name = "sdt-bytecode-" + environment_tag.rpartition(":")[2]
+    from docker.errors import NotFound
+
+    try:
+        client.volumes.get(name)
+    except NotFound:
+        client.volumes.create(name, labels={f"{LABEL}.role": "bytecode", f"{LABEL}.env": environment_tag})
+    return ({name: {"bind": BYTECODE_DIR, "mode": "rw"}},
+            {"PYTHONPYCACHEPREFIX": BYTECODE_DIR, "PYTHONDONTWRITEBYTECODE": ""})
 
 
 def run_command(client, image: str, command: list[str], *, env: dict[str, str] | None = None,

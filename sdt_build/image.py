@@ -366,7 +366,8 @@ def _push(client, repository: str, tag: str, on_line: Callable[[str], None]) -> 
 
 
 def clean(client, *, images: bool = False) -> dict[str, list[str]]:
-    """Remove every container sdt-build started (found by label), and its images when asked."""
+    """Remove every container sdt-build started (found by label), and its images and their bytecode
+    volumes when asked."""
     removed: dict[str, list[str]] = {"containers": [], "images": []}
     for container in client.containers.list(all=True, filters={"label": f"{LABEL}.role"}):
         container.remove(force=True)
@@ -375,4 +376,7 @@ def clean(client, *, images: bool = False) -> dict[str, list[str]]:
         for image in client.images.list(filters={"label": f"{LABEL}.content-hash"}):
             client.images.remove(image.id, force=True)
             removed["images"].extend(image.tags or [image.short_id])
+        for volume in client.volumes.list(filters={"label": f"{LABEL}.role=bytecode"}):
+            volume.remove(force=True)
+            removed["images"].append(f"volume {volume.name}")
     return removed

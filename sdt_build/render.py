@@ -8,6 +8,7 @@ Dockerfile text lives.
 from __future__ import annotations
 
 from sdt_build.constraints import SDT_PACKAGE, pins
+from sdt_build.daemon import BYTECODE_DIR
 from sdt_build.project import UserProject
 from sdt_build.resolve import ResolvedLock
 from sdt_build.resources import render_template
@@ -30,4 +31,4 @@ def render_dockerfile(project: UserProject, lock: ResolvedLock, sdists: bool = F
 def render_env_script(lock: ResolvedLock) -> str:
     """The shell script that makes the SDT environment image for ``lock``'s Python (SDT's pinned set)."""
     return render_template(ENV_TEMPLATE, python=lock.python, sdt_version=pins(lock.python).get(SDT_PACKAGE, "?"),
-                           uid=UID, mount=ENV_MOUNT, uv_cache=UV_CACHE)
+                           uid=UID, mount=ENV_MOUNT, uv_cache=UV_CACHE, bytecode=BYTECODE_DIR)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sdt_build import __version__, constraints, parity
 from sdt_build.cache import cache_root
-from sdt_build.daemon import LABEL
+from sdt_build.daemon import LABEL, bytecode_cache
 from sdt_build.errors import SmokeFailure
 from sdt_build.parity import ParityRow
 from sdt_build.probe import STEP_MARKER
@@ -160,7 +160,9 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
     else:
         if proofs:
             args["only"] = [name for name in ORDER if _group(name) not in proofs]
-        result = _probe(docker, image, args, environment, volumes, timeout, on_event)
+        cache_volumes, cache_environment = bytecode_cache(docker, inspected)
+        result = _probe(docker, image, args, {**environment, **cache_environment}, {**volumes, **cache_volumes},
+                        timeout, on_event)
     steps = [Step(s["name"], s["ok"], s["seconds"], s.get("detail", ""), s.get("traceback", ""))
              for s in result["steps"]]
     for group, proof in proofs.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sdt_build.errors import BuildError
-from sdt_build.daemon import LABEL, run_command
+from sdt_build.daemon import BYTECODE_DIR, LABEL, run_command
 from sdt_build.pipeline import build_project
 from sdt_build.project import load_project
 from sdt_build.render import render_dockerfile
@@ -67,10 +67,16 @@ def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_
         assert labels["io.sdt-build.sdt-version"] == "2.1.5"
         assert labels["io.sdt-build.lock-hash"] == first.lock.input_hash
         checks = run_command(docker, image.tag, ["sh", "-c", "id -u; pip check; ls /root 2>&1; "
-                                                 "ls ~/.cache/pip 2>&1; command -v gcc || echo no-gcc"])
+                                                 "ls ~/.cache/pip 2>&1; command -v gcc || echo no-gcc; "
+                                                 "echo bytecode: $(find /opt/sdt -name '*.pyc' | wc -l)"])
         assert checks.output.splitlines()[0] == "1000", checks.output  # non-root
         assert "No broken requirements found." in checks.output
         assert "no-gcc" in checks.output and "Permission denied" in checks.output
+        assert "bytecode: 0" in checks.output  # the image carries no bytecode: it is kept in a volume
+        volume = "sdt-bytecode-" + labels["io.sdt-build.env"].rpartition(":")[2]
+        compiled = run_command(docker, image.tag, ["sh", "-c", f"find {BYTECODE_DIR} -name '*.pyc' | wc -l"],
+                               volumes={volume: {"bind": BYTECODE_DIR, "mode": "ro"}})
+        assert int(compiled.output.split()[-1]) > 1000, compiled.output  # the smoke test compiled SDT's imports
 
         # nothing changed: no build, every smoke step proved before, no container started
         since = int(time.time()) - 1

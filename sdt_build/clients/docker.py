@@ -22,7 +22,7 @@ from distributed.deploy.spec import ProcessInterface, SpecCluster
 
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import parse_memory
-from sdt_build.daemon import LABEL, docker_client, run_command
+from sdt_build.daemon import LABEL, bytecode_cache, docker_client, run_command
 from sdt_build.errors import RunFailure
 
 if TYPE_CHECKING:
@@ -44,11 +44,12 @@ class DockerContainer(ProcessInterface):
 
     def __init__(self, image: str, cluster_id: str, environment: dict[str, str] | None = None,
                  startup_timeout: float = 90, mem_limit: int | None = None, nano_cpus: int | None = None,
-                 obituaries: list[str] | None = None, **kwargs: Any):
+                 obituaries: list[str] | None = None, volumes: dict | None = None, **kwargs: Any):
         super().__init__(scheduler=kwargs.get("scheduler"), name=kwargs.get("name"))
         self.image = image
         self.cluster_id = cluster_id
         self.environment = environment or {}
+        self.volumes = volumes or {}
         self.startup_timeout = startup_timeout
         self.mem_limit = mem_limit
         self.nano_cpus = nano_cpus
@@ -65,7 +66,7 @@ class DockerContainer(ProcessInterface):
         client = docker.from_env()
         self.container = await loop.run_in_executor(None, lambda: client.containers.run(
             self.image, self.command(), detach=True, network_mode="host", environment=self.environment,
-            labels={f"{LABEL}.role": self.role, f"{LABEL}.cluster": self.cluster_id, f"{LABEL}.owner": OWNER},
+            volumes=self.volumes, labels={f"{LABEL}.role": self.role, f"{LABEL}.cluster": self.cluster_id, f"{LABEL}.owner": OWNER},
             mem_limit=self.mem_limit, nano_cpus=self.nano_cpus, name=f"sdt-{self.role}-{uuid.uuid4().hex[:8]}"))
         _live.add(self)
         deadline = time.monotonic() + self.startup_timeout
@@ -197,8 +198,9 @@ class DockerClient(Client):
         memory = parse_memory(self.memory_per_worker)
         cluster_id = self._cluster_id = uuid.uuid4().hex[:8]
         self._obituaries: list[str] = []
-        shared = {"image": image, "cluster_id": cluster_id, "environment": dict(self.environment),
-                  "startup_timeout": self.startup_timeout, "obituaries": self._obituaries}
+        volumes, bytecode = self._bytecode_cache(image)
+        shared = {"image": image, "cluster_id": cluster_id, "environment": {**self.environment, **bytecode},
+                  "volumes": volumes, "startup_timeout": self.startup_timeout, "obituaries": self._obituaries}
         worker = {"cls": DockerWorker, "options": {**shared, "threads": self.threads_per_worker, "memory": memory,
                                                     "mem_limit": memory + 2**30,
                                                     "nano_cpus": int(self.threads_per_worker * 1e9)}}
@@ -219,6 +221,17 @@ class DockerClient(Client):
                              f"{self.startup_timeout:g} s", "check `docker ps -a --filter label=io.sdt-build.cluster` "
                              "and the workers' logs; lower workers or memory_per_worker if the machine is full") from exc
         return self._dask_client
+
+    @staticmethod
+    def _bytecode_cache(image: str) -> tuple[dict, dict[str, str]]:
+        """The environment's shared bytecode (daemon.bytecode_cache): workers start without compiling SDT."""
+        from docker.errors import ImageNotFound
+
+        client = docker_client()
+        try:
+            return bytecode_cache(client, client.images.get(image))
+        except ImageNotFound:
+            return {}, {}
 
     @staticmethod
     def _remove_orphans() -> None:
