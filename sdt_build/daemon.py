@@ -65,7 +65,7 @@ def bytecode_cache(client, image) -> tuple[dict, dict[str, str]]:
     environment_tag = (image.labels or {}).get(f"{LABEL}.env")
     if not environment_tag:
         return {}, {}
-    name = "sdt-bytecode-" + environment_tag.rpartition(":")[2]
+    name = _bytecode_volume(environment_tag)
     from docker.errors import NotFound
 
     try:
@@ -74,6 +74,20 @@ def bytecode_cache(client, image) -> tuple[dict, dict[str, str]]:
         client.volumes.create(name, labels={f"{LABEL}.role": "bytecode", f"{LABEL}.env": environment_tag})
     return ({name: {"bind": BYTECODE_DIR, "mode": "rw"}},
             {"PYTHONPYCACHEPREFIX": BYTECODE_DIR, "PYTHONDONTWRITEBYTECODE": ""})
+
+
+def forget_bytecode(client, environment_tag: str) -> None:
+    """Drop the bytecode volume of an environment image made again (its files are new)."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        client.volumes.get(_bytecode_volume(environment_tag)).remove(force=True)
+    except (NotFound, APIError):  # none yet, or a running container still uses it: it is checked per file
+        pass
+
+
+def _bytecode_volume(environment_tag: str) -> str:
+    return "sdt-bytecode-" + environment_tag.rpartition(":")[2]
 
 
 def run_command(client, image: str, command: list[str], *, env: dict[str, str] | None = None,

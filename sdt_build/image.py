@@ -15,7 +15,7 @@ from typing import Callable
 
 from sdt_build.cache import cache_root, log_file
 from sdt_build.context import ENV_FOLDER, BuildContext, EnvContext
-from sdt_build.daemon import LABEL, docker_client, first_line, image_exists
+from sdt_build.daemon import LABEL, docker_client, first_line, forget_bytecode, image_exists
 from sdt_build.errors import BuildError, EnvironmentProblem
 from sdt_build.progress import Event, OnEvent, Timings, ignore
 from sdt_build.render import ENV_MOUNT, UV_CACHE
@@ -245,6 +245,7 @@ def build_env_image(client, env: EnvContext, *, log_dir: Path | None = None, tim
             committed = container.commit(repository=repository, tag=tag, changes=changes)
     finally:
         container.remove(force=True)
+    forget_bytecode(client, env.tag)
     on_event(Event("env", finished=True))
     return committed.id
 
