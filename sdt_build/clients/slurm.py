@@ -64,12 +64,14 @@ def slurm_command(*args: str, timeout: float = 30) -> subprocess.CompletedProces
 
 
 def sdt_jobs() -> list[tuple[str, str]]:
-    """(job id, comment) of this user's queued or running jobs that sdt-build submitted."""
-    done = slurm_command("squeue", "--me", "-h", "-o", "%i|%k")
+    """(job id, comment) of this user's queued or running jobs that sdt-build submitted (not those
+    already ending: SLURM shows a cancelled job as COMPLETING for a while)."""
+    done = slurm_command("squeue", "--me", "-h", "-o", "%i|%T|%k")
     if done is None or done.returncode != 0:
         return []
-    jobs = [line.split("|", 1) for line in done.stdout.splitlines() if "|" in line]
-    return [(job, comment) for job, comment in jobs if comment.startswith(COMMENT + ":")]
+    jobs = [line.split("|", 2) for line in done.stdout.splitlines() if line.count("|") >= 2]
+    return [(job, comment) for job, state, comment in jobs
+            if state != "COMPLETING" and comment.startswith(COMMENT + ":")]
 
 
 def cancel_jobs(*, orphans_only: bool = False, cluster: str | None = None) -> list[str]:
