@@ -18,11 +18,13 @@ ENV PATH=/opt/sdt/plug/bin:/opt/sdt/venv/bin:$PATH \
     MKL_NUM_THREADS=1
 COPY lock/plug.txt /tmp/lock/plug.txt
 COPY wheels/plug/ /tmp/wheels/
-RUN pip install --no-index --no-deps --no-cache-dir --no-compile --disable-pip-version-check \
+# One step: pip compiles its own modules once (this stage is not shipped) and pip check reuses them.
+RUN export PYTHONDONTWRITEBYTECODE= \
+ && pip install --no-index --no-deps --no-cache-dir --no-compile --disable-pip-version-check \
         --target /opt/sdt/plug --find-links /tmp/wheels --requirement /tmp/lock/plug.txt \
  && find /opt/sdt/plug \( -name '__pycache__' -o -path '/opt/sdt/plug/*/tests' \) -type d -prune \
-        -exec rm -rf {} +
-RUN pip check --disable-pip-version-check
+        -exec rm -rf {} + \
+ && pip check --disable-pip-version-check
 
 # --- the image the scheduler and every worker run (the project's layer last: an edit rebuilds only it)
 FROM ${SDT_ENV_IMAGE}

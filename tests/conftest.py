@@ -114,7 +114,7 @@ def force_plug_layer(built, pins: dict[str, str], log: Path) -> None:
     link_into(list(download(pins, "3.11", log).values()), context / "wheels" / "plug")
     (context / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
     text = render_dockerfile(built.project, replace(built.lock, plug_layer=pins))
-    check = "RUN pip check --disable-pip-version-check\n"
+    check = " \\\n && pip check --disable-pip-version-check"
     assert check in text
     (context / "Dockerfile").write_text(text.replace(check, ""))
 
