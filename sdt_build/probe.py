@@ -69,15 +69,30 @@ LAUNCH_COMMANDS = (("dask", "scheduler"), ("dask", "worker"), ("dask-scheduler",
 
 
 def entry_points() -> str:
-    found = []
+    found, covered = [], set()
     for command in LAUNCH_COMMANDS:
-        if shutil.which(command[0]) is None:
+        path = shutil.which(command[0])
+        if path is None:
             raise RuntimeError(f"`{command[0]}` is not on PATH")
+        found.append(" ".join(command))
+        if " ".join(command) in covered:  # a launcher run before execs exactly this command
+            continue
+        covered.add(_execs(path))
         done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"`{' '.join(command)} --version` failed: {(done.stderr or done.stdout).strip()[-500:]}")
-        found.append(" ".join(command))
     return ", ".join(found)
+
+
+def _execs(path: str) -> str:
+    """The command a shell launcher ends in (``exec COMMAND "$@"``), or "" for any other program."""
+    try:
+        with open(path, "rb") as launcher:
+            text = launcher.read(4096)
+    except OSError:
+        return ""
+    last = text.decode(errors="replace").strip().splitlines()[-1] if text.startswith(b"#!/bin/sh") else ""
+    return last.removeprefix("exec ").removesuffix(' "$@"') if last.startswith("exec ") else ""
 
 
 def own_runtime(pythonpath: str) -> str:
