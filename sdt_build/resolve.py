@@ -75,7 +75,8 @@ def check_dependencies(project: UserProject, *, offline: bool = False,
 def lock(project: UserProject, *, backend: str = "auto", use_cache: bool = True,
          findings: list[Finding] | None = None, log_dir: Path | None = None, confirm: bool = False) -> ResolvedLock:
     """Resolve with the backend after the pre-check (its ``findings`` when the caller already has
-    them: the pre-check runs once); the lock comes from the cache when inputs are unchanged.
+    them: the pre-check runs once); the lock, and the findings that came with it, come from the
+    cache when inputs are unchanged (no pre-check then).
 
     The resolver also gets the catalog's facts (``constraints.catalog_lines``) and the findings'
     caps (what the dependency walk already examined), so it does not backtrack through releases

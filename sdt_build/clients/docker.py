@@ -66,7 +66,8 @@ class DockerContainer(ProcessInterface):
         client = docker.from_env()
         self.container = await loop.run_in_executor(None, lambda: client.containers.run(
             self.image, self.command(), detach=True, network_mode="host", environment=self.environment,
-            volumes=self.volumes, labels={f"{LABEL}.role": self.role, f"{LABEL}.cluster": self.cluster_id, f"{LABEL}.owner": OWNER},
+            volumes=self.volumes,
+            labels={f"{LABEL}.role": self.role, f"{LABEL}.cluster": self.cluster_id, f"{LABEL}.owner": OWNER},
             mem_limit=self.mem_limit, nano_cpus=self.nano_cpus, name=f"sdt-{self.role}-{uuid.uuid4().hex[:8]}"))
         _live.add(self)
         deadline = time.monotonic() + self.startup_timeout
