@@ -67,43 +67,60 @@ def trouble(tmp_path):
 def test_every_failure_is_a_row_and_resume_redoes_only_what_failed(trouble, tmp_path, monkeypatch):
     folder, calls = trouble
     monkeypatch.delenv("SDT_TEST_FIXED", raising=False)
-    keys = [("ok", 30), ("raises", 30), ("hangs", 30), ("dies", 30), ("dependency", 30), ("ok2", 30)]
+    keys = [("ok", 30), ("raises", 30), ("dies", 30), ("dependency", 30), ("ok2", 30)]
     out = tmp_path / "out"
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
-        result = SDTDask(folder, client=client).execute(keys, output_dir=out, timeout=40, retries=1)
+        result = SDTDask(folder, client=client).execute(keys, output_dir=out, retries=1)
     rows = result.table.set_index(result.table["key"].map(key_id))
     assert sorted(rows.index) == sorted(key_id(k) for k in keys)  # exactly one row per key
 
     def row(name):
         return rows.loc[key_id((name, 30))]
 
-    assert row("ok")["status"] == "ok" and row("ok2")["status"] == "ok" and row("ok")["capacity"] > 0
-    # Keys queued behind one that killed or hung its worker went again without spending an attempt.
+    assert row("ok")["status"] == "ok" and row("ok2")["status"] == "ok" and row("ok")["capacity"] > 0, \
+        rows[["status", "stage", "attempts", "message"]].to_string()
+    # Keys queued behind one that killed its worker went again without spending an attempt.
     assert row("ok")["attempts"] == 1 and row("ok2")["attempts"] == 1
     assert (row("raises")["stage"], row("raises")["error_type"]) == ("get_data", "ValueError")
     assert "has no data" in row("raises")["message"] and "Traceback" in row("raises")["traceback"]
-    assert row("hangs")["stage"] == "timeout" and "40 s" in row("hangs")["message"]
     assert row("dies")["stage"] == "worker lost" and row("dies")["attempts"] == 2
     assert "GiB memory limit" in row("dies")["message"] and "Fix:" in row("dies")["message"]
     assert row("dependency")["stage"] == "get_data" and row("dependency")["dependency"] == "sdt_no_such_module"
     assert "client has none" in row("dependency")["message"]
     summary = result.summary()
-    assert summary["counts"] == {"ok": 2, "failed": 4}
-    assert {f["stage"] for f in summary["failures"]} == {"get_data", "timeout", "worker lost"}
+    assert summary["counts"] == {"ok": 2, "failed": 3}
+    assert {f["stage"] for f in summary["failures"]} == {"get_data", "worker lost"}
     for name in ("results.csv", "results.parquet", "journal.jsonl", "run.json"):
         assert (out / name).exists(), name
     record = json.loads((out / "run.json").read_text())
-    assert record["keys"] == 6  # and Dask's performance report is written, failures and all (bokeh is a dev extra)
+    assert record["keys"] == 5  # and Dask's performance report is written, failures and all (bokeh is a dev extra)
     assert record["performance_report"] == str(out / "dask-report.html") and (out / "dask-report.html").stat().st_size
 
-    ok_calls = (calls / "ok.calls").read_text()
-    monkeypatch.setenv("SDT_TEST_FIXED", "1")  # the plug is fixed: resume runs only the failed keys
+    # Resume (the plug still broken) runs the failed keys again and only them.
+    names = ("ok", "ok2", "raises", "dependency")
+    before = {name: int((calls / f"{name}.calls").read_text()) for name in names}
     client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
-    again = SDTDask(folder, client=client).execute(keys, output_dir=out, resume=True)
-    assert again.counts == {"ok": 6}, again.table[["key", "status", "stage", "error_type", "message"]].to_string()
-    assert (calls / "ok.calls").read_text() == ok_calls  # finished keys are not redone
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        again = SDTDask(folder, client=client).execute(keys, output_dir=out, resume=True, retries=0)
+    assert again.counts == {"ok": 2, "failed": 3}, again.table[["key", "status", "stage", "message"]].to_string()
+    ran = {name: int((calls / f"{name}.calls").read_text()) - before[name] for name in names}
+    assert ran == {"ok": 0, "ok2": 0, "raises": 1, "dependency": 1}
     assert again.record["already_done"] == 2
+
+
+def test_a_key_over_its_timeout_is_a_row_and_the_key_behind_it_runs(trouble, tmp_path, monkeypatch):
+    """The hung key's worker is restarted; the key queued behind it on that worker runs, no attempt spent."""
+    folder, _ = trouble
+    monkeypatch.delenv("SDT_TEST_FIXED", raising=False)
+    client = LocalClient(workers=1, threads_per_worker=1, memory_per_worker="7GiB")
+    result = SDTDask(folder, client=client).execute([("hangs", 30), ("raises", 30)], output_dir=tmp_path / "out",
+                                                    timeout=8, retries=1)
+    rows = result.table.set_index(result.table["key"].map(key_id))
+    hung, behind = rows.loc[key_id(("hangs", 30))], rows.loc[key_id(("raises", 30))]
+    assert hung["stage"] == "timeout" and "still running after 8 s" in hung["message"], hung.to_dict()
+    assert "Fix: raise the timeout" in hung["message"] and hung["attempts"] == 1
+    assert (behind["stage"], behind["error_type"], behind["attempts"]) == ("get_data", "ValueError", 1)
 
 
 def test_run_pipeline_kwargs_reach_sdt(tmp_path):
