@@ -1,6 +1,6 @@
 """The data-service examples end to end, each against a real service on 127.0.0.1 loaded from the
-real PV CSVs: check → build → smoke with a sample key → SDTDask on the local and the container
-client, with every result equal to SDT's own DataHandler on the same data."""
+real PV CSVs: check → build → smoke with a sample key → SDTDask (S3 and SQL on the container
+client, PVDAQ on the local one), with every result equal to SDT's own DataHandler on the same data."""
 
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ PVDAQ_KWARGS = (("fix_shifts", True), ("power_col", "ac_power"))
 A, B = PVDAQ_SYSTEMS  # 34: one site's 2016 and 26 readings in 2017; 51: 2018 and 2019
 
 
-def _clients():
-    return {"local": LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB"),
-            "docker": DockerClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")}
+def _local():
+    return LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
+
+
+def _containers():
+    return DockerClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
 
 
 @pytest.fixture(scope="module")
@@ -65,27 +68,23 @@ def test_builds_pass_the_smoke_test_with_a_sample_key(built, docker):
         assert any(t.endswith(":latest") for t in image.tags), (name, image.tags)  # only after smoke
 
 
-@pytest.mark.parametrize("where", ["local", "docker"])
-def test_s3_matches_direct_datahandler(built, s3_service, direct_report, where, tmp_path):
-    result = SDTDask(EXAMPLES / "s3", client=_clients()[where], image=built["s3"]).execute(
+def test_s3_on_containers_matches_direct_datahandler(built, s3_service, direct_report, tmp_path):
+    result = SDTDask(EXAMPLES / "s3", client=_containers(), image=built["s3"]).execute(
         output_dir=tmp_path / "out")  # keys(): the bucket's listing, README.txt left out
     assert_same_reports(result.table, [((obj,), direct_report(site, FIX_SHIFTS))
                                        for obj, site in s3_service.objects.items()])
 
 
-@pytest.mark.parametrize("where", ["local", "docker"])
-def test_sql_matches_direct_datahandler(built, direct_report, where, tmp_path):
-    result = SDTDask(EXAMPLES / "sql", client=_clients()[where], image=built["sql"]).execute(
+def test_sql_on_containers_matches_direct_datahandler(built, direct_report, tmp_path):
+    result = SDTDask(EXAMPLES / "sql", client=_containers(), image=built["sql"]).execute(
         output_dir=tmp_path / "out")  # keys(): SELECT DISTINCT site
     assert_same_reports(result.table, [((site,), direct_report(site, FIX_SHIFTS)) for site in SITES])
 
 
-@pytest.mark.parametrize("where", ["local", "docker"])
-def test_pvdaq_matches_direct_datahandler_through_the_rate_limit(built, pvdaq_service, direct_report,
-                                                                  where, tmp_path):
+def test_pvdaq_matches_direct_datahandler_through_the_rate_limit(built, pvdaq_service, direct_report, tmp_path):
     limited_before = pvdaq_service.counts["rate_limited"]
     keys = [(A, [2016, 2017]), (B, 2019), (A, 2030)]
-    result = SDTDask(EXAMPLES / "pvdaq", client=_clients()[where], image=built["pvdaq"]).execute(
+    result = SDTDask(EXAMPLES / "pvdaq", client=_local(), image=built["pvdaq"]).execute(
         keys, output_dir=tmp_path / "out")
     table = result.table
     missing = table[table["key"].map(lambda k: k[1] == 2030)].iloc[0]
@@ -100,7 +99,7 @@ def test_pvdaq_matches_direct_datahandler_through_the_rate_limit(built, pvdaq_se
 
 def test_pvdaq_bad_api_key_fails_each_key_with_the_api_answer(services_env, monkeypatch, tmp_path):
     monkeypatch.setenv("NREL_API_KEY", "not-a-key")
-    result = SDTDask(EXAMPLES / "pvdaq", client=_clients()["local"]).execute(
+    result = SDTDask(EXAMPLES / "pvdaq", client=_local()).execute(
         [(A, 2016), (B, 2018)], output_dir=tmp_path / "out")
     assert result.counts == {"failed": 2}
     for message in result.table["message"]:

@@ -14,7 +14,7 @@ from sdt_build import SDTDask
 from sdt_build.clients import LocalClient
 from sdt_build.errors import RunFailure
 
-from conftest import EXAMPLES, SDT
+from conftest import EXAMPLES, SDT, SITES, assert_same_reports
 
 SHORT_PLUG = '''
 import pandas as pd
@@ -49,33 +49,29 @@ def _small_client():
     return LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
 
 
-def test_failures_are_rows_not_exceptions(short_project, tmp_path):
-    keys = [("TAEFC1044741", 60), ("missing", 10), ("ZT162185000441C1203", 45)]
-    result = SDTDask(short_project, client=_small_client()).execute(keys, output_dir=tmp_path / "out")
+def test_failures_are_rows_and_resume_keeps_finished_rows(short_project, tmp_path):
+    keys = [("TAEFC1044741", 60), ("missing", 10)]
+    out = tmp_path / "out"
+    result = SDTDask(short_project, client=_small_client()).execute(keys, output_dir=out)
     table = result.table.set_index("key")
     assert list(result.table["key"].sort_values()) == sorted(keys)
     assert table.loc[[("missing", 10)], "status"].item() == "failed"
     assert table.loc[[("missing", 10)], "stage"].item() == "get_data"
     assert table.loc[[("missing", 10)], "error_type"].item() == "FileNotFoundError"
-    assert (table.drop(index=[("missing", 10)])["status"] == "ok").all()
+    assert table.loc[[("TAEFC1044741", 60)], "status"].item() == "ok"
     assert table.loc[[("TAEFC1044741", 60)], "capacity"].item() > 0
-    journal = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
-    assert len(journal) == 3
-    assert pd.read_csv(tmp_path / "out" / "results.csv").shape[0] == 3
-    assert result.counts == {"ok": 2, "failed": 1}
-
-
-def test_resume_keeps_finished_rows(short_project, tmp_path):
-    out = tmp_path / "out"
-    first = SDTDask(short_project, client=_small_client()).execute([("TAEFC1044741", 40)], output_dir=out)
-    assert first.ok
     journal = out / "journal.jsonl"
     before = journal.read_text()
+    assert len(before.splitlines()) == 2 and pd.read_csv(out / "results.csv").shape[0] == 2
+    assert result.counts == {"ok": 1, "failed": 1}
+
     again = SDTDask(short_project, client=_small_client()).execute(
-        [("TAEFC1044741", 40), ("ZT162185000441C1203", 40)], output_dir=out, resume=True)
-    assert len(again.table) == 2 and again.ok
-    lines = journal.read_text().splitlines()
-    assert journal.read_text().startswith(before) and len(lines) == 2  # only the new key was run
+        [*keys, ("ZT162185000441C1203", 45)], output_dir=out, resume=True)
+    assert len(again.table) == 3 and again.counts == {"ok": 2, "failed": 1}
+    assert again.record["already_done"] == 1
+    assert journal.read_text().startswith(before)  # the finished row is kept, not run again
+    ran = [tuple(json.loads(line)["key"]) for line in journal.read_text().splitlines()[2:]]
+    assert sorted(ran) == [("ZT162185000441C1203", 45), ("missing", 10)]
 
 
 def test_no_keys_is_a_named_error(short_project):
@@ -85,24 +81,11 @@ def test_no_keys_is_a_named_error(short_project):
 
 
 @pytest.mark.slow
-def test_local_csv_matches_direct_datahandler(tmp_path):
+def test_local_csv_matches_direct_datahandler(direct_report, tmp_path):
     """The example's two real sites give the same report as a direct DataHandler call."""
-    from solardatatools import DataHandler
-    import importlib.util
-
     result = SDTDask(EXAMPLES / "local-csv").execute(output_dir=tmp_path / "out")
     assert result.ok, result.table[["key", "stage", "message"]]
-    spec = importlib.util.spec_from_file_location("local_csv_plug", EXAMPLES / "local-csv" / "dataplug.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    plug = module.LocalCSV()
-    for key in plug.keys():
-        handler = DataHandler(plug.get_data(key))
-        handler.run_pipeline(fix_shifts=True, verbose=False)
-        expected = handler.report(return_values=True, verbose=False)
-        row = result.table.set_index("key").loc[[key]].iloc[0]
-        for field, value in expected.items():
-            assert row[field] == pytest.approx(value), (key, field)
+    assert_same_reports(result.table, [((site,), direct_report(site, (("fix_shifts", True),))) for site in SITES])
 
 
 def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):

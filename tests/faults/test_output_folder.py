@@ -16,7 +16,7 @@ from sdt_build.results import OutputFolder
 
 from faultkit import finished, journal_rows, keys_arg, listeners, no_traceback, rows_in, sdt, start, wait_for
 
-OK_KEYS = [("ok", n) for n in range(12)]  # rows of about 600 bytes: more than a page
+OK_KEYS = [("ok", n) for n in range(8)]  # rows of about 600 bytes: more than a page
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_a_full_disk_is_named_and_loses_no_finished_row(trouble, small_disk):
 
     small_disk.free_all()
     with open(output / "journal.jsonl", "ab") as journal:  # and a crash in the middle of a write
-        journal.write(b'{"key": ["ok", 11], "status": "ok", "capac')
+        journal.write(b'{"key": ["ok", 7], "status": "ok", "capac')
     again = sdt("run", str(folder), "--output", str(output), "--resume", *keys_arg(*OK_KEYS))
     assert again.returncode == 0, again.stderr[-2000:]
     assert "torn line" in again.stderr  # reported, and that key ran again
@@ -80,7 +80,7 @@ def test_a_full_disk_is_named_and_loses_no_finished_row(trouble, small_disk):
 def test_a_second_run_on_the_same_output_is_refused(trouble, tmp_path):
     folder = trouble()
     output = tmp_path / "out"
-    first = start("run", str(folder), "--output", str(output), *keys_arg(("sleep", 15), ("ok", 1)))
+    first = start("run", str(folder), "--output", str(output), *keys_arg(("sleep", 15)))
     wait_for(lambda: (output / ".sdt-run.lock").exists() and (output / ".sdt-run.lock").read_text())
     second = sdt("run", str(folder), "--output", str(output), *keys_arg(("ok", 2)), timeout=120)
     assert second.returncode == 5
@@ -89,7 +89,7 @@ def test_a_second_run_on_the_same_output_is_refused(trouble, tmp_path):
     code, _, err = finished(first)
     assert code == 0, err[-2000:]
     results = pd.read_csv(output / "results.csv")
-    assert len(results) == 2 and set(results["status"]) == {"ok"}  # the first run lost nothing
+    assert len(results) == 1 and set(results["status"]) == {"ok"}  # the first run lost nothing
     OutputFolder(output, resume=True).close()  # the lock went with the first run
 
 
@@ -98,7 +98,7 @@ def test_ctrl_c_keeps_the_rows_and_resume_finishes(trouble, tmp_path):
     stop, code = signal.SIGINT, 130
     folder = trouble()
     output = tmp_path / "out"
-    keys = [("ok", 1), ("sleep", 120), ("sleep", 121), ("ok", 2)]
+    keys = [("ok", 1), ("sleep", 120), ("ok", 2)]
     running = start("run", str(folder), "--output", str(output), *keys_arg(*keys))
     wait_for(lambda: rows_in(output) >= 1)
     listening = listeners({running.pid} | {p.pid for p in psutil.Process(running.pid).children(recursive=True)})
@@ -121,4 +121,4 @@ def test_ctrl_c_keeps_the_rows_and_resume_finishes(trouble, tmp_path):
     assert record["parallel_efficiency"] <= 1.0  # this run's rows only, not the earlier run's
     rows = journal_rows(output)
     assert [row["key"] for row in rows].count(["ok", 1]) == 1  # not redone
-    assert len(pd.read_csv(output / "results.csv")) == 4
+    assert len(pd.read_csv(output / "results.csv")) == 3
