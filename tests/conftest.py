@@ -134,6 +134,7 @@ def build_context(docker, built, tag: str, log: Path) -> str:
 # --- data services for the examples (tests/services.py), each on 127.0.0.1 -------------------
 
 SITES = ("TAEFC1044741", "ZT162185000441C1203")  # the real sites inside the SDT wheel
+FIX_SHIFTS = (("fix_shifts", True),)  # the examples' [run_pipeline], as direct_report kwargs
 PVDAQ_SYSTEMS = dict(zip((34, 51), SITES))
 
 

@@ -19,7 +19,7 @@ from sdt_build.errors import RunFailure
 from sdt_build.daemon import LABEL
 from sdt_build.pipeline import build_project
 
-from conftest import SDT, SITES, assert_same_reports, build_context, force_plug_layer
+from conftest import FIX_SHIFTS, SDT, SITES, assert_same_reports, build_context, force_plug_layer
 
 pytestmark = pytest.mark.docker
 
@@ -80,7 +80,7 @@ def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local
     assert killed["name"] in result.record.get("lost_workers", ""), result.record
     assert "exited 137" in result.record["lost_workers"]
     # The killed worker's key ran again elsewhere: both rows equal SDT's own DataHandler.
-    assert_same_reports(result.table, [((site,), direct_report(site, (("fix_shifts", True),)))
+    assert_same_reports(result.table, [((site,), direct_report(site, FIX_SHIFTS))
                                        for site in SITES])
     assert not _cluster_containers(docker)  # everything removed on close
     assert (dashboard["link"] or "").startswith("http://127.0.0.1:"), dashboard

@@ -15,7 +15,7 @@ import pytest
 from sdt_build import SDTDask
 from sdt_build.clients import AzureClient, FargateClient, KubernetesClient, SchedulerClient
 
-from conftest import SECRET_NAME, SITES, assert_same_reports
+from conftest import FIX_SHIFTS, SECRET_NAME, SITES, assert_same_reports
 from engines import azure_launches, ecs_launches, kubernetes_launches, moto_server, running
 
 pytestmark = pytest.mark.docker
@@ -24,7 +24,6 @@ AWS_SECRET = "aws-secret-key-5b1e77"
 
 
 SITE = SITES[1]  # the shorter of the two real sites
-FIX_SHIFTS = (("fix_shifts", True),)
 
 
 def _run_a_site(folder, address, direct_report, output, security=None):

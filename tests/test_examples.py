@@ -13,12 +13,11 @@ from sdt_build import SDTDask
 from sdt_build.clients import DockerClient, LocalClient
 from sdt_build.pipeline import build_project
 
-from conftest import EXAMPLES, PVDAQ_SYSTEMS, SDT, SITES, assert_same_reports
+from conftest import EXAMPLES, FIX_SHIFTS, PVDAQ_SYSTEMS, SDT, SITES, assert_same_reports
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-FIX_SHIFTS = (("fix_shifts", True),)
-PVDAQ_KWARGS = (("fix_shifts", True), ("power_col", "ac_power"))
+PVDAQ_KWARGS = (*FIX_SHIFTS, ("power_col", "ac_power"))
 A, B = PVDAQ_SYSTEMS  # 34: one site's 2016 and 26 readings in 2017; 51: 2018 and 2019
 
 

@@ -14,7 +14,7 @@ from sdt_build import SDTDask
 from sdt_build.clients import LocalClient
 from sdt_build.errors import RunFailure
 
-from conftest import EXAMPLES, SDT, SITES, assert_same_reports
+from conftest import EXAMPLES, FIX_SHIFTS, SDT, SITES, assert_same_reports
 
 SHORT_PLUG = '''
 import pandas as pd
@@ -85,7 +85,7 @@ def test_local_csv_matches_direct_datahandler(direct_report, tmp_path):
     """The example's two real sites give the same report as a direct DataHandler call."""
     result = SDTDask(EXAMPLES / "local-csv").execute(output_dir=tmp_path / "out")
     assert result.ok, result.table[["key", "stage", "message"]]
-    assert_same_reports(result.table, [((site,), direct_report(site, (("fix_shifts", True),))) for site in SITES])
+    assert_same_reports(result.table, [((site,), direct_report(site, FIX_SHIFTS)) for site in SITES])
 
 
 def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):

@@ -25,9 +25,8 @@ from sdt_build.project import load_project
 from sdt_build.resolve import lock
 from sdt_build.workerenv import read_manifest
 
-from conftest import SDT, SITES, assert_same_reports
+from conftest import FIX_SHIFTS, SDT, SITES, assert_same_reports
 
-FIX_SHIFTS = (("fix_shifts", True),)
 
 
 def _unique(folder):
