@@ -66,12 +66,12 @@ def test_failures_are_rows_and_resume_keeps_finished_rows(short_project, tmp_pat
     assert result.counts == {"ok": 1, "failed": 1}
 
     again = SDTDask(short_project, client=_small_client()).execute(
-        [*keys, ("ZT162185000441C1203", 45)], output_dir=out, resume=True)
-    assert len(again.table) == 3 and again.counts == {"ok": 2, "failed": 1}
+        [*keys, ("missing", 11)], output_dir=out, resume=True)
+    assert len(again.table) == 3 and again.counts == {"ok": 1, "failed": 2}
     assert again.record["already_done"] == 1
     assert journal.read_text().startswith(before)  # the finished row is kept, not run again
     ran = [tuple(json.loads(line)["key"]) for line in journal.read_text().splitlines()[2:]]
-    assert sorted(ran) == [("ZT162185000441C1203", 45), ("missing", 10)]
+    assert sorted(ran) == [("missing", 10), ("missing", 11)]  # the failed key and the new one
 
 
 def test_no_keys_is_a_named_error(short_project):
@@ -90,7 +90,7 @@ def test_local_csv_matches_direct_datahandler(direct_report, tmp_path):
 
 def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):
     keys_file = tmp_path / "keys.json"
-    keys_file.write_text(json.dumps([["TAEFC1044741", 30], ["missing", 5]]))
+    keys_file.write_text(json.dumps([["missing", 5], ["missing", 6]]))  # rows without an SDT run
     (short_project / "client.py").write_text(textwrap.dedent('''
         from sdt_build.clients import LocalClient
 
@@ -103,6 +103,6 @@ def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):
                            str(tmp_path / "out"), "--json"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 5, done.stderr
     payload = json.loads(done.stdout)
-    assert payload["summary"]["counts"] == {"ok": 1, "failed": 1}
-    assert {tuple(r["key"]) for r in payload["rows"]} == {("TAEFC1044741", 30), ("missing", 5)}
+    assert payload["summary"]["counts"] == {"failed": 2}
+    assert {tuple(r["key"]) for r in payload["rows"]} == {("missing", 5), ("missing", 6)}
     assert "Traceback" not in done.stderr

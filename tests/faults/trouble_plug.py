@@ -3,6 +3,7 @@ synthetic example as synthetic.py). Keys:
 
     ("ok", n)          30 days of synthetic data (n tells keys apart)
     ("sleep", s)       good data after s seconds
+    ("late", s)        ValueError after s seconds
     ("raises",)        ValueError in get_data
     ("dies",)          the worker process is killed (SIGKILL)
     ("hog", mb)        allocates and touches mb megabytes, 100 MB at a time
@@ -35,6 +36,9 @@ class Trouble(DataPlug):
         if kind == "sleep":
             time.sleep(float(key[1]))
             return good
+        if kind == "late":
+            time.sleep(float(key[1]))
+            raise ValueError(f"site {key!r} has no data")
         if kind == "raises":
             raise ValueError(f"site {key!r} has no data")
         if kind == "leaks":
