@@ -113,15 +113,14 @@ def test_workers_killed_for_memory_end_the_run_and_resume_completes(docker, trou
 def test_a_client_killed_outright_loses_no_row_and_resume_finishes(docker, trouble, fault_image, tmp_path):
     folder = trouble("docker", workers=2)
     output = tmp_path / "out"
-    image = ["--image", fault_image]
     keys = [("ok", 1), ("sleep", 300), ("ok", 2)]
-    running = start("run", str(folder), *image, "--output", str(output), *keys_arg(*keys))
+    running = start("run", str(folder), "--image", fault_image, "--output", str(output), *keys_arg(*keys))
     wait_for(lambda: rows_in(output) >= 1)
     running.kill()  # SIGKILL: no clean-up of any kind
     running.wait(timeout=30)
     kept = journal_rows(output)  # every line whole
     assert [row["key"] for row in kept] == [["ok", 1]]
-    again = sdt("run", str(folder), *image, "--output", str(output), "--resume", *keys_arg(*keys),
+    again = sdt("run", str(folder), "--image", fault_image, "--output", str(output), "--resume", *keys_arg(*keys),
                 env={"SDT_FAULTS_FIXED": "1"})
     assert again.returncode == 0, again.stderr[-3000:]
     rows = journal_rows(output)

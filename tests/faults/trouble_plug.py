@@ -33,13 +33,11 @@ class Trouble(DataPlug):
         good = SyntheticPV().get_data((3, 30))
         if os.environ.get("SDT_FAULTS_FIXED") or kind == "ok":
             return good
+        if kind in ("sleep", "late"):
+            time.sleep(float(key[1]))
         if kind == "sleep":
-            time.sleep(float(key[1]))
             return good
-        if kind == "late":
-            time.sleep(float(key[1]))
-            raise ValueError(f"site {key!r} has no data")
-        if kind == "raises":
+        if kind in ("raises", "late"):
             raise ValueError(f"site {key!r} has no data")
         if kind == "leaks":
             secret = os.environ.get("SDT_FAULTS_SECRET", "")
