@@ -22,6 +22,7 @@ from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, Dependenc
                               SmokeFailure)
 from sdt_build.redact import redact
 from sdt_build.resolve import BACKENDS
+from sdt_build.smoke import PIPELINE_DAYS
 
 REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness score": "clearness",
                   "inverter clipping": "clipping", "clipped fraction": "clipped", "capacity change": "cap. change",
@@ -268,6 +269,19 @@ def lock_command(output: Output, directory: Path, output_file: Path | None, reso
     return 0
 
 
+def smoke_options(func: Callable) -> Callable:
+    """The smoke test's options, the same on `build` and `smoke`."""
+    for option in reversed((
+            click.option("--sample-key", default=None,
+                         help="Smoke-test get_data on this key (JSON, e.g. '[\"SITE\"]')."),
+            click.option("--pipeline-days", default=PIPELINE_DAYS, show_default=True, type=click.IntRange(min=0),
+                         help="Days of real data for the smoke test's SDT pipeline step (0 skips it)."),
+            click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                         help="Write the smoke test as JUnit XML."))):
+        func = option(func)
+    return func
+
+
 @command(main, "build")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--push", "registry", is_flag=False, flag_value="", default=None,
@@ -278,23 +292,21 @@ def lock_command(output: Output, directory: Path, output_file: Path | None, reso
               help="Write the build context (Dockerfile, wheels, lock, code) to this folder and stop.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every layer, even when the image exists.")
 @click.option("--no-smoke", is_flag=True, help="Skip the smoke test (the image is still tagged :latest).")
-@click.option("--sample-key", default=None, help="Smoke-test get_data on this key (JSON, e.g. '[\"SITE\"]').")
-@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the smoke test as JUnit XML.")
+@smoke_options
 @click.option("--venv", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Instead of an image: a venv at this path (a shared file system, for SLURM) from the same "
                    "lock and wheels, smoke-tested.")
 def build_command(output: Output, directory: Path, registry: str | None, resolver: str,
                   context_dir: Path | None, no_cache: bool, no_smoke: bool, sample_key: str | None,
-                  junit: Path | None, venv: Path | None) -> int:
+                  pipeline_days: int, junit: Path | None, venv: Path | None) -> int:
     """Build the image the scheduler and workers run (skipped when nothing changed), or a venv (--venv)."""
     from sdt_build.pipeline import build_project, build_venv_project
 
+    key = _parse_key(sample_key) if sample_key else None
     if venv is not None:
         try:
             locked, built_venv = build_venv_project(directory, venv, resolver=resolver, smoke=not no_smoke,
-                                                    sample_key=_parse_key(sample_key) if sample_key else None,
-                                                    say=output.say)
+                                                    sample_key=key, pipeline_days=pipeline_days, say=output.say)
         except SmokeFailure as exc:
             _report_smoke(output, junit, exc.report)
             raise
@@ -317,7 +329,7 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
         with _progress(output) as on_event:
             built = build_project(directory, push=registry, resolver=resolver, context_dir=context_dir,
                                   context_only=context_dir is not None, no_cache=no_cache, smoke=not no_smoke,
-                                  sample_key=_parse_key(sample_key) if sample_key else None, say=output.say,
+                                  sample_key=key, pipeline_days=pipeline_days, say=output.say,
                                   on_line=progress, on_event=on_event)
     except SmokeFailure as exc:
         _report_smoke(output, junit, exc.report)
@@ -403,16 +415,12 @@ def _pull(docker, image: str) -> None:
 
 @command(main, "smoke")
 @click.argument("target")
-@click.option("--sample-key", default=None, help="Also run get_data on this key (JSON, e.g. '[\"SITE\"]').")
-@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the result as JUnit XML.")
-@click.option("--pipeline-days", default=30, show_default=True, help="Days of real data for the SDT pipeline step "
-              "(0 skips it).")
+@smoke_options
 @click.option("--project", "project_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="With an IMAGE: the plug folder to test in it (your own image).")
 @click.option("--full", is_flag=True, help="Run every step, even those proved before for the same inputs.")
-def smoke_command(output: Output, target: str, sample_key: str | None, junit: Path | None,
-                  pipeline_days: int, project_dir: Path | None, full: bool) -> int:
+def smoke_command(output: Output, target: str, sample_key: str | None, pipeline_days: int, junit: Path | None,
+                  project_dir: Path | None, full: bool) -> int:
     """Prove an image works and matches this client: TARGET is a project folder (its image) or an image."""
     from sdt_build.errors import ProjectError
     from sdt_build.daemon import docker_client, image_exists
@@ -433,8 +441,8 @@ def smoke_command(output: Output, target: str, sample_key: str | None, junit: Pa
     if Path(target).is_dir():  # build (skipped when unchanged), then smoke-test and tag
         try:
             with _progress(output) as on_event:
-                report = build_project(target, sample_key=key, full_smoke=full, say=output.say,
-                                       on_event=on_event).smoke
+                report = build_project(target, sample_key=key, pipeline_days=pipeline_days, full_smoke=full,
+                                       say=output.say, on_event=on_event).smoke
         except SmokeFailure as exc:
             _report_smoke(output, junit, exc.report)
             raise

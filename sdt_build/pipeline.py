@@ -16,7 +16,7 @@ from sdt_build.image import (BaseChoice, Image, bootstrapped_base_tag, build_env
 from sdt_build.progress import OnEvent, Timings, ignore
 from sdt_build.project import UserProject, load_project, runtime_env
 from sdt_build.resolve import ResolvedLock, lock
-from sdt_build.smoke import SmokeReport, smoke_image
+from sdt_build.smoke import PIPELINE_DAYS, SmokeReport, smoke_image
 from sdt_build.workerenv import WorkerEnv, build_venv
 
 
@@ -34,15 +34,16 @@ class Built:
 
 def build_project(path: str | Path, *, push: str | None = None, resolver: str | None = None,
                   context_dir: Path | None = None, context_only: bool = False, no_cache: bool = False,
-                  smoke: bool = True, sample_key: tuple | None = None, full_smoke: bool = False,
-                  say: Callable[[str], None] = lambda _: None,
+                  smoke: bool = True, sample_key: tuple | None = None, pipeline_days: int = PIPELINE_DAYS,
+                  full_smoke: bool = False, say: Callable[[str], None] = lambda _: None,
                   on_line: Callable[[str], None] = lambda _: None, on_event: OnEvent = ignore) -> Built:
     """Check, lock, render, build and smoke-test ``path``.
 
     The resolver is ``resolver``, else $SDT_RESOLVER, else auto. The SDT environment image is made
     once per constraint set and base; the plug's image starts FROM it and is skipped when its
     content hash is already an image. Smoke steps proved before for the same inputs are not run
-    again (``full_smoke`` or ``no_cache`` runs them all). Only an image that passed the smoke test
+    again (``full_smoke`` or ``no_cache`` runs them all); SDT's pipeline step runs on ``pipeline_days``
+    days of real data (0 skips it). Only an image that passed the smoke test
     is tagged ``:latest`` or pushed; a failing one raises SmokeFailure (with the report).
     """
     timings = Timings()
@@ -90,8 +91,8 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     report = None
     if smoke:
         with timings.phase("smoke"):
-            report = smoke_image(client, image.tag, project, sample_key=sample_key, env=runtime_env(project),
-                                 remember=not (full_smoke or no_cache),
+            report = smoke_image(client, image.tag, project, sample_key=sample_key, pipeline_days=pipeline_days,
+                                 env=runtime_env(project), remember=not (full_smoke or no_cache),
                                  environment_inputs=context.environment_inputs, on_event=on_event)
         for step in report.steps:
             timings.add(f"smoke/{step.name}", 0.0 if step.remembered else step.seconds, remembered=step.remembered)
@@ -107,7 +108,7 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
 
 
 def build_venv_project(path: str | Path, venv: Path, *, resolver: str | None = None, smoke: bool = True,
-                       sample_key: tuple | None = None,
+                       sample_key: tuple | None = None, pipeline_days: int = PIPELINE_DAYS,
                        say: Callable[[str], None] = lambda _: None) -> tuple[ResolvedLock, WorkerEnv]:
     """Check and lock ``path`` as for an image, then install the same lock and wheels into the venv
     ``venv`` (skipped when unchanged) and smoke-test it there. No Docker daemon is needed."""
@@ -117,7 +118,8 @@ def build_venv_project(path: str | Path, venv: Path, *, resolver: str | None = N
         f"{', cached' if locked.cached else ''}")
     if smoke:
         say("smoke test in the venv: imports, the plug, pip check, dask entry points, a real SDT pipeline, parity")
-    built = build_venv(project, locked, venv, smoke=smoke, sample_key=sample_key, env=runtime_env(project))
+    built = build_venv(project, locked, venv, smoke=smoke, sample_key=sample_key, pipeline_days=pipeline_days,
+                       env=runtime_env(project))
     return locked, built
 
 

@@ -42,6 +42,7 @@ STEP_CODES = {
                                   "image, add a user and a USER line"),
 }
 PROJECT_IN_IMAGE = "/opt/sdt/project"
+PIPELINE_DAYS = 30  # days of real data the SDT pipeline step runs on, unless told otherwise
 
 
 # Each step belongs to a group, proved (and remembered) by what it depends on (``proof_keys``).
@@ -122,7 +123,7 @@ def report(where: str, result: dict, has_plug: bool, started: float, *, other: s
 
 
 def smoke_image(docker, image: str, project: UserProject | None = None, *, sample_key: tuple | None = None,
-                pipeline_days: int = 30, env: dict[str, str] | None = None, timeout: float = 900,
+                pipeline_days: int = PIPELINE_DAYS, env: dict[str, str] | None = None, timeout: float = 900,
                 remember: bool = False, environment_inputs: dict | None = None,
                 on_event: OnEvent = ignore) -> SmokeReport:
     """Run the smoke steps in one container of ``image`` and compare its versions with this client.

@@ -28,7 +28,7 @@ from sdt_build.errors import RunFailure
 from sdt_build.project import UserProject
 from sdt_build.redact import run_logged
 from sdt_build.resolve import ResolvedLock
-from sdt_build.smoke import SmokeReport, probe_args, probe_result, report
+from sdt_build.smoke import PIPELINE_DAYS, SmokeReport, probe_args, probe_result, report
 
 MANIFEST = "sdt-build.json"
 LIB = Path("sdt") / "lib"  # sdt-build's runtime part, as /opt/sdt/lib in the image
@@ -80,8 +80,8 @@ def interpreter_for(python: str) -> str:
 
 
 def build_venv(project: UserProject, lock: ResolvedLock, path: Path, *, smoke: bool = True,
-               sample_key: tuple | None = None, env: dict[str, str] | None = None,
-               log_dir: Path | None = None) -> WorkerEnv:
+               sample_key: tuple | None = None, pipeline_days: int = PIPELINE_DAYS,
+               env: dict[str, str] | None = None, log_dir: Path | None = None) -> WorkerEnv:
     """Install the lock into a venv at ``path`` (skipped when its content hash is unchanged), then
     run the smoke probe in it. A failing probe raises SmokeFailure with its report."""
     started = time.perf_counter()
@@ -107,7 +107,7 @@ def build_venv(project: UserProject, lock: ResolvedLock, path: Path, *, smoke: b
     built = WorkerEnv(path, version, digest, lock.input_hash, skipped, time.perf_counter() - started, log_path)
     if not smoke:
         return built
-    result = smoke_venv(path, project, sample_key=sample_key, env=env)
+    result = smoke_venv(path, project, sample_key=sample_key, pipeline_days=pipeline_days, env=env)
     _write_manifest(path, {**(read_manifest(path) or {}), "smoke_ok": result.ok, "versions": result.versions})
     if not result.ok:
         raise result.failure(also=f" (then run `sdt-build build DIR --venv {path}` again)")
@@ -164,8 +164,9 @@ def _install(project: UserProject, lock: ResolvedLock, path: Path, interpreter: 
     (Path(site) / "sdt-build.pth").write_text(f"{path / LIB}\n{path / PROJECT}\n")
 
 
-def smoke_venv(path: Path, project: UserProject, *, sample_key: tuple | None = None, pipeline_days: int = 30,
-               env: dict[str, str] | None = None, timeout: float = 900) -> SmokeReport:
+def smoke_venv(path: Path, project: UserProject, *, sample_key: tuple | None = None,
+               pipeline_days: int = PIPELINE_DAYS, env: dict[str, str] | None = None,
+               timeout: float = 900) -> SmokeReport:
     """The smoke probe's steps in the venv (its own python, its bin/ first on PATH), and parity."""
     started = time.perf_counter()
     folder = str(path / PROJECT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -54,10 +55,13 @@ def fresh_cache(tmp_path, monkeypatch):
 
 
 def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_example, fresh_cache):
+    """What is built and smoke-tested again, and what is not (SDT's pipeline step is skipped
+    throughout: the skips here are of the steps' inputs, and other tests run the pipeline)."""
     folder = _unique(copy_example())
     name = load_project(folder).name
+    build = functools.partial(build_project, folder, pipeline_days=0)
     try:
-        first = build_project(folder)
+        first = build()
         image = first.image
         assert not image.skipped and re.fullmatch(rf"{name}:[0-9a-f]{{12}}", image.tag)
         built = docker.images.get(image.tag)
@@ -76,7 +80,7 @@ def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_
 
         # nothing changed: no build, every smoke step proved before, no container started
         since = int(time.time()) - 1
-        again = build_project(folder)
+        again = build()
         assert again.image.skipped and again.image.tag == image.tag and not again.env_built
         assert again.smoke.ok and all(s.remembered for s in again.smoke.steps)
         assert _containers_created(docker, since) == 0
@@ -87,18 +91,20 @@ def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_
 
         with open(folder / "dataplug.py", "a") as plug:
             plug.write("\n# an edit\n")
-        edited = build_project(folder)
+        edited = build()
         assert not edited.image.skipped and edited.image.tag != image.tag and not edited.env_built
         ran = {s.name for s in edited.smoke.steps if not s.remembered}
         assert ran == {"plug module"}, edited.smoke.steps  # the plug's steps again, not the environment's
         (folder / "requirements.txt").write_text("tabulate==0.9.0\n")  # moves no SDT pin, shadows nothing
-        added = build_project(folder)
+        added = build()
         ran = {s.name for s in added.smoke.steps if not s.remembered}
         assert ran == {"pip check", "plug module"}, added.smoke.steps
-        full = subprocess.run([SDT, "smoke", str(folder), "--full", "--json"], capture_output=True, text=True,
-                              timeout=900)
+        full = subprocess.run([SDT, "smoke", str(folder), "--full", "--pipeline-days", "0", "--json"],
+                              capture_output=True, text=True, timeout=900)
         assert full.returncode == 0, full.stderr
-        assert not any(s["remembered"] for s in json.loads(full.stdout)["steps"])
+        steps = json.loads(full.stdout)["steps"]
+        assert not any(s["remembered"] for s in steps)  # every group again, the environment's included
+        assert {s["name"] for s in steps} == {"imports", "plug module", "pip check", "dask entry points"}
         edited_layers = docker.images.get(edited.image.tag).history()
         shared = {layer["Id"] for layer in docker.images.get(image.tag).history()} & \
             {layer["Id"] for layer in edited_layers}

@@ -49,7 +49,7 @@ def test_a_declared_secret_appears_in_no_output_file_or_layer(docker, base_image
     shown = []
     for command in (["check", str(folder), "--offline"], ["check", str(folder), "--offline", "--json"],
                     ["build", str(folder), "--json"], ["run", str(folder), "--dry-run", "--json"],
-                    ["run", str(folder), "--output", str(output), *keys_arg(("ok", 1), ("leaks",))]):
+                    ["run", str(folder), "--output", str(output), *keys_arg(("leaks",))]):  # the row that carries it
         done = sdt(*command, env=env, timeout=900)
         assert done.returncode in (0, 5), (command, done.stderr[-2000:])
         shown.append(done.stdout + done.stderr)
