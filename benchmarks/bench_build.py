@@ -76,6 +76,7 @@ def run() -> None:
                 client.images.remove(image.id, force=True)
     for label, case in (("cold", built), ("edit dataplug.py", edited), ("add a requirement", with_requirement)):
         print(f"   where the time went, {label}: " + _phases(case.timings.phases))
+    _split(built.timings.phases, cold, upstream_seconds)
     ratios = {"cold / upstream cold": cold / upstream_seconds, "edit dataplug.py / cold": warm / cold,
               "add a requirement / cold": added / cold, "image size / upstream": ours / theirs}
     print(f"   cold build, sdt-build (empty caches):     {cold:6.1f} s")
@@ -108,6 +109,18 @@ def _unchanged(client, project: Path, runs: int = 3) -> tuple[list[float], int]:
     events = client.events(since=since, until=until, decode=True,
                            filters={"type": "container", "event": "create", "label": f"{LABEL}.role"})
     return times, sum(1 for _ in events)
+
+
+def _split(phases: list[dict], cold: float, upstream: float) -> None:
+    """The cold build's own part beside its smoke test (SDT's pipeline step apart), and what one GiB
+    of fresh memory costs this machine: the pipeline's clipping check touches about 5 GB."""
+    seconds = {p["name"]: p["seconds"] for p in phases}
+    smoke, pipeline = seconds.get("smoke", 0.0), seconds.get("smoke/SDT pipeline", 0.0)
+    touch = subprocess.run([sys.executable, "-c", "import time, numpy; t = time.perf_counter(); "
+                            "numpy.ones(2**27); print(time.perf_counter() - t)"], capture_output=True, text=True)
+    print(f"   cold, split: build {cold - smoke:.1f} s (ratio to upstream {(cold - smoke) / upstream:.2f}), smoke "
+          f"{smoke:.1f} s of which SDT's pipeline step {pipeline:.1f} s; first touch of 1 GiB of fresh memory "
+          f"here: {float(touch.stdout or 'nan'):.1f} s")
 
 
 def _phases(phases: list[dict]) -> str:
