@@ -42,9 +42,9 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     The resolver is ``resolver``, else $SDT_RESOLVER, else auto. The SDT environment image is made
     once per constraint set and base; the plug's image starts FROM it and is skipped when its
     content hash is already an image. Smoke steps proved before for the same inputs are not run
-    again (``full_smoke`` or ``no_cache`` runs them all); SDT's pipeline step runs on ``pipeline_days``
-    days of real data (0 skips it). Only an image that passed the smoke test
-    is tagged ``:latest`` or pushed; a failing one raises SmokeFailure (with the report).
+    again (``full_smoke`` or ``no_cache`` runs them all); SDT's pipeline step runs on
+    ``pipeline_days`` days of real data (0 skips it). Only an image that passed the smoke test is
+    tagged ``:latest`` or pushed; a failing one raises SmokeFailure (with the report).
     """
     timings = Timings()
     with timings.phase("load"):
