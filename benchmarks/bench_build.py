@@ -5,7 +5,8 @@ from a fresh cache folder (wheels, locks, smoke proofs) with no Docker layer cac
 environment image made again); the upstream image is given network access inside the build (the
 proxy's CA copied in, which sdt-build's images never need). Then: a rebuild after editing only
 dataplug.py, one after adding a requirement, and `sdt-build build` with nothing changed (timed as a
-command, and watched for containers). Each sdt-build case prints where its time went.
+command, and watched for containers). Each sdt-build case prints where its time went, and what
+numpy's transparent huge pages cost SDT's pipeline step on this machine.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from sdt_build.daemon import LABEL, docker_client
 from sdt_build.image import build, choose_base
 from sdt_build.pipeline import build_project
 from sdt_build.resources import render_template
+from sdt_build.smoke import PIPELINE_DAYS
 
 # The goals the build suite is held to (ratios; both sides measured in the same run).
 GOALS = {"cold / upstream cold": 0.6, "edit dataplug.py / cold": 0.1,
          "add a requirement / cold": 0.2, "image size / upstream": 0.65}
 NOOP_SECONDS = 1.0
+# SDT's pipeline step of the smoke test, alone and timed after its imports
+PIPELINE_STEP = ("import time, pandas, sdt_dask, solardatatools; from sdt_build.probe import pipeline; "
+                 f"t = time.perf_counter(); pipeline({PIPELINE_DAYS}); print(time.perf_counter() - t)")
 
 HOST_CA = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
 
@@ -59,6 +64,7 @@ def run() -> None:
         upstream_tag = "sdt-bench-upstream:latest"
         try:
             cold, built = timed(lambda: build_project(project, no_cache=True))
+            pages = _huge_pages(client, built.image.tag)
             upstream_seconds, upstream_id = timed(lambda: build(
                 client, naive_context(work / "upstream", base.image, "'solar-data-tools[dask]'"), upstream_tag,
                 buildargs={}, no_cache=True, log_path=work / "upstream.log"))
@@ -77,6 +83,7 @@ def run() -> None:
     for label, case in (("cold", built), ("edit dataplug.py", edited), ("add a requirement", with_requirement)):
         print(f"   where the time went, {label}: " + _phases(case.timings.phases))
     _split(built.timings.phases, cold, upstream_seconds)
+    print(pages)
     ratios = {"cold / upstream cold": cold / upstream_seconds, "edit dataplug.py / cold": warm / cold,
               "add a requirement / cold": added / cold, "image size / upstream": ours / theirs}
     print(f"   cold build, sdt-build (empty caches):     {cold:6.1f} s")
@@ -112,15 +119,32 @@ def _unchanged(client, project: Path, runs: int = 3) -> tuple[list[float], int]:
 
 
 def _split(phases: list[dict], cold: float, upstream: float) -> None:
-    """The cold build's own part beside its smoke test (SDT's pipeline step apart), and what one GiB
-    of fresh memory costs this machine: the pipeline's clipping check touches about 5 GB."""
+    """The cold build's own part beside its smoke test, SDT's pipeline step apart."""
     seconds = {p["name"]: p["seconds"] for p in phases}
     smoke, pipeline = seconds.get("smoke", 0.0), seconds.get("smoke/SDT pipeline", 0.0)
-    touch = subprocess.run([sys.executable, "-c", "import time, numpy; t = time.perf_counter(); "
-                            "numpy.ones(2**27); print(time.perf_counter() - t)"], capture_output=True, text=True)
     print(f"   cold, split: build {cold - smoke:.1f} s (ratio to upstream {(cold - smoke) / upstream:.2f}), smoke "
-          f"{smoke:.1f} s of which SDT's pipeline step {pipeline:.1f} s; first touch of 1 GiB of fresh memory "
-          f"here: {float(touch.stdout or 'nan'):.1f} s")
+          f"{smoke:.1f} s of which SDT's pipeline step {pipeline:.1f} s")
+
+
+def _huge_pages(client, image: str) -> str:
+    """What numpy's transparent huge pages cost this machine, side by side: the first touch of 1 GiB
+    of fresh memory here, and SDT's pipeline step in ``image``, with numpy's default (huge pages
+    where the kernel's policy is madvise) and with NUMPY_MADVISE_HUGEPAGE=0. SDT's clipping check
+    touches about 5 GB of fresh memory per pipeline (docs/running.md)."""
+    touch, step = {}, {}
+    for setting in ("1", "0"):
+        time.sleep(5)  # memory freed just before is still backed: let the machine settle as after idle
+        done = subprocess.run([sys.executable, "-c", "import time, numpy; t = time.perf_counter(); "
+                               "numpy.ones(2**27); print(time.perf_counter() - t)"], capture_output=True,
+                              text=True, env={**os.environ, "NUMPY_MADVISE_HUGEPAGE": setting})
+        touch[setting] = float(done.stdout or "nan")
+        time.sleep(5)
+        out = client.containers.run(image, ["python3", "-c", PIPELINE_STEP], network_mode="host", remove=True,
+                                    environment={"NUMPY_MADVISE_HUGEPAGE": setting})
+        step[setting] = float(out.decode().split()[-1])
+    return (f"   numpy huge pages on this machine, on | off (NUMPY_MADVISE_HUGEPAGE=0): first touch of 1 GiB "
+            f"{touch['1']:.2f} | {touch['0']:.2f} s; SDT's pipeline step ({PIPELINE_DAYS} days) in the image "
+            f"{step['1']:.1f} | {step['0']:.1f} s, ratio off/on {step['0'] / step['1']:.2f}")
 
 
 def _phases(phases: list[dict]) -> str:
