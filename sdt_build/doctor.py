@@ -1,15 +1,18 @@
 """`sdt-build doctor`: is this machine ready for the journey? One check per line, each with its fix.
 
-Read-only: it asks the Docker daemon, the package indexes and the registry, and reads the folder's
-settings (``DIR`` is optional); it builds, pulls and logs in to nothing.
+Read-only: it asks the Docker daemon, the package indexes and the registry, reads the folder's
+settings (``DIR`` is optional) and times a little fresh memory; it builds, pulls and logs in to nothing.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import mmap
 import os
 import shutil
+import statistics
+import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -21,6 +24,9 @@ from sdt_build.constraints import SDT_PACKAGE
 from sdt_build.errors import SdtBuildError
 
 FREE_BYTES = 5 * 1024**3  # the wheel cache and one build context of SDT's set fit in well under this
+THP_POLICY = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+HUGE_PAGES = "NUMPY_MADVISE_HUGEPAGE"  # numpy's switch for its transparent huge pages, read at import
+HUGE_PAGES_SLOWER = 3  # fresh huge pages this many times slower than small ones: SDT's pipeline suffers
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Check:
 
 def diagnose(directory: Path | None = None) -> list[Check]:
     """Every check, for the folder's settings when ``directory`` is given (defaults otherwise)."""
+    pages = _page_costs()  # first: memory the other checks free is handed out again at once
     project = _project(directory) if directory else None
     python = project.settings.python if project else "3.11"
     sources = pipconfig.for_lines(project.requirement_lines, project.root) if project else pipconfig.from_pip()
@@ -43,6 +50,7 @@ def diagnose(directory: Path | None = None) -> list[Check]:
     checks.append(_base_image(docker, python, project.settings.base_image if project else None))
     checks += [_index(url, sources) for url in sources.indexes]
     checks.append(_disk())
+    checks.append(_huge_pages(pages, project))
     if project and project.settings.registry:
         checks.append(_registry(project.settings.registry))
     checks += _client(project)
@@ -106,6 +114,57 @@ def _disk() -> Check:
         return Check("disk", "warning", detail, "free space, `sdt-build clean --cache`, or point SDT_CACHE_DIR at a "
                      f"disk with {FREE_BYTES // 1024**3} GiB free")
     return Check("disk", "ok", detail)
+
+
+def _page_costs() -> tuple[str, bool]:
+    """What fresh memory costs here in small and in numpy's transparent huge pages, and whether huge
+    ones are the slower. SDT's pipeline touches several GB of fresh memory per site, and on virtual
+    machines that hand freed memory back to their host a fresh huge page can cost many times a small
+    one (docs/running.md)."""
+    try:
+        policy = THP_POLICY.read_text().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "this system has no transparent huge pages", False
+    if policy != "madvise":
+        return f"the kernel's policy is {policy}: numpy's choice changes nothing", False
+    (small, one), (huge, other) = _first_touch(huge=False), _first_touch(huge=True)
+    one.close(), other.close()
+    # Memory freed a moment ago is handed out again at once, without the cost: the slowest quarter
+    # of the huge pages shows what fresh ones cost (it is all alike when none was freed just before).
+    small, huge = statistics.median(small), statistics.median(sorted(huge)[-len(huge) // 4:])
+    return (f"fresh memory costs {small:.2f} s per GiB in small pages, {huge:.2f} s in huge pages",
+            huge > HUGE_PAGES_SLOWER * small)
+
+
+def _huge_pages(costs: tuple[str, bool], project) -> Check:
+    """numpy's huge pages: a warning where they are the slower and not turned off (here, or in the
+    folder's declared env)."""
+    detail, slower = costs
+    declared = {var.name: var.value() for var in project.env} if project else {}
+    if (declared.get(HUGE_PAGES) or os.environ.get(HUGE_PAGES)) == "0":
+        return Check("huge pages", "ok", f"{detail}; numpy's are off ({HUGE_PAGES}=0)")
+    if slower:
+        return Check("huge pages", "warning", f"{detail}: numpy uses huge pages, so SDT's pipeline runs slower",
+                     f'declare EnvVar("{HUGE_PAGES}", required=False, default="0") in client.py\'s env (and export '
+                     f"{HUGE_PAGES}=0 for local and SLURM workers); docs/running.md")
+    return Check("huge pages", "ok", detail)
+
+
+def _first_touch(*, huge: bool, size: int = 256 * 1024**2, parts: int = 16) -> tuple[list[float], mmap.mmap]:
+    """Seconds per GiB to write fresh anonymous memory for the first time, in small or huge pages,
+    for each of ``parts`` slices, and that memory (the caller closes it: while it is held, the next
+    call gets other memory)."""
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if huge:
+        memory.madvise(mmap.MADV_HUGEPAGE)
+    part = size // parts
+    rates = []
+    for start in range(0, size, part):
+        started = time.perf_counter()
+        for offset in range(start, start + part, mmap.PAGESIZE):
+            memory[offset] = 1
+        rates.append((time.perf_counter() - started) * 1024**3 / part)
+    return rates, memory
 
 
 def _registry(registry: str) -> Check:

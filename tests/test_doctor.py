@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
+
+from sdt_build.doctor import HUGE_PAGES, HUGE_PAGES_SLOWER, THP_POLICY
 
 from conftest import SDT
 
@@ -27,6 +30,7 @@ def test_this_machine_is_ready(base_image):
     assert checks["index pypi.org"]["status"] == "ok"
     assert checks["disk"]["status"] in ("ok", "warning") and "GiB free" in checks["disk"]["detail"]
     assert checks["client local"]["status"] == "ok" and "solar-data-tools" in checks["client local"]["detail"]
+    assert checks["huge pages"]["status"] in ("ok", "warning")
     human = subprocess.run([SDT, "doctor"], capture_output=True, text=True, timeout=120)
     assert len([line for line in human.stderr.splitlines() if line.strip()]) >= len(checks)
 
@@ -55,3 +59,23 @@ def test_the_folders_registry_and_cloud_client(copy_example, registry):
     code, checks = doctor(str(cloud), env={**env, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
                                            "AWS_CONFIG_FILE": "/nonexistent"})
     assert checks["client fargate"]["status"] == "fail" and checks["client fargate"]["fix"]
+
+
+def test_numpy_huge_pages_are_measured_and_a_declared_switch_counts(copy_example):
+    env = {k: v for k, v in os.environ.items() if k != HUGE_PAGES}
+    madvise = "[madvise]" in THP_POLICY.read_text()
+    _, checks = doctor(env=env)
+    check = checks["huge pages"]
+    if madvise:
+        small, huge = map(float, re.findall(r"([\d.]+) s", check["detail"]))
+        assert small > 0 and huge > 0, check
+        assert check["status"] == ("warning" if huge > HUGE_PAGES_SLOWER * small else "ok"), check
+        assert (check["status"] == "warning") == (HUGE_PAGES in check["fix"]), check
+    folder = copy_example("local-csv", "no-huge-pages")
+    client = folder / "client.py"
+    client.write_text(client.read_text().replace("from sdt_build.clients", "from sdt_build import EnvVar\nfrom "
+                                                 "sdt_build.clients", 1)
+                      + '    env = [EnvVar("NUMPY_MADVISE_HUGEPAGE", required=False, default="0")]\n')
+    _, checks = doctor(str(folder), env=env)
+    assert checks["huge pages"]["status"] == "ok", checks["huge pages"]
+    assert f"{HUGE_PAGES}=0" in checks["huge pages"]["detail"]
