@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks import ROOT, timed
 from sdt_build.daemon import LABEL, docker_client
+from sdt_build.doctor import HUGE_PAGES
 from sdt_build.image import build, choose_base
 from sdt_build.pipeline import build_project
 from sdt_build.resources import render_template
@@ -128,21 +129,21 @@ def _split(phases: list[dict], cold: float, upstream: float) -> None:
 
 def _huge_pages(client, image: str) -> str:
     """What numpy's transparent huge pages cost this machine, side by side: the first touch of 1 GiB
-    of fresh memory here, and SDT's pipeline step in ``image``, with numpy's default (huge pages
-    where the kernel's policy is madvise) and with NUMPY_MADVISE_HUGEPAGE=0. SDT's clipping check
-    touches about 5 GB of fresh memory per pipeline (docs/running.md)."""
+    of fresh memory here, and SDT's pipeline step in ``image``, with them on (numpy's default where
+    the kernel's policy is madvise) and off. SDT's clipping check touches about 5 GB of fresh memory
+    per pipeline (docs/running.md)."""
     touch, step = {}, {}
     for setting in ("1", "0"):
         time.sleep(5)  # memory freed just before is still backed: let the machine settle as after idle
         done = subprocess.run([sys.executable, "-c", "import time, numpy; t = time.perf_counter(); "
                                "numpy.ones(2**27); print(time.perf_counter() - t)"], capture_output=True,
-                              text=True, env={**os.environ, "NUMPY_MADVISE_HUGEPAGE": setting})
+                              text=True, env={**os.environ, HUGE_PAGES: setting})
         touch[setting] = float(done.stdout or "nan")
         time.sleep(5)
         out = client.containers.run(image, ["python3", "-c", PIPELINE_STEP], network_mode="host", remove=True,
-                                    environment={"NUMPY_MADVISE_HUGEPAGE": setting})
+                                    environment={HUGE_PAGES: setting})
         step[setting] = float(out.decode().split()[-1])
-    return (f"   numpy huge pages on this machine, on | off (NUMPY_MADVISE_HUGEPAGE=0): first touch of 1 GiB "
+    return (f"   numpy huge pages on this machine, on | off ({HUGE_PAGES}=0): first touch of 1 GiB "
             f"{touch['1']:.2f} | {touch['0']:.2f} s; SDT's pipeline step ({PIPELINE_DAYS} days) in the image "
             f"{step['1']:.1f} | {step['0']:.1f} s, ratio off/on {step['0'] / step['1']:.2f}")
 
