@@ -128,7 +128,8 @@ def _page_costs() -> tuple[str, bool]:
     if policy != "madvise":
         return f"the kernel's policy is {policy}: numpy's choice changes nothing", False
     (small, one), (huge, other) = _first_touch(huge=False), _first_touch(huge=True)
-    one.close(), other.close()
+    one.close()
+    other.close()
     # Memory freed a moment ago is handed out again at once, without the cost: the slowest quarter
     # of the huge pages shows what fresh ones cost (it is all alike when none was freed just before).
     small, huge = statistics.median(small), statistics.median(sorted(huge)[-len(huge) // 4:])
