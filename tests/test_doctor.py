@@ -75,7 +75,7 @@ def test_numpy_huge_pages_are_measured_and_a_declared_switch_counts(copy_example
     client = folder / "client.py"
     client.write_text(client.read_text().replace("from sdt_build.clients", "from sdt_build import EnvVar\nfrom "
                                                  "sdt_build.clients", 1)
-                      + '    env = [EnvVar("NUMPY_MADVISE_HUGEPAGE", required=False, default="0")]\n')
+                      + f'    env = [EnvVar("{HUGE_PAGES}", required=False, default="0")]\n')
     _, checks = doctor(str(folder), env=env)
     assert checks["huge pages"]["status"] == "ok", checks["huge pages"]
     assert f"{HUGE_PAGES}=0" in checks["huge pages"]["detail"]
