@@ -44,7 +44,8 @@ class Trouble(DataPlug):
                 raise ValueError("site 'raises' has no data")
             if name == "hangs":
                 time.sleep(3600)
-            if name == "dies":
+            if name == "dies":  # a moment into its work, as a crash is: the key its worker ran before
+                time.sleep(1)     # it has reported its end by then (killed at once, that report can be lost)
                 os.kill(os.getpid(), signal.SIGKILL)
             if name == "dependency":
                 importlib.import_module("sdt_no_such_module")  # as if the image lacked a package
