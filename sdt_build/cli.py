@@ -20,7 +20,7 @@ from rich.table import Table
 from sdt_build import __version__
 from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, DependencyConflict, Problem, SdtBuildError,
                               SmokeFailure)
-from sdt_build.redact import redact
+from sdt_build.redact import dumps, redact, shorten
 from sdt_build.resolve import BACKENDS
 from sdt_build.smoke import PIPELINE_DAYS
 
@@ -44,8 +44,16 @@ class Redacted:
         return getattr(self.stream, name)
 
 
-out = Console(file=Redacted(sys.stdout), width=None if sys.stdout.isatty() else 160)
-err = Console(file=Redacted(sys.stderr), width=None if sys.stderr.isatty() else 160)
+class MaskedConsole(Console):
+    """A rich console that masks text before rendering it: once rendered, a long secret may be
+    folded over lines, where masking the written text could no longer find it."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        super().print(*(redact(o) if isinstance(o, str) else o for o in objects), **options)
+
+
+out = MaskedConsole(file=Redacted(sys.stdout), width=None if sys.stdout.isatty() else 160)
+err = MaskedConsole(file=Redacted(sys.stderr), width=None if sys.stderr.isatty() else 160)
 
 
 class Output:
@@ -77,7 +85,7 @@ class Output:
 
     def emit(self, payload: dict[str, Any]) -> None:
         if self.as_json:
-            click.echo(redact(json.dumps(payload, indent=2, default=str)))
+            click.echo(dumps(payload, indent=2))
 
 
 def command(group: click.Group, name: str | None = None):
@@ -93,6 +101,7 @@ def command(group: click.Group, name: str | None = None):
         @functools.wraps(fn)
         def run(as_json: bool, quiet: bool, verbose: bool, debug: bool, **kwargs):
             output = Output(as_json, debug, quiet, verbose)
+            _mask_standard_streams()
             try:
                 code = fn(output, **kwargs)
             except SdtBuildError as exc:
@@ -111,6 +120,15 @@ def command(group: click.Group, name: str | None = None):
     return wrap
 
 
+def _mask_standard_streams() -> None:
+    """What libraries write to this process's stdout and stderr (their log handlers, created when
+    they are first imported) is masked as the console's output is."""
+    if not isinstance(sys.stdout, Redacted):
+        sys.stdout = Redacted(sys.stdout)
+    if not isinstance(sys.stderr, Redacted):
+        sys.stderr = Redacted(sys.stderr)
+
+
 def _print_error(output: Output, exc: SdtBuildError) -> None:
     if output.as_json:
         output.emit({"ok": False, "error": exc.to_dict()})
@@ -119,7 +137,7 @@ def _print_error(output: Output, exc: SdtBuildError) -> None:
     for problem in problems:
         _print_problem(problem)
     if exc.detail and (output.debug or not exc.problems):
-        err.print(f"[dim]{exc.detail.strip()[-2000:]}[/]", highlight=False)
+        err.print(f"[dim]{shorten(exc.detail.strip(), 2000, tail=True)}[/]", highlight=False)
     if exc.log_path:
         err.print(f"  full log: {exc.log_path}", highlight=False)
     if output.debug:
@@ -164,6 +182,7 @@ def init_command(output: Output, directory: Path, example: str, client_example: 
     """Scaffold a user folder from an example."""
     from sdt_build.errors import ProjectError
     from sdt_build.resources import client_names, copy_example, example_names
+    from sdt_build.settings import name_project
 
     available = example_names()
     if example not in available:
@@ -177,9 +196,10 @@ def init_command(output: Output, directory: Path, example: str, client_example: 
         raise ProjectError("SDT-E120", f"there is no example client named {client_example!r}",
                            f"choose one of: {', '.join(clients)}")
     copy_example(example, directory, client_example)
+    name = name_project(directory)
     written = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
-    output.emit({"ok": True, "directory": str(directory), "example": example, "files": written})
-    output.say(f"[green]created[/] {directory} from example {example}: {', '.join(written)}")
+    output.emit({"ok": True, "directory": str(directory), "example": example, "name": name, "files": written})
+    output.say(f"[green]created[/] {directory} (project {name}) from example {example}: {', '.join(written)}")
     output.say(f"next: sdt-build check {directory}")
     return 0
 
@@ -322,7 +342,7 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
 
     def progress(line: str) -> None:
         if output.verbose:  # each build line; otherwise the steps show as progress
-            output.detail(f"  [dim]{line[:300]}[/]")
+            output.detail(f"  [dim]{shorten(line, 300)}[/]")
         last["line"] = line
 
     try:
@@ -390,7 +410,7 @@ def _progress(output: Output):
                 unit = f"{total:.0f}/{total:.0f}" if total else "done"
             bar.update(task, completed=total if total is not None else 1, total=total or 1, detail="", unit=unit)
         else:
-            bar.update(task, completed=event.done, total=event.total, detail=event.detail[:60], unit=unit)
+            bar.update(task, completed=event.done, total=event.total, detail=shorten(event.detail, 60), unit=unit)
 
     with bar:
         yield on_event
@@ -503,7 +523,7 @@ def _print_smoke(report) -> None:
     for step in report.steps:
         result = "[green]pass[/]" if step.ok else "[red]FAIL[/]"
         steps.add_row(step.name, result + (" [dim](proved before)[/]" if step.remembered else ""),
-                      f"{step.seconds:.1f}", step.detail[:200])
+                      f"{step.seconds:.1f}", shorten(step.detail, 200))
     err.print(steps)
     parity = Table(title=f"parity: this client vs the {report.kind}")
     for column in ("package", "client", report.kind, "", "fix"):
@@ -586,6 +606,7 @@ def doctor_command(output: Output, directory: Path | None) -> int:
 @click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
               help="Where results go (default: sdt-results/<name>).")
 @click.option("--resume", is_flag=True, help="Run only the keys without a finished row in --output.")
+@click.option("--force", is_flag=True, help="Discard the rows already in --output and run every key.")
 @click.option("--timeout", type=float, default=None, help="Seconds one key may run (default: no limit).")
 @click.option("--retries", type=int, default=1, show_default=True, help="Extra attempts for a key whose worker died.")
 @click.option("--loss-analysis", is_flag=True, help="Also run SDT's loss factor analysis (sites over a year).")
@@ -599,9 +620,9 @@ def doctor_command(output: Output, directory: Path | None) -> int:
 @click.option("--image", default=None, help="Image the scheduler and workers run (default: the client's).")
 @click.option("--dry-run", is_flag=True, help="Print the cluster spec the client would create, and its problems.")
 def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_file: Path | None,
-                output_dir: Path | None, resume: bool, timeout: float | None, retries: int, loss_analysis: bool,
-                max_in_flight: int | None, lost_cluster_timeout: float, plots: int, plot_keys: tuple[str, ...],
-                image: str | None, dry_run: bool) -> int:
+                output_dir: Path | None, resume: bool, force: bool, timeout: float | None, retries: int,
+                loss_analysis: bool, max_in_flight: int | None, lost_cluster_timeout: float, plots: int,
+                plot_keys: tuple[str, ...], image: str | None, dry_run: bool) -> int:
     """Run SDT's pipeline for every key on the client from client.py."""
     from sdt_build.sdtdask import SDTDask
 
@@ -625,7 +646,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
     output.say(f"running {runner.project.name} on the {runner.client.backend} client "
                f"({runner.client.workers} workers × {runner.client.threads_per_worker} threads); "
                f"results in {output_dir}")
-    result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, timeout=timeout,
+    result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, force=force, timeout=timeout,
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
                             lost_cluster_timeout=lost_cluster_timeout, plots=plots,
                             plot_keys=[validate_key(_parse_key(k)) for k in plot_keys],
@@ -648,7 +669,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
             _print_problem(result.problem)
         efficiency = summary.get("parallel_efficiency")
         warned = int(table["warnings"].notna().sum()) if "warnings" in table else 0
-        output.say(f"{len(table)} keys in {result.seconds:.0f} s: "
+        output.say(f"{sum(result.counts.values())} keys in {result.seconds:.0f} s: "
                    + ", ".join(f"{n} {s}" for s, n in result.counts.items())
                    + (f"; parallel efficiency {efficiency:.2f}" if efficiency else "")
                    + f"; results in {output_dir}/results.csv (+ .parquet, journal.jsonl, run.json)"
@@ -721,13 +742,14 @@ def _print_results(table) -> None:
 
 
 def _cell(value: Any) -> str:
+    """A value as a table shows it (a table's cells are rendered, and folded, after ``print``)."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, tuple):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+        return redact(", ".join(str(v) for v in value))
+    return redact(str(value))
 
 
 def _parse_key(text: str) -> Any:

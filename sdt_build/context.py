@@ -34,7 +34,8 @@ from sdt_build.wheels import download, download_sdists, link_into, read_wheel
 PACKAGE = Path(__file__).resolve().parent
 # What of sdt_build an image (and every worker) needs: the plug contract, keys and result rows,
 # the task, the smoke probe and the parity check.
-RUNTIME = ("__init__.py", "errors.py", "plug.py", "keys.py", "rows.py", "task.py", "probe.py", "parity.py")
+RUNTIME = ("__init__.py", "errors.py", "plug.py", "keys.py", "rows.py", "redact.py", "task.py", "probe.py",
+           "parity.py")
 
 
 ENV_REPOSITORY = "sdt-env"

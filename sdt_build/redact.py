@@ -1,21 +1,28 @@
 """Credentials never leave the process: the one function that masks them in whatever sdt-build
-shows or writes (terminal, --json, crash files, resolver and download logs, run records).
+shows or writes (terminal, --json, crash files, resolver and download logs, run records, rows).
 
 It masks the user-info part of every URL (``https://user:TOKEN@host`` → ``https://***@host``) and
-every credential value sdt-build has seen: those in URLs of the environment (PIP_INDEX_URL …)
-and those the index settings read from pip's configuration and netrc (``remember``).
+every credential value sdt-build has seen: those in URLs of the environment (PIP_INDEX_URL …),
+those the index settings read from pip's configuration and netrc, and the declared secrets
+(``remember``). Values are masked before they are serialised or shortened (``redact_value``,
+then ``json.dumps`` or a cut), so no escaping, folding or truncation can split a secret; text
+already serialised is masked in its JSON-escaped forms too. Imported on workers: standard
+library only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 MASK = "***"
+_relays: list[subprocess.Popen] = []  # the processes that mask this process's stdout and stderr
 USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s'\"<>]+)@")
 SHORTEST = 4  # shorter values would mask ordinary text
 _secrets: set[str] = set()
@@ -25,7 +32,9 @@ def remember(*values: str | None) -> None:
     """Values to mask wherever they appear (a password, a token given as a user name)."""
     for value in values:
         if value and len(value) >= SHORTEST:
-            _secrets.update({value, unquote(value)})
+            for form in {value, unquote(value)}:
+                # as written, and as JSON writes it (quotes, backslashes, non-ASCII escaped or not)
+                _secrets.update({form, json.dumps(form)[1:-1], json.dumps(form, ensure_ascii=False)[1:-1]})
 
 
 def remember_url(url: str) -> None:
@@ -52,6 +61,58 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_value(value: Any) -> Any:
+    """``value`` with every string in it masked (through dicts, lists and tuples), for values that
+    are serialised afterwards (rows, records, payloads)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(v) for v in value)
+    return value
+
+
+def shorten(text: str, limit: int, *, tail: bool = False) -> str:
+    """``text`` masked, then cut to its first (or, with ``tail``, last) ``limit`` characters: masking
+    first, so no cut leaves part of a secret that masking no longer recognises."""
+    text = redact(text)
+    return text[-limit:] if tail else text[:limit]
+
+
+def dumps(value: Any, **options: Any) -> str:
+    """JSON text of ``value``, masked before serialising and after (what ``default=str`` made)."""
+    return redact(json.dumps(redact_value(value), default=str, **options))
+
+
+def mask_streams(names: Iterable[str]) -> None:
+    """From now on, everything this process writes to its stdout and stderr (print, logging, C code
+    writing to file descriptors 1 and 2) is masked: the values of the environment variables
+    ``names`` and every other remembered secret. Each stream is relayed, line by line, through a
+    small process of its own (this file run as a script), so a writer that holds the GIL can never
+    wait on its own reader. Once per process; nothing is started when there is nothing to mask."""
+    remember(*(os.environ.get(name) for name in names))
+    if _relays or not _secrets:
+        return
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        if stream is not None:
+            stream.flush()
+        relay = subprocess.Popen([sys.executable, __file__, *names], stdin=subprocess.PIPE, stdout=fd, stderr=2,
+                                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        os.dup2(relay.stdin.fileno(), fd)
+        relay.stdin.close()  # descriptor ``fd`` now holds the pipe: the relay ends when this process does
+        _relays.append(relay)
+
+
+def _relay(names: list[str]) -> None:
+    """Copy standard input to standard output one line at a time, masked (``mask_streams``)."""
+    remember(*(os.environ.get(name) for name in names))
+    source, target = sys.stdin.buffer, sys.stdout.buffer
+    for line in iter(lambda: source.readline(1 << 20), b""):
+        target.write(redact(line.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape"))
+        target.flush()
+
+
 def run_logged(command: list[str], log_path: Path, *, env: dict[str, str] | None = None,
                cwd: Path | None = None, append: bool = False,
                on_line: Callable[[str], bool] | None = None) -> int:
@@ -70,3 +131,7 @@ def run_logged(command: list[str], log_path: Path, *, env: dict[str, str] | None
 
 
 _from_environment()
+
+
+if __name__ == "__main__":  # the relay of mask_streams
+    _relay(sys.argv[1:])

@@ -23,7 +23,7 @@ from typing import Callable
 
 from sdt_build.errors import RunFailure
 from sdt_build.keys import key_id
-from sdt_build.redact import redact
+from sdt_build.redact import dumps, redact
 from sdt_build.rows import Row
 
 JOURNAL = "journal.jsonl"
@@ -33,6 +33,8 @@ WARNINGS_LOG = "warnings.log"  # third-party warnings of every key, one line eac
 PLOTS = "plots"  # SDT's own figures of the keys that keep them: plots/<key>/<name>.png
 REPORT = "report.html"
 PERFORMANCE = "dask-report.html"  # Dask's performance report (when bokeh is installed)
+RESULTS = ("results.csv", "results.parquet")  # every key's last row, written whole at the end of a run
+OWNER = ".sdt-output.json"  # the project whose runs write this folder
 
 
 def read_journal(journal: Path) -> tuple[dict[str, Row], int]:
@@ -64,43 +66,122 @@ def _write_failure(path: Path, exc: OSError) -> RunFailure:
 
 
 class OutputFolder:
-    """The folder's lock and journal for one run; without a folder, a temporary journal only."""
+    """The folder's lock and journal for one run of one project; without a folder, a temporary journal.
 
-    def __init__(self, folder: Path | None, resume: bool):
+    Opening it only checks and locks: a folder that holds finished rows is refused unless the run
+    resumes them or ``force`` discards them, and one that another project's runs wrote is refused
+    unless ``force``. Nothing in it changes until the run has started (``start``), so a run that
+    cannot start leaves an existing folder as it was, and a folder it created is removed again.
+    """
+
+    def __init__(self, folder: Path | None, resume: bool, *, project: str | None = None, force: bool = False):
         self.folder = folder
+        self.resume = resume
+        self.force = force
+        self.project = project
         self.notes: list[str] = []
         self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._created = False
+        if resume and force:
+            raise RunFailure("SDT-E553", "--resume keeps the rows of the output folder and --force discards them",
+                             "choose one: --resume to run only the missing keys, --force to run every key again")
         if folder is None:
+            self.journal = None
+            return
+        self.journal = folder / JOURNAL
+        self._claim()
+        try:
+            self._created = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _write_failure(folder, exc) from exc
+        self._lock()
+
+    def _claim(self) -> None:
+        """Refuse, before anything is touched, a run that would mix or discard another run's rows."""
+        rows = len(read_journal(self.journal)[0]) if self.journal.is_file() else 0
+        if not rows or self.force:
+            return
+        owner = self.owner()
+        if self.project and owner and owner != self.project:
+            raise RunFailure("SDT-E551", f"{self.folder} holds {rows} row(s) of project {owner!r}, not of "
+                             f"{self.project!r}", "pass another --output (each project's default is "
+                             "sdt-results/<name>), or --force to discard those rows")
+        if not self.resume:
+            raise RunFailure("SDT-E550", f"{self.folder} holds {rows} row(s) of an earlier run, and a new run "
+                             "would discard them", "--resume keeps them and runs only the keys without an ok row; "
+                             "--force discards them and runs every key; or pass another --output")
+
+    def owner(self) -> str | None:
+        """The project whose runs wrote this folder's rows (its owner file, else the run record)."""
+        for name in (OWNER, RECORD):
+            try:
+                return json.loads((self.folder / name).read_text()).get("project")
+            except (OSError, ValueError, AttributeError):
+                continue
+        return None
+
+    def record(self) -> dict:
+        """The run record the folder's last run wrote (empty when there is none)."""
+        try:
+            record = json.loads((self.folder / RECORD).read_text()) if self.folder else {}
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def start(self) -> None:
+        """The run has started: a run that does not resume drops the folder's earlier outputs, a torn
+        journal line is repaired, and the journal opens for appending."""
+        if self.folder is None:
             handle, name = tempfile.mkstemp(prefix="sdt-journal-", suffix=".jsonl")
             os.close(handle)
             self.journal = Path(name)
         else:
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise _write_failure(folder, exc) from exc
-            self._lock()
-            self.journal = folder / JOURNAL
-            if not resume:
-                self.journal.unlink(missing_ok=True)
-                (folder / WARNINGS_LOG).unlink(missing_ok=True)
-                shutil.rmtree(folder / PLOTS, ignore_errors=True)
-        self._repair()
-        self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if not self.resume:
+                for name in (JOURNAL, WARNINGS_LOG, RECORD, REPORT, PERFORMANCE, *RESULTS):
+                    (self.folder / name).unlink(missing_ok=True)
+                shutil.rmtree(self.folder / PLOTS, ignore_errors=True)
+            if self.project:
+                self.write(OWNER, lambda path: path.write_text(json.dumps({"project": self.project}) + "\n"))
+            self._repair()
+        try:
+            self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _write_failure(self.journal, exc) from exc
+
+    @property
+    def started(self) -> bool:
+        return self._fd is not None
 
     def _lock(self) -> None:
-        """Refuse a second run on the same folder while one holds it (the lock dies with its process)."""
+        """Refuse a second run on the same folder while one holds it (the lock dies with its process;
+        its file is removed when the run closes the folder)."""
         path = self.folder / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise _write_failure(path, exc) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise RunFailure("SDT-E514", f"{self.folder} is in use by another run ({holder})",
+                                 "wait for that run to finish, or pass another --output") from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file another run removed while this one waited for it
+                break
             os.close(fd)
-            raise RunFailure("SDT-E514", f"{self.folder} is in use by another run ({holder})",
-                             "wait for that run to finish, or pass another --output") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        except OSError:
+            pass  # the lock holds without its note (a full disk)
         self._lock_fd = fd
 
     def _repair(self) -> None:
@@ -127,6 +208,8 @@ class OutputFolder:
 
     def rows(self) -> dict[str, Row]:
         """The last row of each key in the journal."""
+        if self.journal is None or not self.journal.is_file():
+            return {}
         rows, unreadable = read_journal(self.journal)
         if unreadable and not any("unreadable" in note for note in self.notes):
             self.notes.append(f"{unreadable} line(s) of {self.journal.name} are unreadable and were skipped; "
@@ -140,7 +223,7 @@ class OutputFolder:
     def add(self, row: Row) -> None:
         """Append one row as one line (credentials masked); on failure the journal is cut back to where it
         was. Its warnings go to warnings.log and its figures to plots/ (not in a temporary journal's run)."""
-        self._append(self._fd, self.journal, (redact(json.dumps(row.to_record(), default=str)) + "\n").encode())
+        self._append(self._fd, self.journal, (dumps(row.to_record()) + "\n").encode())
         if self.folder is None:
             return
         self.log([f"{key_id(row.key)}\t{line}" for line in row.warning_lines])
@@ -193,12 +276,16 @@ class OutputFolder:
             raise
 
     def close(self) -> None:
-        """Close the journal and release the folder (a temporary journal is deleted)."""
+        """Close the journal and release the folder: its lock file goes, a temporary journal is deleted,
+        and a folder this run created but never started in is removed again."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self.folder is None:
-            self.journal.unlink(missing_ok=True)
+            if self.folder is None:
+                self.journal.unlink(missing_ok=True)
         if self._lock_fd is not None:
+            (self.folder / LOCK).unlink(missing_ok=True)
             os.close(self._lock_fd)
             self._lock_fd = None
+            if self._created and not any(self.folder.iterdir()):
+                self.folder.rmdir()

@@ -10,7 +10,10 @@ import traceback as tracebacks
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-FIELDS = ("key", "status", "stage", "error_type", "message", "traceback", "worker", "attempts", "run_id", "warnings")
+from sdt_build.redact import redact, shorten
+
+FIELDS = ("key", "status", "stage", "error_type", "message", "traceback", "worker", "attempts", "run_id", "plug",
+          "warnings")
 SECONDS = "seconds "  # the prefix of a duration column: "seconds get_data", …, "seconds total"
 WARNINGS = "{category}: {message} (×{count})"  # one line of a row's warnings
 
@@ -26,6 +29,7 @@ class Row:
     worker: str | None = None
     attempts: int = 1
     run_id: str | None = None
+    plug: str | None = None  # the digest of the plug's code that made the row (client.py aside)
     warnings: str | None = None  # third-party warnings raised while the key ran, one per line (WARNINGS)
     seconds: Mapping[str, float] = field(default_factory=dict)  # per stage, and "total"
     values: Mapping[str, Any] = field(default_factory=dict)  # SDT's report and what else the key produced
@@ -42,12 +46,13 @@ class Row:
     @classmethod
     def failed(cls, key: tuple, stage: str, exc: BaseException, seconds: Mapping[str, float], worker: str | None,
                values: Mapping[str, Any] | None = None) -> "Row":
-        """The key stopped at ``stage`` with ``exc`` (its first line is the message)."""
-        message = str(exc).strip()
+        """The key stopped at ``stage`` with ``exc`` (its first line is the message); secrets masked
+        before anything is cut."""
+        message = redact(str(exc)).strip()
         return cls(key, "failed", stage, type(exc).__name__,
                    message.splitlines()[0][:500] if message else type(exc).__name__,
-                   "".join(tracebacks.format_exception(exc))[-8000:], worker, seconds=dict(seconds),
-                   values=dict(values or {}))
+                   shorten("".join(tracebacks.format_exception(exc)), 8000, tail=True), worker,
+                   seconds=dict(seconds), values=dict(values or {}))
 
     @classmethod
     def lost(cls, key: tuple, attempts: int, error_type: str, message: str, worker: str | None) -> "Row":

@@ -32,14 +32,16 @@ from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, pins
 from sdt_build.errors import Problem, RunFailure
 from sdt_build.keys import key_id, normalize_key, validate_key
 from sdt_build.project import UserProject
-from sdt_build.redact import redact
+from sdt_build.redact import dumps, redact
 from sdt_build.report import failure_groups, write_report
 from sdt_build.results import PERFORMANCE, REPORT, OutputFolder
 from sdt_build.rows import SECONDS, Row
+from sdt_build.userfiles import CLIENT_FILE
 from sdt_build.task import (START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle, PlugInstaller, module_version,
                             plug_keys, plug_sizes, run_key)
 
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
+SIZES_SECONDS = 120  # the longest the plug's size() may take for a run's keys when no --timeout is set
 WORKERS_POLL_SECONDS = 2.0
 TOTAL = f"{SECONDS}total"
 
@@ -57,6 +59,24 @@ class RunOptions:
     lost_cluster_timeout: float = 60  # seconds a cluster may have no workers left before the run ends
     plots: int = 3  # the first keys run keep SDT's own figures (for the report)
     plot_keys: tuple[tuple, ...] = ()  # and these keys too
+
+    def __post_init__(self) -> None:
+        """Every number in its range (SDT-E552), before anything starts."""
+        wrong = []
+        for name, value, whole, least, optional in (
+                ("timeout", self.timeout, False, 0, True), ("retries", self.retries, True, 0, False),
+                ("max_in_flight", self.max_in_flight, True, 1, True),
+                ("lost_cluster_timeout", self.lost_cluster_timeout, False, 0, False),
+                ("plots", self.plots, True, 0, False)):
+            if value is None and optional:
+                continue
+            number = isinstance(value, int if whole else (int, float)) and not isinstance(value, bool)
+            if not (number and (value >= least if whole else value > least)):  # NaN is in no range
+                rule = f"a whole number, {least} or more" if whole else "a number of seconds above 0"
+                wrong.append(f"{name} (--{name.replace('_', '-')}) is {value!r}: it must be {rule}"
+                             + (" (or none)" if optional else ""))
+        if wrong:
+            raise RunFailure("SDT-E552", "; ".join(wrong), "give each option a value in its range")
 
 
 @dataclass(frozen=True)
@@ -149,21 +169,30 @@ def run(project: UserProject, dask_client, keys: list[tuple] | None, options: Ru
     """Keys → tasks → journal → table, on a connected ``distributed.Client``.
 
     ``explain`` is the backend's account of dead workers (container logs), added to lost-worker rows;
-    ``on_start`` gets the run record (keys, dashboard link) once the keys are known.
+    ``on_start`` gets the run record (keys, dashboard link) once the keys are known. The output
+    folder is started (``OutputFolder.start``) only once the keys are known: a run that stops
+    earlier leaves it as it was.
     """
     started = time.perf_counter()
     bundle, warnings = prepare_cluster(dask_client, project, options)
-    chosen = choose_keys(keys, project, dask_client, bundle)
-    todo = remaining(chosen, output, project, dask_client, bundle)
+    chosen = choose_keys(keys, project, dask_client, bundle, options)
+    earlier = output.record()
+    output.start()
     stream = Stream(dask_client, bundle, options, output, on_row, progress, explain)
-    record = {"sdt_build": __version__, "project": project.name, "run_id": stream.run_id,
+    record = {"sdt_build": __version__, "project": project.name, "run_id": stream.run_id, "plug": stream.plug,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "client": client_settings or {},
-              "options": {**options.__dict__}, "keys": len(chosen), "already_done": len(chosen) - len(todo),
+              "options": {**options.__dict__}, "keys": len(chosen), "already_done": None,
               "warnings": warnings + output.notes, "versions": _cluster_versions(dask_client),
               "dashboard": dashboard_link(dask_client, (client_settings or {}).get("dashboard", True))}
-    if on_start:
-        on_start(record)
-    problem, failure = stream_keys(stream, todo, output, record, explain)
+    try:
+        todo = remaining(chosen, output, project, dask_client, bundle, options, record, earlier)
+    except BaseException as exc:  # SIGTERM while the plug sizes the keys: the outputs are written all the same
+        problem, failure = _stopped(exc, record)
+    else:
+        record["already_done"] = len(chosen) - len(todo)
+        if on_start:
+            on_start(record)
+        problem, failure = stream_keys(stream, todo, output, record, explain)
     try:
         result = conclude(output, chosen, record, stream, started, explain, problem)
     except RunFailure:
@@ -178,19 +207,27 @@ def run(project: UserProject, dask_client, keys: list[tuple] | None, options: Ru
 def prepare_cluster(dask_client, project: UserProject, options: RunOptions) -> tuple[PlugBundle, list[str]]:
     """Check the cluster (parity, memory) and give every worker the plug's files (once)."""
     warnings = check_cluster(dask_client, options)
-    bundle = PlugBundle.from_folder(project.root, project.code_files, project.plug.name)
+    bundle = PlugBundle.from_folder(project.root, project.code_files, project.plug.name,
+                                    tuple(var.name for var in project.env if var.secret))
     dask_client.register_plugin(PlugInstaller(bundle))
     return bundle, warnings
 
 
-def choose_keys(keys: list[tuple] | None, project: UserProject, dask_client, bundle: PlugBundle) -> list[tuple]:
-    """The keys given, else sdt.toml's, else the plug's ``keys()`` (run on a worker); each once, in order."""
+def choose_keys(keys: list[tuple] | None, project: UserProject, dask_client, bundle: PlugBundle,
+                options: RunOptions) -> list[tuple]:
+    """The keys given, else sdt.toml's, else the plug's ``keys()`` (run on a worker, within --timeout
+    when one is set); each once, in order."""
     if keys is not None:
         chosen = list(keys)
     elif project.settings.keys:
         chosen = list(project.settings.keys)
     elif project.plug.has_keys:
-        chosen = [validate_key(k) for k in dask_client.submit(plug_keys, bundle.digest, pure=False).result()]
+        listed = _bounded(dask_client, dask_client.submit(plug_keys, bundle.digest, pure=False), options.timeout)
+        if listed is None:
+            raise RunFailure("SDT-E554", f"the plug's keys() did not answer within {options.timeout:g} s (--timeout)",
+                             "make keys() quick, or pass the keys (--key / --keys FILE, or keys in sdt.toml); its "
+                             "worker was restarted")
+        chosen = [validate_key(k) for k in listed]
     else:
         chosen = []
     if not chosen:
@@ -200,15 +237,71 @@ def choose_keys(keys: list[tuple] | None, project: UserProject, dask_client, bun
     return list({key_id(k): k for k in chosen}.values())
 
 
-def remaining(chosen: list[tuple], output: OutputFolder, project: UserProject, dask_client,
-              bundle: PlugBundle) -> list[tuple]:
-    """The keys without an ``ok`` row in the journal, largest first when the plug can tell sizes."""
-    done = output.done()
+def remaining(chosen: list[tuple], output: OutputFolder, project: UserProject, dask_client, bundle: PlugBundle,
+              options: RunOptions, record: dict, earlier: dict) -> list[tuple]:
+    """The keys without an ``ok`` row in the journal, largest first when the plug can tell sizes
+    (within --timeout, else SIZES_SECONDS: sizes are an estimate, never worth a stalled run).
+    Finished rows that other code or settings made are kept, and named in the record's warnings."""
+    rows = output.rows()
+    done = {key for key, row in rows.items() if row.ok}
+    changed = sorted({row.plug for row in rows.values() if row.ok and row.plug and row.plug != code_digest(bundle)})
+    if changed:
+        count = sum(row.ok and row.plug in changed for row in rows.values())
+        record["warnings"].append(
+            f"{count} finished row(s) were made by other code of the plug (its .py files changed since: plug "
+            f"{', '.join(changed)}, now {code_digest(bundle)}); they are kept as they are. Fix: --force runs every key "
+            "again with this code")
+    before = (earlier.get("options") or {}).get("pipeline_kwargs")
+    if done and before is not None and before != options.pipeline_kwargs:
+        record["warnings"].append(
+            f"the finished rows were made with other run_pipeline arguments ({json.dumps(before, default=str)}, now "
+            f"{json.dumps(options.pipeline_kwargs, default=str)}); they are kept as they are. Fix: --force runs every "
+            "key again with these")
     todo = [k for k in chosen if key_id(k) not in done]
     if project.plug.has_size and len(todo) > 1:
-        sizes = dask_client.submit(plug_sizes, bundle.digest, todo, pure=False).result()
-        todo = [todo[i] for i in sorted(range(len(todo)), key=lambda i: -sizes[i])]
+        bound = options.timeout or SIZES_SECONDS
+        sizes = _bounded(dask_client, dask_client.submit(plug_sizes, bundle.digest, todo, pure=False), bound)
+        if sizes is None:
+            record["warnings"].append(f"the plug's size() did not answer within {bound:g} s for {len(todo)} keys: "
+                                      "they run in the order given, and its worker was restarted. Fix: make size() "
+                                      "quick (it is asked once per run for every key), or remove it")
+        else:
+            todo = [todo[i] for i in sorted(range(len(todo)), key=lambda i: -sizes[i])]
     return todo
+
+
+def code_digest(bundle: PlugBundle) -> str:
+    """The digest of the plug's code a row records: every .py file but client.py (where a run happens
+    does not change what it computes)."""
+    return PlugBundle(tuple(f for f in bundle.files if f[0] != CLIENT_FILE), bundle.class_name).digest
+
+
+def _bounded(dask_client, future, seconds: float | None):
+    """The future's result, or None when it did not finish within ``seconds`` (None: no limit); then it
+    is cancelled and the worker running it restarted (a Python thread cannot be stopped)."""
+    from distributed import wait
+
+    if seconds is not None:
+        try:
+            wait([future], timeout=seconds)
+        except TimeoutError:
+            pass
+        if future.status == "pending":
+            workers = [w for w, keys in dask_client.processing().items() if future.key in keys]
+            future.cancel()  # first: a task the scheduler still knows would go to the restarted worker again
+            try:
+                dask_client.restart_workers(workers, raise_for_error=False)
+            except Exception:  # the caller says what did not answer whether or not the restart worked
+                pass
+            return None
+    return future.result()
+
+
+def _stopped(exc: BaseException, record: dict) -> tuple[Problem | None, BaseException]:
+    """An interrupt or a full disk, to be raised once the outputs are written."""
+    if isinstance(exc, KeyboardInterrupt):
+        record["interrupted"] = getattr(exc, "signal", "SIGINT")
+    return None, exc
 
 
 def stream_keys(stream: "Stream", todo: list[tuple], output: OutputFolder, record: dict,
@@ -227,9 +320,7 @@ def stream_keys(stream: "Stream", todo: list[tuple], output: OutputFolder, recor
             return lost.problem, exc
         return lost.problem, None
     except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk: the outputs are written all the same
-        if isinstance(exc, KeyboardInterrupt):
-            record["interrupted"] = getattr(exc, "signal", "SIGINT")
-        return None, exc
+        return _stopped(exc, record)
     return None, None
 
 
@@ -242,7 +333,14 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
         record["warnings"].append(f"workers died during the run: {lost}")
     rows = output.rows()
     record["warnings"] += [note for note in output.notes if note not in record["warnings"]]
-    table = _table([rows[key_id(k)].to_record() for k in chosen if key_id(k) in rows])
+    asked = {key_id(k) for k in chosen}
+    others = [row for ident, row in rows.items() if ident not in asked]
+    if others:  # the folder's results hold every key it has a row of
+        record["other_keys"] = len(others)
+        record["warnings"].append(f"{len(others)} key(s) of earlier runs in this folder were not asked for this time; "
+                                  "their rows are kept in the results and the report")
+    table = _table([rows[key_id(k)].to_record() for k in chosen if key_id(k) in rows]
+                   + [row.to_record() for row in others])
     wall = time.perf_counter() - started
     mine = table[table["run_id"] == stream.run_id] if "run_id" in table else table.iloc[0:0]
     busy = float(mine[TOTAL].sum()) if TOTAL in mine else 0.0
@@ -254,7 +352,8 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
     _memory_summary(record, [e for e in stream.worker_log if e.get("logger") == WORKER_LOGGERS[0]], table)
     if output.folder is not None:
         _write_outputs(output, table, record)
-    counts = {str(k): int(v) for k, v in table["status"].value_counts().items()} if len(table) else {}
+    statuses = [rows[key_id(k)].status for k in chosen if key_id(k) in rows]
+    counts = {status: statuses.count(status) for status in sorted(set(statuses))}
     return RunResult(table, output.folder, wall, counts, record, problem)
 
 
@@ -272,6 +371,7 @@ class Stream:
         self.progress = progress
         self.explain = explain
         self.run_id = uuid.uuid4().hex[:8]
+        self.plug = code_digest(bundle)
         self.started: dict[str, tuple[float, str]] = {}
         self.bystander_losses: dict[str, int] = {}
         self.memory_limits: dict[str, int] = {}  # worker → bytes, remembered after it dies
@@ -341,7 +441,7 @@ class Stream:
     def finish(self, row: Row) -> None:
         """Journal a key's row (at once: nothing finished is kept only in memory)."""
         self.started.pop(key_id(row.key), None)
-        row = row.but(run_id=self.run_id)
+        row = row.but(run_id=self.run_id, plug=self.plug)
         self.output.add(row)
         if self.on_row:
             self.on_row(row)
@@ -651,10 +751,10 @@ def _write_outputs(output: OutputFolder, table: pd.DataFrame, record: dict) -> N
     except ImportError:
         record["parquet"] = "skipped: pyarrow is not installed"
     record["report"] = str(output.folder / REPORT)
-    output.write("run.json", lambda path: path.write_text(redact(json.dumps(record, indent=1, default=str))))
+    output.write("run.json", lambda path: path.write_text(dumps(record, indent=1)))
     try:
         write_report(output.folder, table, record)
     except Exception as exc:  # the report is made from the files above; they are kept whatever happens here
         record["report"] = f"failed: {type(exc).__name__}: {exc} (make it again with `sdt-build report " \
                            f"{output.folder}`)"
-        output.write("run.json", lambda path: path.write_text(redact(json.dumps(record, indent=1, default=str))))
+        output.write("run.json", lambda path: path.write_text(dumps(record, indent=1)))

@@ -34,12 +34,17 @@ class SDTDask:
         self.image = image or self.client.image
 
     def execute(self, keys: Iterable[Any] | None = None, output_dir: str | Path | None = None,
-                resume: bool = False, *, loss_analysis: bool = False, timeout: float | None = None,
+                resume: bool = False, *, force: bool = False, loss_analysis: bool = False,
+                timeout: float | None = None,
                 retries: int = 1, max_in_flight: int | None = None, check_versions: bool = True,
                 lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
                 on_row: Callable[[Row], None] | None = None, plots: int = 3, plot_keys: Iterable[Any] = (),
                 on_start: Callable[[dict], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
         """Run every key. Keyword arguments not named here go to ``DataHandler.run_pipeline``.
+
+        An ``output_dir`` that holds finished rows is refused unless ``resume`` (run only the keys
+        without an ok row) or ``force`` (discard them); one that another project's runs wrote is
+        refused unless ``force``. Nothing in it changes until the run has started.
 
         The first ``plots`` keys run, and ``plot_keys``, keep SDT's own figures for the report
         (report.html in ``output_dir``). A ``dask_client`` you pass is used and left open; otherwise
@@ -50,7 +55,8 @@ class SDTDask:
                              loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout,
                              plots, tuple(validate_key(k) for k in plot_keys))
         keys = None if keys is None else [validate_key(k) for k in keys]
-        output = OutputFolder(Path(output_dir) if output_dir else None, resume and output_dir is not None)
+        output = OutputFolder(Path(output_dir) if output_dir else None, resume and output_dir is not None,
+                              project=self.project.name, force=force)
         owns = dask_client is None
         try:
             with terminate_as_interrupt():

@@ -82,6 +82,19 @@ def read_settings(root: Path, found: ProblemList) -> Settings:
     return Settings(**{**defaults.__dict__, **values})
 
 
+def name_project(root: Path) -> str:
+    """Name the project after its folder in sdt.toml (written or replaced), and return the name: a
+    scaffold keeps no example's name, which would share its image tags and output folder."""
+    name = _image_name(root.resolve().name)
+    path = root / SETTINGS_FILE
+    text = path.read_text("utf-8") if path.exists() else ""
+    tables = re.search(r"(?m)^\s*\[", text)  # the top-level keys come before the first table
+    head, rest = (text[:tables.start()], text[tables.start():]) if tables else (text, "")
+    head, named = re.subn(r'(?m)^name\s*=.*$', f'name = "{name}"', head, count=1)
+    path.write_text(head + rest if named else f'name = "{name}"\n' + text, "utf-8")
+    return name
+
+
 def _image_name(text: str) -> str:
     name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("._-")
     return re.sub(r"[._-]{2,}", "-", name) or "sdt-project"

@@ -29,6 +29,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from sdt_build.keys import key_id
+from sdt_build.redact import mask_streams, shorten
 from sdt_build.rows import WARNINGS, Row
 
 START_TOPIC = "sdt-build-start"
@@ -49,10 +50,12 @@ _installed: dict[str, "PlugBundle"] = {}
 
 @dataclass(frozen=True)
 class PlugBundle:
-    """The user's Python files and the name of the plug class in dataplug.py."""
+    """The user's Python files, the name of the plug class in dataplug.py, and the names of its
+    declared secrets (masked in everything a worker prints)."""
 
     files: tuple[tuple[str, str], ...]
     class_name: str
+    secrets: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -62,8 +65,9 @@ class PlugBundle:
         return h.hexdigest()[:16]
 
     @classmethod
-    def from_folder(cls, root: Path, relative_files: tuple[Path, ...], class_name: str) -> "PlugBundle":
-        return cls(tuple((str(p), (root / p).read_text("utf-8")) for p in relative_files), class_name)
+    def from_folder(cls, root: Path, relative_files: tuple[Path, ...], class_name: str,
+                    secrets: tuple[str, ...] = ()) -> "PlugBundle":
+        return cls(tuple((str(p), (root / p).read_text("utf-8")) for p in relative_files), class_name, secrets)
 
     def plug_class(self) -> type:
         """Import dataplug.py on this process (once) and return the plug class."""
@@ -95,6 +99,7 @@ class PlugInstaller(WorkerPlugin):
         self.name = f"sdt-build-plug-{bundle.digest}"
 
     def setup(self, worker) -> None:
+        mask_streams(self.bundle.secrets)
         _installed[self.bundle.digest] = self.bundle
         capture_warnings()
         _forward_worker_log(worker)
@@ -119,7 +124,7 @@ def _showwarning(message, category, filename, lineno, file=None, line=None) -> N
             _shown.add((category, str(message), filename, lineno))
             _original_showwarning(message, category, filename, lineno, file, line)
         return
-    sink[(category.__name__, " ".join(str(message).split())[:300])] += 1
+    sink[(category.__name__, shorten(" ".join(str(message).split()), 300))] += 1
 
 
 class _WorkerLog(logging.Handler):

@@ -206,8 +206,11 @@ class DockerClient(Client):
                                                     "mem_limit": memory + 2**30,
                                                     "nano_cpus": int(self.threads_per_worker * 1e9)}}
         try:
+            # the scheduler runs no plug code: it gets none of the declared secrets
+            public = {name: value for name, value in shared["environment"].items() if name not in self.secret_names}
             self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
-                                                   "options": {**shared, "dashboard": self.dashboard_address()}},
+                                                   "options": {**shared, "environment": public,
+                                                               "dashboard": self.dashboard_address()}},
                                         workers={f"docker-{i}": worker for i in range(self.workers)},
                                         worker=worker, name=f"sdt-docker-{cluster_id}")
             self._dask_client = self.new_dask_client(self._cluster)

@@ -94,8 +94,13 @@ class KubernetesClient(CloudClient):
                                   f"--memory-limit {parse_memory(self.memory_per_worker)}"}
 
     def cluster_spec(self, image: str) -> dict[str, Any]:
-        """The DaskCluster resource, made by dask-kubernetes itself."""
-        return self._engine("dask_kubernetes.operator").make_cluster_spec(**self.spec_kwargs(image))
+        """The DaskCluster resource, made by dask-kubernetes itself; the scheduler's pod reads none of
+        the declared secrets (it runs no plug code)."""
+        spec = self._engine("dask_kubernetes.operator").make_cluster_spec(**self.spec_kwargs(image))
+        secret = self.secret_names_here()
+        for container in spec["spec"]["scheduler"]["spec"]["containers"]:
+            container["env"] = [entry for entry in container.get("env") or [] if entry["name"] not in secret]
+        return spec
 
     def secret_manifest(self) -> dict[str, Any] | None:
         """The Secret the pods read declared secrets from (values only here, never in the cluster spec)."""

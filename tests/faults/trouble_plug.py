@@ -10,6 +10,7 @@ synthetic example as synthetic.py). Keys:
     ("none",) ("empty",) ("strings",) ("series",) ("unsorted",) ("no-index",)
                        get_data returns something that is not a usable power series
     ("leaks",)         prints the declared secret and raises an error that quotes it
+    ("endless-size",)  the plug's size() never answers for it (get_data then fails as for an unknown key)
 
 With SDT_FAULTS_FIXED set, every key gives good data (as a fixed plug would, for --resume).
 """
@@ -27,6 +28,11 @@ from synthetic import SyntheticPV
 class Trouble(DataPlug):
     env = [EnvVar("SDT_FAULTS_FIXED", required=False),
            EnvVar("SDT_FAULTS_SECRET", required=False, secret=True, help="a secret the plug reads")]
+
+    def size(self, key):
+        if key[0] == "endless-size":
+            time.sleep(3600)
+        return 1
 
     def get_data(self, key):
         kind = key[0]
