@@ -10,6 +10,8 @@ synthetic example as synthetic.py). Keys:
     ("none",) ("empty",) ("strings",) ("series",) ("unsorted",) ("no-index",)
                        get_data returns something that is not a usable power series
     ("leaks",)         prints the declared secret and raises an error that quotes it
+    ("echo", ...)      ValueError quoting the key as get_data received it (its repr shows every
+                       field's type), at once and with no SDT work
 
 With SDT_FAULTS_FIXED set, every key gives good data (as a fixed plug would, for --resume).
 """
@@ -30,6 +32,8 @@ class Trouble(DataPlug):
 
     def get_data(self, key):
         kind = key[0]
+        if kind == "echo":
+            raise ValueError(f"get_data received {key!r}")
         good = SyntheticPV().get_data((3, 30))
         if os.environ.get("SDT_FAULTS_FIXED") or kind == "ok":
             return good
