@@ -20,6 +20,7 @@ from rich.table import Table
 from sdt_build import __version__
 from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, DependencyConflict, Problem, SdtBuildError,
                               SmokeFailure)
+from sdt_build.keys import parse_key, read_keys_file
 from sdt_build.redact import dumps, redact, shorten
 from sdt_build.resolve import BACKENDS
 from sdt_build.smoke import PIPELINE_DAYS
@@ -293,7 +294,7 @@ def smoke_options(func: Callable) -> Callable:
     """The smoke test's options, the same on `build` and `smoke`."""
     for option in reversed((
             click.option("--sample-key", default=None,
-                         help="Smoke-test get_data on this key (JSON, e.g. '[\"SITE\"]')."),
+                         help="Smoke-test get_data on this key (as run's --key: e.g. SITE, or '[13, 2011]')."),
             click.option("--pipeline-days", default=PIPELINE_DAYS, show_default=True, type=click.IntRange(min=0),
                          help="Days of real data for the smoke test's SDT pipeline step (0 skips it)."),
             click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -322,7 +323,7 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
     """Build the image the scheduler and workers run (skipped when nothing changed), or a venv (--venv)."""
     from sdt_build.pipeline import build_project, build_venv_project
 
-    key = _parse_key(sample_key) if sample_key else None
+    key = parse_key(sample_key) if sample_key else None
     if venv is not None:
         try:
             locked, built_venv = build_venv_project(directory, venv, resolver=resolver, smoke=not no_smoke,
@@ -448,7 +449,7 @@ def smoke_command(output: Output, target: str, sample_key: str | None, pipeline_
     from sdt_build.project import load_project, runtime_env
     from sdt_build.smoke import smoke_image
 
-    key = _parse_key(sample_key) if sample_key else None
+    key = parse_key(sample_key) if sample_key else None
     if project_dir is not None and Path(target).is_dir():
         raise ProjectError("SDT-E123", "--project goes with an IMAGE; TARGET is already a project folder",
                            f"run `sdt-build smoke {target}`, or `sdt-build smoke IMAGE --project {target}`")
@@ -600,9 +601,11 @@ def doctor_command(output: Output, directory: Path | None) -> int:
 
 @command(main, "run")
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--key", "keys", multiple=True, help="A key as JSON (e.g. '[13, [2011, 2012]]') or a plain string.")
+@click.option("--key", "keys", multiple=True, help="A key: JSON when it starts with [, { or \" (e.g. '[13, [2011, "
+              "2012]]'), else one text field as written (12E4 stays text).")
 @click.option("--keys", "keys_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Keys from a CSV (one key per row) or JSON (a list of keys) file.")
+              help="Keys from a JSON file (a list of keys, JSON's types) or a CSV file (one key per row, every "
+                   "field text as written; lines starting with # are skipped).")
 @click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
               help="Where results go (default: sdt-results/<name>).")
 @click.option("--resume", is_flag=True, help="Run only the keys without a finished row in --output.")
@@ -616,7 +619,7 @@ def doctor_command(output: Output, directory: Path | None) -> int:
                    "are waited for).")
 @click.option("--plots", "plots", type=int, default=3, show_default=True,
               help="The first keys run keep SDT's own figures (heatmap, daily energy) for the report.")
-@click.option("--plot-key", "plot_keys", multiple=True, help="Keep SDT's figures of this key too (JSON or text).")
+@click.option("--plot-key", "plot_keys", multiple=True, help="Keep SDT's figures of this key too (as --key).")
 @click.option("--image", default=None, help="Image the scheduler and workers run (default: the client's).")
 @click.option("--dry-run", is_flag=True, help="Print the cluster spec the client would create, and its problems.")
 def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_file: Path | None,
@@ -626,10 +629,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
     """Run SDT's pipeline for every key on the client from client.py."""
     from sdt_build.sdtdask import SDTDask
 
-    from sdt_build.keys import validate_key
-
-    given = [_parse_key(k) for k in keys] + (_read_keys_file(keys_file) if keys_file else [])
-    chosen = [validate_key(k) for k in given]
+    chosen = [parse_key(k) for k in keys] + (read_keys_file(keys_file) if keys_file else [])
     runner = SDTDask(directory, image=image)
     if dry_run:
         spec = runner.client.dry_run(runner.image)
@@ -649,7 +649,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
     result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, force=force, timeout=timeout,
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
                             lost_cluster_timeout=lost_cluster_timeout, plots=plots,
-                            plot_keys=[validate_key(_parse_key(k)) for k in plot_keys],
+                            plot_keys=[parse_key(k) for k in plot_keys],
                             progress=output.shows, on_start=_run_started(output),
                             on_row=_row_finished(output) if output.verbose else None)
     table = result.table
@@ -715,16 +715,15 @@ def _row_finished(output: Output) -> Callable:
 
 @command(main, "report")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--key", "keys", multiple=True, help="Show SDT's figures of this key (JSON or text; default: the "
-              "first keys that kept them).")
+@click.option("--key", "keys", multiple=True, help="Show SDT's figures of this key (as run's --key; default: "
+              "the first keys that kept them).")
 @click.option("--out", "target", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the page (default: FOLDER/report.html).")
 def report_command(output: Output, folder: Path, keys: tuple[str, ...], target: Path | None) -> int:
     """Write the fleet report of a run's output folder: one HTML page that opens with no network."""
-    from sdt_build.keys import validate_key
     from sdt_build.report import make_report
 
-    written = make_report(folder, [validate_key(_parse_key(k)) for k in keys] or None, target)
+    written = make_report(folder, [parse_key(k) for k in keys] or None, target)
     output.emit({"ok": True, "report": str(written.path), "bytes": written.size, "keys": written.keys})
     output.say(f"[green]report[/] {written.path} ({written.size / 1e6:.2f} MB, {written.keys} keys)")
     return 0
@@ -750,49 +749,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, tuple):
         return redact(", ".join(str(v) for v in value))
     return redact(str(value))
-
-
-def _parse_key(text: str) -> Any:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return (text,)
-    return value
-
-
-def _read_keys_file(path: Path) -> list:
-    from sdt_build.errors import RunFailure
-
-    try:
-        if path.suffix.lower() == ".json":
-            return list(json.loads(path.read_text()))
-        import csv
-
-        text = path.read_text()
-        rows = [row for row in csv.reader(text.splitlines()) if row and not row[0].startswith("#")]
-        if len(rows) > 1 and _has_header(rows):
-            rows = rows[1:]  # a header row names the key's fields
-        return [tuple(_csv_field(v) for v in row) for row in rows]
-    except (ValueError, OSError) as exc:
-        raise RunFailure("SDT-E502", f"cannot read keys from {path}: {exc}",
-                         "give a JSON list of keys, or a CSV with one key per row") from exc
-
-
-def _has_header(rows: list[list[str]]) -> bool:
-    """A first row of text above a column that is numeric in every other row names the fields."""
-    def numeric(value: str) -> bool:
-        return isinstance(_csv_field(value), (int, float))
-
-    first, rest = rows[0], rows[1:]
-    return not any(numeric(v) for v in first) and any(
-        all(len(row) > column and numeric(row[column]) for row in rest) for column in range(len(first)))
-
-
-def _csv_field(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
 
 
 if __name__ == "__main__":

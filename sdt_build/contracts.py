@@ -1,6 +1,7 @@
 """The plug and client contracts, checked statically (``ast``): the classes in dataplug.py and
-client.py, their methods' shapes, the environment variables they declare, and whether every
-package dataplug.py imports is in SDT's image or requirements.txt. Nothing of the user's code runs.
+client.py, their methods' shapes, the environment variables they declare, whether every
+package dataplug.py imports is in SDT's image or requirements.txt, and that no file of the folder
+would replace a module the workers import from elsewhere. Nothing of the user's code runs.
 """
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from sdt_build import constraints
 from sdt_build.errors import ProblemList
-from sdt_build.plug import EnvVar
+from sdt_build.plug import SHADOW, EnvVar, everywhere, shadows
 from sdt_build.requirements import requirement_names
 from sdt_build.settings import Settings
-from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, confined
+from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, FileSet, confined
 
 # Import names whose distribution is named differently (import name -> distribution).
 IMPORT_ALIASES = {
@@ -312,7 +313,7 @@ def _catches_import_error(handler: ast.ExceptHandler) -> bool:
 
 def check_imports(tree: ast.Module, root: Path, file: str, lines: tuple[str, ...], python: str,
                    found: ProblemList) -> None:
-    required = set(requirement_names(lines))
+    required = requirement_modules(requirement_names(lines), python)
     base = constraints.module_index(python)
     reported = set()
     for dotted, line, optional in _imports(tree):
@@ -321,7 +322,7 @@ def check_imports(tree: ast.Module, root: Path, file: str, lines: tuple[str, ...
             continue
         if (root / f"{top}.py").exists() or (root / top / "__init__.py").exists() or (root / top).is_dir():
             continue
-        if _provided_by(dotted, required):
+        if top in required or _provided_by(dotted, set(required.values())):
             continue
         reported.add(top)
         suggestion = IMPORT_ALIASES.get(top, top.replace("_", "-"))
@@ -332,16 +333,47 @@ def check_imports(tree: ast.Module, root: Path, file: str, lines: tuple[str, ...
 
 
 def _provided_by(dotted: str, required: set[str]) -> bool:
+    """A namespace package's distribution named after the import (``google.cloud.storage``)."""
     parts = dotted.split(".")
-    for depth in range(len(parts), 0, -1):
-        if canonicalize_name("-".join(parts[:depth])) in required:
-            return True
-    alias = IMPORT_ALIASES.get(parts[0])
-    if alias and canonicalize_name(Requirement(alias).name) in required:
-        return True
+    return any(canonicalize_name("-".join(parts[:depth])) in required for depth in range(len(parts), 0, -1))
+
+
+def requirement_modules(required: Iterable[str], python: str) -> dict[str, str]:
+    """The top-level modules the plug's requirements (canonical names) are known to provide, offline
+    and before any lock (module → distribution): the name itself (``boto3``), the import names known
+    to differ (``opencv-python`` → ``cv2``), SDT's metadata for a package of its set, and this
+    machine's metadata for a distribution installed here."""
+    required = set(required)
+    aliases = {canonicalize_name(Requirement(dist).name): module for module, dist in IMPORT_ALIASES.items()}
+    modules = {}
+    for name in required:
+        modules[name.replace("-", "_")] = name
+        if name in aliases:
+            modules[aliases[name]] = name
+        for module in constraints.metadata(python).get(name, {}).get("modules", ()):
+            modules[module] = name
     try:
         from importlib.metadata import packages_distributions
-        dists = packages_distributions().get(parts[0], [])
+        installed = packages_distributions()
     except Exception:  # broken metadata on the host never blocks a check
-        dists = []
-    return any(canonicalize_name(d) in required for d in dists)
+        installed = {}
+    for module, dists in installed.items():
+        modules.update({module: canonicalize_name(d) for d in dists if canonicalize_name(d) in required})
+    return modules
+
+
+def importable(python: str, lines: tuple[str, ...]) -> dict[str, str]:
+    """What the workers of the image import from outside the plug's folder (module → what it is):
+    the plug's requirements, SDT's pinned set for ``python``, the standard library and sdt_build."""
+    provided = {module: f"the package {module} ({dist} in requirements.txt)"
+                for module, dist in requirement_modules(requirement_names(lines), python).items()}
+    for dist, info in constraints.metadata(python).items():
+        owner = "SDT itself" if dist == constraints.SDT_PACKAGE else f"{dist} {info['version']}, in SDT's pinned set"
+        provided.update({module: f"the package {module} ({owner})" for module in info["modules"]})
+    return {**provided, **everywhere()}
+
+
+def check_shadowing(files: FileSet, lines: tuple[str, ...], python: str, found: ProblemList) -> None:
+    """SDT-E127 for each file of the folder that would replace a module the image's workers import."""
+    for shadow in shadows(files.files, importable(python, lines)):
+        found.add(SHADOW, shadow.cause, shadow.fix, file=shadow.file)

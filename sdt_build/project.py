@@ -2,7 +2,8 @@
 
 Everything here is static: the plug's own packages need not be installed where the check runs,
 and nothing of the user's code is executed. The parts: the file set (``userfiles``), sdt.toml
-(``settings``), requirements.txt (``requirements``) and the plug and client classes (``contracts``).
+(``settings``), requirements.txt (``requirements``), the plug and client classes and the files that
+would replace an importable module (``contracts``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdt_build.contracts import ClassSpec, check_imports, find_client, find_plug, parse
+from sdt_build.contracts import ClassSpec, check_imports, check_shadowing, find_client, find_plug, parse
 from sdt_build.errors import Problem, ProblemList, ProjectError
 from sdt_build.plug import EnvVar
 from sdt_build.redact import remember
@@ -73,6 +74,7 @@ def inspect_project(path: str | os.PathLike, *, require_env: bool = True
     settings = read_settings(root, found)
     requirements_file = root / REQUIREMENTS_FILE
     lines = read_requirements(requirements_file, root, found) if requirements_file.exists() else ()
+    check_shadowing(files, lines, settings.python, found)
 
     plug = client = None
     plug_tree = parse(root, PLUG_FILE, found, missing_code="SDT-E102",

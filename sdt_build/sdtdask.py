@@ -7,6 +7,7 @@ started.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -14,7 +15,7 @@ from sdt_build.clients import Client, load_client
 from sdt_build.daemon import docker_client
 from sdt_build.errors import RunFailure
 from sdt_build.image import untag_pushed
-from sdt_build.keys import validate_key
+from sdt_build.keys import read_keys_file, validate_key
 from sdt_build.pipeline import build_project
 from sdt_build.project import load_project, runtime_env
 from sdt_build.results import OutputFolder
@@ -33,11 +34,10 @@ class SDTDask:
             runtime_env(self.project), {v.name for v in self.project.env if v.secret})
         self.image = image or self.client.image
 
-    def execute(self, keys: Iterable[Any] | None = None, output_dir: str | Path | None = None,
+    def execute(self, keys: Iterable[Any] | str | os.PathLike | None = None, output_dir: str | Path | None = None,
                 resume: bool = False, *, force: bool = False, loss_analysis: bool = False,
-                timeout: float | None = None,
-                retries: int = 1, max_in_flight: int | None = None, check_versions: bool = True,
-                lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
+                timeout: float | None = None, retries: int = 1, max_in_flight: int | None = None,
+                check_versions: bool = True, lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
                 on_row: Callable[[Row], None] | None = None, plots: int = 3, plot_keys: Iterable[Any] = (),
                 on_start: Callable[[dict], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
         """Run every key. Keyword arguments not named here go to ``DataHandler.run_pipeline``.
@@ -45,6 +45,10 @@ class SDTDask:
         An ``output_dir`` that holds finished rows is refused unless ``resume`` (run only the keys
         without an ok row) or ``force`` (discard them); one that another project's runs wrote is
         refused unless ``force``. Nothing in it changes until the run has started.
+
+        ``keys`` is a list of keys, or the path of a keys file (str or Path), read as ``run --keys``
+        reads it (a JSON list keeps JSON's types; a CSV file's fields are text as written); None: the
+        keys of sdt.toml, else the plug's ``keys()``.
 
         The first ``plots`` keys run, and ``plot_keys``, keep SDT's own figures for the report
         (report.html in ``output_dir``). A ``dask_client`` you pass is used and left open; otherwise
@@ -54,6 +58,8 @@ class SDTDask:
         options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
                              loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout,
                              plots, tuple(validate_key(k) for k in plot_keys))
+        if isinstance(keys, (str, os.PathLike)):
+            keys = read_keys_file(keys)
         keys = None if keys is None else [validate_key(k) for k in keys]
         output = OutputFolder(Path(output_dir) if output_dir else None, resume and output_dir is not None,
                               project=self.project.name, force=force)

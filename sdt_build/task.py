@@ -29,6 +29,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from sdt_build.keys import key_id
+from sdt_build.plug import SHADOW, everywhere, shadows
 from sdt_build.redact import mask_streams, shorten
 from sdt_build.rows import WARNINGS, Row
 
@@ -70,10 +71,15 @@ class PlugBundle:
         return cls(tuple((str(p), (root / p).read_text("utf-8")) for p in relative_files), class_name, secrets)
 
     def plug_class(self) -> type:
-        """Import dataplug.py on this process (once) and return the plug class."""
+        """Import dataplug.py on this process (once) and return the plug class. The plug's folder goes
+        first on sys.path, so its helper modules are the ones the plug imports; a file of it that would
+        replace a module this worker has is refused (PlugContractError, SDT-E127)."""
         digest = self.digest
         with _load_lock:
             if digest not in _loaded:
+                found = shadows([name for name, _ in self.files], installed_modules())
+                if found:
+                    raise PlugContractError(f"{SHADOW}: {found[0].cause}. Fix: {found[0].fix}")
                 folder = Path(tempfile.gettempdir()) / "sdt-build-plugs" / digest
                 for name, text in self.files:
                     _write_once(folder / name, text)
@@ -86,6 +92,21 @@ class PlugBundle:
                 spec.loader.exec_module(module)
                 _loaded[digest] = getattr(module, self.class_name)
             return _loaded[digest]
+
+
+def installed_modules() -> dict[str, str]:
+    """What this worker imports from outside the plug's folder (module → what it is): the packages
+    installed here (the image's, a venv's or the local Python's; the plug's dependencies' too), the
+    standard library and sdt_build."""
+    from importlib.metadata import packages_distributions
+
+    try:
+        installed = packages_distributions()
+    except Exception:  # broken metadata of one package never stops a worker
+        installed = {}
+    found = {module: f"the package {module} ({', '.join(sorted(set(dists)))}, installed on the workers)"
+             for module, dists in installed.items()}
+    return {**found, **everywhere()}
 
 
 class PlugInstaller(WorkerPlugin):

@@ -49,22 +49,23 @@ def test_debug_shows_traceback_only_when_asked(tmp_path):
     assert "fix:" in plain.stderr
 
 
-def test_keys_files_round_trip_list_fields(tmp_path):
-    from sdt_build.cli import _read_keys_file
+def test_keys_files_keep_what_was_written(tmp_path):
+    from sdt_build.keys import read_keys_file
 
     csv_file = tmp_path / "keys.csv"
-    csv_file.write_text('site,year\n13,2011\n14,"[2011, 2012]"\n# a comment\n')
-    assert _read_keys_file(csv_file) == [(13, 2011), (14, [2011, 2012])]
+    csv_file.write_text('# site,year\n13,2011\n14,"[2011, 2012]"\n# a comment\n')
+    assert read_keys_file(csv_file) == [("13", "2011"), ("14", "[2011, 2012]")]  # a CSV field is text
     plain = tmp_path / "plain.csv"
     plain.write_text("TAEFC1044741\nZT162185000441C1203\n")
-    assert _read_keys_file(plain) == [("TAEFC1044741",), ("ZT162185000441C1203",)]
+    assert read_keys_file(plain) == [("TAEFC1044741",), ("ZT162185000441C1203",)]
     json_file = tmp_path / "keys.json"
-    json_file.write_text('[[13, [2011, 2012]], ["A"]]')
-    assert _read_keys_file(json_file) == [[13, [2011, 2012]], ["A"]]
-    broken = tmp_path / "broken.json"
-    broken.write_text("[1, 2")
-    done = run("run", str(EXAMPLES / "local-csv"), "--keys", str(broken), "--json")
-    assert done.returncode == 5 and json.loads(done.stdout)["error"]["code"] == "SDT-E502"
+    json_file.write_text('[[13, [2011, 2012]], ["A"], "B"]')  # list fields need JSON
+    assert read_keys_file(json_file) == [(13, [2011, 2012]), ("A",), ("B",)]
+    for text in ("[1, 2", '{"a": [1]}', '"keys"'):  # broken, or not a list of keys
+        broken = tmp_path / "broken.json"
+        broken.write_text(text)
+        done = run("run", str(EXAMPLES / "local-csv"), "--keys", str(broken), "--json")
+        assert done.returncode == 5 and json.loads(done.stdout)["error"]["code"] == "SDT-E502", (text, done.stdout)
 
 
 def test_init_with_an_example_client(tmp_path):

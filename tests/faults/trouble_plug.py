@@ -11,6 +11,8 @@ synthetic example as synthetic.py). Keys:
                        get_data returns something that is not a usable power series
     ("leaks",)         prints the declared secret and raises an error that quotes it
     ("endless-size",)  the plug's size() never answers for it (get_data then fails as for an unknown key)
+    ("echo", ...)      ValueError quoting the key as get_data received it (its repr shows every
+                       field's type), at once and with no SDT work
 
 With SDT_FAULTS_FIXED set, every key gives good data (as a fixed plug would, for --resume).
 """
@@ -36,6 +38,8 @@ class Trouble(DataPlug):
 
     def get_data(self, key):
         kind = key[0]
+        if kind == "echo":
+            raise ValueError(f"get_data received {key!r}")
         good = SyntheticPV().get_data((3, 30))
         if os.environ.get("SDT_FAULTS_FIXED") or kind == "ok":
             return good
