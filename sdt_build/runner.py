@@ -32,13 +32,13 @@ from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, pins
 from sdt_build.errors import Problem, RunFailure
 from sdt_build.keys import key_id, normalize_key, validate_key
 from sdt_build.project import UserProject
-from sdt_build.redact import dumps, redact
+from sdt_build.redact import dumps
 from sdt_build.report import failure_groups, write_report
 from sdt_build.results import PERFORMANCE, REPORT, OutputFolder
 from sdt_build.rows import SECONDS, Row
+from sdt_build.task import (START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle, PlugCallFailed,
+                            PlugInstaller, module_version, plug_keys, plug_sizes, run_key)
 from sdt_build.userfiles import CLIENT_FILE
-from sdt_build.task import (START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle, PlugInstaller, module_version,
-                            plug_keys, plug_sizes, run_key)
 
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
 SIZES_SECONDS = 120  # the longest the plug's size() may take for a run's keys when no --timeout is set
@@ -222,7 +222,13 @@ def choose_keys(keys: list[tuple] | None, project: UserProject, dask_client, bun
     elif project.settings.keys:
         chosen = list(project.settings.keys)
     elif project.plug.has_keys:
-        listed = _bounded(dask_client, dask_client.submit(plug_keys, bundle.digest, pure=False), options.timeout)
+        try:
+            listed = _bounded(dask_client, dask_client.submit(plug_keys, bundle.digest, pure=False), options.timeout)
+        except Exception as exc:  # its worker died
+            listed = PlugCallFailed.of(exc)
+        if isinstance(listed, PlugCallFailed):
+            raise RunFailure("SDT-E555", f"the plug's keys() failed: {listed}", "fix keys() in dataplug.py, or pass "
+                             "the keys (--key / --keys FILE, or keys in sdt.toml)")
         if listed is None:
             raise RunFailure("SDT-E554", f"the plug's keys() did not answer within {options.timeout:g} s (--timeout)",
                              "make keys() quick, or pass the keys (--key / --keys FILE, or keys in sdt.toml); its "

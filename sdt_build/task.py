@@ -34,6 +34,7 @@ from sdt_build.redact import mask_streams, shorten
 from sdt_build.rows import WARNINGS, Row
 
 START_TOPIC = "sdt-build-start"
+PLUG_FOLDER = "sdt-build-plugs"  # where a worker writes the plug's files, under its temporary folder
 # distributed's warnings on a worker, sent to the client (for the run's log and summary) instead of the
 # worker's stderr: its memory monitor, and sizeof's note on deep messages (the performance report's profiles)
 WORKER_LOG_TOPIC = "sdt-build-worker-log"
@@ -80,7 +81,7 @@ class PlugBundle:
                 found = shadows([name for name, _ in self.files], installed_modules())
                 if found:
                     raise PlugContractError(f"{SHADOW}: {found[0].cause}. Fix: {found[0].fix}")
-                folder = Path(tempfile.gettempdir()) / "sdt-build-plugs" / digest
+                folder = Path(tempfile.gettempdir()) / PLUG_FOLDER / digest
                 for name, text in self.files:
                     _write_once(folder / name, text)
                 if str(folder) not in sys.path:
@@ -371,9 +372,31 @@ def _plain(value: Any) -> Any:
     return item() if callable(item) and getattr(value, "ndim", 1) == 0 else value
 
 
-def plug_keys(digest: str) -> list:
+@dataclass(frozen=True)
+class PlugCallFailed:
+    """A call of one of the plug's own methods raised: returned, not raised, so the client tells it
+    with a code (and the worker logs no crash)."""
+
+    error_type: str
+    message: str
+    where: str | None  # the plug's last frame: "dataplug.py, line 8, in keys"
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "PlugCallFailed":
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if PLUG_FOLDER in f.filename]
+        where = f"{Path(frames[-1].filename).name}, line {frames[-1].lineno}, in {frames[-1].name}" if frames else None
+        return cls(type(exc).__name__, shorten(str(exc), 300), where)
+
+    def __str__(self) -> str:
+        return f"{self.error_type}: {self.message}" + (f" ({self.where})" if self.where else "")
+
+
+def plug_keys(digest: str) -> list | PlugCallFailed:
     """The plug's own keys (run on a worker: the client needs none of the plug's packages)."""
-    return list(installed(digest).plug_class()().keys())
+    try:
+        return list(installed(digest).plug_class()().keys())
+    except Exception as exc:  # told by the client (SDT-E555)
+        return PlugCallFailed.of(exc)
 
 
 def plug_sizes(digest: str, keys: list[tuple]) -> list[float]:

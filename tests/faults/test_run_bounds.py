@@ -54,3 +54,20 @@ def test_sigterm_while_sizes_are_asked_writes_the_outputs(trouble, tmp_path):
     record = json.loads((output / "run.json").read_text())
     assert record["interrupted"] == "SIGTERM" and record["keys"] == 2
     assert (output / "results.csv").exists()
+
+
+def test_a_plug_whose_keys_fail_or_hang_is_named_not_an_internal_error(tmp_path):
+    from faultkit import CLIENTS
+
+    folder = tmp_path / "listed"
+    folder.mkdir()
+    (folder / "client.py").write_text(CLIENTS["local"].format(workers=1, memory="2GiB"))
+    plug = ("import time\n\nfrom sdt_build import DataPlug\n\n\nclass Listed(DataPlug):\n    def keys(self):\n"
+            "        {body}\n\n    def get_data(self, key):\n        raise ValueError('unused')\n")
+    for body, code, said in (("raise RuntimeError('the site index is down')", "SDT-E555", "the site index is down"),
+                             ("time.sleep(3600)", "SDT-E554", "did not answer within 5 s")):
+        (folder / "dataplug.py").write_text(plug.format(body=body))
+        done = sdt("run", str(folder), "--output", str(tmp_path / "out"), "--timeout", "5", timeout=180)
+        assert done.returncode == 5 and code in done.stderr and said in done.stderr, done.stderr[-2000:]
+        no_traceback(done.stderr)
+        assert not (tmp_path / "out").exists()  # the run never started
