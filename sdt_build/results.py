@@ -114,13 +114,11 @@ class OutputFolder:
                              "--force discards them and runs every key; or pass another --output")
 
     def owner(self) -> str | None:
-        """The project whose runs wrote this folder's rows (its owner file, else the run record)."""
-        for name in (OWNER, RECORD):
-            try:
-                return json.loads((self.folder / name).read_text()).get("project")
-            except (OSError, ValueError, AttributeError):
-                continue
-        return None
+        """The project whose runs write this folder (its owner file, else its run record)."""
+        try:
+            return json.loads((self.folder / OWNER).read_text())["project"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return self.record().get("project")
 
     def record(self) -> dict:
         """The run record the folder's last run wrote (empty when there is none)."""
@@ -142,7 +140,7 @@ class OutputFolder:
                 for name in (JOURNAL, WARNINGS_LOG, RECORD, REPORT, PERFORMANCE, *RESULTS):
                     (self.folder / name).unlink(missing_ok=True)
                 shutil.rmtree(self.folder / PLOTS, ignore_errors=True)
-            if self.project:
+            if self.project and self.owner() != self.project:
                 self.write(OWNER, lambda path: path.write_text(json.dumps({"project": self.project}) + "\n"))
             self._repair()
         try:

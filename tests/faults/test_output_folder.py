@@ -50,7 +50,8 @@ def test_a_full_disk_is_named_and_loses_no_finished_row(trouble, small_disk):
     folder = trouble()
     output = small_disk.path / "out"
     output.mkdir()
-    (output / ".sdt-run.lock").write_text("x")  # its page is taken: what is left is for the journal
+    (output / ".sdt-run.lock").write_text("x")  # their pages are taken: what is left is for the journal
+    (output / ".sdt-output.json").write_text('{"project": "faults"}\n')
     small_disk.fill(free=4096)  # one page: room for about four rows
     done = sdt("run", str(folder), "--output", str(output), *keys_arg(*OK_KEYS))
     assert done.returncode == 5, done.stderr[-2000:]
