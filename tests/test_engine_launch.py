@@ -89,6 +89,7 @@ def test_kubernetes_cluster_spec_runs_here(docker, local_csv_built, direct_repor
     assert SECRET not in json.dumps(made) + json.dumps(client.describe())
     assert client.secret_manifest()["stringData"] == {SECRET_NAME: SECRET}
     assert workers[0].environment[SECRET_NAME] == SECRET  # what the kubelet gives the pod from the Secret
+    assert SECRET_NAME not in scheduler.environment  # the scheduler runs no plug code
     with running(docker, scheduler, workers) as (address, _):
         record = _run_a_site(folder, address, direct_report, tmp_path / "out")
     assert SECRET not in record
