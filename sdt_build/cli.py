@@ -98,7 +98,7 @@ def command(group: click.Group, name: str | None = None):
             except SdtBuildError as exc:
                 _print_error(output, exc)
                 sys.exit(exc.exit_code)
-            except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM during a run (runner.Interrupted)
+            except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM during a run (interrupt.Interrupted)
                 output.say(f"[yellow]interrupted[/] ({getattr(exc, 'signal', 'SIGINT')})")
                 sys.exit(getattr(exc, "exit_code", INTERRUPTED))
             except Exception as exc:  # a bug of ours: say so, keep the traceback in a file
@@ -518,29 +518,43 @@ def _print_smoke(report) -> None:
 @command(main, "clean")
 @click.option("--images", is_flag=True, help="Also remove every image sdt-build built (and its bytecode volumes).")
 @click.option("--cache", is_flag=True, help="Also empty sdt-build's cache (wheels, locks, contexts, logs).")
-def clean_command(output: Output, images: bool, cache: bool) -> int:
-    """Remove leftover containers and cancel leftover SLURM jobs (and optionally images and caches)
-    that sdt-build created."""
+@click.option("--unowned", is_flag=True, help="Also remove sdt-build containers that name no owner (made by "
+              "versions before owner labels): only when you know none of them is in use.")
+def clean_command(output: Output, images: bool, cache: bool, unowned: bool) -> int:
+    """Remove what sdt-build left behind: containers and SLURM jobs whose owner process on this
+    machine is gone (never those of a run, build or smoke test still going, nor another host's), and
+    optionally images and caches."""
     from sdt_build.cache import cache_root
-    from sdt_build.clients.slurm import cancel_jobs, slurm_command
+    from sdt_build.clients.slurm import cancel_leftovers, slurm_command
     from sdt_build.daemon import docker_client
     from sdt_build.errors import EnvironmentProblem
     from sdt_build.image import clean
+    from sdt_build.owner import UNOWNED
 
-    jobs = cancel_jobs() if slurm_command("squeue", "--version") else []
+    slurm = slurm_command("squeue", "--version") is not None
+    found = cancel_leftovers() if slurm else []
     try:
-        removed: dict[str, list[str]] = clean(docker_client(), images=images)
+        containers, removed_images = clean(docker_client(), images=images, unowned=unowned)
     except EnvironmentProblem:
-        if not jobs and slurm_command("squeue", "--version") is None:
+        if not slurm:
             raise  # neither Docker nor SLURM here: say what is missing
-        removed = {"containers": [], "images": []}  # an HPC login node: no Docker daemon
-    removed["slurm_jobs"] = jobs
+        containers, removed_images = [], []  # an HPC login node: no Docker daemon
+    found += containers
+    emptied = []
     if cache and cache_root().exists():
         shutil.rmtree(cache_root())
-        removed["cache"] = [str(cache_root())]
-    output.emit({"ok": True, **removed})
-    output.say(f"[green]removed[/] {len(removed['containers'])} container(s), {len(removed['images'])} image(s)"
-               + (f", cancelled {len(jobs)} SLURM job(s)" if jobs else "")
+        emptied.append(str(cache_root()))
+    removed, left = [f for f in found if f.removed], [f for f in found if not f.removed]
+    output.emit({"ok": True, "removed": [f.to_dict() for f in removed], "left": [f.to_dict() for f in left],
+                 "images": removed_images, "cache": emptied})
+    for each in found:
+        output.say(f"{'[green]removed[/]' if each.removed else '[dim]left[/]'} {each.kind} {each.name} ({each.role}): "
+                   f"{each.standing.why}")
+    if any(f.standing.state == UNOWNED for f in left):
+        output.say("  `sdt-build clean --unowned` removes those that name no owner, when you know none is in use")
+    jobs = sum(f.kind == "SLURM job" for f in removed)
+    output.say(f"[green]removed[/] {len(removed) - jobs} container(s) whose owner is gone, left {len(left)}, "
+               f"{len(removed_images)} image(s)" + (f", cancelled {jobs} SLURM job(s)" if jobs else "")
                + (f", cache {cache_root()}" if cache else ""))
     return 0
 
