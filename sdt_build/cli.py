@@ -20,6 +20,7 @@ from rich.table import Table
 from sdt_build import __version__
 from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, DependencyConflict, Problem, SdtBuildError,
                               SmokeFailure)
+from sdt_build.interrupt import shielded, terminate_as_interrupt
 from sdt_build.redact import redact
 from sdt_build.resolve import BACKENDS
 from sdt_build.smoke import PIPELINE_DAYS
@@ -82,7 +83,7 @@ class Output:
 
 def command(group: click.Group, name: str | None = None):
     """A subcommand with --json, --quiet, --verbose and --debug whose errors print as cause + fix,
-    never a traceback."""
+    never a traceback. SIGTERM stops it as Ctrl-C does: what it started is removed, exit 143."""
 
     def wrap(fn: Callable) -> click.Command:
         @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for CI).")
@@ -94,12 +95,17 @@ def command(group: click.Group, name: str | None = None):
         def run(as_json: bool, quiet: bool, verbose: bool, debug: bool, **kwargs):
             output = Output(as_json, debug, quiet, verbose)
             try:
-                code = fn(output, **kwargs)
+                with terminate_as_interrupt():
+                    code = fn(output, **kwargs)
             except SdtBuildError as exc:
                 _print_error(output, exc)
                 sys.exit(exc.exit_code)
-            except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM during a run (interrupt.Interrupted)
-                output.say(f"[yellow]interrupted[/] ({getattr(exc, 'signal', 'SIGINT')})")
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupt.Interrupted)
+                name = getattr(exc, "signal", "SIGINT")
+                with shielded():  # everything is cleaned up: another signal would only print a traceback
+                    output.emit({"ok": False, "interrupted": name})
+                    if not output.as_json:
+                        err.print(f"[yellow]interrupted[/] ({name})", highlight=False)
                 sys.exit(getattr(exc, "exit_code", INTERRUPTED))
             except Exception as exc:  # a bug of ours: say so, keep the traceback in a file
                 _print_internal(output, exc)
