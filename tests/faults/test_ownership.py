@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
 import time
 import uuid
@@ -117,10 +118,13 @@ def test_clean_removes_only_what_an_owner_that_is_gone_left(docker, trouble, fau
 @pytest.fixture
 def unique_folder(trouble, docker):
     """A docker-client trouble folder with a name no one else uses; every container and image made
-    from its name is removed afterwards."""
+    from its name, and its build context in the cache, is removed afterwards."""
+    from sdt_build.cache import cache_root
+
     name = f"faults-sigterm-{uuid.uuid4().hex[:8]}"
     folder = trouble("docker", name=name)
     yield folder, name
+    shutil.rmtree(cache_root() / "contexts" / name, ignore_errors=True)  # with its environment's wheels
     _remove_containers(c for c in docker.containers.list(all=True, ignore_removed=True)
                        if c.attrs["Config"]["Image"].startswith(name + ":"))
     for image in docker.images.list(name=name):
