@@ -20,6 +20,7 @@ from rich.table import Table
 from sdt_build import __version__
 from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, DependencyConflict, Problem, SdtBuildError,
                               SmokeFailure)
+from sdt_build.interrupt import shielded, terminate_as_interrupt
 from sdt_build.keys import parse_key, read_keys_file
 from sdt_build.redact import dumps, redact, shorten
 from sdt_build.resolve import BACKENDS
@@ -91,7 +92,7 @@ class Output:
 
 def command(group: click.Group, name: str | None = None):
     """A subcommand with --json, --quiet, --verbose and --debug whose errors print as cause + fix,
-    never a traceback."""
+    never a traceback. SIGTERM stops it as Ctrl-C does: what it started is removed, exit 143."""
 
     def wrap(fn: Callable) -> click.Command:
         @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for CI).")
@@ -104,12 +105,17 @@ def command(group: click.Group, name: str | None = None):
             output = Output(as_json, debug, quiet, verbose)
             _mask_standard_streams()
             try:
-                code = fn(output, **kwargs)
+                with terminate_as_interrupt():
+                    code = fn(output, **kwargs)
             except SdtBuildError as exc:
                 _print_error(output, exc)
                 sys.exit(exc.exit_code)
-            except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM during a run (runner.Interrupted)
-                output.say(f"[yellow]interrupted[/] ({getattr(exc, 'signal', 'SIGINT')})")
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupt.Interrupted)
+                name = getattr(exc, "signal", "SIGINT")
+                with shielded():  # everything is cleaned up: another signal would only print a traceback
+                    output.emit({"ok": False, "interrupted": name})
+                    if not output.as_json:
+                        err.print(f"[yellow]interrupted[/] ({name})", highlight=False)
                 sys.exit(getattr(exc, "exit_code", INTERRUPTED))
             except Exception as exc:  # a bug of ours: say so, keep the traceback in a file
                 _print_internal(output, exc)
@@ -539,29 +545,43 @@ def _print_smoke(report) -> None:
 @command(main, "clean")
 @click.option("--images", is_flag=True, help="Also remove every image sdt-build built (and its bytecode volumes).")
 @click.option("--cache", is_flag=True, help="Also empty sdt-build's cache (wheels, locks, contexts, logs).")
-def clean_command(output: Output, images: bool, cache: bool) -> int:
-    """Remove leftover containers and cancel leftover SLURM jobs (and optionally images and caches)
-    that sdt-build created."""
+@click.option("--unowned", is_flag=True, help="Also remove sdt-build containers that name no owner (made by "
+              "versions before owner labels): only when you know none of them is in use.")
+def clean_command(output: Output, images: bool, cache: bool, unowned: bool) -> int:
+    """Remove what sdt-build left behind: containers and SLURM jobs whose owner process on this
+    machine is gone (never those of a run, build or smoke test still going, nor another host's), and
+    optionally images and caches."""
     from sdt_build.cache import cache_root
-    from sdt_build.clients.slurm import cancel_jobs, slurm_command
+    from sdt_build.clients.slurm import cancel_leftovers, slurm_command
     from sdt_build.daemon import docker_client
     from sdt_build.errors import EnvironmentProblem
     from sdt_build.image import clean
+    from sdt_build.owner import UNOWNED
 
-    jobs = cancel_jobs() if slurm_command("squeue", "--version") else []
+    slurm = slurm_command("squeue", "--version") is not None
+    found = cancel_leftovers() if slurm else []
     try:
-        removed: dict[str, list[str]] = clean(docker_client(), images=images)
+        containers, removed_images = clean(docker_client(), images=images, unowned=unowned)
     except EnvironmentProblem:
-        if not jobs and slurm_command("squeue", "--version") is None:
+        if not slurm:
             raise  # neither Docker nor SLURM here: say what is missing
-        removed = {"containers": [], "images": []}  # an HPC login node: no Docker daemon
-    removed["slurm_jobs"] = jobs
+        containers, removed_images = [], []  # an HPC login node: no Docker daemon
+    found += containers
+    emptied = []
     if cache and cache_root().exists():
         shutil.rmtree(cache_root())
-        removed["cache"] = [str(cache_root())]
-    output.emit({"ok": True, **removed})
-    output.say(f"[green]removed[/] {len(removed['containers'])} container(s), {len(removed['images'])} image(s)"
-               + (f", cancelled {len(jobs)} SLURM job(s)" if jobs else "")
+        emptied.append(str(cache_root()))
+    removed, left = [f for f in found if f.removed], [f for f in found if not f.removed]
+    output.emit({"ok": True, "removed": [f.to_dict() for f in removed], "left": [f.to_dict() for f in left],
+                 "images": removed_images, "cache": emptied})
+    for each in found:
+        output.say(f"{'[green]removed[/]' if each.removed else '[dim]left[/]'} {each.kind} {each.name} ({each.role}): "
+                   f"{each.standing.why}")
+    if any(f.standing.state == UNOWNED for f in left):
+        output.say("  `sdt-build clean --unowned` removes those that name no owner, when you know none is in use")
+    jobs = sum(f.kind == "SLURM job" for f in removed)
+    output.say(f"[green]removed[/] {len(removed) - jobs} container(s) whose owner is gone, left {len(left)}, "
+               f"{len(removed_images)} image(s)" + (f", cancelled {jobs} SLURM job(s)" if jobs else "")
                + (f", cache {cache_root()}" if cache else ""))
     return 0
 

@@ -15,8 +15,9 @@ from typing import Callable
 
 from sdt_build.cache import cache_root, log_file
 from sdt_build.context import ENV_FOLDER, BuildContext, EnvContext
-from sdt_build.daemon import LABEL, docker_client, first_line, forget_bytecode, image_exists
+from sdt_build.daemon import LABEL, commit, container, docker_client, first_line, forget_bytecode, image_exists, sweep
 from sdt_build.errors import BuildError, EnvironmentProblem
+from sdt_build.owner import Owned
 from sdt_build.progress import Event, OnEvent, Timings, ignore
 from sdt_build.render import ENV_MOUNT, UV_CACHE
 from sdt_build.target import DEBIAN_SUITES, target
@@ -221,30 +222,26 @@ def build_env_image(client, env: EnvContext, *, log_dir: Path | None = None, tim
     timings = timings if timings is not None else Timings()
     log_path = log_file(f"env-{env.content_hash}.log", log_dir)
     repository, tag = env.tag.split(":")
-    container = client.containers.create(
-        env.base_image, ["sh", f"{ENV_MOUNT}/install.sh"], network_mode="none", user="0",
-        volumes={str(env.directory): {"bind": ENV_MOUNT, "mode": "ro"}}, tmpfs={UV_CACHE: ""},
-        labels={f"{LABEL}.role": "env-build"})
-    try:
+    with container(client, env.base_image, ["sh", f"{ENV_MOUNT}/install.sh"], role="env-build",
+                   network_mode="none", user="0", volumes={str(env.directory): {"bind": ENV_MOUNT, "mode": "ro"}},
+                   tmpfs={UV_CACHE: ""}) as install:
         with timings.phase("env/install"):
             on_event(Event("env", detail=f"installing {len(env.lock.sdt_layer)} packages in a container"))
-            container.start()
+            install.start()
             with open(log_path, "w") as log:
-                for raw in container.logs(stream=True, follow=True):
+                for raw in install.logs(stream=True, follow=True):
                     text = raw.decode(errors="replace")
                     log.write(text)
                     for line in text.splitlines():
                         if line.strip():
                             on_event(Event("env", detail=line.strip()[:90]))
-            status = container.wait()
+            status = install.wait()
         if status.get("StatusCode") != 0:
             raise _env_failure(log_path, status.get("StatusCode"))
         with timings.phase("env/commit"):
             on_event(Event("env", detail="committing the environment layer"))
             changes = ['CMD ["python3"]'] + [f'LABEL {k}="{v}"' for k, v in env.labels.items()]
-            committed = container.commit(repository=repository, tag=tag, changes=changes)
-    finally:
-        container.remove(force=True)
+            committed = commit(install, repository, tag, changes)
     forget_bytecode(client, env.tag)
     on_event(Event("env", finished=True))
     return committed.id
@@ -366,18 +363,21 @@ def _push(client, repository: str, tag: str, on_line: Callable[[str], None]) -> 
                          "check the registry address and `docker login` for it", detail=str(exc)) from exc
 
 
-def clean(client, *, images: bool = False) -> dict[str, list[str]]:
-    """Remove every container sdt-build started (found by label), and its images and their bytecode
-    volumes when asked."""
-    removed: dict[str, list[str]] = {"containers": [], "images": []}
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL}.role"}):
-        container.remove(force=True)
-        removed["containers"].append(container.name)
+def clean(client, *, images: bool = False, unowned: bool = False) -> tuple[list[Owned], list[str]]:
+    """Remove the containers whose owner is gone (``daemon.sweep``; with ``unowned``, those that
+    name none too), and every image sdt-build built and their bytecode volumes when asked. Returns
+    every container found (removed or left, and why) and what images and volumes went.
+
+    The classic builder's intermediate containers carry no labels (its API takes none for them);
+    the daemon removes them itself when their step ends (``forcerm``), even when the client that
+    started the build is gone."""
+    found = sweep(client, unowned=unowned)
+    removed = []
     if images:
         for image in client.images.list(filters={"label": f"{LABEL}.content-hash"}):
             client.images.remove(image.id, force=True)
-            removed["images"].extend(image.tags or [image.short_id])
+            removed.extend(image.tags or [image.short_id])
         for volume in client.volumes.list(filters={"label": f"{LABEL}.role=bytecode"}):
             volume.remove(force=True)
-            removed["images"].append(f"volume {volume.name}")
-    return removed
+            removed.append(f"volume {volume.name}")
+    return found, removed

@@ -11,12 +11,9 @@ takes a connected client: building the image and starting the cluster are the ca
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import re
-import signal
-import threading
 import time
 import uuid
 from collections import deque
@@ -105,37 +102,6 @@ class RunResult:
             "slowest": [{"key": list(r["key"]), "seconds": r[TOTAL]} for _, r in slowest.iterrows()],
             "failures": failure_groups(table),
         }
-
-
-class Interrupted(KeyboardInterrupt):
-    """The run was stopped by a signal (Ctrl-C is SIGINT, a batch system's stop is SIGTERM)."""
-
-    def __init__(self, name: str = "SIGINT"):
-        super().__init__(name)
-        self.signal = name
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + getattr(signal, self.signal)
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """While a run goes on in the main thread, SIGTERM stops it the way Ctrl-C does: outputs
-    written, containers removed (by default SIGTERM would end Python with no clean-up at all)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Interrupted("SIGTERM")
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class ClusterLost(Exception):

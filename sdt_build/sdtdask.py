@@ -15,12 +15,13 @@ from sdt_build.clients import Client, load_client
 from sdt_build.daemon import docker_client
 from sdt_build.errors import RunFailure
 from sdt_build.image import untag_pushed
+from sdt_build.interrupt import terminate_as_interrupt
 from sdt_build.keys import read_keys_file, validate_key
 from sdt_build.pipeline import build_project
 from sdt_build.project import load_project, runtime_env
 from sdt_build.results import OutputFolder
 from sdt_build.rows import Row
-from sdt_build.runner import RunOptions, RunResult, run, terminate_as_interrupt
+from sdt_build.runner import RunOptions, RunResult, run
 
 
 class SDTDask:

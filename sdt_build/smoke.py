@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sdt_build import __version__, constraints, parity
 from sdt_build.cache import cache_root
-from sdt_build.daemon import LABEL, bytecode_cache
+from sdt_build.daemon import LABEL, bytecode_cache, container
 from sdt_build.errors import SmokeFailure
 from sdt_build.parity import ParityRow
 from sdt_build.probe import STEP_MARKER
@@ -191,26 +191,23 @@ def _probe(docker, image: str, args: dict, environment: dict, volumes: dict, tim
     import threading
 
     planned = args.get("only") or [n for n in ORDER if n != "sdt_build in image" or "own_pythonpath" in args]
-    container = docker.containers.run(image, ["python3", "-m", "sdt_build.probe", json.dumps(args)], detach=True,
-                                      network_mode="host", environment=environment, volumes=volumes,
-                                      labels={f"{LABEL}.role": "smoke"})
+    with container(docker, image, ["python3", "-m", "sdt_build.probe", json.dumps(args)], role="smoke",
+                   network_mode="host", environment=environment, volumes=volumes) as probe:
 
-    def follow() -> None:  # where the probe is, as it gets there
-        done = 0
-        for raw in container.logs(stream=True, follow=True):
-            for line in raw.decode(errors="replace").splitlines():
-                if line.startswith(STEP_MARKER):
-                    on_event(Event("smoke", done, len(planned), detail=line[len(STEP_MARKER):]))
-                    done += 1
+        def follow() -> None:  # where the probe is, as it gets there
+            done = 0
+            for raw in probe.logs(stream=True, follow=True):
+                for line in raw.decode(errors="replace").splitlines():
+                    if line.startswith(STEP_MARKER):
+                        on_event(Event("smoke", done, len(planned), detail=line[len(STEP_MARKER):]))
+                        done += 1
 
-    watcher = threading.Thread(target=follow, daemon=True)
-    watcher.start()
-    try:
-        status = container.wait(timeout=timeout)
+        probe.start()
+        watcher = threading.Thread(target=follow, daemon=True)
+        watcher.start()
+        status = probe.wait(timeout=timeout)
         watcher.join(timeout=5)
-        logs = container.logs(stdout=True, stderr=True).decode(errors="replace")
-    finally:
-        container.remove(force=True)
+        logs = probe.logs(stdout=True, stderr=True).decode(errors="replace")
     return probe_result(logs, image, f"exit {status.get('StatusCode')}",
                         "read the container output below; the image may lack python3 or sdt_build")
 

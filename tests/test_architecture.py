@@ -18,7 +18,8 @@ PACKAGE = ROOT / "sdt_build"
 # Bottom to top. A module may import from its own floor and the floors below, never above.
 FLOORS = (
     ("ground: data and shared names", {"errors", "parity", "target", "keys", "rows", "plug", "userfiles", "redact",
-                                       "resources", "cache", "constraints", "requirements", "progress"}),
+                                       "resources", "cache", "constraints", "requirements", "progress", "owner",
+                                       "interrupt"}),
     ("runtime: what runs in images and on workers", {"task", "probe"}),
     ("the user's folder", {"settings", "contracts", "project"}),
     ("package sources", {"pipconfig", "index", "wheels"}),

@@ -147,22 +147,34 @@ def test_a_venv_with_another_dask_is_refused_before_any_job(slurm, tmp_path):
     assert not sdt_jobs() and _completed_jobs() == before  # nothing was submitted
 
 
-def test_jobs_of_a_crashed_client_are_cancelled_by_clean(slurm, tmp_path):
-    script = textwrap.dedent(f"""
-        import os, signal
-        from sdt_build.clients import SlurmClient
-        client = SlurmClient(python={sys.executable!r}, interface="lo", workers=1, memory_per_worker="6GiB",
-                             log_directory={str(tmp_path / 'logs')!r})
-        client.connect()
-        print("connected", flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)  # a crash: no close, no atexit
-    """)
-    crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert "connected" in crashed.stdout, crashed.stderr[-2000:]
-    assert len(sdt_jobs()) == 1  # its worker's job is left behind
-    done = subprocess.run([SDT, "clean", "--json"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert len(json.loads(done.stdout)["slurm_jobs"]) == 1
+def test_clean_cancels_the_jobs_of_a_crashed_client_and_no_others(slurm, tmp_path):
+    live = SlurmClient(python=sys.executable, interface="lo", workers=1, memory_per_worker="6GiB",
+                       log_directory=str(tmp_path / "live-logs"))
+    live.connect()  # this process's: its job is no leftover
+    try:
+        script = textwrap.dedent(f"""
+            import os, signal
+            from sdt_build.clients import SlurmClient
+            client = SlurmClient(python={sys.executable!r}, interface="lo", workers=1, memory_per_worker="6GiB",
+                                 log_directory={str(tmp_path / 'logs')!r})
+            client.connect()
+            print("connected", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # a crash: no close, no atexit
+        """)
+        crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert "connected" in crashed.stdout, crashed.stderr[-2000:]
+        assert len(sdt_jobs()) == 2  # the crashed client's worker job is left behind
+        done = subprocess.run([SDT, "clean", "--json"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert [comment.split(":")[3] for _, comment in sdt_jobs()] == [str(os.getpid())]  # the live one's only
+        payload = json.loads(done.stdout)
+        cancelled = [entry for entry in payload["removed"] if entry["kind"] == "SLURM job"]
+        kept = [entry for entry in payload["left"] if entry["kind"] == "SLURM job"]
+        assert [entry["state"] for entry in cancelled] == ["gone"], payload
+        assert [entry["state"] for entry in kept] == ["running"] and str(os.getpid()) in kept[0]["why"], payload
+        assert [job for job, _ in sdt_jobs()] == [entry["name"] for entry in kept]
+    finally:
+        live.close()
     assert not sdt_jobs()
 
 

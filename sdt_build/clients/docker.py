@@ -2,17 +2,15 @@
 
 Built on distributed's ``SpecCluster`` with one ``ProcessInterface`` per container, the way
 dask-cloudprovider builds its clusters. Every container uses host networking, listens on
-127.0.0.1, carries the ``io.sdt-build.*`` labels (so ``sdt-build clean`` finds leftovers) and is
-removed on close, at interpreter exit, or by ``sdt-build clean`` after a crash.
+127.0.0.1, carries the ``io.sdt-build.*`` labels with its owner (this process) and is removed on
+close, at interpreter exit, or, once its owner is gone, by the next cluster or ``sdt-build clean``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import os
 import re
-import socket
 import time
 import uuid
 import weakref
@@ -22,8 +20,9 @@ from distributed.deploy.spec import ProcessInterface, SpecCluster
 
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import parse_memory
-from sdt_build.daemon import LABEL, bytecode_cache, docker_client, run_command
+from sdt_build.daemon import LABEL, bytecode_cache, container_name, docker_client, labels, remove, run_command, sweep
 from sdt_build.errors import RunFailure
+from sdt_build.interrupt import shielded
 
 if TYPE_CHECKING:
     import distributed
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
 _live: "weakref.WeakSet[DockerContainer]" = weakref.WeakSet()
 # Dask serves /health and /metrics even with --no-dashboard; by default on every interface.
 LOOPBACK_ANY_PORT = "127.0.0.1:0"
-# The process whose client started a container: when it is gone, so is the need for the container.
-OWNER = f"{socket.gethostname()}:{os.getpid()}"
 MEMORY_RESTART = re.compile(r"exceeded \d+% memory budget")  # the nanny's line before it restarts a worker
 
 
@@ -66,9 +63,8 @@ class DockerContainer(ProcessInterface):
         client = docker.from_env()
         self.container = await loop.run_in_executor(None, lambda: client.containers.run(
             self.image, self.command(), detach=True, network_mode="host", environment=self.environment,
-            volumes=self.volumes,
-            labels={f"{LABEL}.role": self.role, f"{LABEL}.cluster": self.cluster_id, f"{LABEL}.owner": OWNER},
-            mem_limit=self.mem_limit, nano_cpus=self.nano_cpus, name=f"sdt-{self.role}-{uuid.uuid4().hex[:8]}"))
+            volumes=self.volumes, labels=labels(self.role, cluster=self.cluster_id),
+            mem_limit=self.mem_limit, nano_cpus=self.nano_cpus, name=container_name(self.role)))
         _live.add(self)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -101,7 +97,7 @@ class DockerContainer(ProcessInterface):
 
     def _bury(self, container) -> None:
         self.bury_into(container, self.obituaries)
-        _remove(container)
+        remove(container)
 
     @staticmethod
     def bury_into(container, notes: list[str]) -> None:
@@ -160,21 +156,12 @@ class DockerWorker(DockerContainer):
         return command
 
 
-def _remove(container) -> None:
-    from docker.errors import APIError, NotFound
-
-    try:
-        container.remove(force=True)
-    except (NotFound, APIError):
-        pass
-
-
 @atexit.register
 def _remove_leftovers() -> None:
     """Containers of a cluster that was never closed (a crash, Ctrl-C in a notebook)."""
     for process in list(_live):
         if process.container is not None:
-            _remove(process.container)
+            remove(process.container)
 
 
 class DockerClient(Client):
@@ -239,15 +226,9 @@ class DockerClient(Client):
 
     @staticmethod
     def _remove_orphans() -> None:
-        """Remove clusters whose client died without closing them (SIGKILL, a crash): they hold memory
-        a new cluster needs. Only this machine's, and only when their owner process is gone."""
-        import docker
-        import psutil
-
-        for container in docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}.owner"}):
-            host, _, pid = container.labels[f"{LABEL}.owner"].rpartition(":")
-            if host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid)):
-                _remove(container)
+        """Remove what a process that died without closing it (SIGKILL, a crash) left behind: it holds
+        memory a new cluster needs. The rule is ``sdt-build clean``'s (``daemon.sweep``)."""
+        sweep(docker_client())
 
     def _check_parity(self, image: str) -> None:
         """Refuse an image whose Dask cannot talk to this client, before any container starts. The
@@ -273,16 +254,19 @@ class DockerClient(Client):
 
     def close(self) -> None:
         """Close the cluster, then remove any of its containers still there (a lost scheduler
-        cannot retire its workers)."""
-        super().close()
-        cluster_id = getattr(self, "_cluster_id", None)
-        if cluster_id:
-            import docker
+        cannot retire its workers; a second Ctrl-C may cut the closing short, never this)."""
+        try:
+            super().close()
+        finally:
+            cluster_id = getattr(self, "_cluster_id", None)
+            if cluster_id:
+                import docker
 
-            for container in docker.from_env().containers.list(
-                    all=True, filters={"label": f"{LABEL}.cluster={cluster_id}"}):
-                DockerContainer.bury_into(container, self._obituaries)
-                _remove(container)
+                with shielded():
+                    for container in docker.from_env().containers.list(
+                            all=True, filters={"label": f"{LABEL}.cluster={cluster_id}"}):
+                        DockerContainer.bury_into(container, self._obituaries)
+                        remove(container)
 
     def explain_lost_worker(self) -> str | None:
         """What the cluster's containers say about lost workers: exit codes, out of memory, last log

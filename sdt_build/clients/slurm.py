@@ -5,9 +5,10 @@ The scheduler runs in this process; each job runs one Dask worker with ``threads
 cores and ``memory_per_worker`` memory. Settings left unset come from dask-jobqueue's own
 configuration (``jobqueue.slurm.*``), as SLURMCluster reads it. Before any job is submitted the
 settings are checked and the venv's Python reports its versions (parity). Every job carries a
-comment naming sdt-build and its owner process, so jobs of a client that died are cancelled on the
-next connect and by ``sdt-build clean``; a job SLURM ended (scancel, walltime, memory) is named
-with its id and SLURM's state in the rows of the keys it lost.
+comment naming sdt-build and its owner process, so jobs of a client that died (and only those:
+``owner.standing``) are cancelled on the next connect and by ``sdt-build clean``; a job SLURM
+ended (scancel, walltime, memory) is named with its id and SLURM's state in the rows of the keys
+it lost.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import functools
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -29,13 +29,13 @@ from sdt_build.clients.base import Client, _quiet
 from sdt_build.clients.local import parse_memory
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
 from sdt_build.errors import RunFailure
+from sdt_build.owner import Owned, me, standing
 from sdt_build.plug import EnvVar
 
 if TYPE_CHECKING:
     import distributed
 
-COMMENT = "sdt-build"  # every job's --comment starts with it: "sdt-build:<cluster>:<host>:<pid>"
-OWNER = f"{socket.gethostname()}:{os.getpid()}"
+COMMENT = "sdt-build"  # every job's --comment starts with it: "sdt-build:<cluster>:<owner>"
 # SLURM's time limit formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
 WALLTIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$")
 # What SLURM's end states mean for a worker, and what to change.
@@ -74,22 +74,25 @@ def sdt_jobs() -> list[tuple[str, str]]:
             if state != "COMPLETING" and comment.startswith(COMMENT + ":")]
 
 
-def cancel_jobs(*, orphans_only: bool = False, cluster: str | None = None) -> list[str]:
-    """Cancel jobs sdt-build submitted: all of them, one cluster's, or those whose owner process on
-    this machine is gone. Returns the job ids cancelled."""
-    import psutil
-
-    chosen = []
-    for job, comment in sdt_jobs():
-        _, job_cluster, host, pid = (comment.split(":") + ["", "", ""])[:4]
-        if cluster is not None and job_cluster != cluster:
-            continue
-        if orphans_only and not (host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))):
-            continue
-        chosen.append(job)
+def cancel_jobs(cluster: str) -> None:
+    """Cancel the jobs of one cluster."""
+    chosen = [job for job, comment in sdt_jobs() if comment.split(":")[1] == cluster]
     if chosen:
         slurm_command("scancel", *chosen)
-    return chosen
+
+
+def cancel_leftovers() -> list[Owned]:
+    """Cancel the jobs whose owner process is gone (``owner.standing``, the rule containers are
+    judged by too); every job sdt-build submitted, with how its owner stands."""
+    found = []
+    for job, comment in sdt_jobs():
+        _, cluster, owner = (comment.split(":", 2) + ["", ""])[:3]
+        judged = standing(owner)
+        found.append(Owned("SLURM job", job, f"worker of cluster {cluster}", owner, judged, judged.gone))
+    gone = [each.name for each in found if each.removed]
+    if gone:
+        slurm_command("scancel", *gone)
+    return found
 
 
 def job_states(job_ids: list[str]) -> dict[str, dict[str, str]]:
@@ -230,7 +233,7 @@ class SlurmClient(Client):
             "python": self._python(),
             "job_extra_directives": [*(dask.config.get("jobqueue.slurm.job-extra-directives", None) or []),
                                      *self.job_extra_directives,
-                                     f"--comment={COMMENT}:{self._cluster_id}:{OWNER}"],
+                                     f"--comment={COMMENT}:{self._cluster_id}:{me()}"],
             "worker_extra_args": [*(dask.config.get("jobqueue.slurm.worker-extra-args", None) or []),
                                   "--dashboard-address", "127.0.0.1:0"],
         }
@@ -290,7 +293,7 @@ class SlurmClient(Client):
             raise RunFailure("SDT-E531", "SlurmClient needs dask-jobqueue on this machine",
                              'pip install "sdt-build[hpc]"') from exc
         self._check_environment()
-        cancel_jobs(orphans_only=True)
+        cancel_leftovers()
         self._cluster = SLURMCluster(job_cls=_recording_job(), scheduler_options=self._scheduler_options(),
                                      **self.job_options())
         _live.add(self)
@@ -408,7 +411,7 @@ class SlurmClient(Client):
         if self._cluster is not None:
             self._record_jobs()
         super().close()
-        cancel_jobs(cluster=self._cluster_id)
+        cancel_jobs(self._cluster_id)
         _live.discard(self)
 
 
@@ -434,4 +437,4 @@ def _recording_job():
 def _cancel_leftovers() -> None:
     """Jobs of a cluster that was never closed (a crash, Ctrl-C in a notebook)."""
     for client in list(_live):
-        cancel_jobs(cluster=client._cluster_id)
+        cancel_jobs(client._cluster_id)

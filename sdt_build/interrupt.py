@@ -1,0 +1,70 @@
+"""Stopping on a signal: SIGTERM (a batch system's or a service manager's stop) handled the way
+Ctrl-C is, and the few steps a second signal must not cut short (making or removing a container),
+so that an interrupted command leaves nothing behind."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Stopped by a signal (Ctrl-C is SIGINT, a batch system's stop is SIGTERM)."""
+
+    def __init__(self, name: str = "SIGINT"):
+        super().__init__(name)
+        self.signal = name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + getattr(signal, self.signal)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While the block runs in the main thread, SIGTERM stops it the way Ctrl-C does: every
+    ``finally`` runs (outputs written, containers removed), where by default SIGTERM would end
+    Python with no clean-up at all. A handler someone else set is left alone."""
+    if not _in_main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted("SIGTERM")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class shielded:
+    """A block no SIGINT or SIGTERM can cut short: one that arrives meanwhile takes effect when it
+    ends (as the handler it finds then says), unless an interrupt is already on its way out. Only
+    the main thread receives signals; elsewhere this does nothing."""
+
+    def __enter__(self) -> shielded:
+        self.arrived: list[int] = []
+        self.previous = {}
+        if _in_main_thread():
+            self.previous = {stop: signal.signal(stop, self._defer) for stop in STOPS}
+        return self
+
+    def _defer(self, signum, frame) -> None:
+        self.arrived.append(signum)
+
+    def __exit__(self, kind, value, traceback) -> None:
+        for stop, handler in self.previous.items():
+            signal.signal(stop, handler if handler is not None else signal.SIG_DFL)
+        stopping = isinstance(value or sys.exc_info()[1], KeyboardInterrupt)
+        if self.arrived and not stopping:
+            signal.raise_signal(self.arrived[0])
