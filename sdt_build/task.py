@@ -400,12 +400,16 @@ def plug_keys(digest: str) -> list | PlugCallFailed:
 
 
 def plug_sizes(digest: str, keys: list[tuple]) -> list[float]:
-    """The plug's size estimate per key, for longest-first ordering (0 where it cannot tell)."""
-    plug = installed(digest).plug_class()()
+    """The plug's size estimate per key, for longest-first ordering (0 where it cannot tell; a plug
+    that cannot even load tells each key's row why)."""
+    try:
+        plug = installed(digest).plug_class()()
+    except Exception:  # an estimate only: never a reason to fail a run
+        return [0.0] * len(keys)
     sizes = []
     for key in keys:
         try:
             sizes.append(float(plug.size(key)))
-        except Exception:  # an estimate only: never a reason to fail a run
+        except Exception:
             sizes.append(0.0)
     return sizes
