@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version as installed_version
@@ -285,6 +286,7 @@ def _check_walk(named: dict[str, list[Requirement]], sdt: SdtSet, sources: pipco
                         "the resolver still checks them (`sdt-build check --resolve`); "
                         "SDT_WALK_BUDGET=SECONDS gives the walk more time")]
     findings, blamed = [], set()
+    until = time.monotonic() + walk.budget_seconds()  # the checks of the fixes share one budget more
     for clash in found.clashes:
         if clash.root in blamed:
             continue
@@ -293,21 +295,23 @@ def _check_walk(named: dict[str, list[Requirement]], sdt: SdtSet, sources: pipco
         caps = tuple(f"{name}>={found.windows[name]}" for name, _ in clash.chain[:1] if name in found.windows)
         findings.append(Finding(
             "SDT-E230", "error", clash.root, f"the plug asks {asks}, and no release of it fits SDT's set: "
-            f"{clash.text()}.", _fix(clash, roots, limits, sdt, sources), plug_asks=asks,
+            f"{clash.text()}.", _fix(clash, roots, limits, sdt, sources, until), plug_asks=asks,
             sdt_pins=f"{clash.name}=={clash.pinned}" if clash.pinned else None, caps=caps))
     return findings
 
 
 def _fix(clash: walk.Clash, roots: list[Requirement], limits: list[Requirement], sdt: SdtSet,
-         sources: pipconfig.IndexSettings) -> str:
+         sources: pipconfig.IndexSettings, until: float) -> str:
     """The first change that makes the walk find a fit (each one tried, and one more change on top
-    when the first uncovers the next clash), else what would have to change."""
+    when the first uncovers the next clash, all by ``until``), else what would have to change."""
+    def check(lines: list[Requirement]) -> walk.Walk:
+        return walk.walk(lines, limits, sdt, sources, budget=max(0.0, until - time.monotonic()))
+
     for first, changed in _changes(clash, roots, sdt):
-        checked = walk.walk(changed, limits, sdt, sources)
+        checked = check(changed)
         steps = [(first, checked)]
         if checked.fits is False and checked.clashes:
-            steps += [(then, walk.walk(more, limits, sdt, sources))
-                      for then, more in _changes(checked.clashes[0], changed, sdt)[:2]]
+            steps += [(then, check(more)) for then, more in _changes(checked.clashes[0], changed, sdt)[:2]]
         for number, (text, result) in enumerate(steps):
             if result.fits:
                 shown = ", ".join(f"{n} {v}" for n, v in sorted(result.versions.items()))

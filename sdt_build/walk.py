@@ -9,14 +9,13 @@ holds. Every other package offers its newest ``NEWEST`` releases with a wheel fo
 ``SPREAD`` older ones spread over the rest of its history. Requirements come from the indexes'
 metadata files (``index.metadata``, cached on disk); the catalog of known minimums and ABI breaks
 (``constraints/needs.toml``) adds what metadata leaves out. A time budget bounds the whole walk,
-and a walk that stops early says so.
+and a walk that stops early says so. The look-ups run in a pool of the walk's own (``index.Pool``)
+that ends with it: no look-up, read-ahead or cache write outlives ``walk``.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import queue
 import threading
 import time
 from concurrent.futures import Future
@@ -40,61 +39,6 @@ ROUNDS = 3000  # resolution rounds
 BUDGET_SECONDS = 10.0  # the whole walk (SDT_WALK_BUDGET overrides)
 # The order look-ups are served in: what the walk waits on, what it will ask next, then guesses.
 NOW, NEXT, AHEAD, GUESS = range(4)
-
-
-class _Lookups:
-    """Index look-ups in ``workers`` threads, served by rank (``NOW`` first) and in order of asking;
-    a look-up the walk comes to wait on is moved to the front (``hurry``)."""
-
-    def __init__(self, workers: int):
-        self.queue: queue.PriorityQueue = queue.PriorityQueue()
-        self.order = itertools.count()
-        self.jobs: dict[Future, tuple] = {}  # not yet started → (function, arguments)
-        self.lock = threading.Lock()
-        self.closed = False
-        self.threads = [threading.Thread(target=self._serve, name=f"sdt-walk-{n}", daemon=True)
-                        for n in range(workers)]
-        for thread in self.threads:
-            thread.start()
-
-    def submit(self, rank: int, function, *args) -> Future:
-        future: Future = Future()
-        with self.lock:
-            if self.closed:
-                future.cancel()
-                return future
-            self.jobs[future] = (function, args)
-            self.queue.put((rank, next(self.order), future))
-        return future
-
-    def hurry(self, future: Future) -> None:
-        with self.lock:
-            if future in self.jobs and not self.closed:
-                self.queue.put((NOW, next(self.order), future))
-
-    def _serve(self) -> None:
-        while True:
-            _, _, future = self.queue.get()
-            with self.lock:
-                job = self.jobs.pop(future, None) if future is not None else None
-            if future is None:
-                return
-            if job is None or not future.set_running_or_notify_cancel():
-                continue  # served already (a hurried copy), or cancelled
-            try:
-                future.set_result(job[0](*job[1]))
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
-                future.set_exception(exc)
-
-    def shutdown(self) -> None:
-        """Cancel what has not started; the threads end once their current look-up is done."""
-        with self.lock:
-            self.closed = True
-            for future in self.jobs:
-                future.cancel()
-            self.jobs.clear()
-            for _ in self.threads:
-                self.queue.put((-1, next(self.order), None))
 
 
 class Stopped(Exception):
@@ -155,27 +99,35 @@ def walk(roots: list[Requirement], limits: list[Requirement], sdt: SdtSet, sourc
     """Whether some versions of ``roots`` (the plug's lines) fit SDT's set and each other.
 
     ``limits`` narrow versions without asking for the package (``-c`` lines). Packages the roots
-    name leave SDT's pins; the rest of SDT's set stays pinned."""
+    name leave SDT's pins; the rest of SDT's set stays pinned. Returns within ``budget`` seconds
+    (SDT_WALK_BUDGET) and ``index.GRACE_SECONDS``, whatever the indexes do."""
     started = time.perf_counter()
-    provider = _Provider(roots, limits, sdt, sources, started + (budget_seconds() if budget is None else budget))
+    seconds = budget_seconds() if budget is None else budget
+    lookups = index.Pool(index.Session(sources, seconds), "sdt-walk")
+    result, fits, stopped = None, None, None
     try:
+        provider = _Provider(roots, limits, sdt, lookups, seconds)
         result = Resolver(provider, BaseReporter()).resolve(roots, max_rounds=ROUNDS)
+        fits = True
     except ResolutionImpossible:
-        return provider.outcome(False, started)
+        fits = False
     except ResolutionTooDeep:
-        return provider.outcome(None, started, f"it tried {ROUNDS} combinations")
+        stopped = f"it tried {ROUNDS} combinations"
     except Stopped as exc:
-        return provider.outcome(None, started, str(exc))
+        stopped = str(exc)
     finally:
-        provider.lookups.shutdown()
+        lookups.close()
+    found = provider.outcome(fits, started, stopped)
+    if result is None:
+        return found
     versions = {c.name: str(c.version) for c in result.mapping.values() if c.name not in provider.fixed}
-    return replace(provider.outcome(True, started), versions=versions)
+    return replace(found, versions=versions)
 
 
 class _Provider(AbstractProvider):
-    def __init__(self, roots: list[Requirement], limits: list[Requirement], sdt: SdtSet, sources: IndexSettings,
-                 deadline: float):
-        self.sdt, self.sources, self.deadline = sdt, sources, deadline
+    def __init__(self, roots: list[Requirement], limits: list[Requirement], sdt: SdtSet, lookups: index.Pool,
+                 seconds: float):
+        self.sdt, self.lookups, self.seconds = sdt, lookups, seconds
         self.env = sdt.env
         self.roots = {canonicalize_name(r.name): r for r in roots}
         self.fixed = {name: Version(pin) for name, pin in sdt.pins.items() if name not in self.roots}
@@ -189,8 +141,8 @@ class _Provider(AbstractProvider):
                 if canonicalize_name(who.split()[0]) not in self.roots and str(spec):
                     self._limit(name, spec, f"SDT's set needs {name}{spec} ({who})")
         self.breaks = catalog()[1]
-        self.lookups = _Lookups(index.WORKERS)
-        self.futures: dict[str, Future] = {}
+        self.futures: dict[str, Future] = {}  # a package's releases, or a release's metadata (by URL)
+        self.asking = threading.Lock()  # one look-up per key, whichever thread asks; nothing runs under it
         self.parents: dict[str, dict[str, set[Version]]] = {}  # name → parent name → parent versions
         self.tried: dict[str, set[Version]] = {}
         # (needed name, what it meets) → parent name → parent version → the specifier it asks
@@ -313,25 +265,35 @@ class _Provider(AbstractProvider):
     def _installable(self, name: str) -> list[index.Release]:
         """Releases of ``name`` the image could install: for its Python, with a wheel for the target."""
         if name not in self.installable:
+            future = self._releases_ahead(name, NOW)
+            self.lookups.hurry(future, NOW)
             try:
-                future = self._releases_ahead(name, NOW)
-                self.lookups.hurry(future)
-                releases = future.result(timeout=max(0.01, self.deadline - time.perf_counter()))
-            except TimeoutError as exc:
-                raise Stopped(f"its time budget of {budget_seconds():.0f} s ran out") from exc
+                releases = future.result(timeout=self.lookups.session.left())
+            except (TimeoutError, index.OutOfTime) as exc:
+                raise Stopped(f"{self._ran_out()} waiting for the index's releases of {name}") from exc
             except index.NotOnIndex:
                 releases = []
             except index.IndexUnreachable as exc:
                 raise Stopped(f"the index did not answer for {name} ({exc})") from exc
-            self.installable[name] = [r for r in releases if r.allows_python(self.sdt.python)
-                                      and r.wheel_for_target and r.wheel_url]
+            self.installable[name] = self._usable(releases)
         return self.installable[name]
 
-    def _releases_ahead(self, name: str, rank: int) -> Future:
+    def _usable(self, releases: list[index.Release]) -> list[index.Release]:
+        return [r for r in releases if r.allows_python(self.sdt.python) and r.wheel_for_target and r.wheel_url]
+
+    def _ask(self, key: str, rank: int, function, *args) -> tuple[Future, bool]:
+        """The one look-up of ``key``, asked at ``rank`` unless it was already: (its future, whether new)."""
+        with self.asking:
+            if key in self.futures:
+                return self.futures[key], False
+            self.futures[key] = future = self.lookups.submit(rank, function, *args)
+            return future, True
+
+    def _releases_ahead(self, name: str, rank: int) -> Future | None:
         """The index's releases of ``name``, asked for as soon as it may be needed."""
-        if name not in self.futures and name not in self.fixed:
-            self.futures[name] = self.lookups.submit(rank, index.releases, name, self.sdt.python, self.sources)
-        return self.futures.get(name)
+        if name in self.fixed:
+            return None
+        return self._ask(name, rank, index.releases, name, self.sdt.python, self.lookups.session)[0]
 
     def _prefetch(self, candidate: Candidate, rank: int, read_ahead: bool = False) -> None:
         """Ask for ``candidate``'s metadata at ``rank``; ``read_ahead``: then guess at the windows its
@@ -341,28 +303,41 @@ class _Provider(AbstractProvider):
             return
         known = index.cached_metadata(release)
         if known is not None:  # saved by an earlier walk, which read ahead then
-            self.futures[release.wheel_url] = future = Future()
+            future = Future()
             future.set_result(known)
+            with self.asking:
+                self.futures.setdefault(release.wheel_url, future)
             return
-        future = self.futures[release.wheel_url] = self.lookups.submit(rank, index.metadata, release, self.sources)
-        if read_ahead:
+        future, new = self._ask(release.wheel_url, rank, index.metadata, release, self.lookups.session)
+        if new and read_ahead:
             future.add_done_callback(self._read_ahead)
 
+    def _over(self, done: Future) -> bool:
+        """Whether a read-ahead callback has nothing to do: the walk is over, or ``done`` did not succeed."""
+        return self.lookups.closed or done.cancelled() or done.exception() is not None
+
     def _read_ahead(self, done: Future) -> None:
-        """In the pool, once a candidate's metadata is in: prefetch the releases its needs may take.
-        Best effort: whatever fails here (the walk over, an index error) the walk meets itself."""
+        """Once a candidate's metadata is in (in the pool): ask for the releases its needs may take.
+        It never waits, does nothing once the walk is over, and whatever fails here (an index
+        error) the walk meets itself."""
+        if self._over(done):
+            return
         try:
             for requirement in _parsed(done.result().requires):
                 name = canonicalize_name(requirement.name)
                 if name not in self.fixed and self._on_target(requirement):
                     spec = self.limits.get(name, SpecifierSet()) & requirement.specifier
                     self._releases_ahead(name, AHEAD).add_done_callback(
-                        lambda _, n=name, sp=spec: self._fetch_window(n, sp))
+                        lambda releases, n=name, sp=spec: self._fetch_window(n, sp, releases))
         except Exception:  # noqa: BLE001 - see the docstring
             return
 
-    def _fetch_window(self, name: str, spec: SpecifierSet) -> None:
+    def _fetch_window(self, name: str, spec: SpecifierSet, releases: Future) -> None:
+        """Once ``name``'s releases are in: ask for its window's metadata (as ``_read_ahead``)."""
+        if self._over(releases):
+            return
         try:
+            self.installable.setdefault(name, self._usable(releases.result()))  # so _window never waits
             for at, candidate in enumerate(self._window(name, spec)):
                 if at == 0:  # the likeliest path, followed all the way down
                     self._prefetch(candidate, AHEAD, read_ahead=True)
@@ -381,18 +356,23 @@ class _Provider(AbstractProvider):
             return _parsed(tuple(pinned["requires"]))
         self._prefetch(candidate, NOW)
         future = self.futures[candidate.release.wheel_url]
-        self.lookups.hurry(future)
+        self.lookups.hurry(future, NOW)
         try:
-            found = future.result(timeout=max(0.01, self.deadline - time.perf_counter()))
+            found = future.result(timeout=self.lookups.session.left())
+        except (TimeoutError, index.OutOfTime) as exc:
+            raise Stopped(f"{self._ran_out()} waiting for {candidate.name} {candidate.version}'s metadata") from exc
         except index.IndexUnreachable as exc:
             raise Stopped(f"the index did not answer for {candidate.name} ({exc})") from exc
-        except Exception as exc:  # a timeout, or a wheel whose metadata cannot be read
+        except Exception as exc:  # a wheel whose metadata cannot be read
             raise Stopped(f"reading {candidate.name} {candidate.version}'s metadata: {type(exc).__name__}") from exc
         return _parsed(found.requires) if found else []
 
     def _in_time(self) -> None:
-        if time.perf_counter() > self.deadline:
-            raise Stopped(f"its time budget of {budget_seconds():.0f} s ran out")
+        if not self.lookups.session.left():
+            raise Stopped(self._ran_out())
+
+    def _ran_out(self) -> str:
+        return f"its time budget of {self.seconds:g} s ran out"
 
     # --- what the walk learns on the way, for the messages ----------------------------------
 
@@ -422,7 +402,9 @@ class _Provider(AbstractProvider):
     def outcome(self, fits: bool | None, started: float, stopped: str | None = None) -> Walk:
         clashes = self._clashes() if fits is False else ()
         unfinished = tuple(sorted(n for n in self.roots if n not in self.fixed)) if fits is None else ()
-        read = sum(1 for key, f in self.futures.items() if "://" in key and f.done())
+        with self.asking:
+            asked = list(self.futures.items())
+        read = sum(1 for key, f in asked if "://" in key and f.done() and not f.cancelled() and f.exception() is None)
         return Walk(fits, {}, clashes, stopped, unfinished, dict(self.windows), read,
                     time.perf_counter() - started)
 

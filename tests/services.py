@@ -47,6 +47,12 @@ def site_series(site: str) -> pd.DataFrame:
     return series
 
 
+def origin(server: ThreadingHTTPServer) -> str:
+    """Where a server started here answers: http://127.0.0.1:PORT."""
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -236,8 +242,7 @@ class PVDAQService:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}{API}"
+        return f"{origin(self.server)}{API}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -401,3 +406,117 @@ def start_private_index(folder: Path, wheels: list[Path]):
 
     wait_ready(answers, "pypiserver", process, log, timeout=30)
     return index, process
+
+
+# --- an index that misbehaves on cue ----------------------------------------------------------
+
+JSON_PAGE = "application/vnd.pypi.simple.v1+json"
+
+
+@dataclass
+class SyntheticIndex:
+    """A PEP 691 index on 127.0.0.1 serving ``projects`` (name → version → Requires-Dist lines) as
+    py3-none-any wheels with PEP 658 metadata files, that misbehaves on cue (``behave``): each
+    answer waits up to ``latency`` seconds; after ``answered`` requests every later one is held
+    without an answer; ``trickle`` answers a byte a second, in the headers or in the body."""
+
+    projects: dict[str, dict[str, list[str]]]
+    latency: float = 0.0
+    answered: int | None = None
+    trickle: str | None = None  # "headers" | "body"
+    served: int = 0
+    released: threading.Event = field(default_factory=threading.Event)  # ends what this act holds
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{origin(self.server)}/simple"
+
+    def behave(self, latency: float = 0.0, answered: int | None = None, trickle: str | None = None) -> None:
+        """A new act: requests counted from 0 again; what the last act held is let go."""
+        with self._lock:
+            self.released.set()
+            self.released = threading.Event()
+            self.latency, self.answered, self.trickle, self.served = latency, answered, trickle, 0
+
+    def next_request(self) -> tuple[int, float, int | None, str | None, threading.Event]:
+        with self._lock:
+            self.served += 1
+            return self.served, self.latency, self.answered, self.trickle, self.released
+
+    def answer(self, path: str) -> tuple[int, str, bytes]:
+        parts = [p for p in path.split("?")[0].split("/") if p]
+        if len(parts) == 2 and parts[0] == "simple" and parts[1] in self.projects:
+            name = parts[1]
+            files = [{"filename": _wheel_name(name, version), "url": f"/files/{_wheel_name(name, version)}",
+                      "hashes": {}, "core-metadata": True} for version in self.projects[name]]
+            return 200, JSON_PAGE, json.dumps({"meta": {"api-version": "1.1"}, "name": name,
+                                               "files": files}).encode()
+        if len(parts) == 2 and parts[0] == "files" and parts[1].endswith(".whl.metadata"):
+            module, version = parts[1].split("-")[:2]
+            name = module.replace("_", "-")
+            if version in self.projects.get(name, {}):
+                lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"] + \
+                        [f"Requires-Dist: {need}" for need in self.projects[name][version]]
+                return 200, "text/plain", ("\n".join(lines) + "\n").encode()
+        return 404, "text/plain", b"not here"
+
+    def stop(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _wheel_name(name: str, version: str) -> str:
+    return f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+
+
+def start_synthetic_index(projects: dict[str, dict[str, list[str]]]) -> SyntheticIndex:
+    import random
+
+    index = SyntheticIndex(projects)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept open, as real indexes keep them
+
+        def do_GET(self):
+            number, latency, answered, trickle, released = index.next_request()
+            try:
+                if answered is not None and number > answered:
+                    released.wait(120)  # held: accepted, never answered
+                    self.close_connection = True
+                    return
+                if latency:
+                    time.sleep(random.uniform(0, latency))
+                status, kind, body = index.answer(self.path)
+                head = (f"HTTP/1.1 {status} {'OK' if status == 200 else 'Not Found'}\r\nContent-Type: {kind}\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                if trickle == "headers":
+                    self._drip(head + body, released)
+                elif trickle == "body":
+                    self.wfile.write(head)
+                    self._drip(body, released)
+                else:
+                    self.wfile.write(head + body)
+            except OSError:  # the client hung up: what a cut look-up does
+                self.close_connection = True
+
+        def _drip(self, data: bytes, released: threading.Event) -> None:
+            for at in range(len(data)):
+                if released.wait(1.0):
+                    self.close_connection = True
+                    return
+                self.wfile.write(data[at:at + 1])
+                self.wfile.flush()
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # a pool's connections all at once, none turned away
+        daemon_threads = True
+
+    index.server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=index.server.serve_forever, daemon=True, name="synthetic-index").start()
+    return index
