@@ -33,3 +33,12 @@ def test_readme_starts_with_pip_install_then_the_two_commands_and_lists_exit_cod
     assert not re.search(r"\]\((?!https?://)", readme)  # the package index renders no relative link
     for code in EXIT_CODES:
         assert re.search(rf"^\|\s*{code}\s*\|", readme, re.M), f"exit code {code} missing from README"
+
+
+def test_reliability_names_every_fault_probe_and_only_probes_that_exist():
+    """docs/reliability.md lists each promise with the test that holds it."""
+    doc = (ROOT / "docs" / "reliability.md").read_text()
+    named = set(re.findall(r"`(test_\w+\.py::test_\w+)`", doc))
+    probes = {f"{path.name}::{name}" for path in (ROOT / "tests" / "faults").glob("test_*.py")
+              for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
+    assert named == probes, {"not in the doc": sorted(probes - named), "no such test": sorted(named - probes)}
