@@ -22,10 +22,10 @@ from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 MASK = "***"
-_relays: list[subprocess.Popen] = []  # the processes that mask this process's stdout and stderr
 USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s'\"<>]+)@")
 SHORTEST = 4  # shorter values would mask ordinary text
 _secrets: set[str] = set()
+_relays: list[subprocess.Popen] = []  # the processes that mask this process's stdout and stderr
 
 
 def remember(*values: str | None) -> None:

@@ -1,10 +1,12 @@
-"""A run's output folder: one run at a time (a lock), the journal, and result files written whole.
+"""A run's output folder: one project's, one run at a time (a lock), the journal, and result files
+written whole.
 
 The journal gets one line per finished key, appended and flushed as it arrives; a write that fails
 (a full disk) is cut back to the last complete line and stops the run with a named error, so the
 journal never holds half a row. A torn last line left by a crash is removed and reported when the
 folder is opened again. results.csv, results.parquet and run.json are written to a temporary file
-and renamed: they are either the previous version or the new one, never half of one.
+and renamed: they are either the previous version or the new one, never half of one. Nothing
+changes in the folder until a run has started, and a run never discards rows it was not told to.
 """
 
 from __future__ import annotations
@@ -147,10 +149,6 @@ class OutputFolder:
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise _write_failure(self.journal, exc) from exc
-
-    @property
-    def started(self) -> bool:
-        return self._fd is not None
 
     def _lock(self) -> None:
         """Refuse a second run on the same folder while one holds it (the lock dies with its process;
