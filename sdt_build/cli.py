@@ -640,12 +640,15 @@ def doctor_command(output: Output, directory: Path | None) -> int:
 @click.option("--plots", "plots", type=int, default=3, show_default=True,
               help="The first keys run keep SDT's own figures (heatmap, daily energy) for the report.")
 @click.option("--plot-key", "plot_keys", multiple=True, help="Keep SDT's figures of this key too (as --key).")
+@click.option("--upstream-fixes/--no-upstream-fixes", default=None,
+              help="Apply sdt-build's fixes to libraries SDT runs on, on every worker (default: sdt.toml's "
+                   "upstream_fixes, on).")
 @click.option("--image", default=None, help="Image the scheduler and workers run (default: the client's).")
 @click.option("--dry-run", is_flag=True, help="Print the cluster spec the client would create, and its problems.")
 def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_file: Path | None,
                 output_dir: Path | None, resume: bool, force: bool, timeout: float | None, retries: int,
                 loss_analysis: bool, max_in_flight: int | None, lost_cluster_timeout: float, plots: int,
-                plot_keys: tuple[str, ...], image: str | None, dry_run: bool) -> int:
+                plot_keys: tuple[str, ...], upstream_fixes: bool | None, image: str | None, dry_run: bool) -> int:
     """Run SDT's pipeline for every key on the client from client.py."""
     from sdt_build.sdtdask import SDTDask
 
@@ -669,7 +672,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
     result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, force=force, timeout=timeout,
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
                             lost_cluster_timeout=lost_cluster_timeout, plots=plots,
-                            plot_keys=[parse_key(k) for k in plot_keys],
+                            plot_keys=[parse_key(k) for k in plot_keys], upstream_fixes=upstream_fixes,
                             progress=output.shows, on_start=_run_started(output),
                             on_row=_row_finished(output) if output.verbose else None)
     table = result.table

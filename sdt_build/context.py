@@ -35,7 +35,7 @@ PACKAGE = Path(__file__).resolve().parent
 # What of sdt_build an image (and every worker) needs: the plug contract, keys and result rows,
 # the task, the smoke probe and the parity check.
 RUNTIME = ("__init__.py", "errors.py", "plug.py", "keys.py", "rows.py", "redact.py", "task.py", "probe.py",
-           "parity.py")
+           "parity.py", "upstream_fixes.py")
 
 
 ENV_REPOSITORY = "sdt-env"

@@ -119,10 +119,15 @@ def sample(folder: str, class_name: str, key: list) -> str:
     return f"{shape[0]} rows × {shape[1] if len(shape) > 1 else 1} columns"
 
 
-def pipeline(days: int) -> str:
-    """A real SDT pipeline on the first ``days`` days of a site that ships with SDT."""
+def pipeline(days: int, fixes: bool) -> str:
+    """A real SDT pipeline on the first ``days`` days of a site that ships with SDT, with the upstream
+    fixes applied as the workers apply them (``fixes``)."""
     from pathlib import Path
 
+    from sdt_build import upstream_fixes
+
+    said = "; ".join(f"{o.name}: {o.status}" + (f" ({o.reason})" if o.status != upstream_fixes.APPLIED else "")
+                     for o in upstream_fixes.apply(fixes))
     import pandas as pd
     import sdt_dask
     from solardatatools import DataHandler
@@ -137,7 +142,8 @@ def pipeline(days: int) -> str:
     capacity = float(report["capacity"])
     if not capacity > 0:
         raise ValueError(f"the pipeline ran but found capacity {capacity}")
-    return f"{days} days, capacity {capacity:.2f} kW, quality {float(report['quality score']):.2f}"
+    return (f"{days} days, capacity {capacity:.2f} kW, quality {float(report['quality score']):.2f}; "
+            f"upstream fixes: {said or 'none'}")
 
 
 def main(args: dict) -> dict:
@@ -158,7 +164,7 @@ def main(args: dict) -> dict:
     if args.get("sample_key") is not None:
         step("get_data sample key", results, lambda: sample(folder, args["plug_class"], args["sample_key"]), only)
     if args.get("pipeline_days"):
-        step("SDT pipeline", results, lambda: pipeline(args["pipeline_days"]), only)
+        step("SDT pipeline", results, lambda: pipeline(args["pipeline_days"], args.get("upstream_fixes", True)), only)
     return {"steps": results, "versions": versions(), "user": os.getuid()}
 
 

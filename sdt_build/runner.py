@@ -18,13 +18,13 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import CancelledError
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from sdt_build import __version__, parity
+from sdt_build import __version__, parity, upstream_fixes
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, pins
 from sdt_build.errors import Problem, RunFailure
 from sdt_build.keys import key_id, normalize_key, validate_key
@@ -56,6 +56,7 @@ class RunOptions:
     lost_cluster_timeout: float = 60  # seconds a cluster may have no workers left before the run ends
     plots: int = 3  # the first keys run keep SDT's own figures (for the report)
     plot_keys: tuple[tuple, ...] = ()  # and these keys too
+    upstream_fixes: bool = True  # sdt_build.upstream_fixes on every worker (False: their originals)
 
     def __post_init__(self) -> None:
         """Every number in its range (SDT-E552), before anything starts."""
@@ -141,6 +142,7 @@ def run(project: UserProject, dask_client, keys: list[tuple] | None, options: Ru
     """
     started = time.perf_counter()
     bundle, warnings = prepare_cluster(dask_client, project, options)
+    fixes, unfixed = apply_fixes(dask_client, options.upstream_fixes)
     chosen = choose_keys(keys, project, dask_client, bundle, options)
     earlier = output.record()
     output.start()
@@ -148,7 +150,8 @@ def run(project: UserProject, dask_client, keys: list[tuple] | None, options: Ru
     record = {"sdt_build": __version__, "project": project.name, "run_id": stream.run_id, "plug": stream.plug,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "client": client_settings or {},
               "options": {**options.__dict__}, "keys": len(chosen), "already_done": None,
-              "warnings": warnings + output.notes, "versions": _cluster_versions(dask_client),
+              "upstream_fixes": fixes, "warnings": warnings + unfixed + output.notes,
+              "versions": _cluster_versions(dask_client),
               "dashboard": dashboard_link(dask_client, (client_settings or {}).get("dashboard", True))}
     try:
         todo = remaining(chosen, output, project, dask_client, bundle, options, record, earlier)
@@ -177,6 +180,25 @@ def prepare_cluster(dask_client, project: UserProject, options: RunOptions) -> t
                                     tuple(var.name for var in project.env if var.secret))
     dask_client.register_plugin(PlugInstaller(bundle))
     return bundle, warnings
+
+
+def apply_fixes(dask_client, enabled: bool) -> tuple[list[dict], list[str]]:
+    """The upstream fixes applied on every worker before the first key (each key applies them too, on
+    workers that join later): what became of each, with how many workers, and a warning for a fix
+    that was asked for and not applied."""
+    try:
+        answers = dask_client.run(upstream_fixes.apply, enabled)
+    except Exception as exc:  # workers whose sdt_build has no upstream fixes (an image the user brings)
+        return [], [f"the workers could not say which upstream fixes they apply ({type(exc).__name__}: {exc})"]
+    seen: dict[tuple, dict] = {}
+    for outcomes in answers.values():
+        for outcome in outcomes:
+            entry = seen.setdefault(astuple(outcome), {**outcome.to_dict(), "workers": 0})
+            entry["workers"] += 1
+    fixes = list(seen.values())
+    warnings = [f"the upstream fix {f['name']} was not applied on {f['workers']} worker(s): {f['reason']}"
+                for f in fixes if enabled and f["status"] != upstream_fixes.APPLIED]
+    return fixes, warnings
 
 
 def choose_keys(keys: list[tuple] | None, project: UserProject, dask_client, bundle: PlugBundle,
@@ -377,7 +399,7 @@ class Stream:
                     name = f"sdt-{self.run_id}-{key_id(key)}-{attempt}-{uuid.uuid4().hex[:6]}"  # never reused
                     future = self.client.submit(run_key, self.bundle.digest, key, self.options.pipeline_kwargs,
                                                 self.options.loss_analysis, key_id(key) in self.plot_ids,
-                                                pure=False, key=name)
+                                                self.options.upstream_fixes, pure=False, key=name)
                     futures[future] = (key, attempt)
                 try:
                     done, _ = wait(list(futures), timeout=1.0, return_when="FIRST_COMPLETED")

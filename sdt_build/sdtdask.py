@@ -40,7 +40,8 @@ class SDTDask:
                 timeout: float | None = None, retries: int = 1, max_in_flight: int | None = None,
                 check_versions: bool = True, lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
                 on_row: Callable[[Row], None] | None = None, plots: int = 3, plot_keys: Iterable[Any] = (),
-                on_start: Callable[[dict], None] | None = None, **run_pipeline_kwargs: Any) -> RunResult:
+                on_start: Callable[[dict], None] | None = None, upstream_fixes: bool | None = None,
+                **run_pipeline_kwargs: Any) -> RunResult:
         """Run every key. Keyword arguments not named here go to ``DataHandler.run_pipeline``.
 
         An ``output_dir`` that holds finished rows is refused unless ``resume`` (run only the keys
@@ -51,6 +52,9 @@ class SDTDask:
         reads it (a JSON list keeps JSON's types; a CSV file's fields are text as written); None: the
         keys of sdt.toml, else the plug's ``keys()``.
 
+        ``upstream_fixes`` (default: sdt.toml's ``upstream_fixes``, on unless set false) applies
+        ``sdt_build.upstream_fixes`` on every worker; the run record says what each did.
+
         The first ``plots`` keys run, and ``plot_keys``, keep SDT's own figures for the report
         (report.html in ``output_dir``). A ``dask_client`` you pass is used and left open; otherwise
         the client from client.py is connected and closed at the end. SIGTERM is handled like Ctrl-C
@@ -58,7 +62,8 @@ class SDTDask:
         """
         options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
                              loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout,
-                             plots, tuple(validate_key(k) for k in plot_keys))
+                             plots, tuple(validate_key(k) for k in plot_keys),
+                             self.project.settings.upstream_fixes if upstream_fixes is None else upstream_fixes)
         if isinstance(keys, (str, os.PathLike)):
             keys = read_keys_file(keys)
         keys = None if keys is None else [validate_key(k) for k in keys]

@@ -21,7 +21,7 @@ else:  # pragma: no cover
 
 SETTINGS_KEYS = {
     "name": str, "python": str, "base_image": str, "registry": str, "plug_class": str,
-    "client_class": str, "keys": list, "run_pipeline": dict, "build_sdists": bool,
+    "client_class": str, "keys": list, "run_pipeline": dict, "build_sdists": bool, "upstream_fixes": bool,
 }
 
 
@@ -38,6 +38,7 @@ class Settings:
     keys: tuple[tuple, ...] = ()
     run_pipeline: dict[str, Any] = field(default_factory=dict)
     build_sdists: bool = False  # compile packages that have no wheel for the target in the builder stage
+    upstream_fixes: bool = True  # sdt_build.upstream_fixes on every worker and in the smoke test's pipeline
 
 
 def read_settings(root: Path, found: ProblemList) -> Settings:

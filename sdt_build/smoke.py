@@ -96,10 +96,12 @@ class SmokeReport:
                 "versions": self.versions}
 
 
-def probe_args(folder: str, plug_class: str, sample_key: tuple | None, pipeline_days: int) -> dict:
+def probe_args(folder: str, plug_class: str, sample_key: tuple | None, pipeline_days: int,
+               upstream_fixes: bool = True) -> dict:
     """What the probe is asked to check (``sdt_build.probe``'s argument)."""
     return {"project": folder, "plug_class": plug_class,
-            "sample_key": list(sample_key) if sample_key is not None else None, "pipeline_days": pipeline_days}
+            "sample_key": list(sample_key) if sample_key is not None else None, "pipeline_days": pipeline_days,
+            "upstream_fixes": upstream_fixes}
 
 
 def probe_result(output: str, where: str, ended: str, fix: str) -> dict:
@@ -145,7 +147,7 @@ def smoke_image(docker, image: str, project: UserProject | None = None, *, sampl
     if not built_by_us:
         volumes[str(Path(__file__).resolve().parent)] = {"bind": "/opt/sdt-smoke/lib/sdt_build", "mode": "ro"}
     args = probe_args(folder, project.plug.name if project else labels.get(f"{LABEL}.plug", ""), sample_key,
-                      pipeline_days)
+                      pipeline_days, project.settings.upstream_fixes if project else True)
     environment = dict(env or {})
     if not built_by_us:  # the lent copy goes first; the image's own sdt_build is checked on its own
         own = next((e.split("=", 1)[1] for e in inspected.attrs["Config"].get("Env") or []
@@ -223,7 +225,7 @@ def proof_keys(docker, inspected, project: UserProject, args: dict, environment:
     environment (imports, dask entry points, SDT pipeline): the SDT environment image's layers,
     ``environment_inputs`` (sdt-build's runtime part, SDT pins the plug moves, modules of its
     packages that shadow SDT's), the names the project's files import as (one can shadow a package) and
-    the whole of any sitecustomize/usercustomize, the pipeline's days. packages (pip check, and the
+    the whole of any sitecustomize/usercustomize, the pipeline's days and upstream fixes. packages (pip check, and the
     versions parity reads): every layer but the project's. plug (plug module, get_data): every
     layer, the plug class, the sample key and the run-time environment variables."""
     layers = inspected.attrs["RootFS"]["Layers"]
@@ -242,7 +244,7 @@ def proof_keys(docker, inspected, project: UserProject, args: dict, environment:
         return hashlib.sha256(json.dumps([__version__, *parts], default=str).encode()).hexdigest()
 
     return {"environment": digest("environment", seen, setting, names, customize, args["pipeline_days"],
-                                  environment_inputs),
+                                  args["upstream_fixes"], environment_inputs),
             "packages": digest("packages", layers[:-1], setting),
             "plug": digest("plug", layers, setting, args["plug_class"], args["sample_key"], variables)}
 

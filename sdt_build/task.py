@@ -28,12 +28,14 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from sdt_build import upstream_fixes
 from sdt_build.keys import key_id
 from sdt_build.plug import SHADOW, everywhere, shadows
 from sdt_build.redact import mask_streams, shorten
 from sdt_build.rows import WARNINGS, Row
 
 START_TOPIC = "sdt-build-start"
+PEAK_MEMORY = "worker peak GiB"  # a row's value: its worker process's peak memory while the key ran
 PLUG_FOLDER = "sdt-build-plugs"  # where a worker writes the plug's files, under its temporary folder
 # distributed's warnings on a worker, sent to the client (for the run's log and summary) instead of the
 # worker's stderr: its memory monitor, and sizeof's note on deep messages (the performance report's profiles)
@@ -192,17 +194,100 @@ def _write_once(target: Path, text: str) -> None:
 
 
 def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_analysis: bool = False,
-            plots: bool = False) -> Row:
+            plots: bool = False, fixes: bool = True) -> Row:
     """Run SDT for one key with the installed plug ``digest``, and return its row (never raises).
-    With ``plots``, the row also carries SDT's own figures of the key (PNG)."""
+    With ``plots``, the row also carries SDT's own figures of the key (PNG); ``fixes`` applies the
+    upstream fixes in this process first (False puts the originals back)."""
+    upstream_fixes.apply(fixes)
     capture_warnings()
     _task.warnings = Counter()
     try:
-        row = _run_key(digest, key, pipeline_kwargs, loss_analysis, plots)
+        with PeakMemory() as peak:
+            row = _run_key(digest, key, pipeline_kwargs, loss_analysis, plots)
     finally:
         caught, _task.warnings = _task.warnings, None
     lines = [WARNINGS.format(category=c, message=m, count=n) for (c, m), n in caught.most_common()]
+    row = row.but(values={**row.values, PEAK_MEMORY: peak.gib})
     return row.but(warnings="\n".join(lines)) if lines else row
+
+
+class PeakMemory:
+    """This process's peak resident memory while a block runs, in GiB: the kernel's high-water mark,
+    reset when the block starts, on a worker with one thread (Linux); else the largest of samples
+    taken every 50 ms (keys running beside it on other threads count too)."""
+
+    EVERY = 0.05
+
+    def __enter__(self) -> "PeakMemory":
+        self.gib: float | None = None
+        self._stop = threading.Event()
+        self._largest = 0
+        self._sampler = None
+        if not (_threads() == 1 and _reset_high_water()):
+            self._sampler = threading.Thread(target=self._sample, daemon=True, name="sdt-peak-memory")
+            self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while True:
+            self._largest = max(self._largest, _resident())
+            if self._stop.wait(self.EVERY):
+                return
+
+    def __exit__(self, *exc) -> None:
+        if self._sampler is None:
+            largest = _high_water()
+        else:
+            self._stop.set()
+            self._sampler.join()
+            largest = max(self._largest, _resident())
+        self.gib = round(largest / 2**30, 3) if largest else None
+
+
+def _threads() -> int:
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return threading.active_count()
+
+
+def _reset_high_water() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # resets VmHWM, the peak resident set size (Linux 4.0 and later)
+        return True
+    except OSError:
+        return False
+
+
+def _proc_status(field: str) -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _high_water() -> int:
+    return _proc_status("VmHWM:")
+
+
+def _resident() -> int:
+    return _proc_status("VmRSS:") or _psutil_rss()
+
+
+def _psutil_rss() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except Exception:  # a measurement only
+        return 0
 
 
 def _run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_analysis: bool, plots: bool) -> Row:

@@ -170,7 +170,7 @@ def smoke_venv(path: Path, project: UserProject, *, sample_key: tuple | None = N
     """The smoke probe's steps in the venv (its own python, its bin/ first on PATH), and parity."""
     started = time.perf_counter()
     folder = str(path / PROJECT)
-    args = probe_args(folder, project.plug.name, sample_key, pipeline_days)
+    args = probe_args(folder, project.plug.name, sample_key, pipeline_days, project.settings.upstream_fixes)
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     environment.update(env or {})
     environment["PATH"] = f"{path / 'bin'}{os.pathsep}{environment.get('PATH', '')}"

@@ -20,7 +20,7 @@ FLOORS = (
     ("ground: data and shared names", {"errors", "parity", "target", "keys", "rows", "plug", "userfiles", "redact",
                                        "resources", "cache", "constraints", "requirements", "progress", "owner",
                                        "interrupt"}),
-    ("runtime: what runs in images and on workers", {"task", "probe"}),
+    ("runtime: what runs in images and on workers", {"upstream_fixes", "task", "probe"}),
     ("the user's folder", {"settings", "contracts", "project"}),
     ("package sources", {"pipconfig", "index", "wheels"}),
     ("dependencies", {"walk", "precheck", "resolve"}),
