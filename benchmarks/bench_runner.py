@@ -1,14 +1,19 @@
-"""Runner: sdt-build's SDTDask vs upstream's sdt_dask Runner, side by side on the same cluster.
+"""Runner: sdt-build's SDTDask (upstream fixes off, then on) vs upstream's sdt_dask Runner, on one cluster.
 
-Same work on both sides: 20 keys (the two real sites shipped with SDT, 18 deterministic synthetic
-systems of 90 to 360 days), run_pipeline(fix_shifts=True), loss factor analysis where there is more
-than a year of data (upstream always does that). One LocalCluster of 2 workers × 1 thread × 9 GiB
-serves both. Then: the per-key overhead with a near-zero-cost task, and 10,000 simulated keys
+Same work on every side: 20 keys (the two real sites shipped with SDT, 18 deterministic synthetic
+systems of 90 to 360 days, some with clipping, a capacity change or a time shift),
+run_pipeline(fix_shifts=True), loss factor analysis where there is more than a year of data
+(upstream always does that). One LocalCluster of 2 workers × 1 thread × 9 GiB serves every side;
+its workers are restarted before each side, so each starts alike (SDT imported, nothing of the
+other side's memory or fixes left). Then: each side's worker profile (where the time goes), every
+shared output compared, one site at a time in fresh processes with the fixes off and on (time and
+peak memory), the per-key overhead with a near-zero-cost task, and 10,000 simulated keys
 (submission time and the client's memory).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -20,7 +25,6 @@ from pathlib import Path
 import psutil
 
 from benchmarks import ROOT
-
 
 PLUG = '''
 import importlib.util
@@ -53,6 +57,25 @@ class Bench(DataPlug):
             return make_time_series(pd.read_csv(REAL / f"{{key[1]}}.csv"))[0]
         return _synthetic.SyntheticPV().get_data((key[1], key[2]))
 '''
+SHARED = ("length", "capacity", "sampling", "quality score", "clearness score", "inverter clipping", "clipped fraction",
+          "capacity change", "data quality warning", "time shift correction", "time zone correction")
+# One site in a fresh process: its pipeline's seconds and the process's peak memory (the fixes on or off).
+ONE_SITE = '''
+import json, resource, sys, time
+sys.path.insert(0, {folder!r})
+from dataplug import Bench
+from sdt_build import upstream_fixes
+from solardatatools import DataHandler
+fixes = upstream_fixes.apply({fixes!r})
+data = Bench().get_data({key!r})
+started = time.perf_counter()
+handler = DataHandler(data)
+handler.run_pipeline(verbose=False, fix_shifts=True)
+seconds = time.perf_counter() - started
+report = handler.report(return_values=True, verbose=False)
+print(json.dumps({{"seconds": seconds, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                  "fixes": [o.status for o in fixes], "report": {{k: float(v) for k, v in report.items()}}}}))
+'''
 
 
 def bench_keys() -> list[tuple]:
@@ -72,16 +95,86 @@ def _warm_up() -> None:
     import solardatatools  # noqa: F401  (the first import on a worker takes seconds)
 
 
-def _upstream(dask_client, plug, keys) -> float:
+def _upstream(dask_client, plug, keys):
     """Upstream's Runner (its set_up graph, computed without its performance report, which needs bokeh)."""
     from sdt_dask.dask_tool.runner import Runner
 
-    started = time.perf_counter()
     runner = Runner(dask_client, output_path=tempfile.mkdtemp())
     runner.set_up(keys, plug)
     table = dask_client.compute(runner.df_results).result()
     assert len(table) == len(keys)
-    return time.perf_counter() - started
+    return table
+
+
+def _side(dask_client, work):
+    """One side on freshly restarted workers: its result, wall seconds and the workers' profile."""
+    dask_client.restart()
+    dask_client.run(_warm_up)
+    began, started = time.time(), time.perf_counter()
+    result = work()
+    seconds = time.perf_counter() - started
+    return result, seconds, dask_client.profile(start=began, stop=time.time())
+
+
+def profile_top(state: dict, count: int = 8) -> list[tuple[str, float]]:
+    """The functions a statistical profile (distributed's) saw most often, inclusive of what they
+    called: (module:function, share of the samples)."""
+    totals: dict[str, int] = {}
+
+    def walk(node: dict, above: frozenset) -> None:
+        description = node.get("description") or {}
+        name = f"{Path(description.get('filename', '?')).stem}:{description.get('name', '?')}"
+        if description and name not in above:
+            totals[name] = totals.get(name, 0) + node.get("count", 0)
+            above = above | {name}
+        for child in (node.get("children") or {}).values():
+            walk(child, above)
+
+    walk(state, frozenset())
+    everything = max(state.get("count", 0), 1)
+    return sorted(((n, c / everything) for n, c in totals.items()), key=lambda item: -item[1])[:count]
+
+
+def _values(side: str, table) -> dict[str, dict]:
+    """Each key's shared outputs (the pipeline's report and the loss analysis'), by key text."""
+    rows = {}
+    for record in table.to_dict("records"):
+        if side == "upstream":
+            key = tuple(record[c] for c in sorted(record) if c.startswith("key_field_"))
+        else:
+            key = tuple(record["key"])
+        rows[json.dumps(list(key), default=str)] = record
+    return rows
+
+
+def _compare(sides: dict[str, dict[str, dict]]) -> list[str]:
+    """Every shared output of every key, each side against the first: the differences found."""
+    import math
+
+    names = list(sides)
+    first = sides[names[0]]
+    differences = []
+    for key, record in first.items():
+        loss = [c.removeprefix("loss ") for c in record if c.startswith("loss ") and c != "loss_analysis"]
+        for other in names[1:]:
+            theirs = sides[other].get(key)
+            if theirs is None:
+                differences.append(f"{key}: no row on {other}")
+                continue
+            for field in SHARED + tuple(loss):
+                mine = record.get(field, record.get(f"loss {field}"))
+                value = theirs.get(field, theirs.get(f"loss {field}"))
+                both_nan = all(isinstance(v, float) and math.isnan(v) for v in (mine, value))
+                if not both_nan and mine != value and not (isinstance(mine, float) and isinstance(value, float)
+                                                           and math.isclose(mine, value, rel_tol=1e-9)):
+                    differences.append(f"{key} {field}: {names[0]} {mine!r}, {other} {value!r}")
+    return differences
+
+
+def _one_site(folder: Path, key: tuple, fixes: bool) -> dict:
+    done = subprocess.run([sys.executable, "-c", ONE_SITE.format(folder=str(folder), key=key, fixes=fixes)],
+                          capture_output=True, text=True, timeout=900)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run() -> None:
@@ -104,23 +197,52 @@ def run() -> None:
         cloudpickle.register_pickle_by_value(module)  # upstream pickles the plug object into its tasks
 
         runner = SDTDask(folder)
-        client.run(_warm_up)  # both sides start on workers that imported SDT already
-        ours = runner.execute(keys, output_dir=Path(work) / "ours", dask_client=client, fix_shifts=True,
-                              loss_analysis=True)
-        theirs = _upstream(client, module.Bench(), keys)
-        ok = ours.counts.get("ok", 0)
-        print(f"   {len(keys)} keys, 2 workers × 1 thread: sdt-build {ours.seconds:6.1f} s ({ok} ok), "
-              f"upstream Runner {theirs:6.1f} s")
-        busy = ours.table.groupby("worker")["seconds total"].sum()
-        print(f"   throughput ratio sdt-build/upstream: {theirs / ours.seconds:.2f}   "
-              f"parallel efficiency (sum of key times / (wall × workers)): {ours.record['parallel_efficiency']:.2f}"
-              f"   (busy per worker: {', '.join(f'{s:.0f} s' for s in busy)})")
+
+        def ours(fixes: bool, name: str):
+            return lambda: runner.execute(keys, output_dir=Path(work) / name, dask_client=client, fix_shifts=True,
+                                          loss_analysis=True, upstream_fixes=fixes)
+
+        off, off_seconds, off_profile = _side(client, ours(False, "off"))
+        theirs, theirs_seconds, theirs_profile = _side(client, lambda: _upstream(client, module.Bench(), keys))
+        on, on_seconds, on_profile = _side(client, ours(True, "on"))
+        print(f"   {len(keys)} keys, 2 workers × 1 thread, each side on restarted workers:")
+        for label, seconds, result in (("sdt-build, upstream fixes off", off_seconds, off),
+                                       ("upstream sdt_dask Runner", theirs_seconds, None),
+                                       ("sdt-build, upstream fixes on", on_seconds, on)):
+            extra = "" if result is None else (f"({result.counts.get('ok', 0)} ok, parallel efficiency "
+                                               f"{result.record['parallel_efficiency']:.2f})")
+            print(f"     {label:32s} {seconds:7.1f} s   throughput ratio to upstream {theirs_seconds / seconds:5.2f}  "
+                  f"{extra}")
+        differences = _compare({"fixes off": _values("ours", off.table), "upstream": _values("upstream", theirs),
+                                "fixes on": _values("ours", on.table)})
+        print(f"   every shared output equal (report and loss analysis, {len(keys)} keys, 3 sides): "
+              + ("yes" if not differences else f"NO, {len(differences)} differences: " + "; ".join(differences[:8])))
+        for label, profile in (("sdt-build, fixes off", off_profile), ("upstream Runner", theirs_profile),
+                               ("sdt-build, fixes on", on_profile)):
+            print(f"   profile of the workers, {label} (share of samples, inclusive): "
+                  + ", ".join(f"{name} {share:.0%}" for name, share in profile_top(profile)))
+        stages = [c for c in on.table.columns if c.startswith("seconds ") and c != "seconds total"]
+        print("   sdt-build's stages, summed over the keys (s), fixes off / on: " + ", ".join(
+            f"{c.removeprefix('seconds ')} {off.table[c].sum():.1f} / {on.table[c].sum():.1f}" for c in stages))
+        peaks = on.table["worker peak GiB"]
+        print(f"   worker peak memory per key with the fixes on: median {peaks.median():.2f} GiB, largest "
+              f"{peaks.max():.2f} GiB (off: largest {off.table['worker peak GiB'].max():.2f} GiB)")
+
+        print("   one site at a time, fresh process each, run_pipeline(fix_shifts=True): fixes off → on")
+        for key in keys[:2] + [k for k in keys if k[0] == "synthetic" and k[1] in (1, 4, 5, 13)]:
+            unfixed, fixed = _one_site(folder, key, False), _one_site(folder, key, True)
+            same = unfixed["report"] == fixed["report"]
+            print(f"     {str(key):34s} {unfixed['seconds']:6.1f} s, {unfixed['peak']:5.2f} GiB  →  "
+                  f"{fixed['seconds']:6.1f} s, {fixed['peak']:5.2f} GiB   "
+                  f"({unfixed['seconds'] / fixed['seconds']:4.1f}× faster, {unfixed['peak'] / fixed['peak']:4.1f}× "
+                  f"less memory; report {'identical' if same else 'DIFFERS'})")
 
         instant = [("instant", n) for n in range(400)]
         overhead = runner.execute(instant, dask_client=client, check_versions=False)
-        theirs_instant = _upstream(client, module.Bench(), instant)
+        started = time.perf_counter()
+        _upstream(client, module.Bench(), instant)
         print(f"   overhead per key (a task that fails at once): sdt-build {overhead.seconds / 400 * 1000:.1f} ms, "
-              f"upstream {theirs_instant / 400 * 1000:.1f} ms")
+              f"upstream {(time.perf_counter() - started) / 400 * 1000:.1f} ms")
 
     _ten_thousand()
 

@@ -667,7 +667,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
         return 5 if spec["problems"] else 0
     output_dir = output_dir or Path("sdt-results") / runner.project.name
     output.say(f"running {runner.project.name} on the {runner.client.backend} client "
-               f"({runner.client.workers} workers × {runner.client.threads_per_worker} threads); "
+               f"({runner.client.worker_count()} workers × {runner.client.threads_per_worker} threads); "
                f"results in {output_dir}")
     result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, force=force, timeout=timeout,
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from sdt_build import __version__, parity, upstream_fixes
-from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, pins
+from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, UNFIXED_PEAK_BYTES, pins
 from sdt_build.errors import Problem, RunFailure
 from sdt_build.keys import key_id, normalize_key, validate_key
 from sdt_build.project import UserProject
@@ -33,8 +33,8 @@ from sdt_build.redact import dumps
 from sdt_build.report import failure_groups, write_report
 from sdt_build.results import PERFORMANCE, REPORT, OutputFolder
 from sdt_build.rows import SECONDS, Row
-from sdt_build.task import (START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle, PlugCallFailed,
-                            PlugInstaller, module_version, plug_keys, plug_sizes, run_key)
+from sdt_build.task import (PEAK_MEMORY, START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle,
+                            PlugCallFailed, PlugInstaller, module_version, plug_keys, plug_sizes, run_key)
 from sdt_build.userfiles import CLIENT_FILE
 
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
@@ -366,6 +366,7 @@ class Stream:
         self.explain = explain
         self.run_id = uuid.uuid4().hex[:8]
         self.plug = code_digest(bundle)
+        self.largest_peak = 0.0  # GiB: the largest worker peak a finished key of this run recorded
         self.started: dict[str, tuple[float, str]] = {}
         self.bystander_losses: dict[str, int] = {}
         self.memory_limits: dict[str, int] = {}  # worker → bytes, remembered after it dies
@@ -435,6 +436,7 @@ class Stream:
     def finish(self, row: Row) -> None:
         """Journal a key's row (at once: nothing finished is kept only in memory)."""
         self.started.pop(key_id(row.key), None)
+        self.largest_peak = max(self.largest_peak, row.values.get(PEAK_MEMORY) or 0.0)
         row = row.but(run_id=self.run_id, plug=self.plug)
         self.output.add(row)
         if self.on_row:
@@ -470,9 +472,17 @@ class Stream:
         if self._workers_seen_at is not None and now - self._workers_seen_at > self.options.lost_cluster_timeout:
             raise ClusterLost(Problem("SDT-E513", f"no worker has been left in the cluster for "
                                                   f"{self.options.lost_cluster_timeout:g} s",
-                                      f"if the workers ran out of memory, raise memory_per_worker ({PIPELINE_PEAK}) "
+                                      f"if the workers ran out of memory, raise memory_per_worker ({self._peaks()}) "
                                       "or lower threads_per_worker; then run again with --resume"),
                               "no workers", "NoWorkers", unfinished())
+
+    def _peaks(self) -> str:
+        """What a key needs, as measured: sdt-build's figure, and this run's largest key so far."""
+        said = PIPELINE_PEAK if self.options.upstream_fixes else \
+            f"without upstream fixes one SDT pipeline run peaks near {UNFIXED_PEAK_BYTES / 2**30:.1f} GiB"
+        if self.largest_peak:
+            said += f"; the largest key of this run so far peaked at {self.largest_peak:.1f} GiB on its worker"
+        return said
 
     def _started(self, event) -> None:
         _, message = event
@@ -511,7 +521,7 @@ class Stream:
         if _is_lost_worker(exc):
             worker = self.started.get(key_id(key), (None, "unknown (it died before reporting)"))[1]
             message = (f"the worker running this key died {attempt} time(s) ({_death_cause(self.client)}). Each "
-                       f"worker has {self._memory(worker)}; {PIPELINE_PEAK}. Fix: raise "
+                       f"worker has {self._memory(worker)}; {self._peaks()}. Fix: raise "
                        "memory_per_worker or use fewer threads per worker; if memory was not the cause, read the "
                        "worker logs")
             backend = self.explain() if self.explain else None
@@ -587,12 +597,15 @@ def check_cluster(dask_client, options: RunOptions) -> list[str]:
         rows = cluster_parity(dask_client)
         parity.require(rows, "cluster")
         warnings += [f"{r.package}: client {r.client}, cluster {r.other}" for r in rows if r.severity == "warning"]
+    peak = PIPELINE_PEAK_BYTES if options.upstream_fixes else UNFIXED_PEAK_BYTES
     for address, info in dask_client.scheduler_info().get("workers", {}).items():
         limit = info.get("memory_limit") or 0
         threads = info.get("nthreads", 1) or 1
-        if limit and limit / threads < PIPELINE_PEAK_BYTES:
-            warnings.append(f"worker {address} has {limit / 2**30:.1f} GiB for {threads} thread(s); {PIPELINE_PEAK}, "
-                            "so long sites may be killed for memory")
+        if limit and limit / threads < peak:
+            warnings.append(f"worker {address} has {limit / 2**30:.1f} GiB for {threads} thread(s); one SDT pipeline "
+                            f"run peaks near {peak / 2**30:.1f} GiB"
+                            + ("" if options.upstream_fixes else " without upstream fixes")
+                            + ", so long sites may be killed for memory")
             break
     return warnings
 

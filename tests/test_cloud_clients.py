@@ -55,7 +55,7 @@ def test_good_fargate_settings_have_no_problems(aws_credentials):
     ({"vpc": None}, "subnets are set but vpc is not"),
     ({"worker_cpu": 1000}, "not a Fargate size"),
     ({"worker_cpu": 1024, "worker_mem": 16384}, "does not go with worker_cpu 1024"),
-    ({"worker_cpu": 512, "worker_mem": 4096}, "below the ~6 GiB"),
+    ({"worker_cpu": 256, "worker_mem": 512}, "below what SDT needs"),
     ({"tags": {"aws:owner": "x"}}, "reserves"),
     ({"image": "local-csv:abc123"}, "exists only here"),
     ({"image": "127.0.0.1:5000/local-csv:abc"}, "registry on this machine"),

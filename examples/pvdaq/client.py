@@ -1,9 +1,9 @@
-"""Run on this machine: a Dask LocalCluster of 2 single-threaded workers."""
+"""Run on this machine: a Dask LocalCluster of single-threaded workers, one per core."""
 
 from sdt_build.clients import LocalClient
 
 
 class Laptop(LocalClient):
-    workers = 2
     threads_per_worker = 1
-    memory_per_worker = "8GiB"  # one SDT pipeline run peaks near 6 GiB
+    # workers = 4                # default: one per core, as many as memory holds
+    # memory_per_worker = "2GiB" # default: room for the largest measured pipeline run

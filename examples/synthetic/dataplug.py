@@ -1,4 +1,5 @@
-"""Deterministic synthetic PV systems: pvlib clear-sky power with clouds, outages and a time shift.
+"""Deterministic synthetic PV systems: pvlib clear-sky power with clouds, outages, and on some
+systems inverter clipping, a capacity change or a time shift (``features`` says which).
 
 Useful to try sdt-build without data, and for benchmarks: the same key always gives the same
 series. Key: (system_id,) or (system_id, days).
@@ -53,4 +54,14 @@ class SyntheticPV(DataPlug):
         if rng.random() < 0.5:  # a time shift: the logger's clock moves one hour for a while
             start = int(rng.integers(days // 4, days // 2)) * 288
             series.iloc[start:] = np.roll(series.iloc[start:].to_numpy(), 12)
+        features = self.features(system)
+        if "clipping" in features:  # an inverter smaller than the array: the brightest hours are flat
+            series = series.clip(upper=0.75 * capacity)
+        if "capacity change" in features:  # a third of the array lost for good, from the middle on
+            series.iloc[len(series) // 2:] *= 2 / 3
         return series.to_frame("ac_power")
+
+    @staticmethod
+    def features(system: int) -> tuple[str, ...]:
+        """What a system has besides clouds and outages (a time shift is drawn with its data)."""
+        return tuple(name for name, every in (("clipping", 3), ("capacity change", 4)) if int(system) % every == 1)

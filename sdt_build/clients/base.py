@@ -7,6 +7,7 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
+from sdt_build.constraints import WORKER_MEMORY
 from sdt_build.plug import EnvVar
 
 if TYPE_CHECKING:  # distributed is imported only when a client connects
@@ -45,7 +46,7 @@ class Client:
     backend: str = "custom"
     workers: int = 2
     threads_per_worker: int = 1
-    memory_per_worker: str = "7GiB"
+    memory_per_worker: str = WORKER_MEMORY  # room for the largest measured pipeline run (constraints)
     image: str | None = None
     dashboard: bool = True  # the Dask dashboard on 127.0.0.1 where the client starts the scheduler (needs bokeh)
     registry: str | None = None  # where a built image is pushed before the run (the cluster pulls it)
@@ -69,6 +70,10 @@ class Client:
         configured.environment = dict(values)
         configured.secret_names = frozenset(secrets)
         return configured
+
+    def worker_count(self) -> int:
+        """How many workers the cluster gets."""
+        return self.workers
 
     @property
     def needs_image(self) -> bool:
@@ -142,7 +147,7 @@ class Client:
         """Settings shown in run records and `--dry-run` output."""
         return {
             "backend": self.backend,
-            "workers": self.workers,
+            "workers": self.worker_count(),
             "threads_per_worker": self.threads_per_worker,
             "memory_per_worker": self.memory_per_worker,
             "image": self.image,

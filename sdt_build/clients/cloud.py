@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import parse_memory
-from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
+from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, WORKER_MEMORY
 from sdt_build.errors import RunFailure
 from sdt_build.plug import EnvVar
 
 if TYPE_CHECKING:
     import distributed
 
-PIPELINE_PEAK_GIB = PIPELINE_PEAK_BYTES // 2**30
 # Fargate task sizes: CPU units → allowed memory (MiB) per AWS's table.
 FARGATE_SIZES = {
     256: [512, 1024, 2048],
@@ -226,7 +225,7 @@ class FargateClient(CloudClient):
     scheduler_cpu: int = 1024
     scheduler_mem: int = 4096
     worker_cpu: int = 1024
-    worker_mem: int = 8192
+    worker_mem: int = 2048  # MiB: Fargate's least for one vCPU, room for the largest measured pipeline run
     fargate_spot: bool = False
     fargate_use_private_ip: bool = False
     cluster_arn: str | None = None
@@ -283,9 +282,9 @@ class FargateClient(CloudClient):
                 allowed = FARGATE_SIZES[cpu]
                 problems.append(f"{role}_mem {mem} MiB does not go with {role}_cpu {cpu}: Fargate allows "
                                 f"{allowed[0]}–{allowed[-1]} MiB in steps of {allowed[1] - allowed[0] if len(allowed) > 1 else 0}")
-        if self.worker_mem < PIPELINE_PEAK_GIB * 1024:
-            problems.append(f"worker_mem {self.worker_mem} MiB is below the ~{PIPELINE_PEAK_GIB} GiB one SDT pipeline "
-                            "run needs: use at least 8192")
+        if self.worker_mem * 2**20 < PIPELINE_PEAK_BYTES:
+            problems.append(f"worker_mem {self.worker_mem} MiB is below what SDT needs ({PIPELINE_PEAK}): use at "
+                            f"least {parse_memory(WORKER_MEMORY) // 2**20}")
         if self.memory_per_worker is not None:
             problems.append(f"memory_per_worker {self.memory_per_worker}: Fargate workers get worker_mem as their "
                             "Dask memory limit (dask-cloudprovider passes --memory-limit); set worker_mem instead")
@@ -350,7 +349,7 @@ class AzureClient(CloudClient):
     subnet: str | None = None
     subscription_id: str | None = None
     public_ingress: bool | None = None  # None: the engine's default (a public IP for the scheduler)
-    vm_size: str = "Standard_E2s_v5"
+    vm_size: str = "Standard_D2s_v5"  # 2 vCPU, 8 GiB: a worker per core has room for the measured pipeline
     disk_size: int = 50
     bootstrap: bool | None = None  # None: the engine's default (install Docker on the VM at boot)
     extra_bootstrap: tuple[str, ...] = ()  # commands the VM runs before the container, e.g. a registry login
@@ -400,7 +399,7 @@ class AzureClient(CloudClient):
             if memory is not None and needed > memory:
                 problems.append(f"vm_size {self.vm_size} has {memory} GiB, less than memory_per_worker "
                                 f"{self.memory_per_worker}")
-            if memory is not None and memory < PIPELINE_PEAK_GIB:
+            if memory is not None and memory * 2**30 < PIPELINE_PEAK_BYTES:
                 problems.append(f"vm_size {self.vm_size} has {memory} GiB; {PIPELINE_PEAK}")
         if self.disk_size < 30:
             problems.append(f"disk_size {self.disk_size} GB is too small for the image (use 50 or more)")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
 from sdt_build.clients.base import Client
-from sdt_build.clients.local import parse_memory
+from sdt_build.clients.local import machine_workers, parse_memory
 from sdt_build.daemon import LABEL, bytecode_cache, container_name, docker_client, labels, remove, run_command, sweep
 from sdt_build.errors import RunFailure
 from sdt_build.interrupt import shielded
@@ -168,8 +168,11 @@ class DockerClient(Client):
     """A scheduler and ``workers`` worker containers of the image, on this machine."""
 
     backend = "docker"
-    memory_per_worker = "7GiB"
+    workers: int | None = None  # None: one per core, as many as this machine's memory holds
     startup_timeout: float = 120
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else machine_workers(self.memory_per_worker)
 
     @property
     def needs_image(self) -> bool:
@@ -198,17 +201,17 @@ class DockerClient(Client):
             self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
                                                    "options": {**shared, "environment": public,
                                                                "dashboard": self.dashboard_address()}},
-                                        workers={f"docker-{i}": worker for i in range(self.workers)},
+                                        workers={f"docker-{i}": worker for i in range(self.worker_count())},
                                         worker=worker, name=f"sdt-docker-{cluster_id}")
             self._dask_client = self.new_dask_client(self._cluster)
         except BaseException:
             self.close()  # no container of a cluster that did not start is left behind
             raise
         try:
-            self._dask_client.wait_for_workers(self.workers, timeout=self.startup_timeout)
+            self._dask_client.wait_for_workers(self.worker_count(), timeout=self.startup_timeout)
         except TimeoutError as exc:
             self.close()
-            raise RunFailure("SDT-E505", f"only some of the {self.workers} worker containers joined within "
+            raise RunFailure("SDT-E505", f"only some of the {self.worker_count()} worker containers joined within "
                              f"{self.startup_timeout:g} s", "check `docker ps -a --filter label=io.sdt-build.cluster` "
                              "and the workers' logs; lower workers or memory_per_worker if the machine is full") from exc
         return self._dask_client

@@ -26,10 +26,21 @@ def parse_memory(value: str | int | float) -> int:
     return int(parse_bytes(value))
 
 
+def machine_workers(memory_per_worker: str | int | float) -> int:
+    """One worker per core of this machine, as many as its memory holds (at least one)."""
+    import psutil
+
+    return max(1, min(os.cpu_count() or 1, psutil.virtual_memory().total // max(parse_memory(memory_per_worker), 1)))
+
+
 class LocalClient(Client):
     """Workers as local processes. Checks workers × memory against this machine first."""
 
     backend = "local"
+    workers: int | None = None  # None: one per core, as many as this machine's memory holds
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else machine_workers(self.memory_per_worker)
 
     def fit_check(self) -> list[str]:
         """Raise when the cluster cannot fit this machine; return warnings for tight fits."""
@@ -39,11 +50,12 @@ class LocalClient(Client):
         cores = os.cpu_count() or 1
         per_worker = parse_memory(self.memory_per_worker)
         warnings = []
-        if self.workers * per_worker > total:
+        workers = self.worker_count()
+        if workers * per_worker > total:
             fits = max(1, total // max(per_worker, 1))
             raise EnvironmentProblem(
                 "SDT-E905",
-                f"{self.workers} workers × {self.memory_per_worker} need more memory than this machine "
+                f"{workers} workers × {self.memory_per_worker} need more memory than this machine "
                 f"has ({total / 2**30:.1f} GiB)",
                 f"set workers = {fits} (or lower memory_per_worker) in client.py",
             )
@@ -52,9 +64,9 @@ class LocalClient(Client):
                 f"memory_per_worker {self.memory_per_worker} is too little: {PIPELINE_PEAK}, so long sites may be "
                 "killed for memory"
             )
-        if self.workers * self.threads_per_worker > cores:
+        if workers * self.threads_per_worker > cores:
             warnings.append(
-                f"{self.workers} workers × {self.threads_per_worker} threads exceed this machine's "
+                f"{workers} workers × {self.threads_per_worker} threads exceed this machine's "
                 f"{cores} cores: runs will be slower, not faster"
             )
         return warnings
@@ -69,7 +81,7 @@ class LocalClient(Client):
         if image:
             log.info("LocalClient runs on this machine's Python; image %s is not used", image)
         cluster = LocalCluster(
-            n_workers=self.workers,
+            n_workers=self.worker_count(),
             threads_per_worker=self.threads_per_worker,
             memory_limit=parse_memory(self.memory_per_worker),
             processes=True,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdt_build.clients.base import Client, _quiet
 from sdt_build.clients.local import parse_memory
-from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
+from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, WORKER_MEMORY
 from sdt_build.errors import RunFailure
 from sdt_build.owner import Owned, me, standing
 from sdt_build.plug import EnvVar
@@ -151,7 +151,7 @@ class SlurmClient(Client):
     cluster_class = "dask_jobqueue.SLURMCluster"
     workers = 2  # jobs, one Dask worker each
     threads_per_worker: int | None = None  # cores per job (None: jobqueue.slurm.cores, else 1)
-    memory_per_worker: str | None = None  # memory per job (None: jobqueue.slurm.memory, else 7GiB)
+    memory_per_worker: str | None = None  # memory per job (None: jobqueue.slurm.memory, else WORKER_MEMORY)
     venv: str | None = None  # the venv `sdt-build build DIR --venv PATH` made (or SDT_VENV)
     python: str | None = None  # or any Python on the shared file system (None: the venv's)
     queue: str | None = None  # partition (-p)
@@ -174,7 +174,7 @@ class SlurmClient(Client):
         if self.threads_per_worker is None:
             self.threads_per_worker = dask.config.get("jobqueue.slurm.cores", None) or 1
         if self.memory_per_worker is None:
-            self.memory_per_worker = dask.config.get("jobqueue.slurm.memory", None) or "7GiB"
+            self.memory_per_worker = dask.config.get("jobqueue.slurm.memory", None) or WORKER_MEMORY
         self._cluster_id = uuid.uuid4().hex[:8]
         self._jobs: dict[str, str] = {}  # Dask worker name → SLURM job id, kept after a job ends
 

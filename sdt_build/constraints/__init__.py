@@ -9,6 +9,7 @@ client-side lock, per-package metadata and import names.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -30,9 +31,16 @@ from sdt_build.target import target
 HERE = Path(__file__).parent
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
 SDT_PACKAGE = "solar-data-tools"
-# One SDT pipeline run peaks near 6 GiB (its clipping check allocates a 4.7 GiB matrix).
-PIPELINE_PEAK_BYTES = 6 * 2**30
-PIPELINE_PEAK = f"one SDT pipeline run peaks near {PIPELINE_PEAK_BYTES // 2**30} GiB"
+# What one pipeline run costs, measured with sdt-build's upstream fixes and without
+# (``python -m sdt_build.maintainer.pipeline_cost``): sizing and every message about memory come from it.
+PIPELINE_COST = json.loads((HERE / "pipeline-cost.json").read_text())
+PIPELINE_PEAK_BYTES = int(PIPELINE_COST["with_fixes"]["peak_gib"] * 2**30)
+UNFIXED_PEAK_BYTES = int(PIPELINE_COST["without"]["peak_gib"] * 2**30)
+PIPELINE_PEAK = (f"one SDT pipeline run peaks near {PIPELINE_PEAK_BYTES / 2**30:.1f} GiB "
+                 f"({UNFIXED_PEAK_BYTES / 2**30:.1f} GiB without sdt-build's upstream fixes)")
+# A worker's memory by default: room for the largest measured pipeline run 2.5 times over (the Dask
+# worker itself, longer sites, and the nanny's pause at 80 %), in half GiB.
+WORKER_MEMORY = f"{math.ceil(PIPELINE_PEAK_BYTES * 2.5 / 2**29) / 2:g}GiB"
 
 
 def folder(python: str) -> Path:

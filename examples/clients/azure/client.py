@@ -14,8 +14,8 @@ class Azure(AzureClient):
     resource_group = "pv-analytics"
     vnet = "pv-vnet"
     security_group = "pv-nsg"
-    vm_size = "Standard_E2s_v5"  # 16 GiB
+    vm_size = "Standard_D2s_v5"  # 2 vCPU, 8 GiB
     workers = 10
     threads_per_worker = 1
-    memory_per_worker = "7GiB"
+    memory_per_worker = "2GiB"
     image = "myacr.azurecr.io/mysites:latest"

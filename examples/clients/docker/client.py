@@ -1,4 +1,4 @@
-"""Run in containers of the image sdt-build builds, on this machine: 1 scheduler + 2 workers.
+"""Run in containers of the image sdt-build builds, on this machine: a scheduler and a worker per core.
 
 The exact image that goes to the cloud, tested on one workstation. sdt-build builds (or reuses)
 the image before connecting; set `image = "..."` to run one you bring.
@@ -8,6 +8,7 @@ from sdt_build.clients import DockerClient
 
 
 class Workstation(DockerClient):
-    workers = 2
     threads_per_worker = 1
-    memory_per_worker = "7GiB"  # each container gets this (+1 GiB headroom) as its memory limit
+    # workers = 4                # default: one per core, as many as memory holds
+    # memory_per_worker = "2GiB" # default (room for the largest measured pipeline run); each container
+    #                            # gets it (+1 GiB headroom) as its memory limit

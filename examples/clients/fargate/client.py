@@ -19,6 +19,7 @@ class Fargate(FargateClient):
     workers = 20
     threads_per_worker = 1
     worker_cpu = 1024          # Fargate units: 1024 = 1 vCPU
-    worker_mem = 8192          # MiB; one SDT pipeline run peaks near 6 GiB; also each worker's Dask memory limit
+    worker_mem = 2048          # MiB (the default): room for the largest measured pipeline run; also each
+                               # worker's Dask memory limit
     image = "123456789012.dkr.ecr.us-west-2.amazonaws.com/mysites:latest"
     tags = {"project": "pv-fleet", "owner": "analytics"}

@@ -15,4 +15,4 @@ class Kubernetes(KubernetesClient):
     workers = 10
     threads_per_worker = 1
     worker_cpu = "1"
-    memory_per_worker = "7GiB"  # the pods' memory request and limit, and Dask's limit
+    memory_per_worker = "2GiB"  # the pods' memory request and limit, and Dask's limit
