@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from sdt_build import pipconfig
-from sdt_build.constraints import SDT_PACKAGE
+from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, SDT_PACKAGE, WORKER_MEMORY
 from sdt_build.errors import SdtBuildError
 
 FREE_BYTES = 5 * 1024**3  # the wheel cache and one build context of SDT's set fit in well under this
@@ -50,6 +50,7 @@ def diagnose(directory: Path | None = None) -> list[Check]:
     checks.append(_base_image(docker, python, project.settings.base_image if project else None))
     checks += [_index(url, sources) for url in sources.indexes]
     checks.append(_disk())
+    checks.append(_workers(project))
     checks.append(_huge_pages(pages, project))
     if project and project.settings.registry:
         checks.append(_registry(project.settings.registry))
@@ -116,11 +117,31 @@ def _disk() -> Check:
     return Check("disk", "ok", detail)
 
 
+def _workers(project) -> Check:
+    """How many local workers this machine runs, and with what memory each, from the measured cost of
+    a pipeline run (constraints/pipeline-cost.json) and the folder's client when it is a local one."""
+    import psutil
+
+    from sdt_build.clients.local import machine_workers, parse_memory
+
+    memory = WORKER_MEMORY
+    if project is not None:
+        from sdt_build.clients import load_client
+
+        memory = load_client(project).memory_per_worker or WORKER_MEMORY
+    total = psutil.virtual_memory().total
+    workers = machine_workers(memory)
+    detail = f"{os.cpu_count()} cores, {total / 2**30:.1f} GiB: {workers} local worker(s) of {memory}; {PIPELINE_PEAK}"
+    if parse_memory(memory) < PIPELINE_PEAK_BYTES:
+        return Check("workers", "warning", detail, f"set memory_per_worker to at least {WORKER_MEMORY} in client.py")
+    return Check("workers", "ok", detail)
+
+
 def _page_costs() -> tuple[str, bool]:
     """What fresh memory costs here in small and in numpy's transparent huge pages, and whether huge
-    ones are the slower. SDT's pipeline touches several GB of fresh memory per site, and on virtual
-    machines that hand freed memory back to their host a fresh huge page can cost many times a small
-    one (docs/running.md)."""
+    ones are the slower. A pipeline run without sdt-build's upstream fixes touches several GB of
+    fresh memory per site (with them, under one), and on virtual machines that hand freed memory back
+    to their host a fresh huge page can cost many times a small one (docs/running.md)."""
     try:
         policy = THP_POLICY.read_text().split("[")[1].split("]")[0]
     except (OSError, IndexError):
