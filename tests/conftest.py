@@ -172,7 +172,8 @@ def pvdaq_service():
 @pytest.fixture(scope="session")
 def direct_report():
     """report(site, pipeline kwargs, years=None, column=None): SDT's own DataHandler report on the
-    site's series straight from its CSV (optionally only some years, the column renamed)."""
+    site's series straight from its CSV (optionally only some years, the column renamed), with its
+    libraries as installed (no upstream fix)."""
     import functools
 
     from solardatatools import DataHandler
@@ -181,6 +182,9 @@ def direct_report():
 
     @functools.cache
     def report(site: str, kwargs: tuple, years: tuple | None = None, column: str | None = None) -> dict:
+        from sdt_build import upstream_fixes
+
+        upstream_fixes.apply(False)  # SDT as installed: the reference the fixed runs are held to
         series = site_series(site)
         if years is not None:
             series = series[series.index.year.isin(years)]

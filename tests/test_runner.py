@@ -81,11 +81,15 @@ def test_no_keys_is_a_named_error(short_project):
 
 
 @pytest.mark.slow
-def test_local_csv_matches_direct_datahandler(direct_report, tmp_path):
-    """The example's two real sites give the same report as a direct DataHandler call."""
-    result = SDTDask(EXAMPLES / "local-csv").execute(output_dir=tmp_path / "out")
+def test_local_csv_on_one_2_gib_worker_matches_direct_datahandler(direct_report, tmp_path):
+    """The example's two real sites, on one worker of 2 GiB (the upstream fixes make that enough),
+    give the same report as a direct DataHandler call as installed (no fix applied)."""
+    client = LocalClient(workers=1, threads_per_worker=1, memory_per_worker="2GiB")
+    result = SDTDask(EXAMPLES / "local-csv", client=client).execute(output_dir=tmp_path / "out")
     assert result.ok, result.table[["key", "stage", "message"]]
+    assert result.record["upstream_fixes"][0]["status"] == "applied"
     assert_same_reports(result.table, [((site,), direct_report(site, FIX_SHIFTS)) for site in SITES])
+    assert result.table["worker peak GiB"].max() < 1.5
 
 
 def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):

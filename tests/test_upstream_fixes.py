@@ -136,3 +136,64 @@ def test_other_code_is_left_alone_and_off_puts_the_original_back():
     assert upstream_fixes.apply()[0].status == APPLIED  # again: nothing applied twice
     assert linalg.is_diagonal.__wrapped__ is original
     assert upstream_fixes.apply(False)[0].status == OFF and linalg.is_diagonal is original
+
+
+PLUG = '''
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import sdt_dask
+from solardatatools.time_axis_manipulation import make_time_series
+
+from sdt_build import DataPlug
+
+_spec = importlib.util.spec_from_file_location("synthetic_plug", {synthetic!r})
+_synthetic = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_synthetic)
+
+
+class Sites(DataPlug):
+    def get_data(self, key):
+        if key[0] == "real":
+            folder = Path(sdt_dask.__file__).parent / "examples" / "example_data"
+            return make_time_series(pd.read_csv(folder / f"{{key[1]}}.csv"))[0]
+        return _synthetic.SyntheticPV().get_data((key[1], key[2]))
+'''
+# Both real sites, and synthetic systems with clipping, a capacity change and a time shift (1, 5, 13)
+SITES = [("real", "TAEFC1044741"), ("real", "ZT162185000441C1203"), ("synthetic", 1, 200), ("synthetic", 5, 120),
+         ("synthetic", 13, 400)]
+OF_THE_RUN = {"worker", "run_id", "warnings", "attempts", "worker peak GiB"}  # where and when, not what
+
+
+@pytest.mark.slow
+def test_every_field_of_a_row_is_the_same_with_the_fixes_on_and_off(tmp_path):
+    from conftest import EXAMPLES
+
+    from sdt_build import SDTDask
+    from sdt_build.clients import LocalClient
+    from sdt_build.keys import key_id
+
+    folder = tmp_path / "sites"
+    folder.mkdir()
+    (folder / "dataplug.py").write_text(PLUG.format(synthetic=str(EXAMPLES / "synthetic" / "dataplug.py")))
+    (folder / "client.py").write_text("from sdt_build.clients import LocalClient\n\n\nclass Here(LocalClient):\n"
+                                      "    pass\n")
+    client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
+    for fix_shifts in (True, False):
+        tables = {}
+        for fixes in (False, True):
+            result = SDTDask(folder, client=client).execute(SITES, upstream_fixes=fixes, fix_shifts=fix_shifts)
+            assert result.ok, result.table[["key", "stage", "message"]]
+            (fix,) = result.record["upstream_fixes"]
+            assert fix["status"] == (APPLIED if fixes else OFF) and fix["workers"] == 2, fix
+            tables[fixes] = {key_id(r["key"]): r for r in result.table.to_dict("records")}
+        for key, row in tables[False].items():
+            fixed = tables[True][key]
+            fields = {f for f in row if f not in OF_THE_RUN and not f.startswith("seconds ")}
+            assert fields == {f for f in fixed if f not in OF_THE_RUN and not f.startswith("seconds ")}
+            for field in fields:
+                assert row[field] == fixed[field] or (row[field] != row[field] and fixed[field] != fixed[field]), \
+                    (key, fix_shifts, field, row[field], fixed[field])
+        peaks = {fixes: max(r["worker peak GiB"] for r in tables[fixes].values()) for fixes in tables}
+        assert peaks[True] < 1.5 < 4 < peaks[False], peaks  # the dense copy is what the fix leaves out
