@@ -139,7 +139,6 @@ def test_other_code_is_left_alone_and_off_puts_the_original_back():
 
 
 PLUG = '''
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -147,18 +146,15 @@ import sdt_dask
 from solardatatools.time_axis_manipulation import make_time_series
 
 from sdt_build import DataPlug
-
-_spec = importlib.util.spec_from_file_location("synthetic_plug", {synthetic!r})
-_synthetic = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_synthetic)
+from synthetic import SyntheticPV
 
 
 class Sites(DataPlug):
     def get_data(self, key):
         if key[0] == "real":
             folder = Path(sdt_dask.__file__).parent / "examples" / "example_data"
-            return make_time_series(pd.read_csv(folder / f"{{key[1]}}.csv"))[0]
-        return _synthetic.SyntheticPV().get_data((key[1], key[2]))
+            return make_time_series(pd.read_csv(folder / f"{key[1]}.csv"))[0]
+        return SyntheticPV().get_data((key[1], key[2]))
 '''
 # Both real sites, and synthetic systems with clipping, a capacity change and a time shift (1, 5, 13)
 SITES = [("real", "TAEFC1044741"), ("real", "ZT162185000441C1203"), ("synthetic", 1, 200), ("synthetic", 5, 120),
@@ -176,7 +172,8 @@ def test_every_field_of_a_row_is_the_same_with_the_fixes_on_and_off(tmp_path):
 
     folder = tmp_path / "sites"
     folder.mkdir()
-    (folder / "dataplug.py").write_text(PLUG.format(synthetic=str(EXAMPLES / "synthetic" / "dataplug.py")))
+    (folder / "dataplug.py").write_text(PLUG)
+    (folder / "synthetic.py").write_text((EXAMPLES / "synthetic" / "dataplug.py").read_text())
     (folder / "client.py").write_text("from sdt_build.clients import LocalClient\n\n\nclass Here(LocalClient):\n"
                                       "    pass\n")
     client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
