@@ -16,7 +16,7 @@ import json
 import re
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import CancelledError
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
@@ -346,8 +346,7 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
     _memory_summary(record, [e for e in stream.worker_log if e.get("logger") == WORKER_LOGGERS[0]], table)
     if output.folder is not None:
         _write_outputs(output, table, record)
-    statuses = [rows[key_id(k)].status for k in chosen if key_id(k) in rows]
-    counts = {status: statuses.count(status) for status in sorted(set(statuses))}
+    counts = dict(Counter(rows[key_id(k)].status for k in chosen if key_id(k) in rows).most_common())
     return RunResult(table, output.folder, wall, counts, record, problem)
 
 

@@ -97,7 +97,7 @@ def test_the_journey_from_an_empty_folder(installed, tmp_path, base_image):
     sdt("lock", "mysites")
     assert (tmp_path / "mysites" / "sdt.lock").exists()
     context = json.loads(sdt("build", "mysites", "--context-only", "context", "--json").stdout)
-    assert (tmp_path / "context" / "Dockerfile").exists() and context["tag"].startswith("local-csv:")
+    assert (tmp_path / "context" / "Dockerfile").exists() and context["tag"].startswith("mysites:")  # its own name
     built = json.loads(sdt("build", "mysites", "--no-smoke", "--json").stdout)
     assert built["tag"] == context["tag"]
     smoke = json.loads(sdt("smoke", "mysites", "--json").stdout)
