@@ -679,6 +679,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
     summary = result.summary()
     output.emit({"ok": result.ok, "output": str(output_dir), "summary": summary,
                  "problem": result.problem.to_dict() if result.problem else None,
+                 "upstream_fixes": result.record.get("upstream_fixes", []),
                  "rows": json.loads(table.drop(columns=["traceback"], errors="ignore").to_json(orient="records"))})
     if not output.as_json:
         if output.shows:
@@ -711,6 +712,10 @@ def _run_started(output: Output) -> Callable[[dict], None]:
         todo = record["keys"] - record["already_done"]
         output.say(f"{todo} key(s) to run" + (f" ({record['already_done']} already done)"
                                               if record["already_done"] else ""))
+        for fix in record.get("upstream_fixes", []):
+            output.say(f"upstream fix {fix['name']}: {fix['status']} on {fix['workers']} worker(s) "
+                       f"({fix['package']} {fix['version']})"
+                       + ("" if fix["status"] == "applied" else f": {fix['reason']}"))
         client = record.get("client", {})
         if record.get("dashboard"):
             output.say(f"dashboard: {record['dashboard']}")
