@@ -108,5 +108,7 @@ def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):
     assert done.returncode == 5, done.stderr
     payload = json.loads(done.stdout)
     assert payload["summary"]["counts"] == {"failed": 2}
+    (fix,) = payload["upstream_fixes"]  # applied on both workers before the first key, and said so
+    assert (fix["name"], fix["status"], fix["workers"]) == ("cvxpy-sparse-is-diagonal", "applied", 2), fix
     assert {tuple(r["key"]) for r in payload["rows"]} == {("missing", 5), ("missing", 6)}
     assert "Traceback" not in done.stderr
