@@ -58,7 +58,7 @@ class Bench(DataPlug):
         return _synthetic.SyntheticPV().get_data((key[1], key[2]))
 '''
 SHARED = ("length", "capacity", "sampling", "quality score", "clearness score", "inverter clipping", "clipped fraction",
-          "capacity change", "data quality warning", "time shift correction", "time zone correction")
+          "capacity change", "data quality warning", "time shift correction", "time zone correction")  # SDT's report
 # One site in a fresh process: its pipeline's seconds and the process's peak memory (the fixes on or off).
 ONE_SITE = '''
 import json, resource, sys, time
@@ -136,34 +136,36 @@ def profile_top(state: dict, count: int = 8) -> list[tuple[str, float]]:
 
 
 def _values(side: str, table) -> dict[str, dict]:
-    """Each key's shared outputs (the pipeline's report and the loss analysis'), by key text."""
+    """Each key's outputs by key text (upstream's key fields come back as columns, NaN where a key
+    has fewer, numbers as floats)."""
+    import math
+
     rows = {}
     for record in table.to_dict("records"):
         if side == "upstream":
-            key = tuple(record[c] for c in sorted(record) if c.startswith("key_field_"))
+            fields = [record[c] for c in sorted(record) if c.startswith("key_field_")]
+            key = [int(f) if isinstance(f, float) and f.is_integer() else f for f in fields
+                   if not (isinstance(f, float) and math.isnan(f))]
         else:
-            key = tuple(record["key"])
-        rows[json.dumps(list(key), default=str)] = record
+            key = list(record["key"])
+        rows[json.dumps(key, default=str)] = record
     return rows
 
 
-def _compare(sides: dict[str, dict[str, dict]]) -> list[str]:
-    """Every shared output of every key, each side against the first: the differences found."""
+def _compare(sides: dict[str, dict[str, dict]], fields: tuple[str, ...]) -> list[str]:
+    """``fields`` of every key, each side against the first: the differences found."""
     import math
 
     names = list(sides)
-    first = sides[names[0]]
     differences = []
-    for key, record in first.items():
-        loss = [c.removeprefix("loss ") for c in record if c.startswith("loss ") and c != "loss_analysis"]
+    for key, record in sides[names[0]].items():
         for other in names[1:]:
             theirs = sides[other].get(key)
             if theirs is None:
                 differences.append(f"{key}: no row on {other}")
                 continue
-            for field in SHARED + tuple(loss):
-                mine = record.get(field, record.get(f"loss {field}"))
-                value = theirs.get(field, theirs.get(f"loss {field}"))
+            for field in fields:
+                mine, value = record.get(field), theirs.get(field)
                 both_nan = all(isinstance(v, float) and math.isnan(v) for v in (mine, value))
                 if not both_nan and mine != value and not (isinstance(mine, float) and isinstance(value, float)
                                                            and math.isclose(mine, value, rel_tol=1e-9)):
@@ -213,10 +215,15 @@ def run() -> None:
                                                f"{result.record['parallel_efficiency']:.2f})")
             print(f"     {label:32s} {seconds:7.1f} s   throughput ratio to upstream {theirs_seconds / seconds:5.2f}  "
                   f"{extra}")
-        differences = _compare({"fixes off": _values("ours", off.table), "upstream": _values("upstream", theirs),
-                                "fixes on": _values("ours", on.table)})
-        print(f"   every shared output equal (report and loss analysis, {len(keys)} keys, 3 sides): "
-              + ("yes" if not differences else f"NO, {len(differences)} differences: " + "; ".join(differences[:8])))
+        reports = _compare({"fixes off": _values("ours", off.table), "upstream": _values("upstream", theirs),
+                            "fixes on": _values("ours", on.table)}, SHARED)
+        loss = tuple(c for c in on.table.columns if c.startswith("loss ") and c != "loss_analysis")
+        losses = _compare({"fixes off": _values("ours", off.table), "fixes on": _values("ours", on.table)}, loss)
+        for what, differences in ((f"SDT's report, {len(keys)} keys, 3 sides", reports),
+                                  (f"loss analysis ({len(loss)} outputs; sdt-build seeds its Monte Carlo by key, "
+                                   "upstream does not), fixes off and on", losses)):
+            print(f"   every shared output equal, {what}: "
+                  + ("yes" if not differences else f"NO, {len(differences)}: " + "; ".join(differences[:8])))
         for label, profile in (("sdt-build, fixes off", off_profile), ("upstream Runner", theirs_profile),
                                ("sdt-build, fixes on", on_profile)):
             print(f"   profile of the workers, {label} (share of samples, inclusive): "

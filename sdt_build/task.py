@@ -320,6 +320,11 @@ def _run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_anal
             if handler.num_days <= 365:
                 values["loss_analysis"] = f"skipped: {handler.num_days} days of data (it needs more than a year)"
             else:
+                import numpy as np
+
+                # SDT's loss analysis is a Monte Carlo on numpy's global random state: seeded from the
+                # key, a key's numbers are the same on every run, worker and client
+                np.random.seed(int(hashlib.sha256(key_id(key).encode()).hexdigest()[:8], 16))
                 _timed(seconds, stage, handler.run_loss_factor_analysis, verbose=False)
                 loss = handler.loss_analysis.report()
                 values.update({f"loss {name}": _plain(value) for name, value in loss.items()})
