@@ -90,6 +90,8 @@ def test_local_csv_on_one_2_gib_worker_matches_direct_datahandler(direct_report,
     assert result.record["upstream_fixes"][0]["status"] == "applied"
     assert_same_reports(result.table, [((site,), direct_report(site, FIX_SHIFTS)) for site in SITES])
     assert result.table["worker peak GiB"].max() < 1.5
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "cvxpy-sparse-is-diagonal: applied in cvxpy" in page  # the report page says what was changed
 
 
 def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):

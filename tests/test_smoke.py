@@ -109,6 +109,7 @@ def test_local_csv_image_passes_every_step_with_a_real_pipeline(docker, base_ima
     assert report.ok, [s for s in report.steps if not s.ok]
     pipeline = report.steps[-1]
     assert "capacity" in pipeline.detail and pipeline.seconds > 1
+    assert "upstream fixes: cvxpy-sparse-is-diagonal: applied" in pipeline.detail  # in the image, as on workers
     assert "rows" in report.steps[names.index("get_data sample key")].detail
     tags = docker.images.get(built.image.tag).tags
     assert f"{built.context.name}:latest" in tags
