@@ -230,8 +230,8 @@ def run() -> None:
                   + ", ".join(f"{name} {share:.0%}" for name, share in profile_top(profile)))
         short = [k for k in keys if k != ("real", "TAEFC1044741")]  # a year or less each: no loss analysis
         _, theirs_short, _ = _side(client, lambda: _upstream(client, module.Bench(), short))
-        _, ours_short, _ = _side(client, lambda: runner.execute(short, output_dir=Path(work) / "short",
-                                                                dask_client=client, fix_shifts=True, loss_analysis=True))
+        _, ours_short, _ = _side(client, lambda: runner.execute(short, output_dir=Path(work) / "short", fix_shifts=True,
+                                                                dask_client=client, loss_analysis=True))
         print(f"   the {len(short)} keys of a year or less (no loss analysis on either side, so no key's Monte Carlo "
               f"bounds the wall): upstream {theirs_short:.1f} s, sdt-build with the fixes {ours_short:.1f} s, "
               f"throughput ratio {theirs_short / ours_short:.2f}")
