@@ -238,6 +238,11 @@ def run() -> None:
         stages = [c for c in on.table.columns if c.startswith("seconds ") and c != "seconds total"]
         print("   sdt-build's stages, summed over the keys (s), fixes off / on: " + ", ".join(
             f"{c.removeprefix('seconds ')} {off.table[c].sum():.1f} / {on.table[c].sum():.1f}" for c in stages))
+        for label, table in (("off", off.table), ("on", on.table)):
+            loss = table["seconds loss analysis"].fillna(0) if "seconds loss analysis" in table else 0
+            per_site = (table["seconds total"] - loss).mean()
+            print(f"   fixes {label}: {per_site:.2f} s per site without loss analysis (get_data included), "
+                  f"{3600 / per_site:.0f} sites per hour per core")
         peaks = on.table["worker peak GiB"]
         print(f"   worker peak memory per key with the fixes on: median {peaks.median():.2f} GiB, largest "
               f"{peaks.max():.2f} GiB (off: largest {off.table['worker peak GiB'].max():.2f} GiB)")
