@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -30,6 +32,12 @@ def _unique(folder):
     return folder
 
 
+def _worker_name(container) -> str:
+    """The Dask worker name a worker container was started with (its ``--name``)."""
+    args = container.attrs["Args"]
+    return args[args.index("--name") + 1] if "--name" in args else ""
+
+
 def _cluster_containers(docker):
     return docker.containers.list(all=True, filters={"label": f"{LABEL}.cluster"})
 
@@ -49,19 +57,25 @@ def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local
     folder, image = local_csv_image
     client = DockerClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
     killed = {}
-
-    def kill_one_worker_mid_run():
-        """Once both worker containers run, give the keys time to start, then kill one."""
-        for _ in range(600):
-            workers = docker.containers.list(filters={"label": f"{LABEL}.role=worker"})
-            if len(workers) == 2:
-                time.sleep(10)
-                workers[0].kill()
-                killed["name"] = workers[0].name
-                return
-            time.sleep(0.5)
-
     dashboard = {}
+
+    def kill_a_worker_running_a_key():
+        """Once the scheduler sees a worker executing a key, kill that worker's container."""
+        for _ in range(1200):
+            link = dashboard.get("link")
+            if link:
+                base = urllib.parse.urljoin(link, "/json/identity.json")
+                with urllib.request.urlopen(base, timeout=10) as answer:
+                    workers = json.load(answer)["workers"].values()
+                busy = [str(w["name"]) for w in workers
+                        if w.get("metrics", {}).get("task_counts", {}).get("executing")]
+                containers = docker.containers.list(filters={"label": f"{LABEL}.role=worker"})
+                for container in containers:
+                    if busy and len(containers) == 2 and _worker_name(container) in busy:
+                        container.kill()
+                        killed["name"] = container.name
+                        return
+            time.sleep(0.25)
 
     def fetch_dashboard(record):
         """The scheduler container serves Dask's dashboard on 127.0.0.1 while the run goes on."""
@@ -70,7 +84,7 @@ def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local
             with urllib.request.urlopen(record["dashboard"], timeout=10) as answer:
                 dashboard.update(status=answer.status, page=answer.read().decode())
 
-    killer = threading.Thread(target=kill_one_worker_mid_run, daemon=True)
+    killer = threading.Thread(target=kill_a_worker_running_a_key, daemon=True)
     killer.start()
     result = SDTDask(folder, client=client, image=image).execute(output_dir=tmp_path / "out",
                                                                  on_start=fetch_dashboard)

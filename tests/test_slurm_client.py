@@ -20,6 +20,7 @@ import pytest
 from sdt_build import SDTDask
 from sdt_build.clients import SlurmClient
 from sdt_build.clients.slurm import sdt_jobs
+from sdt_build.constraints import PIPELINE_PEAK_BYTES
 from sdt_build.errors import RunFailure
 from sdt_build.project import load_project
 from sdt_build.resolve import lock
@@ -208,7 +209,7 @@ def test_dry_run_prints_the_job_script_with_jobqueue_configuration(tmp_path, cop
 @pytest.mark.parametrize("change, words", [
     ({"venv": None}, "no worker environment"),
     ({"walltime": "two hours"}, "not a SLURM time"),
-    ({"memory_per_worker": "2GiB"}, "below what SDT needs"),
+    ({"memory_per_worker": f"{PIPELINE_PEAK_BYTES // 2**21}MiB"}, "below what SDT needs"),  # half the peak
     ({"interface": "ib7"}, "does not exist on this machine"),
     ({"job_extra_directives": ("qos=normal",)}, "not an sbatch option"),
 ])

@@ -108,7 +108,8 @@ def test_local_csv_image_passes_every_step_with_a_real_pipeline(docker, base_ima
                      "SDT pipeline"]
     assert report.ok, [s for s in report.steps if not s.ok]
     pipeline = report.steps[-1]
-    assert "capacity" in pipeline.detail and pipeline.seconds > 1
+    ran = re.match(r"(\d+) days, capacity ([\d.]+) kW, quality ([\d.]+)", pipeline.detail)
+    assert ran and int(ran[1]) == 30 and float(ran[2]) > 1 and 0 < float(ran[3]) <= 1, pipeline.detail
     assert "upstream fixes: cvxpy-sparse-is-diagonal: applied" in pipeline.detail  # in the image, as on workers
     assert "rows" in report.steps[names.index("get_data sample key")].detail
     tags = docker.images.get(built.image.tag).tags
