@@ -150,6 +150,9 @@ def main(args: dict) -> dict:
     """Every step (or those ``args["only"]`` names), the image's versions and its user id."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from sdt_build import upstream_fixes
+
+    upstream_fixes.apply(args.get("upstream_fixes", True))  # before SDT is first imported, as on workers
     results: list = []
     only = args.get("only")
     with ThreadPoolExecutor(1) as aside:  # the two subprocess steps run beside the imports

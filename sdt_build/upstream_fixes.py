@@ -1,41 +1,33 @@
 """Fixes to libraries SDT runs on: records (data) and the one function that applies them.
 
-A record names the function it replaces, the fingerprint of the code it was made for, the
-replacement, why, and where the upstream code is. ``apply`` replaces a function only where the
-installed one is exactly that code (its source's fingerprint, not a version number), once per
-process, and says what it applied and what it skipped, and why; ``apply(False)`` puts the
-originals back. Workers apply them before their first key, the smoke probe before its pipeline
-step; the run record, the smoke report and the report page list the outcome. Imported on workers:
-standard library only (the replacements import what they fix when they run).
+A record names what it changes, the fingerprint of the code it was made for, why, and where the
+upstream code is. Two kinds: ``UpstreamFix`` replaces a function; ``DeferredLoad`` makes a module
+load its data files on first use instead of at import. ``apply`` changes code only where the
+installed code is exactly what the fix was made for (its source's fingerprint, not a version
+number), once per process, and says what it applied and what it skipped, and why;
+``apply(False)`` puts the originals back. Workers apply them before their first key, the smoke
+probe before its first import of SDT; the run record, the smoke report and the report page list
+the outcome. Imported on workers: standard library only (the replacements import what they fix
+when they run).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
+import sys
 import threading
 from dataclasses import asdict, dataclass
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, distribution, version
+from pathlib import Path
 from typing import Callable
 
 APPLIED, SKIPPED, OFF = "applied", "skipped", "off"
-
-
-@dataclass(frozen=True)
-class UpstreamFix:
-    """One fix: ``module.function`` of the distribution ``package``, replaced by ``replace(original)``
-    where the original's source has one of ``fingerprints`` (each release whose code was proven to
-    behave as the replacement does)."""
-
-    name: str
-    package: str
-    module: str
-    function: str
-    fingerprints: tuple[str, ...]
-    replace: Callable[[Callable], Callable]
-    why: str
-    upstream: str  # where the upstream code is
 
 
 @dataclass(frozen=True)
@@ -58,6 +50,243 @@ def fingerprint(source: str | Callable) -> str:
     for every Python and every install of one release's code."""
     text = source if isinstance(source, str) else inspect.getsource(source)
     return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()[:16]
+
+
+def _installed(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class UpstreamFix:
+    """One fix: ``module.function`` of the distribution ``package``, replaced by ``replace(original)``
+    where the original's source has one of ``fingerprints`` (each release whose code was proven to
+    behave as the replacement does)."""
+
+    name: str
+    package: str
+    module: str
+    function: str
+    fingerprints: tuple[str, ...]
+    replace: Callable[[Callable], Callable]
+    why: str
+    upstream: str  # where the upstream code is
+
+    def apply(self, enabled: bool) -> Outcome:
+        installed = _installed(self.package)
+
+        def outcome(status: str, reason: str) -> Outcome:
+            return Outcome(self.name, self.package, installed, status, reason, self.upstream)
+
+        try:
+            module = importlib.import_module(self.module)
+            current = getattr(module, self.function)
+        except Exception as exc:  # not installed, or an install broken enough that importing it fails
+            return outcome(SKIPPED, f"{self.module}.{self.function} is not there ({type(exc).__name__}: {exc})")
+        if not enabled:
+            if self.name in _originals:
+                setattr(module, self.function, _originals.pop(self.name))
+            return outcome(OFF, "turned off (upstream_fixes = false)")
+        if self.name in _originals:
+            return outcome(APPLIED, self.why)
+        try:
+            found = fingerprint(current)
+        except (OSError, TypeError) as exc:
+            return outcome(SKIPPED, f"the source of {self.module}.{self.function} cannot be read ({exc}), so it "
+                                    "cannot be shown to be the code this fix was made for")
+        if found not in self.fingerprints:
+            return outcome(SKIPPED, f"{self.module}.{self.function} in {self.package} {installed} is not the code "
+                                    f"this fix was made for (fingerprint {found}, known "
+                                    f"{', '.join(self.fingerprints)}): left as it is")
+        _originals[self.name] = current
+        setattr(module, self.function, self.replace(current))
+        return outcome(APPLIED, self.why)
+
+
+@dataclass(frozen=True)
+class DeferredLoad:
+    """One fix: the top-level assignments of ``module`` to ``names`` (data files it reads at import)
+    run on first use instead: when a function of the module that reads one of them is first called,
+    or the module is asked for one. Made where the module's whole source has one of
+    ``fingerprints``, by a loader for that one file; it must be applied before the module is first
+    imported, and anywhere the module's top level reads one of the names it is not made at all."""
+
+    name: str
+    package: str
+    module: str
+    names: tuple[str, ...]
+    fingerprints: tuple[str, ...]
+    why: str
+    upstream: str
+
+    def apply(self, enabled: bool) -> Outcome:
+        installed = _installed(self.package)
+
+        def outcome(status: str, reason: str) -> Outcome:
+            return Outcome(self.name, self.package, installed, status, reason, self.upstream)
+
+        loaded = sys.modules.get(self.module)
+        deferred = getattr(loaded, _LOAD, None)
+        if not enabled:
+            _DeferringFinder.loads.pop(self.module, None)
+            if deferred is not None:  # already imported: everything loaded now, as upstream does at import
+                deferred()
+            return outcome(OFF, "turned off (upstream_fixes = false)")
+        if deferred is not None or (loaded is None and self.module in _DeferringFinder.loads):
+            return outcome(APPLIED, self.why)
+        if loaded is not None:
+            return outcome(SKIPPED, f"{self.module} was imported before the fix could apply: it loaded its data "
+                                    "at import, as upstream does")
+        path = self._source()
+        if path is None:
+            return outcome(SKIPPED, f"{self.module} is not in the installed {self.package} ({installed})")
+        source = path.read_text(encoding="utf-8", errors="replace")
+        found = fingerprint(source)
+        if found not in self.fingerprints:
+            return outcome(SKIPPED, f"{self.module} in {self.package} {installed} is not the code this fix was made "
+                                    f"for (fingerprint {found}, known {', '.join(self.fingerprints)}): left as it is")
+        if isinstance(plan := self.plan(source, str(path)), str):
+            return outcome(SKIPPED, f"{self.module}: {plan}; left as it is")
+        _DeferringFinder.loads[self.module] = (self, path)
+        if _DeferringFinder not in sys.meta_path:
+            sys.meta_path.insert(0, _DeferringFinder)
+        return outcome(APPLIED, self.why)
+
+    def plan(self, source: str, path: str) -> tuple[list, list] | str:
+        """The module's top-level statements split into those run at import and the deferred
+        assignments, or why it cannot be deferred."""
+        try:
+            tree = ast.parse(source, path)
+        except SyntaxError as exc:
+            return f"its source does not parse ({exc})"
+        names = set(self.names)
+        later = [node for node in tree.body if isinstance(node, ast.Assign) and
+                 all(isinstance(t, ast.Name) and t.id in names for t in node.targets)]
+        now = [node for node in tree.body if node not in later]
+        if {t.id for node in later for t in node.targets} != names:
+            return f"not every one of {', '.join(sorted(names))} is a plain top-level assignment"
+        if "__getattr__" in {node.name for node in now if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}:
+            return "it has a __getattr__ of its own"
+        if read := set().union(*(_read_at_import(node) for node in now)) & names:
+            return f"its top level reads {', '.join(sorted(read))} at import"
+        return now, later
+
+    def _source(self) -> Path | None:
+        """The module's file, found from the distribution's own file list (finding it through the
+        import system would import its package, and so the module itself)."""
+        relative = self.module.replace(".", "/") + ".py"
+        try:
+            files = distribution(self.package).files or []
+        except PackageNotFoundError:
+            return None
+        for file in files:
+            if str(file).replace("\\", "/") == relative:
+                return Path(file.locate())
+        return None
+
+
+_LOAD = "__sdt_build_load__"  # the attribute a deferred module keeps its loading function in
+
+
+class _DeferringFinder:
+    """Finds the modules of applied ``DeferredLoad`` fixes at their proven file, for ``_DeferringLoader``."""
+
+    loads: dict[str, tuple[DeferredLoad, Path]] = {}
+
+    @classmethod
+    def find_spec(cls, fullname: str, path=None, target=None):
+        if fullname not in cls.loads:
+            return None
+        fix, source = cls.loads[fullname]
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.origin is None or Path(spec.origin).resolve() != source.resolve():
+            return spec
+        spec.loader = _DeferringLoader(fullname, spec.origin, fix)
+        return spec
+
+
+class _DeferringLoader(importlib.machinery.SourceFileLoader):
+    """Runs the module without the deferred assignments, which run, in their order, on first use."""
+
+    def __init__(self, fullname: str, path: str, fix: DeferredLoad):
+        super().__init__(fullname, path)
+        self.fix = fix
+
+    def exec_module(self, module) -> None:
+        source = importlib.util.decode_source(self.get_data(self.path))
+        plan = self.fix.plan(source, self.path) if fingerprint(source) in self.fix.fingerprints else None
+        if not isinstance(plan, tuple):  # changed since it was applied: as upstream does
+            return super().exec_module(module)
+        now, later = plan
+        names = set(self.fix.names)
+        exec(compile(ast.Module(now, type_ignores=[]), self.path, "exec"), module.__dict__)
+        load = _once(compile(ast.Module(later, type_ignores=[]), self.path, "exec"), module.__dict__)
+
+        def __getattr__(name: str):
+            if name in names:
+                load()
+                return module.__dict__[name]
+            raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
+
+        for owner in [module, *(v for v in vars(module).values()
+                                if isinstance(v, type) and v.__module__ == module.__name__)]:
+            for attribute, value in list(vars(owner).items()):
+                wrapped = _loading_first(value, names, load, module.__name__)
+                if wrapped is not value:
+                    setattr(owner, attribute, wrapped)
+        module.__getattr__ = __getattr__
+        setattr(module, _LOAD, load)
+
+
+def _read_at_import(node: ast.AST) -> set[str]:
+    """The names a top-level statement reads when the module runs (not inside function bodies)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        inside = node.args.defaults + node.args.kw_defaults + getattr(node, "decorator_list", [])
+        return set().union(*(_read_at_import(n) for n in inside if n is not None))
+    read = {node.id} if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) else set()
+    return read.union(*(_read_at_import(child) for child in ast.iter_child_nodes(node)))
+
+
+def _once(code, namespace: dict) -> Callable[[], None]:
+    lock = threading.Lock()
+    done: list[bool] = []
+
+    def load() -> None:
+        with lock:
+            if not done:
+                exec(code, namespace)
+                done.append(True)
+
+    return load
+
+
+def _reads(code, names: set[str]) -> bool:
+    """Whether a code object (or one nested in it) names one of ``names``."""
+    return bool(names & set(code.co_names)) or any(_reads(c, names) for c in code.co_consts
+                                                   if hasattr(c, "co_names"))
+
+
+def _loading_first(value, names: set[str], load: Callable[[], None], module: str):
+    """``value`` (a function, or a class's method, static or class method or property of
+    ``module``) made to ``load()`` before it runs, if its code reads one of ``names``."""
+    if isinstance(value, (staticmethod, classmethod)):
+        inner = _loading_first(value.__func__, names, load, module)
+        return value if inner is value.__func__ else type(value)(inner)
+    if isinstance(value, property):
+        parts = [_loading_first(f, names, load, module) if f else f for f in (value.fget, value.fset, value.fdel)]
+        return value if parts == [value.fget, value.fset, value.fdel] else property(*parts, doc=value.__doc__)
+    code = getattr(value, "__code__", None) or getattr(getattr(value, "__wrapped__", None), "__code__", None)
+    if code is None or getattr(value, "__module__", None) != module or not _reads(code, names):
+        return value  # (a decorated function is found by the code it wraps)
+
+    @functools.wraps(value)
+    def call(*args, **kwargs):
+        load()
+        return value(*args, **kwargs)
+
+    return call
 
 
 def _sparse_is_diagonal(original: Callable) -> Callable:
@@ -94,52 +323,31 @@ FIXES = (
             "its stored off-diagonal entries already tell: ~9× the time and memory of a site",
         upstream="is_diagonal in cvxpy/utilities/linalg.py "
                  "(https://github.com/cvxpy/cvxpy/blob/v1.9.3/cvxpy/utilities/linalg.py)"),
+    DeferredLoad(
+        name="sdt-shade-data-on-first-use",
+        package="solar-data-tools",
+        module="solardatatools.algorithms.shade",
+        names=("BASIS", "Q", "Qr", "LAMBD", "LAMBDr", "MU", "DATA_CORPUS"),
+        fingerprints=("631f96e2738e702a",),  # solar-data-tools 2.1.5 (SDT's set on Python 3.10 to 3.12)
+        why="importing solardatatools reads the shade analysis's data files (a 75 MB zipped corpus and "
+            "~1.8 MB of text) at import, ~1 s and ~440 MiB in every process, for ShadeAnalysis, "
+            "which run_pipeline never calls: they are read when ShadeAnalysis first needs them",
+        upstream="the module level of solardatatools/algorithms/shade.py "
+                 "(https://github.com/slacgismo/solar-data-tools/blob/v2.1.5/solardatatools/algorithms/shade.py)"),
 )
+
 
 _lock = threading.Lock()
 _originals: dict[str, Callable] = {}  # fix name → the function it replaced, while it is applied
 _last: dict[tuple, tuple] = {}  # (enabled, fixes) → what the last call did, while nothing changed since
 
 
-def apply(enabled: bool = True, fixes: tuple[UpstreamFix, ...] = FIXES) -> tuple[Outcome, ...]:
+def apply(enabled: bool = True, fixes: tuple[UpstreamFix | DeferredLoad, ...] = FIXES) -> tuple[Outcome, ...]:
     """Apply every fix whose target is the code it was made for (or, with ``enabled`` False, put the
     originals back) and say what became of each. Cheap to call again (every key does): nothing is
     applied twice, and the same call as the last one returns its outcome."""
     with _lock:
         if (enabled, fixes) not in _last:
             _last.clear()
-            _last[enabled, fixes] = tuple(_apply_one(fix, enabled) for fix in fixes)
+            _last[enabled, fixes] = tuple(fix.apply(enabled) for fix in fixes)
         return _last[enabled, fixes]
-
-
-def _apply_one(fix: UpstreamFix, enabled: bool) -> Outcome:
-    def outcome(status: str, reason: str) -> Outcome:
-        return Outcome(fix.name, fix.package, installed, status, reason, fix.upstream)
-
-    try:
-        installed = version(fix.package)
-    except PackageNotFoundError:
-        installed = None
-    try:
-        module = importlib.import_module(fix.module)
-        current = getattr(module, fix.function)
-    except (ImportError, AttributeError) as exc:
-        return outcome(SKIPPED, f"{fix.module}.{fix.function} is not there ({type(exc).__name__}: {exc})")
-    if not enabled:
-        if fix.name in _originals:
-            setattr(module, fix.function, _originals.pop(fix.name))
-        return outcome(OFF, "turned off (upstream_fixes = false)")
-    if fix.name in _originals:
-        return outcome(APPLIED, fix.why)
-    try:
-        found = fingerprint(current)
-    except (OSError, TypeError) as exc:
-        return outcome(SKIPPED, f"the source of {fix.module}.{fix.function} cannot be read ({exc}), so it cannot "
-                                "be shown to be the code this fix was made for")
-    if found not in fix.fingerprints:
-        return outcome(SKIPPED, f"{fix.module}.{fix.function} in {fix.package} {installed} is not the code this fix "
-                                f"was made for (fingerprint {found}, known {', '.join(fix.fingerprints)}): left as "
-                                "it is")
-    _originals[fix.name] = current
-    setattr(module, fix.function, fix.replace(current))
-    return outcome(APPLIED, fix.why)

@@ -13,6 +13,7 @@ import pytest
 from sdt_build import SDTDask
 from sdt_build.clients import LocalClient
 from sdt_build.errors import RunFailure
+from sdt_build.upstream_fixes import FIXES
 
 from conftest import EXAMPLES, FIX_SHIFTS, SDT, SITES, assert_same_reports
 
@@ -87,7 +88,8 @@ def test_local_csv_on_one_2_gib_worker_matches_direct_datahandler(direct_report,
     client = LocalClient(workers=1, threads_per_worker=1, memory_per_worker="2GiB")
     result = SDTDask(EXAMPLES / "local-csv", client=client).execute(output_dir=tmp_path / "out")
     assert result.ok, result.table[["key", "stage", "message"]]
-    assert result.record["upstream_fixes"][0]["status"] == "applied"
+    assert {(fix["name"], fix["status"]) for fix in result.record["upstream_fixes"]} == \
+        {(fix.name, "applied") for fix in FIXES}  # each applied on the worker before it first imported SDT
     assert_same_reports(result.table, [((site,), direct_report(site, FIX_SHIFTS)) for site in SITES])
     assert result.table["worker peak GiB"].max() < 1.5
     page = (tmp_path / "out" / "report.html").read_text()
@@ -110,7 +112,7 @@ def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):
     assert done.returncode == 5, done.stderr
     payload = json.loads(done.stdout)
     assert payload["summary"]["counts"] == {"failed": 2}
-    (fix,) = payload["upstream_fixes"]  # applied on both workers before the first key, and said so
-    assert (fix["name"], fix["status"], fix["workers"]) == ("cvxpy-sparse-is-diagonal", "applied", 2), fix
+    said = {(fix["name"], fix["status"], fix["workers"]) for fix in payload["upstream_fixes"]}
+    assert said == {(fix.name, "applied", 2) for fix in FIXES}, said  # on both workers before the first key
     assert {tuple(r["key"]) for r in payload["rows"]} == {("missing", 5), ("missing", 6)}
     assert "Traceback" not in done.stderr

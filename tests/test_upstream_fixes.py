@@ -3,7 +3,11 @@ answer equals the original's on generated inputs (property tests), for every rel
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
+import uuid
 
 import numpy as np
 import pytest
@@ -12,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdt_build import upstream_fixes
-from sdt_build.upstream_fixes import APPLIED, FIXES, OFF, SKIPPED, UpstreamFix, fingerprint
+from sdt_build.upstream_fixes import APPLIED, FIXES, OFF, SKIPPED, DeferredLoad, UpstreamFix, fingerprint
 
 IS_DIAGONAL = next(fix for fix in FIXES if fix.name == "cvxpy-sparse-is-diagonal")
+SHADE_DATA = next(fix for fix in FIXES if fix.name == "sdt-shade-data-on-first-use")
 # cvxpy 1.7.5's is_diagonal, as its wheel has it (cvxpy/utilities/linalg.py): SDT's set on Python 3.10
 CVXPY_1_7_5 = textwrap.dedent('''\
     def is_diagonal(A):
@@ -138,6 +143,167 @@ def test_other_code_is_left_alone_and_off_puts_the_original_back():
     assert upstream_fixes.apply(False)[0].status == OFF and linalg.is_diagonal is original
 
 
+# A module that reads "data files" at import, in a distribution of its own: where each way in to a
+# deferred name must load the data first, and each shape of module the fix must leave alone.
+LAZY_MODULE = textwrap.dedent('''\
+    import functools
+
+    LOADS = []
+
+
+    def _read(name):
+        LOADS.append(name)
+        return name.upper()
+
+
+    A = _read("a")
+    B = A + "!"
+    C = 3
+
+
+    def uses_a():
+        return A
+
+
+    def uses_nothing():
+        return C
+
+
+    @functools.lru_cache
+    def cached():
+        return B
+
+
+    class K:
+        def method(self):
+            return B
+
+        @staticmethod
+        def static():
+            return A
+
+        @classmethod
+        def klass(cls):
+            return B
+
+        @property
+        def prop(self):
+            return A
+
+        def nested(self):
+            return (lambda: A)()
+    ''')
+WAYS_IN = {"function": lambda m: m.uses_a(), "decorated": lambda m: m.cached(), "method": lambda m: m.K().method(),
+           "static": lambda m: m.K.static(), "class method": lambda m: m.K.klass(), "property": lambda m: m.K().prop,
+           "nested": lambda m: m.K().nested(), "attribute": lambda m: m.B}
+
+
+def _lazy_package(root, source=LAZY_MODULE):
+    """A distribution of its own (its files listed in RECORD, as pip installs them) on ``root``."""
+    name = f"lazy_{uuid.uuid4().hex[:8]}"
+    (root / name).mkdir()
+    (root / name / "__init__.py").write_text("")
+    (root / name / "data.py").write_text(source)
+    info = root / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "RECORD").write_text(f"{name}/__init__.py,,\n{name}/data.py,,\n")
+    return DeferredLoad(name=f"{name}-data", package=name, module=f"{name}.data", names=("A", "B"),
+                        fingerprints=(fingerprint(source),), why="test", upstream="here")
+
+
+@pytest.mark.parametrize("way", list(WAYS_IN))
+def test_a_deferred_name_is_loaded_once_on_first_use_whichever_way_in(tmp_path, monkeypatch, way):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fix = _lazy_package(tmp_path)
+    try:
+        assert upstream_fixes.apply(fixes=(fix,))[0].status == APPLIED
+        module = importlib.import_module(fix.module)
+        assert module.LOADS == [] and "A" not in vars(module) and module.uses_nothing() == 3
+        assert module.LOADS == []  # what reads no deferred name does not load
+        assert WAYS_IN[way](module) in ("A", "A!")
+        assert module.LOADS == ["a"] and vars(module)["B"] == "A!"
+        assert [f(module) for f in WAYS_IN.values()] == ["A", "A!", "A!", "A", "A!", "A", "A", "A!"]
+        assert module.LOADS == ["a"]  # once
+        assert upstream_fixes.apply(fixes=(fix,))[0].status == APPLIED  # again: nothing applied twice
+    finally:
+        upstream_fixes.apply(False, fixes=(fix,))
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda s: s.replace("C = 3", "C = A * 2"), "its top level reads A at import"),
+    (lambda s: s.replace("B = A + \"!\"", "B, D = A + \"!\", 1"), "plain top-level assignment"),
+    (lambda s: s + "\n\ndef __getattr__(name):\n    raise AttributeError(name)\n", "__getattr__ of its own"),
+])
+def test_a_module_that_cannot_be_deferred_safely_is_left_as_it_is(tmp_path, monkeypatch, change, reason):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fix = _lazy_package(tmp_path, change(LAZY_MODULE))
+    (outcome,) = upstream_fixes.apply(fixes=(fix,))
+    assert outcome.status == SKIPPED and reason in outcome.reason, outcome
+    assert importlib.import_module(fix.module).LOADS == ["a"]  # loaded at import, as written
+
+
+def test_other_code_earlier_imports_and_off_are_each_said_and_leave_upstream_behaviour(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    other = _lazy_package(tmp_path)
+    other = DeferredLoad(**{**other.__dict__, "fingerprints": ("0" * 16,)})
+    (outcome,) = upstream_fixes.apply(fixes=(other,))
+    assert outcome.status == SKIPPED and "not the code this fix was made for" in outcome.reason
+    assert importlib.import_module(other.module).LOADS == ["a"]
+
+    early = _lazy_package(tmp_path)
+    importlib.import_module(early.module)
+    (outcome,) = upstream_fixes.apply(fixes=(early,))
+    assert outcome.status == SKIPPED and "imported before the fix could apply" in outcome.reason
+
+    off = _lazy_package(tmp_path)
+    assert upstream_fixes.apply(fixes=(off,))[0].status == APPLIED
+    module = importlib.import_module(off.module)
+    assert module.LOADS == []
+    assert upstream_fixes.apply(False, fixes=(off,))[0].status == OFF
+    assert module.LOADS == ["a"] and vars(module)["B"] == "A!"  # off: everything loaded, as upstream has it
+    gone = DeferredLoad(**{**off.__dict__, "name": "gone", "module": f"{off.package}.nothing"})
+    assert upstream_fixes.apply(fixes=(gone,))[0].status == SKIPPED
+
+
+SHADE_VALUES = '''
+import hashlib, json, resource, sys
+from sdt_build import upstream_fixes
+outcomes = {o.name: o.status for o in upstream_fixes.apply(sys.argv[1] == "on")}
+import solardatatools
+from solardatatools.algorithms import shade
+at_import = sorted(n for n in json.loads(sys.argv[2]) if n in vars(shade))
+digest = hashlib.sha256()
+for name in json.loads(sys.argv[2]):
+    value = getattr(shade, name)
+    digest.update(value.to_csv().encode() if hasattr(value, "to_csv") else value.tobytes())
+digest.update(repr(sorted((k, repr(v)) for k, v in shade.make_class_parameters(rank=6).items())).encode())
+print(json.dumps({"fixes": outcomes, "at_import": at_import, "digest": digest.hexdigest()}))
+'''
+
+
+def test_shade_data_is_read_on_first_use_and_is_the_same_data():
+    """In fresh processes, as a worker meets it: with the fix, importing SDT reads none of the shade
+    analysis's data; asked for, every value (and what ShadeAnalysis's class parameters make of them)
+    is what an unfixed import reads."""
+    answers = {}
+    for side in ("on", "off"):
+        done = subprocess.run([sys.executable, "-c", SHADE_VALUES, side, json.dumps(SHADE_DATA.names)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        answers[side] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answers["on"]["fixes"][SHADE_DATA.name] == APPLIED and answers["on"]["at_import"] == []
+    assert answers["off"]["fixes"][SHADE_DATA.name] == OFF
+    assert answers["off"]["at_import"] == sorted(SHADE_DATA.names)
+    assert answers["on"]["digest"] == answers["off"]["digest"]
+
+
 PLUG = '''
 from pathlib import Path
 
@@ -182,8 +348,9 @@ def test_every_field_of_a_row_is_the_same_with_the_fixes_on_and_off(tmp_path):
         for fixes in (False, True):
             result = SDTDask(folder, client=client).execute(SITES, upstream_fixes=fixes, fix_shifts=fix_shifts)
             assert result.ok, result.table[["key", "stage", "message"]]
-            (fix,) = result.record["upstream_fixes"]
-            assert fix["status"] == (APPLIED if fixes else OFF) and fix["workers"] == 2, fix
+            said = result.record["upstream_fixes"]
+            assert {fix["name"] for fix in said} == {fix.name for fix in FIXES}, said
+            assert all(fix["status"] == (APPLIED if fixes else OFF) and fix["workers"] == 2 for fix in said), said
             tables[fixes] = {key_id(r["key"]): r for r in result.table.to_dict("records")}
         for key, row in tables[False].items():
             fixed = tables[True][key]
