@@ -71,7 +71,7 @@ def test_clean_removes_only_what_an_owner_that_is_gone_left(docker, trouble, fau
         docker.containers.run(fault_image, ["sleep", "600"], detach=True, network_mode="host",
                               name=f"sdt-unowned-{uuid.uuid4().hex[:8]}", labels={f"{LABEL}.role": "smoke"})]
     live = start("run", str(folder), "--image", fault_image, "--output", str(tmp_path / "live"),
-                 *keys_arg(("sleep", 120)))
+                 *keys_arg(("sleep", 60)))  # outlasts the doomed run's start and both cleans
     doomed = None
     try:
         kept = wait_for(_cluster_up(docker, live.pid), timeout=180)

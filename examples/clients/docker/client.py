@@ -10,5 +10,5 @@ from sdt_build.clients import DockerClient
 class Workstation(DockerClient):
     threads_per_worker = 1
     # workers = 4                # default: one per core, as many as memory holds
-    # memory_per_worker = "2GiB" # default (room for the largest measured pipeline run); each container
+    # memory_per_worker = "1GiB" # default (room for the largest measured pipeline run); each container
     #                            # gets it (+1 GiB headroom) as its memory limit
