@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import RE_TAGS, escape
 from rich.table import Table
 
 from sdt_build import __version__
@@ -30,7 +31,7 @@ REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness
                   "inverter clipping": "clipping", "clipped fraction": "clipped", "capacity change": "cap. change",
                   "time shift correction": "time shift", "time zone correction": "tz fix",
                   "data quality warning": "quality warn", "seconds total": "seconds"}
-
+STYLES = frozenset({"bold", "dim", "red", "green", "yellow", "cyan"})  # the only markup this module writes
 
 
 class Redacted:
@@ -46,16 +47,33 @@ class Redacted:
         return getattr(self.stream, name)
 
 
+def own_markup(text: str) -> str:
+    """Text whose only markup is this module's own styles: every other bracket (an extra in
+    `pip install "sdt-build[local]"`, a key, a user's message) is escaped, so it prints as written."""
+    def keep(tag) -> str:
+        ours = not tag[2] and (tag[3] == "/" or set(tag[3].split()) <= STYLES)
+        return tag[0] if ours else escape(tag[0])
+
+    return RE_TAGS.sub(keep, text)
+
+
 class MaskedConsole(Console):
-    """A rich console that masks text before rendering it: once rendered, a long secret may be
-    folded over lines, where masking the written text could no longer find it."""
+    """A rich console that masks text before rendering it (once rendered, a long secret may be
+    folded over lines, where masking the written text could no longer find it), and renders every
+    string, a table's cells too, with only this module's styles as markup."""
 
     def print(self, *objects: Any, **options: Any) -> None:
         super().print(*(redact(o) if isinstance(o, str) else o for o in objects), **options)
 
+    def render_str(self, text: str, **options: Any):
+        return super().render_str(own_markup(text) if options.get("markup") is not False else text, **options)
 
-out = MaskedConsole(file=Redacted(sys.stdout), width=None if sys.stdout.isatty() else 160)
-err = MaskedConsole(file=Redacted(sys.stderr), width=None if sys.stderr.isatty() else 160)
+
+def _console(stream) -> MaskedConsole:
+    return MaskedConsole(file=Redacted(stream), width=None if stream.isatty() else 160, emoji=False)
+
+
+out, err = _console(sys.stdout), _console(sys.stderr)
 
 
 class Output:
@@ -417,7 +435,8 @@ def _progress(output: Output):
                 unit = f"{total:.0f}/{total:.0f}" if total else "done"
             bar.update(task, completed=total if total is not None else 1, total=total or 1, detail="", unit=unit)
         else:
-            bar.update(task, completed=event.done, total=event.total, detail=shorten(event.detail, 60), unit=unit)
+            bar.update(task, completed=event.done, total=event.total, detail=escape(shorten(event.detail, 60)),
+                       unit=unit)
 
     with bar:
         yield on_event
@@ -708,6 +727,8 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
 
 
 def _run_started(output: Output) -> Callable[[dict], None]:
+    from sdt_build.installer import add_extra
+
     def started(record: dict) -> None:
         todo = record["keys"] - record["already_done"]
         output.say(f"{todo} key(s) to run" + (f" ({record['already_done']} already done)"
@@ -724,7 +745,7 @@ def _run_started(output: Output) -> Callable[[dict], None]:
         elif client.get("backend") == "docker":
             output.say("dashboard: off (the image has no bokeh: add bokeh>=3.1 to requirements.txt)")
         else:
-            output.say("dashboard: off (the scheduler has no bokeh: pip install 'sdt-build[dashboard]')")
+            output.say(f"dashboard: off (the scheduler has no bokeh: {add_extra('dashboard')})")
 
     return started
 

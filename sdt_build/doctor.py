@@ -6,7 +6,6 @@ settings (``DIR`` is optional) and times a little fresh memory; it builds, pulls
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import mmap
 import os
@@ -243,9 +242,11 @@ def _client(project) -> list[Check]:
                           "offline)")]
     if backend != "local":
         return [Check(f"client {backend}", "ok", "no local requirements")]
-    if importlib.util.find_spec("solardatatools") is None:
-        return [Check("client local", "fail", "solar-data-tools is not importable here, and the local client "
-                      "runs SDT in this environment", 'pip install "sdt-build[local]"')]
+    from sdt_build.clients.local import sdt_missing
+
+    missing = sdt_missing()
+    if missing is not None:
+        return [Check("client local", "fail", f"{missing.code} {missing.cause}", missing.fix)]
     try:
         found = version(SDT_PACKAGE)
     except PackageNotFoundError:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from typing import TYPE_CHECKING
 
 from sdt_build.clients.base import Client
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
-from sdt_build.errors import EnvironmentProblem
+from sdt_build.errors import EnvironmentProblem, RunFailure
+from sdt_build.installer import add_extra
 
 if TYPE_CHECKING:
     import distributed
 
 log = logging.getLogger(__name__)
 
+
+def sdt_missing() -> RunFailure | None:
+    """Why this Python cannot run SDT for a LocalClient (its workers are processes of it), if it cannot."""
+    if importlib.util.find_spec("solardatatools") is not None:
+        return None
+    return RunFailure("SDT-E539", "solar-data-tools is not importable in this Python, and a LocalClient runs SDT "
+                      "in it", add_extra("local"))
 
 
 def parse_memory(value: str | int | float) -> int:
@@ -72,10 +81,11 @@ class LocalClient(Client):
         return warnings
 
     def connect(self, image: str | None = None) -> "distributed.Client":
-        import importlib.util
-
         from distributed import LocalCluster
 
+        missing = sdt_missing()
+        if missing is not None:
+            raise missing
         for warning in self.fit_check():
             log.warning(warning)
         if image:

@@ -1,0 +1,107 @@
+"""What the console prints is what was meant: brackets in messages as written, fixes that name the
+installer sdt-build came with and run as printed, and no noise around them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SDT
+
+UV = [sys.executable, "-m", "uv"]
+
+
+def test_brackets_in_messages_and_table_cells_print_as_written():
+    from rich.table import Table
+
+    from sdt_build.cli import _console
+
+    stream = io.StringIO()
+    console = _console(stream)
+    table = Table()
+    table.add_column("fix")
+    table.add_row("pip install 'sdt-build[hpc]'")
+    console.print("[green]fix:[/] pip install \"sdt-build[local]\" for key [13, 2011] \\[x] :smile:")
+    console.print(table)
+    text = stream.getvalue()
+    assert "[green]" not in text and 'pip install "sdt-build[local]" for key [13, 2011] \\[x] :smile:' in text
+    assert "sdt-build[hpc]" in text
+    done = subprocess.run([SDT, "init", "x", "--example", "nope[local]"], capture_output=True, text=True)
+    assert done.returncode == 1 and "'nope[local]'" in done.stderr, done.stderr
+
+
+def test_the_readme_installs_what_the_scaffold_runs():
+    """The scaffold's client is a LocalClient: every way the README installs sdt-build adds [local]."""
+    lines = re.findall(r"(?:pip|pipx|uv tool) install [\"']?sdt-build[^\s\"']*", (ROOT / "README.md").read_text())
+    assert len(lines) >= 3 and all(line.endswith("[local]") for line in lines), lines
+
+
+@pytest.fixture
+def scaffold(tmp_path):
+    done = subprocess.run([SDT, "init", str(tmp_path / "mysites")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "mysites"
+
+
+def _tool_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {**env, "UV_TOOL_DIR": str(tmp_path / "tools"), "UV_TOOL_BIN_DIR": str(tmp_path / "bin"),
+            "PATH": os.pathsep.join([str(tmp_path / "bin"), str(Path(sys.executable).parent), env["PATH"]])}
+
+
+def _printed_fix(stderr: str, code: str) -> str:
+    """The fix line under ``code`` in the human output, as a terminal shows it."""
+    lines = stderr.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(code))
+    return lines[at + 1].strip().removeprefix("fix:").strip()
+
+
+def test_run_without_sdt_stops_first_and_its_printed_fix_runs_for_uv_tool(tmp_path, scaffold):
+    env = _tool_env(tmp_path)
+    subprocess.run([*UV, "tool", "install", "-q", str(ROOT)], env=env, check=True, capture_output=True)
+    tool = str(tmp_path / "bin" / "sdt-build")
+    done = subprocess.run([tool, "run", str(scaffold), "--output", str(tmp_path / "out")], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 5 and "SDT-E539" in done.stderr, done.stderr
+    assert not (tmp_path / "out" / "journal.jsonl").exists()
+    fix = _printed_fix(done.stderr, "SDT-E539")
+    assert fix.startswith("uv tool install") and "sdt-build[local]" in fix, fix
+    ran = subprocess.run(fix, shell=True, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    doctor = subprocess.run([tool, "doctor", str(scaffold), "--json"], capture_output=True, text=True, env=env,
+                            timeout=120)
+    check = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "client local")
+    assert check["status"] == "ok", check
+
+
+def test_the_fix_names_the_installer_of_the_venv(tmp_path):
+    """uv pip (its INSTALLER file) gets `uv pip install` into that Python, and the printed fix
+    runs; pip's INSTALLER gets that Python's pip; a pipx venv (its metadata file) gets pipx."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    env = _tool_env(tmp_path)
+    subprocess.run([*UV, "pip", "install", "-q", "--python", python, str(ROOT)], env=env, check=True)
+
+    def fix() -> str:
+        return subprocess.run([python, "-c", "from sdt_build.installer import add_extra; print(add_extra('local'))"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout.strip()
+
+    by_uv = fix()
+    assert by_uv.startswith(f"uv pip install --python {python} ") and "sdt-build[local] @ file://" in by_uv
+    assert subprocess.run(by_uv, shell=True, env=env, capture_output=True).returncode == 0
+    assert subprocess.run([python, "-c", "import solardatatools"], env=env).returncode == 0
+    installer = next((venv / "lib").glob("python*/site-packages/sdt_build-*.dist-info/INSTALLER"))
+    installer.write_text("pip\n")
+    assert fix().startswith(f"{python} -m pip install ")
+    (venv / "pipx_metadata.json").write_text("{}")
+    assert fix().startswith("pipx install --force ")
+    assert shlex.split(fix())[-1].startswith("sdt-build[local]")
