@@ -19,8 +19,8 @@ from rich.markup import RE_TAGS, escape
 from rich.table import Table
 
 from sdt_build import __version__
-from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, DependencyConflict, Problem, SdtBuildError,
-                              SmokeFailure)
+from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, BuildError, DependencyConflict, Problem,
+                              SdtBuildError, SmokeFailure)
 from sdt_build.interrupt import shielded, terminate_as_interrupt
 from sdt_build.keys import parse_key, read_keys_file
 from sdt_build.redact import dumps, redact, shorten
@@ -253,6 +253,11 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
     payload.update(name=project.name, python=project.settings.python, plug=project.plug.name,
                    client=project.client.name, requirements=list(project.requirement_lines),
                    env=[{"name": v.name, "required": v.required, "secret": v.secret} for v in project.env])
+    base = _missing_base(project, offline)
+    if base is not None:
+        payload["problems"].append(base.to_dict())
+        if not output.as_json:
+            _print_problem(base)
     started = time.perf_counter()
     findings = precheck(project, offline=offline, progress=_lookup_progress(output))
     payload["findings"] = [f.to_dict() for f in findings]
@@ -264,6 +269,9 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
     if errors and not (resolve and all(f.code == "SDT-E230" for f in errors)):
         output.emit(payload)
         return 2
+    if base is not None and base.severity == "error":
+        output.emit(payload)
+        return BuildError.exit_code
     if resolve:  # the pre-check ran once, above; a dependency clash it found goes to the resolver too
         try:
             result = lock(project, backend=resolver, findings=findings, confirm=bool(errors))
@@ -287,6 +295,20 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
     output.say(f"[green]ok[/] {directory}: plug {project.plug.name}, client {project.client.name}, "
                f"Python {project.settings.python}, {len(project.requirement_lines)} extra requirement line(s)")
     return 0
+
+
+def _missing_base(project, offline: bool) -> Problem | None:
+    """What stops the build from finding a base image, when a Docker daemon is here to ask (check
+    runs without one too); ``offline``: without asking the registry."""
+    from sdt_build.daemon import docker_client
+    from sdt_build.errors import EnvironmentProblem
+    from sdt_build.image import missing_base
+
+    try:
+        client = docker_client()
+    except EnvironmentProblem:
+        return None
+    return missing_base(client, project.settings.python, project.settings.base_image, ask_registry=not offline)
 
 
 @command(main, "lock")

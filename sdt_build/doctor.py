@@ -76,20 +76,17 @@ def _docker():
 
 def _base_image(docker, python: str, wanted: str | None) -> Check:
     from sdt_build.daemon import image_exists
-    from sdt_build.image import bootstrapped_base_tag
+    from sdt_build.image import base_candidates, missing_base
 
-    candidates = [wanted] if wanted else [f"python:{python}-slim", bootstrapped_base_tag(python)]
+    candidates = base_candidates(python, wanted)
     if docker is None:
         return Check("base image", "fail", f"cannot look for {' or '.join(candidates)} without the Docker daemon",
                      "start Docker first")
+    problem = missing_base(docker, python, wanted)
+    if problem is not None:
+        return Check("base image", "fail" if problem.severity == "error" else "warning", problem.cause, problem.fix)
     present = next((ref for ref in candidates if image_exists(docker, ref)), None)
-    if present:
-        return Check("base image", "ok", f"{present} is present")
-    fix = (f"pull or build {wanted}, or remove base_image from sdt.toml" if wanted else
-           f"`docker pull python:{python}-slim` where Docker Hub is reachable, or `sdt-build base --python {python}` "
-           "(as root) to bootstrap one from Debian packages")
-    status = "warning" if not wanted else "fail"  # the default may still be pulled at build time
-    return Check("base image", status, f"none of {', '.join(candidates)} is present", fix)
+    return Check("base image", "ok", f"{present} is present" if present else f"{candidates[0]} can be pulled")
 
 
 def _index(url: str, sources: pipconfig.IndexSettings) -> Check:
