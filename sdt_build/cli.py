@@ -20,7 +20,7 @@ from rich.table import Table
 
 from sdt_build import __version__
 from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, BuildError, DependencyConflict, Problem,
-                              SdtBuildError, SmokeFailure)
+                              SdtBuildError, SmokeFailure, counted)
 from sdt_build.interrupt import shielded, terminate_as_interrupt
 from sdt_build.keys import parse_key, read_keys_file
 from sdt_build.redact import dumps, redact, shorten
@@ -708,13 +708,13 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
         return 5 if spec["problems"] else 0
     output_dir = output_dir or Path("sdt-results") / runner.project.name
     output.say(f"running {runner.project.name} on the {runner.client.backend} client "
-               f"({runner.client.worker_count()} workers × {runner.client.threads_per_worker} threads); "
+               f"({counted(runner.client.worker_count(), 'worker')} × {counted(runner.client.threads_per_worker, 'thread')}); "
                f"results in {output_dir}")
     result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, force=force, timeout=timeout,
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
                             lost_cluster_timeout=lost_cluster_timeout, plots=plots,
                             plot_keys=[parse_key(k) for k in plot_keys], upstream_fixes=upstream_fixes,
-                            progress=output.shows, on_start=_run_started(output),
+                            progress=output.shows, on_start=_run_started(output, runner.client),
                             on_row=_row_finished(output) if output.verbose else None)
     table = result.table
     summary = result.summary()
@@ -734,7 +734,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
             _print_problem(result.problem)
         efficiency = summary.get("parallel_efficiency")
         warned = int(table["warnings"].notna().sum()) if "warnings" in table else 0
-        output.say(f"{sum(result.counts.values())} keys in {result.seconds:.0f} s: "
+        output.say(f"{counted(sum(result.counts.values()), 'key')} in {result.seconds:.0f} s: "
                    + ", ".join(f"{n} {s}" for s, n in result.counts.items())
                    + (f"; parallel efficiency {efficiency:.2f}" if efficiency else "")
                    + f"; results in {output_dir}/results.csv (+ .parquet, journal.jsonl, run.json)"
@@ -748,23 +748,23 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
     return 0 if result.ok else 5
 
 
-def _run_started(output: Output) -> Callable[[dict], None]:
+def _run_started(output: Output, client) -> Callable[[dict], None]:
+    """The run's first lines: keys to run, upstream fixes, and the dashboard (or why there is none)."""
     from sdt_build.installer import add_extra
 
     def started(record: dict) -> None:
         todo = record["keys"] - record["already_done"]
-        output.say(f"{todo} key(s) to run" + (f" ({record['already_done']} already done)"
+        output.say(f"{counted(todo, 'key')} to run" + (f" ({record['already_done']} already done)"
                                               if record["already_done"] else ""))
         for fix in record.get("upstream_fixes", []):
-            output.say(f"upstream fix {fix['name']}: {fix['status']} on {fix['workers']} worker(s) "
+            output.say(f"upstream fix {fix['name']}: {fix['status']} on {counted(fix['workers'], 'worker')} "
                        f"({fix['package']} {fix['version']})"
                        + ("" if fix["status"] == "applied" else f": {fix['reason']}"))
-        client = record.get("client", {})
         if record.get("dashboard"):
             output.say(f"dashboard: {record['dashboard']}")
-        elif client.get("dashboard") is False:
+        elif not client.dashboard:
             output.say("dashboard: off (dashboard = False in client.py)")
-        elif client.get("backend") == "docker":
+        elif client.backend == "docker":
             output.say("dashboard: off (the image has no bokeh: add bokeh>=3.1 to requirements.txt)")
         else:
             output.say(f"dashboard: off (the scheduler has no bokeh: {add_extra('dashboard')})")
@@ -796,7 +796,7 @@ def report_command(output: Output, folder: Path, keys: tuple[str, ...], target: 
 
     written = make_report(folder, [parse_key(k) for k in keys] or None, target)
     output.emit({"ok": True, "report": str(written.path), "bytes": written.size, "keys": written.keys})
-    output.say(f"[green]report[/] {written.path} ({written.size / 1e6:.2f} MB, {written.keys} keys)")
+    output.say(f"[green]report[/] {written.path} ({written.size / 1e6:.2f} MB, {counted(written.keys, 'key')})")
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sdt_build import pipconfig
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, SDT_PACKAGE, WORKER_MEMORY
-from sdt_build.errors import SdtBuildError
+from sdt_build.errors import SdtBuildError, counted
 
 FREE_BYTES = 5 * 1024**3  # the wheel cache and one build context of SDT's set fit in well under this
 THP_POLICY = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -127,7 +127,8 @@ def _workers(project) -> Check:
         memory = load_client(project).memory_per_worker or WORKER_MEMORY
     total = psutil.virtual_memory().total
     workers = machine_workers(memory)
-    detail = f"{os.cpu_count()} cores, {total / 2**30:.1f} GiB: {workers} local worker(s) of {memory}; {PIPELINE_PEAK}"
+    detail = (f"{counted(os.cpu_count() or 1, 'core')}, {total / 2**30:.1f} GiB: {counted(workers, 'local worker')} of "
+              f"{memory}; {PIPELINE_PEAK}")
     if parse_memory(memory) < PIPELINE_PEAK_BYTES:
         return Check("workers", "warning", detail, f"set memory_per_worker to at least {WORKER_MEMORY} in client.py")
     return Check("workers", "ok", detail)

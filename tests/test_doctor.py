@@ -12,6 +12,7 @@ import pytest
 from sdt_build.clients.local import machine_workers
 from sdt_build.constraints import PIPELINE_PEAK, WORKER_MEMORY
 from sdt_build.doctor import HUGE_PAGES, HUGE_PAGES_SLOWER, THP_POLICY
+from sdt_build.errors import counted
 
 from conftest import SDT
 
@@ -34,7 +35,7 @@ def test_this_machine_is_ready(base_image):
     assert checks["client local"]["status"] == "ok" and "solar-data-tools" in checks["client local"]["detail"]
     assert checks["huge pages"]["status"] in ("ok", "warning")
     workers = checks["workers"]  # the measured default: a worker per core, as memory holds
-    assert workers["status"] == "ok" and f"{machine_workers(WORKER_MEMORY)} local worker(s) of {WORKER_MEMORY}" in \
+    assert workers["status"] == "ok" and f"{counted(machine_workers(WORKER_MEMORY), 'local worker')} of {WORKER_MEMORY}" in \
         workers["detail"] and PIPELINE_PEAK in workers["detail"], workers
     human = subprocess.run([SDT, "doctor"], capture_output=True, text=True, timeout=120)
     assert len([line for line in human.stderr.splitlines() if line.strip()]) >= len(checks)
