@@ -415,7 +415,8 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
     payload["smoke"] = built.smoke.to_dict() if built.smoke else None
     output.emit(payload)
     image = built.image
-    verb = "exists, build skipped" if image.skipped else f"built in {image.seconds:.0f} s"
+    seconds = built.timings.total(leaving=("smoke", "tag", "push"))  # the whole build, its environment too
+    verb = "exists, build skipped" if image.skipped else f"built in {seconds:.0f} s"
     output.say(f"[green]image[/] {image.tag} ({image.size / 1e9:.2f} GB) {verb}; "
                + ("smoke test passed, " if built.smoke else "smoke test skipped, ") + "tagged :latest")
     if image.pushed:
@@ -425,14 +426,14 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
 
 @contextlib.contextmanager
 def _progress(output: Output):
-    """A listener that shows long steps as rich progress on stderr (nothing with --json): the
-    download (packages and bytes), the environment's install, each Dockerfile step, each smoke step."""
+    """A listener that shows long steps as rich progress on stderr (nothing with --json or --quiet):
+    the download (packages and bytes), the environment's install, each Dockerfile step, each smoke step."""
     from rich.filesize import decimal
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from sdt_build.progress import Event
 
-    if output.as_json:
+    if not output.shows:
         yield lambda _: None
         return
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
@@ -442,6 +443,8 @@ def _progress(output: Output):
     names = {"download": "download", "env": "environment", "build": "build steps", "smoke": "smoke steps"}
 
     def on_event(event: Event) -> None:
+        if not tasks:  # drawn from the first event on: a build that stops before any prints no bar
+            bar.start()
         if event.phase not in tasks:
             tasks[event.phase] = bar.add_task(names.get(event.phase, event.phase), total=event.total, unit="",
                                               detail="")
@@ -460,8 +463,11 @@ def _progress(output: Output):
             bar.update(task, completed=event.done, total=event.total, detail=escape(shorten(event.detail, 60)),
                        unit=unit)
 
-    with bar:
+    try:
         yield on_event
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def _named_image(folder: str) -> str | None:
@@ -643,7 +649,8 @@ def base_command(output: Output, python: str, force: bool) -> int:
 @command(main, "doctor")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
 def doctor_command(output: Output, directory: Path | None) -> int:
-    """Check this machine for the journey: Docker, base image, indexes, disk, registry, client."""
+    """Check this machine for the journey: Docker, base image, indexes, disk, registry, client. The
+    checks are the command's result: they go to stdout (with --quiet, those that are not ok)."""
     from sdt_build.doctor import diagnose
 
     checks = diagnose(directory)
@@ -651,12 +658,9 @@ def doctor_command(output: Output, directory: Path | None) -> int:
     output.emit({"ok": not failed, "checks": [c.to_dict() for c in checks]})
     colors = {"ok": "green", "warning": "yellow", "fail": "red"}
     for check in checks:
-        line = (f"[{colors[check.status]}]{check.status:>7}[/] {check.name}: {check.detail}"
-                + (f"  [green]fix:[/] {check.fix}" if check.fix else ""))
-        if check.status == "ok":
-            output.say(line)
-        elif not output.as_json:
-            err.print(line, highlight=False)
+        if not output.as_json and (output.shows or check.status != "ok"):
+            out.print(f"[{colors[check.status]}]{check.status:>7}[/] {check.name}: {check.detail}"
+                      + (f"  [green]fix:[/] {check.fix}" if check.fix else ""), highlight=False)
     return 10 if failed else 0
 
 

@@ -142,3 +142,61 @@ def test_a_python_without_a_base_image_is_reported_by_check_with_a_fix_that_does
     problem = next(p for p in payload["problems"] if p["code"] == "SDT-E301")
     assert f"Python {python}" in problem["cause"] and f"python:{python}-slim" in problem["fix"]
     assert (f"sdt-build base --python {python}" in problem["fix"]) == (python in DEBIAN_SUITES), problem
+
+
+def test_the_wheel_builds_without_warnings_and_carries_every_example(tmp_path):
+    """Examples and templates ship as package data: no setuptools warning per example folder."""
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "absent from the `packages` configuration" not in done.stdout + done.stderr
+    names = set(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist())
+    shipped = {f"sdt_build/examples/{p.relative_to(ROOT / 'examples')}" for p in (ROOT / "examples").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts}
+    assert shipped <= names, sorted(shipped - names)[:5]
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_a_quiet_local_run_prints_only_its_result_and_leaves_no_lock(tmp_path, scaffold, dashboard):
+    """With Dask's usual dashboard port taken, a run (the dashboard on or off) prints nothing of
+    distributed's; its record says the dashboard it served, and the folder's lock goes with it."""
+    import socket
+
+    client = scaffold / "client.py"
+    client.write_text(client.read_text().replace("threads_per_worker = 1", f"threads_per_worker = 1\n    workers = 1\n"
+                                                 f"    dashboard = {dashboard}"))
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 8787))
+            taken.listen()
+        except OSError:
+            pass  # taken already
+        done = subprocess.run([SDT, "run", str(scaffold), "--key", "no-such-site", "--output", str(tmp_path / "out"),
+                               "--quiet"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 5, done.stderr
+    assert "8787" not in done.stderr and "already in use" not in done.stderr, done.stderr
+    assert done.stdout == "" and done.stderr.startswith("1 failed at get_data"), done.stderr
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["client"]["dashboard"] == (record["dashboard"] is not None), record
+    assert not (tmp_path / "out" / ".sdt-run.lock").exists()
+    human = subprocess.run([SDT, "run", str(scaffold), "--key", "no-such-site", "--output", str(tmp_path / "out"),
+                            "--force"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "1 worker × 1 thread)" in human.stderr and "\n1 key in " in human.stderr, human.stderr
+    assert "(s)" not in human.stderr.split("results in")[0], human.stderr
+
+
+def test_a_build_that_stops_or_is_quiet_draws_no_bar(tmp_path, scaffold):
+    (scaffold / "requirements.txt").write_text("numpy<1.20\n")
+    stopped = subprocess.run([SDT, "build", str(scaffold)], capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 2 and stopped.stderr.startswith("SDT-E2"), stopped.stderr
+    (scaffold / "requirements.txt").write_text("")
+    quiet = subprocess.run([SDT, "build", str(scaffold), "--context-only", str(tmp_path / "context"), "--quiet"],
+                           capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == "", quiet.stderr
+
+
+def test_doctor_results_go_to_stdout(tmp_path):
+    done = subprocess.run([SDT, "doctor"], capture_output=True, text=True, timeout=120)
+    assert "docker:" in done.stdout and "client local:" in done.stdout and "docker:" not in done.stderr, done
