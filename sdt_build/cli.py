@@ -711,9 +711,9 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                 err.print(f"[red]problem[/] {problem}", highlight=False)
         return 5 if spec["problems"] else 0
     output_dir = output_dir or Path("sdt-results") / runner.project.name
-    output.say(f"running {runner.project.name} on the {runner.client.backend} client "
-               f"({counted(runner.client.worker_count(), 'worker')} × {counted(runner.client.threads_per_worker, 'thread')}); "
-               f"results in {output_dir}")
+    workers = counted(runner.client.worker_count(), "worker")
+    output.say(f"running {runner.project.name} on the {runner.client.backend} client ({workers} × "
+               f"{counted(runner.client.threads_per_worker, 'thread')}); results in {output_dir}")
     result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, force=force, timeout=timeout,
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
                             lost_cluster_timeout=lost_cluster_timeout, plots=plots,

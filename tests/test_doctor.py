@@ -35,8 +35,8 @@ def test_this_machine_is_ready(base_image):
     assert checks["client local"]["status"] == "ok" and "solar-data-tools" in checks["client local"]["detail"]
     assert checks["huge pages"]["status"] in ("ok", "warning")
     workers = checks["workers"]  # the measured default: a worker per core, as memory holds
-    assert workers["status"] == "ok" and f"{counted(machine_workers(WORKER_MEMORY), 'local worker')} of {WORKER_MEMORY}" in \
-        workers["detail"] and PIPELINE_PEAK in workers["detail"], workers
+    expected = f"{counted(machine_workers(WORKER_MEMORY), 'local worker')} of {WORKER_MEMORY}"
+    assert workers["status"] == "ok" and expected in workers["detail"] and PIPELINE_PEAK in workers["detail"], workers
     human = subprocess.run([SDT, "doctor"], capture_output=True, text=True, timeout=120)
     assert len([line for line in human.stdout.splitlines() if line.strip()]) >= len(checks), human  # `doctor > f`
 
