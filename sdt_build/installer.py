@@ -29,16 +29,17 @@ def installer() -> str:
 
 
 def requirement(extra: str) -> str:
-    """sdt-build with ``extra``, from where it was installed: a wheel file or a folder it was
-    installed from (PEP 610's direct_url.json), else the index."""
+    """sdt-build with ``extra``, from where it was installed: the wheel file or folder it was
+    installed from while it is still there (PEP 610's direct_url.json), else the index."""
     try:
         origin = json.loads(distribution(DIST).read_text("direct_url.json") or "null")
     except (PackageNotFoundError, ValueError):
         origin = None
-    if not origin or urlparse(origin.get("url", "")).scheme != "file":
+    url = urlparse((origin or {}).get("url", ""))
+    if url.scheme != "file" or not Path(unquote(url.path)).exists():
         return f"{DIST}[{extra}]"
     if origin.get("dir_info", {}).get("editable"):
-        return f"-e {shlex.quote(unquote(urlparse(origin['url']).path) + f'[{extra}]')}"
+        return f"-e {shlex.quote(unquote(url.path) + f'[{extra}]')}"
     return f"{DIST}[{extra}] @ {origin['url']}"
 
 
