@@ -200,3 +200,30 @@ def test_a_build_that_stops_or_is_quiet_draws_no_bar(tmp_path, scaffold):
 def test_doctor_results_go_to_stdout(tmp_path):
     done = subprocess.run([SDT, "doctor"], capture_output=True, text=True, timeout=120)
     assert "docker:" in done.stdout and "client local:" in done.stdout and "docker:" not in done.stderr, done
+
+
+@pytest.mark.docker
+def test_a_build_says_how_long_the_whole_build_took(tmp_path, scaffold, docker, base_image):
+    """"built in N s" is the build as the user waited for it, the SDT environment it made included
+    (on a base of its own, so the environment is made here), not the image's last layers alone."""
+    import io
+    import time
+    import uuid
+
+    base = docker.images.build(fileobj=io.BytesIO(f"FROM {base_image}\nLABEL sdt.test={uuid.uuid4().hex}\n".encode()),
+                               tag=f"sdt-test-base:{uuid.uuid4().hex[:8]}", rm=True)[0]
+    made = []
+    try:
+        settings = scaffold / "sdt.toml"
+        settings.write_text(f'base_image = "{base.tags[0]}"\n' + settings.read_text())
+        started = time.perf_counter()
+        done = subprocess.run([SDT, "build", str(scaffold), "--no-smoke"], capture_output=True, text=True,
+                              timeout=1800)
+        waited = time.perf_counter() - started
+        made = re.findall(r"environment: making (\S+)", done.stderr) + re.findall(r"image (\S+) \(", done.stderr)
+        assert done.returncode == 0 and len(made) == 2, done.stderr[-3000:]
+        seconds = float(re.search(r"\) built in (\d+) s", done.stderr).group(1))
+        assert waited - 5 <= seconds <= waited + 1, (seconds, waited, done.stderr)  # less the CLI's own start
+    finally:
+        for tag in made[::-1] + [f"{made[-1].split(':')[0]}:latest"] * (len(made) == 2) + [base.id]:
+            docker.images.remove(tag, force=True)
