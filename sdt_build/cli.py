@@ -15,11 +15,12 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import RE_TAGS, escape
 from rich.table import Table
 
 from sdt_build import __version__
-from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, DependencyConflict, Problem, SdtBuildError,
-                              SmokeFailure)
+from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, BuildError, DependencyConflict, Problem,
+                              SdtBuildError, SmokeFailure, counted)
 from sdt_build.interrupt import shielded, terminate_as_interrupt
 from sdt_build.keys import parse_key, read_keys_file
 from sdt_build.redact import dumps, redact, shorten
@@ -30,7 +31,7 @@ REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness
                   "inverter clipping": "clipping", "clipped fraction": "clipped", "capacity change": "cap. change",
                   "time shift correction": "time shift", "time zone correction": "tz fix",
                   "data quality warning": "quality warn", "seconds total": "seconds"}
-
+STYLES = frozenset({"bold", "dim", "red", "green", "yellow", "cyan"})  # the only markup this module writes
 
 
 class Redacted:
@@ -46,16 +47,33 @@ class Redacted:
         return getattr(self.stream, name)
 
 
+def own_markup(text: str) -> str:
+    """Text whose only markup is this module's own styles: every other bracket (an extra in
+    `pip install "sdt-build[local]"`, a key, a user's message) is escaped, so it prints as written."""
+    def keep(tag) -> str:
+        ours = not tag[2] and (tag[3] == "/" or set(tag[3].split()) <= STYLES)
+        return tag[0] if ours else escape(tag[0])
+
+    return RE_TAGS.sub(keep, text)
+
+
 class MaskedConsole(Console):
-    """A rich console that masks text before rendering it: once rendered, a long secret may be
-    folded over lines, where masking the written text could no longer find it."""
+    """A rich console that masks text before rendering it (once rendered, a long secret may be
+    folded over lines, where masking the written text could no longer find it), and renders every
+    string, a table's cells too, with only this module's styles as markup."""
 
     def print(self, *objects: Any, **options: Any) -> None:
         super().print(*(redact(o) if isinstance(o, str) else o for o in objects), **options)
 
+    def render_str(self, text: str, **options: Any):
+        return super().render_str(own_markup(text) if options.get("markup") is not False else text, **options)
 
-out = MaskedConsole(file=Redacted(sys.stdout), width=None if sys.stdout.isatty() else 160)
-err = MaskedConsole(file=Redacted(sys.stderr), width=None if sys.stderr.isatty() else 160)
+
+def _console(stream) -> MaskedConsole:
+    return MaskedConsole(file=Redacted(stream), width=None if stream.isatty() else 160, emoji=False)
+
+
+out, err = _console(sys.stdout), _console(sys.stderr)
 
 
 class Output:
@@ -235,6 +253,11 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
     payload.update(name=project.name, python=project.settings.python, plug=project.plug.name,
                    client=project.client.name, requirements=list(project.requirement_lines),
                    env=[{"name": v.name, "required": v.required, "secret": v.secret} for v in project.env])
+    base = _missing_base(project, offline)
+    if base is not None:
+        payload["problems"].append(base.to_dict())
+        if not output.as_json:
+            _print_problem(base)
     started = time.perf_counter()
     findings = precheck(project, offline=offline, progress=_lookup_progress(output))
     payload["findings"] = [f.to_dict() for f in findings]
@@ -246,6 +269,9 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
     if errors and not (resolve and all(f.code == "SDT-E230" for f in errors)):
         output.emit(payload)
         return 2
+    if base is not None and base.severity == "error":
+        output.emit(payload)
+        return BuildError.exit_code
     if resolve:  # the pre-check ran once, above; a dependency clash it found goes to the resolver too
         try:
             result = lock(project, backend=resolver, findings=findings, confirm=bool(errors))
@@ -269,6 +295,20 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
     output.say(f"[green]ok[/] {directory}: plug {project.plug.name}, client {project.client.name}, "
                f"Python {project.settings.python}, {len(project.requirement_lines)} extra requirement line(s)")
     return 0
+
+
+def _missing_base(project, offline: bool) -> Problem | None:
+    """What stops the build from finding a base image, when a Docker daemon is here to ask (check
+    runs without one too); ``offline``: without asking the registry."""
+    from sdt_build.daemon import docker_client
+    from sdt_build.errors import EnvironmentProblem
+    from sdt_build.image import missing_base
+
+    try:
+        client = docker_client()
+    except EnvironmentProblem:
+        return None
+    return missing_base(client, project.settings.python, project.settings.base_image, ask_registry=not offline)
 
 
 @command(main, "lock")
@@ -375,7 +415,8 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
     payload["smoke"] = built.smoke.to_dict() if built.smoke else None
     output.emit(payload)
     image = built.image
-    verb = "exists, build skipped" if image.skipped else f"built in {image.seconds:.0f} s"
+    seconds = built.timings.total(leaving=("smoke", "tag", "push"))  # the whole build, its environment too
+    verb = "exists, build skipped" if image.skipped else f"built in {seconds:.0f} s"
     output.say(f"[green]image[/] {image.tag} ({image.size / 1e9:.2f} GB) {verb}; "
                + ("smoke test passed, " if built.smoke else "smoke test skipped, ") + "tagged :latest")
     if image.pushed:
@@ -385,14 +426,14 @@ def build_command(output: Output, directory: Path, registry: str | None, resolve
 
 @contextlib.contextmanager
 def _progress(output: Output):
-    """A listener that shows long steps as rich progress on stderr (nothing with --json): the
-    download (packages and bytes), the environment's install, each Dockerfile step, each smoke step."""
+    """A listener that shows long steps as rich progress on stderr (nothing with --json or --quiet):
+    the download (packages and bytes), the environment's install, each Dockerfile step, each smoke step."""
     from rich.filesize import decimal
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from sdt_build.progress import Event
 
-    if output.as_json:
+    if not output.shows:
         yield lambda _: None
         return
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
@@ -402,6 +443,8 @@ def _progress(output: Output):
     names = {"download": "download", "env": "environment", "build": "build steps", "smoke": "smoke steps"}
 
     def on_event(event: Event) -> None:
+        if not tasks:  # drawn from the first event on: a build that stops before any prints no bar
+            bar.start()
         if event.phase not in tasks:
             tasks[event.phase] = bar.add_task(names.get(event.phase, event.phase), total=event.total, unit="",
                                               detail="")
@@ -417,10 +460,14 @@ def _progress(output: Output):
                 unit = f"{total:.0f}/{total:.0f}" if total else "done"
             bar.update(task, completed=total if total is not None else 1, total=total or 1, detail="", unit=unit)
         else:
-            bar.update(task, completed=event.done, total=event.total, detail=shorten(event.detail, 60), unit=unit)
+            bar.update(task, completed=event.done, total=event.total, detail=escape(shorten(event.detail, 60)),
+                       unit=unit)
 
-    with bar:
+    try:
         yield on_event
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def _named_image(folder: str) -> str | None:
@@ -602,7 +649,8 @@ def base_command(output: Output, python: str, force: bool) -> int:
 @command(main, "doctor")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
 def doctor_command(output: Output, directory: Path | None) -> int:
-    """Check this machine for the journey: Docker, base image, indexes, disk, registry, client."""
+    """Check this machine for the journey: Docker, base image, indexes, disk, registry, client. The
+    checks are the command's result: they go to stdout (with --quiet, those that are not ok)."""
     from sdt_build.doctor import diagnose
 
     checks = diagnose(directory)
@@ -610,12 +658,9 @@ def doctor_command(output: Output, directory: Path | None) -> int:
     output.emit({"ok": not failed, "checks": [c.to_dict() for c in checks]})
     colors = {"ok": "green", "warning": "yellow", "fail": "red"}
     for check in checks:
-        line = (f"[{colors[check.status]}]{check.status:>7}[/] {check.name}: {check.detail}"
-                + (f"  [green]fix:[/] {check.fix}" if check.fix else ""))
-        if check.status == "ok":
-            output.say(line)
-        elif not output.as_json:
-            err.print(line, highlight=False)
+        if not output.as_json and (output.shows or check.status != "ok"):
+            out.print(f"[{colors[check.status]}]{check.status:>7}[/] {check.name}: {check.detail}"
+                      + (f"  [green]fix:[/] {check.fix}" if check.fix else ""), highlight=False)
     return 10 if failed else 0
 
 
@@ -666,14 +711,14 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                 err.print(f"[red]problem[/] {problem}", highlight=False)
         return 5 if spec["problems"] else 0
     output_dir = output_dir or Path("sdt-results") / runner.project.name
-    output.say(f"running {runner.project.name} on the {runner.client.backend} client "
-               f"({runner.client.worker_count()} workers × {runner.client.threads_per_worker} threads); "
-               f"results in {output_dir}")
+    workers = counted(runner.client.worker_count(), "worker")
+    output.say(f"running {runner.project.name} on the {runner.client.backend} client ({workers} × "
+               f"{counted(runner.client.threads_per_worker, 'thread')}); results in {output_dir}")
     result = runner.execute(chosen or None, output_dir=output_dir, resume=resume, force=force, timeout=timeout,
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
                             lost_cluster_timeout=lost_cluster_timeout, plots=plots,
                             plot_keys=[parse_key(k) for k in plot_keys], upstream_fixes=upstream_fixes,
-                            progress=output.shows, on_start=_run_started(output),
+                            progress=output.shows, on_start=_run_started(output, runner.client),
                             on_row=_row_finished(output) if output.verbose else None)
     table = result.table
     summary = result.summary()
@@ -693,7 +738,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
             _print_problem(result.problem)
         efficiency = summary.get("parallel_efficiency")
         warned = int(table["warnings"].notna().sum()) if "warnings" in table else 0
-        output.say(f"{sum(result.counts.values())} keys in {result.seconds:.0f} s: "
+        output.say(f"{counted(sum(result.counts.values()), 'key')} in {result.seconds:.0f} s: "
                    + ", ".join(f"{n} {s}" for s, n in result.counts.items())
                    + (f"; parallel efficiency {efficiency:.2f}" if efficiency else "")
                    + f"; results in {output_dir}/results.csv (+ .parquet, journal.jsonl, run.json)"
@@ -707,24 +752,26 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
     return 0 if result.ok else 5
 
 
-def _run_started(output: Output) -> Callable[[dict], None]:
+def _run_started(output: Output, client) -> Callable[[dict], None]:
+    """The run's first lines: keys to run, upstream fixes, and the dashboard (or why there is none)."""
+    from sdt_build.installer import add_extra
+
     def started(record: dict) -> None:
         todo = record["keys"] - record["already_done"]
-        output.say(f"{todo} key(s) to run" + (f" ({record['already_done']} already done)"
+        output.say(f"{counted(todo, 'key')} to run" + (f" ({record['already_done']} already done)"
                                               if record["already_done"] else ""))
         for fix in record.get("upstream_fixes", []):
-            output.say(f"upstream fix {fix['name']}: {fix['status']} on {fix['workers']} worker(s) "
+            output.say(f"upstream fix {fix['name']}: {fix['status']} on {counted(fix['workers'], 'worker')} "
                        f"({fix['package']} {fix['version']})"
                        + ("" if fix["status"] == "applied" else f": {fix['reason']}"))
-        client = record.get("client", {})
         if record.get("dashboard"):
             output.say(f"dashboard: {record['dashboard']}")
-        elif client.get("dashboard") is False:
+        elif not client.dashboard:
             output.say("dashboard: off (dashboard = False in client.py)")
-        elif client.get("backend") == "docker":
+        elif client.backend == "docker":
             output.say("dashboard: off (the image has no bokeh: add bokeh>=3.1 to requirements.txt)")
         else:
-            output.say("dashboard: off (the scheduler has no bokeh: pip install 'sdt-build[dashboard]')")
+            output.say(f"dashboard: off (the scheduler has no bokeh: {add_extra('dashboard')})")
 
     return started
 
@@ -753,7 +800,7 @@ def report_command(output: Output, folder: Path, keys: tuple[str, ...], target: 
 
     written = make_report(folder, [parse_key(k) for k in keys] or None, target)
     output.emit({"ok": True, "report": str(written.path), "bytes": written.size, "keys": written.keys})
-    output.say(f"[green]report[/] {written.path} ({written.size / 1e6:.2f} MB, {written.keys} keys)")
+    output.say(f"[green]report[/] {written.path} ({written.size / 1e6:.2f} MB, {counted(written.keys, 'key')})")
     return 0
 
 

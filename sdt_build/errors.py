@@ -124,6 +124,11 @@ EXIT_CODES = {
 }
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 thread``, ``2 threads``: a number with its noun, for messages."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 @dataclass
 class ProblemList:
     """Collects findings while a stage inspects the user's files."""

@@ -16,7 +16,7 @@ from typing import Callable
 from sdt_build.cache import cache_root, log_file
 from sdt_build.context import ENV_FOLDER, BuildContext, EnvContext
 from sdt_build.daemon import LABEL, commit, container, docker_client, first_line, forget_bytecode, image_exists, sweep
-from sdt_build.errors import BuildError, EnvironmentProblem
+from sdt_build.errors import BuildError, EnvironmentProblem, Problem
 from sdt_build.owner import Owned
 from sdt_build.progress import Event, OnEvent, Timings, ignore
 from sdt_build.render import ENV_MOUNT, UV_CACHE
@@ -41,37 +41,68 @@ def bootstrapped_base_tag(python: str) -> str:
     return f"sdt-base:{target(python).debian_suite or 'bookworm'}-py{python}"
 
 
+def base_fix(python: str, wanted: str | None = None) -> str:
+    """How to get a base image for ``python`` where none is present: bootstrapping only where a
+    Debian release ships that Python, loading the official image everywhere."""
+    if wanted:
+        return f"pull or build {wanted} first, fix base_image in sdt.toml, or remove base_image to use the default"
+    official = f"python:{python}-slim"
+    load = (f"`docker pull {official}` (without Docker Hub here: `docker save {official}` where it is reachable and "
+            "`docker load` it here)")
+    if target(python).debian_suite:
+        return f"{load}, or `sdt-build base --python {python}` (as root) to bootstrap one from Debian packages"
+    return (f"{load}, set base_image in sdt.toml to an image with Python {python}, or set python in sdt.toml to "
+            f"{' or '.join(sorted(DEBIAN_SUITES))} (`sdt-build base` bootstraps that one)")
+
+
+def base_candidates(python: str, wanted: str | None = None) -> list[str]:
+    """The base images a build may start from, in the order it tries them."""
+    return [wanted] if wanted else [f"python:{python}-slim", bootstrapped_base_tag(python)]
+
+
+def missing_base(client, python: str, wanted: str | None = None, *, ask_registry: bool = True) -> Problem | None:
+    """Why a build would find no base image for ``python``, found without pulling: an error when
+    none is here and the registry does not have it (asked for its manifest, or a pull failed within
+    the hour), a warning when the build would have to pull one the registry was not asked about."""
+    from docker.errors import APIError, NotFound
+
+    candidates = base_candidates(python, wanted)
+    if any(image_exists(client, ref) for ref in candidates):
+        return None
+    failed = _failed_pull(candidates[0])
+    if failed is None and ask_registry:
+        try:
+            client.images.get_registry_data(candidates[0])
+            return None
+        except (APIError, NotFound) as exc:
+            failed = _failed_pull(candidates[0], f"{candidates[0]} cannot be pulled: {first_line(exc)}")
+    if failed is None:
+        return Problem("SDT-E301", f"no base image for Python {python} here: the build pulls {candidates[0]}",
+                       base_fix(python, wanted), severity="warning")
+    return Problem("SDT-E301", f"no base image for Python {python}: {failed}", base_fix(python, wanted))
+
+
 def choose_base(client, python: str, wanted: str | None = None) -> BaseChoice:
     """The base for ``python``: the one asked for, else python:X.Y-slim, else the bootstrapped one."""
     from docker.errors import APIError, ImageNotFound
 
-    candidates = [wanted] if wanted else [f"python:{python}-slim"]
-    failures = []
-    for ref in candidates:
-        if image_exists(client, ref):
-            return BaseChoice(ref, client.images.get(ref).id, f"{ref} is present locally")
-        failed = _failed_pull(ref)
-        if failed:
-            failures.append(failed)
-            continue
+    ref, *fallback = base_candidates(python, wanted)  # the first is pulled; a bootstrapped one cannot be
+    if image_exists(client, ref):
+        return BaseChoice(ref, client.images.get(ref).id, f"{ref} is present locally")
+    failure = _failed_pull(ref)
+    if failure is None:
         try:
             pulled = client.images.pull(ref)
             return BaseChoice(ref, pulled.id, f"pulled {ref}")
         except (APIError, ImageNotFound) as exc:
-            failures.append(f"{ref} cannot be pulled: {first_line(exc)}")
-            _failed_pull(ref, failures[-1])
+            failure = _failed_pull(ref, f"{ref} cannot be pulled: {first_line(exc)}")
     if wanted:
-        raise BuildError("SDT-E301", f"base image {wanted} is neither present nor pullable",
-                         "pull or build it first, fix base_image in sdt.toml, or remove base_image to use "
-                         "the default", detail="\n".join(failures))
-    fallback = bootstrapped_base_tag(python)
-    if image_exists(client, fallback):
-        return BaseChoice(fallback, client.images.get(fallback).id,
-                          f"{failures[0]}; using {fallback}, bootstrapped from Debian packages")
-    raise BuildError("SDT-E301", f"no base image for Python {python}: {failures[0]}",
-                     f"run `sdt-build base --python {python}` (as root) to bootstrap one "
-                     "from Debian packages, or set base_image in sdt.toml",
-                     detail="\n".join(failures))
+        raise BuildError("SDT-E301", f"base image {wanted} is neither present nor pullable", base_fix(python, wanted),
+                         detail=failure)
+    if image_exists(client, fallback[0]):
+        return BaseChoice(fallback[0], client.images.get(fallback[0]).id,
+                          f"{failure}; using {fallback[0]}, bootstrapped from Debian packages")
+    raise BuildError("SDT-E301", f"no base image for Python {python}: {failure}", base_fix(python), detail=failure)
 
 
 def _failed_pull(ref: str, failure: str | None = None) -> str | None:
@@ -111,11 +142,8 @@ def make_base_image(python: str = "3.11", *, force: bool = False, log_dir: Path 
         return BaseChoice(tag, client.images.get(tag).id, f"{tag} already exists")
     suite = target(python).debian_suite
     if suite is None:
-        raise EnvironmentProblem(
-            "SDT-E906", f"no Debian release ships Python {python} as its python3",
-            f"use the official python:{python}-slim (pull it once where Docker Hub is reachable and "
-            f"`docker load` it here) or set base_image in sdt.toml; bootstrapping works for "
-            f"{', '.join(sorted(DEBIAN_SUITES))}")
+        raise EnvironmentProblem("SDT-E906", f"no Debian release ships Python {python} as its python3",
+                                 base_fix(python))
     if shutil.which("debootstrap") is None or os.geteuid() != 0:
         raise EnvironmentProblem(
             "SDT-E903", "bootstrapping a base image needs root and debootstrap",

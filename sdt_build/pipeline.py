@@ -71,7 +71,7 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     env = environment(locked, base.image, base.image_id, folder)
     make_env = context_only or no_cache or not image_exists(client, env.tag)
     if make_env:
-        with timings.phase("download/environment", packages=len(locked.sdt_layer)):
+        with timings.phase("download", packages=len(locked.sdt_layer)):
             fill_environment(env, on_event=on_event)
     with timings.phase("context") as record:
         context = assemble(project, locked, env, folder=folder, on_event=on_event)
@@ -81,13 +81,14 @@ def build_project(path: str | Path, *, push: str | None = None, resolver: str | 
     if make_env:
         say(f"environment: making {env.tag} ({len(locked.sdt_layer)} packages, shared by every plug on this "
             "constraint set)")
-        build_env_image(client, env, timings=timings, on_event=on_event)
+        with timings.phase("environment"):
+            build_env_image(client, env, timings=timings, on_event=on_event)
     else:
         say(f"environment: {env.tag} exists")
     with timings.phase("build") as record:
         image = build_image(client, context, no_cache=no_cache, on_line=on_line, timings=timings, on_event=on_event)
         record["skipped"] = image.skipped
-    say(f"image: {image.tag} {'exists, build skipped' if image.skipped else f'built in {image.seconds:.0f} s'}")
+    say(f"image: {image.tag} {'exists, build skipped' if image.skipped else f'built in {timings.total():.0f} s'}")
     report = None
     if smoke:
         with timings.phase("smoke"):

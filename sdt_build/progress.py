@@ -49,5 +49,6 @@ class Timings:
     def add(self, name: str, seconds: float, **info) -> None:
         self.phases.append({"name": name, "seconds": round(seconds, 3), **info})
 
-    def total(self) -> float:
-        return round(sum(p["seconds"] for p in self.phases if "/" not in p["name"]), 3)
+    def total(self, *, leaving: tuple[str, ...] = ()) -> float:
+        """Seconds of the top-level phases (a name with "/" is part of one), but those ``leaving`` out."""
+        return round(sum(p["seconds"] for p in self.phases if "/" not in p["name"] and p["name"] not in leaving), 3)

@@ -147,12 +147,13 @@ def run(project: UserProject, dask_client, keys: list[tuple] | None, options: Ru
     earlier = output.record()
     output.start()
     stream = Stream(dask_client, bundle, options, output, on_row, progress, explain)
+    dashboard = dashboard_link(dask_client, (client_settings or {}).get("dashboard", True))
     record = {"sdt_build": __version__, "project": project.name, "run_id": stream.run_id, "plug": stream.plug,
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "client": client_settings or {},
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "client": {**(client_settings or {}), "dashboard": dashboard is not None},  # as served, not as asked
               "options": {**options.__dict__}, "keys": len(chosen), "already_done": None,
               "upstream_fixes": fixes, "warnings": warnings + unfixed + output.notes,
-              "versions": _cluster_versions(dask_client),
-              "dashboard": dashboard_link(dask_client, (client_settings or {}).get("dashboard", True))}
+              "versions": _cluster_versions(dask_client), "dashboard": dashboard}
     try:
         todo = remaining(chosen, output, project, dask_client, bundle, options, record, earlier)
     except BaseException as exc:  # SIGTERM while the plug sizes the keys: the outputs are written all the same

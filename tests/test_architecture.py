@@ -19,7 +19,7 @@ PACKAGE = ROOT / "sdt_build"
 FLOORS = (
     ("ground: data and shared names", {"errors", "parity", "target", "keys", "rows", "plug", "userfiles", "redact",
                                        "resources", "cache", "constraints", "requirements", "progress", "owner",
-                                       "interrupt"}),
+                                       "interrupt", "installer"}),
     ("runtime: what runs in images and on workers", {"upstream_fixes", "task", "probe"}),
     ("the user's folder", {"settings", "contracts", "project"}),
     ("package sources", {"pipconfig", "index", "wheels"}),

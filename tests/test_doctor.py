@@ -12,6 +12,7 @@ import pytest
 from sdt_build.clients.local import machine_workers
 from sdt_build.constraints import PIPELINE_PEAK, WORKER_MEMORY
 from sdt_build.doctor import HUGE_PAGES, HUGE_PAGES_SLOWER, THP_POLICY
+from sdt_build.errors import counted
 
 from conftest import SDT
 
@@ -34,10 +35,10 @@ def test_this_machine_is_ready(base_image):
     assert checks["client local"]["status"] == "ok" and "solar-data-tools" in checks["client local"]["detail"]
     assert checks["huge pages"]["status"] in ("ok", "warning")
     workers = checks["workers"]  # the measured default: a worker per core, as memory holds
-    assert workers["status"] == "ok" and f"{machine_workers(WORKER_MEMORY)} local worker(s) of {WORKER_MEMORY}" in \
-        workers["detail"] and PIPELINE_PEAK in workers["detail"], workers
+    expected = f"{counted(machine_workers(WORKER_MEMORY), 'local worker')} of {WORKER_MEMORY}"
+    assert workers["status"] == "ok" and expected in workers["detail"] and PIPELINE_PEAK in workers["detail"], workers
     human = subprocess.run([SDT, "doctor"], capture_output=True, text=True, timeout=120)
-    assert len([line for line in human.stderr.splitlines() if line.strip()]) >= len(checks)
+    assert len([line for line in human.stdout.splitlines() if line.strip()]) >= len(checks), human  # `doctor > f`
 
 
 def test_no_daemon_is_one_failed_line_with_a_fix_for_pip_users(tmp_path):
@@ -74,8 +75,11 @@ def test_numpy_huge_pages_are_measured_and_a_declared_switch_counts(copy_example
     if madvise:
         small, huge = map(float, re.findall(r"([\d.]+) s", check["detail"]))
         assert small > 0 and huge > 0, check
-        assert check["status"] == ("warning" if huge > HUGE_PAGES_SLOWER * small else "ok"), check
+        worst = max([huge / small] + [float(w) for w in re.findall(r"([\d.]+)× the small", check["detail"])])
+        assert check["status"] == ("warning" if worst > HUGE_PAGES_SLOWER else "ok"), check
         assert (check["status"] == "warning") == (HUGE_PAGES in check["fix"]), check
+        again = [doctor(env=env)[1]["huge pages"]["status"] for _ in range(2)]  # memory just freed hides the cost
+        assert again == [check["status"]] * 2 or check["status"] == "ok" and "warning" in again, (check, again)
     folder = copy_example("local-csv", "no-huge-pages")
     client = folder / "client.py"
     client.write_text(client.read_text().replace("from sdt_build.clients", "from sdt_build import EnvVar\nfrom "

@@ -24,6 +24,7 @@ from sdt_build.clients.base import Client
 from sdt_build.clients.local import parse_memory
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, WORKER_MEMORY
 from sdt_build.errors import RunFailure
+from sdt_build.installer import add_extra
 from sdt_build.plug import EnvVar
 
 if TYPE_CHECKING:
@@ -172,8 +173,7 @@ class CloudClient(Client):
             return importlib.import_module(f"dask_cloudprovider.{module}")
         except ImportError as exc:
             raise RunFailure("SDT-E509", f"{type(self).__name__} needs dask-cloudprovider on this machine",
-                             'pip install "sdt-build[cloud]" (or -c sdt_build/constraints/py3.X/client.txt '
-                             "dask-cloudprovider[aws,azure])") from exc
+                             add_extra("cloud")) from exc
 
     def engine_class(self):
         """The engine's cluster class."""

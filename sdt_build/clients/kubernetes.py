@@ -18,6 +18,7 @@ from sdt_build.clients.cloud import CloudClient
 from sdt_build.clients.local import parse_memory
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
 from sdt_build.errors import RunFailure
+from sdt_build.installer import add_extra
 
 if TYPE_CHECKING:
     import distributed
@@ -47,7 +48,7 @@ class KubernetesClient(CloudClient):
             return importlib.import_module(module)
         except ImportError as exc:
             raise RunFailure("SDT-E519", "KubernetesClient needs dask-kubernetes on this machine",
-                             'pip install "sdt-build[kubernetes]"') from exc
+                             add_extra("kubernetes")) from exc
 
     def engine_class(self):
         return self._engine("dask_kubernetes.operator").KubeCluster

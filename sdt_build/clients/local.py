@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from typing import TYPE_CHECKING
 
 from sdt_build.clients.base import Client
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
-from sdt_build.errors import EnvironmentProblem
+from sdt_build.errors import EnvironmentProblem, RunFailure, counted
+from sdt_build.installer import add_extra
 
 if TYPE_CHECKING:
     import distributed
 
 log = logging.getLogger(__name__)
 
+
+def sdt_missing() -> RunFailure | None:
+    """Why this Python cannot run SDT for a LocalClient (its workers are processes of it), if it cannot."""
+    if importlib.util.find_spec("solardatatools") is not None:
+        return None
+    return RunFailure("SDT-E539", "solar-data-tools is not importable in this Python, and a LocalClient runs SDT "
+                      "in it", add_extra("local"))
 
 
 def parse_memory(value: str | int | float) -> int:
@@ -55,7 +64,7 @@ class LocalClient(Client):
             fits = max(1, total // max(per_worker, 1))
             raise EnvironmentProblem(
                 "SDT-E905",
-                f"{workers} workers × {self.memory_per_worker} need more memory than this machine "
+                f"{counted(workers, 'worker')} × {self.memory_per_worker} need more memory than this machine "
                 f"has ({total / 2**30:.1f} GiB)",
                 f"set workers = {fits} (or lower memory_per_worker) in client.py",
             )
@@ -66,28 +75,32 @@ class LocalClient(Client):
             )
         if workers * self.threads_per_worker > cores:
             warnings.append(
-                f"{workers} workers × {self.threads_per_worker} threads exceed this machine's "
-                f"{cores} cores: runs will be slower, not faster"
+                f"{counted(workers, 'worker')} × {counted(self.threads_per_worker, 'thread')} exceed this "
+                f"machine's {counted(cores, 'core')}: runs will be slower, not faster"
             )
         return warnings
 
     def connect(self, image: str | None = None) -> "distributed.Client":
-        import importlib.util
-
         from distributed import LocalCluster
 
+        missing = sdt_missing()
+        if missing is not None:
+            raise missing
         for warning in self.fit_check():
             log.warning(warning)
         if image:
             log.info("LocalClient runs on this machine's Python; image %s is not used", image)
+        dashboard = self.dashboard_address() if importlib.util.find_spec("bokeh") else None
         cluster = LocalCluster(
             n_workers=self.worker_count(),
             threads_per_worker=self.threads_per_worker,
             memory_limit=parse_memory(self.memory_per_worker),
             processes=True,
             host="127.0.0.1",
-            # the dashboard needs bokeh here (the run's start line says when it is missing)
-            dashboard_address=self.dashboard_address() if importlib.util.find_spec("bokeh") else None,
+            # the dashboard needs bokeh here (the run's start line says when it is missing); without
+            # one the scheduler still serves /health, on a free port rather than on Dask's usual one
+            dashboard_address=dashboard or "127.0.0.1:0",
+            scheduler_kwargs={"dashboard": dashboard is not None},
         )
         self._cluster = cluster
         self._dask_client = self.new_dask_client(cluster)

@@ -29,6 +29,7 @@ from sdt_build.clients.base import Client, _quiet
 from sdt_build.clients.local import parse_memory
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, WORKER_MEMORY
 from sdt_build.errors import RunFailure
+from sdt_build.installer import add_extra
 from sdt_build.owner import Owned, me, standing
 from sdt_build.plug import EnvVar
 
@@ -274,7 +275,7 @@ class SlurmClient(Client):
         try:
             spec["job_script"] = self.job_script()
         except ImportError:
-            problems.append('dask-jobqueue is not installed here: pip install "sdt-build[hpc]"')
+            problems.append(f"dask-jobqueue is not installed here: {add_extra('hpc')}")
         return spec
 
     def describe(self) -> dict[str, Any]:
@@ -291,7 +292,7 @@ class SlurmClient(Client):
             from dask_jobqueue import SLURMCluster
         except ImportError as exc:
             raise RunFailure("SDT-E531", "SlurmClient needs dask-jobqueue on this machine",
-                             'pip install "sdt-build[hpc]"') from exc
+                             add_extra("hpc")) from exc
         self._check_environment()
         cancel_leftovers()
         self._cluster = SLURMCluster(job_cls=_recording_job(), scheduler_options=self._scheduler_options(),
