@@ -27,6 +27,7 @@ from sdt_build.errors import SmokeFailure
 from sdt_build.project import inspect_project
 
 from conftest import EXAMPLES, ROOT, SDT
+from mdlinks import broken_links
 
 BROKEN = sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and p.name.startswith("broken-"))
 EXPECT = re.compile(r"^Expect: (check|build) exit (\d+)((?: SDT-E\d{3})+)[ \t]*$", re.M)
@@ -34,7 +35,6 @@ DOC = ROOT / "docs" / "common-mistakes.md"
 MARKER = "BROKEN ON PURPOSE"
 FAKE_VALUE = "fake-value-5b0d8e61-must-never-be-printed"
 READS_ENV = re.compile(r"""(?:environ\[|environ\.get\(|getenv\()\s*["']([A-Za-z_][A-Za-z0-9_]*)["']""")
-LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def expectation(folder: Path) -> tuple[str, int, set[str]] | None:
@@ -69,21 +69,9 @@ def error_codes(payload: dict) -> set[str]:
     return {p["code"] for p in payload["problems"] + payload["findings"] if p["severity"] == "error"}
 
 
-def slugs(markdown: Path) -> set[str]:
-    """GitHub's anchors for the headings of a Markdown file."""
-    headings = re.findall(r"^#+ (.+)$", markdown.read_text("utf-8"), re.M)
-    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
-
-
 def assert_links_resolve(markdown: Path) -> None:
-    for target in LINK.findall(markdown.read_text("utf-8")):
-        if "://" in target:
-            continue
-        path, _, anchor = target.partition("#")
-        resolved = (markdown.parent / path).resolve() if path else markdown
-        assert resolved.exists(), f"{markdown.relative_to(ROOT)}: broken link {target}"
-        if anchor and resolved.suffix == ".md":
-            assert anchor in slugs(resolved), f"{markdown.relative_to(ROOT)}: no heading for {target}"
+    broken = broken_links(markdown)
+    assert not broken, broken
 
 
 def test_there_are_broken_examples():

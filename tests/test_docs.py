@@ -7,6 +7,7 @@ import re
 from sdt_build.errors import EXIT_CODES
 
 from conftest import ROOT
+from mdlinks import broken_links, slugs
 
 CODE = re.compile(r"SDT-E\d{3}")
 
@@ -42,3 +43,34 @@ def test_reliability_names_every_fault_probe_and_only_probes_that_exist():
     probes = {f"{path.name}::{name}" for path in (ROOT / "tests" / "faults").glob("test_*.py")
               for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
     assert named == probes, {"not in the doc": sorted(probes - named), "no such test": sorted(named - probes)}
+
+
+DOC_REFERENCE = re.compile(r"\bdocs/([\w-]+\.md(?:#[\w-]+)?)|`sdt-build docs ([\w-]+(?:#[\w-]+)?)`")
+
+
+def test_every_doc_reference_in_a_message_resolves_through_sdt_build_docs():
+    """What sdt-build prints sends users to `sdt-build docs TOPIC` (or docs/TOPIC.md), and each one
+    prints a topic (and the anchor is one of its headings) from the installed package."""
+    import json
+    import subprocess
+
+    from conftest import SDT
+
+    shipped = [path for path in (ROOT / "sdt_build").rglob("*.py") if "maintainer" not in path.parts]
+    shipped += [*(ROOT / "templates").glob("*.j2"), *(ROOT / "sdt_build" / "constraints").glob("*.toml")]
+    references = {a or b for path in shipped for a, b in DOC_REFERENCE.findall(path.read_text())}
+    assert {"edge-cases", "running", "clients", "own-image"} <= {r.split("#")[0].removesuffix(".md")
+                                                                 for r in references}
+    for reference in sorted(references):
+        done = subprocess.run([SDT, "docs", reference, "--json"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (reference, done.stdout, done.stderr)
+        if "#" in reference:
+            assert reference.split("#")[1] in slugs(json.loads(done.stdout)["text"]), reference
+
+
+def test_docs_links_resolve():
+    """Every relative link in docs/ (and every docs/X.md it names) reaches a file, and its anchor a
+    heading of that file."""
+    docs = ROOT / "docs"
+    broken = [line for page in sorted(docs.glob("*.md")) for line in broken_links(page, docs=docs)]
+    assert not broken, "\n".join(broken)
