@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from pathlib import Path
@@ -189,7 +190,8 @@ class Listed(click.Option):
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
         record = super().get_help_record(ctx)
-        return record and (record[0], f"{record[1]} One of: {', '.join(self.names())}.")
+        names = textwrap.fill(f"One of: {', '.join(self.names())}.", 56, break_on_hyphens=False)
+        return record and (record[0], f"{record[1]}\n\n\b\n{names}")  # \b: click keeps the lines as they are
 
 
 def _examples() -> list[str]:

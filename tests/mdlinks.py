@@ -1,4 +1,5 @@
-"""Markdown as GitHub reads it: a page's heading anchors, and the relative links that reach nothing."""
+"""Markdown as GitHub reads it (a page's heading anchors, the relative links that reach nothing), and
+the doc references in what sdt-build prints."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ import re
 from pathlib import Path
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+DOC_REFERENCE = re.compile(r"\bdocs/([\w-]+\.md(?:#[\w-]+)?)|`sdt-build docs ([\w-]+(?:#[\w-]+)?)`")
+
+
+def doc_references(root: Path) -> set[str]:
+    """Every doc reference (``docs/NAME.md#anchor`` or `sdt-build docs NAME`) in the code and data
+    sdt-build ships (the maintainer tools aside: they run in a checkout)."""
+    shipped = [path for path in (root / "sdt_build").rglob("*.py") if "maintainer" not in path.parts]
+    shipped += [*(root / "templates").glob("*.j2"), *(root / "sdt_build" / "constraints").glob("*.toml")]
+    return {a or b for path in shipped for a, b in DOC_REFERENCE.findall(path.read_text("utf-8"))}
 
 
 def slugs(markdown: str) -> set[str]:

@@ -170,3 +170,17 @@ def test_smoke_test_reports_the_expected_code(folder, docker, base_image, tmp_pa
     finally:
         for image in docker.images.list(name=name):
             docker.images.remove(image.id, force=True)
+
+
+def test_common_mistakes_try_one_works_outside_a_checkout(tmp_path):
+    """The page's first commands, run as written in an empty folder (as a pip user would), end with
+    the code and exit they announce."""
+    block = DOC.read_text("utf-8").split("```bash\n")[1].split("```")[0]
+    commands = [line for line in block.splitlines() if line.strip()]
+    code, exit_code = re.search(r"# (SDT-E\d{3}), exit (\d+)", commands[-1]).groups()
+    env = {**os.environ, "PATH": f"{Path(SDT).parent}{os.pathsep}{os.environ['PATH']}", "NO_COLOR": "1"}
+    for number, command in enumerate(commands):
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        expected = int(exit_code) if number == len(commands) - 1 else 0
+        assert done.returncode == expected and (number < len(commands) - 1 or code in done.stderr), \
+            (command, done.stdout, done.stderr)

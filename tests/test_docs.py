@@ -7,7 +7,7 @@ import re
 from sdt_build.errors import EXIT_CODES
 
 from conftest import ROOT
-from mdlinks import broken_links, slugs
+from mdlinks import broken_links, doc_references, slugs
 
 CODE = re.compile(r"SDT-E\d{3}")
 
@@ -45,9 +45,6 @@ def test_reliability_names_every_fault_probe_and_only_probes_that_exist():
     assert named == probes, {"not in the doc": sorted(probes - named), "no such test": sorted(named - probes)}
 
 
-DOC_REFERENCE = re.compile(r"\bdocs/([\w-]+\.md(?:#[\w-]+)?)|`sdt-build docs ([\w-]+(?:#[\w-]+)?)`")
-
-
 def test_every_doc_reference_in_a_message_resolves_through_sdt_build_docs():
     """What sdt-build prints sends users to `sdt-build docs TOPIC` (or docs/TOPIC.md), and each one
     prints a topic (and the anchor is one of its headings) from the installed package."""
@@ -56,9 +53,7 @@ def test_every_doc_reference_in_a_message_resolves_through_sdt_build_docs():
 
     from conftest import SDT
 
-    shipped = [path for path in (ROOT / "sdt_build").rglob("*.py") if "maintainer" not in path.parts]
-    shipped += [*(ROOT / "templates").glob("*.j2"), *(ROOT / "sdt_build" / "constraints").glob("*.toml")]
-    references = {a or b for path in shipped for a, b in DOC_REFERENCE.findall(path.read_text())}
+    references = doc_references(ROOT)
     assert {"edge-cases", "running", "clients", "own-image"} <= {r.split("#")[0].removesuffix(".md")
                                                                  for r in references}
     for reference in sorted(references):
