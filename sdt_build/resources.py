@@ -29,6 +29,7 @@ CLIENTS = "clients"  # examples/clients/<name>/client.py
 # The project name the example clients are written for (an image, a venv path): `init` writes the
 # new project's name in its place, as it writes the new folder's path for ``examples/<example>``.
 SCAFFOLD_NAME = "mysites"
+DOC_LINK = re.compile(r"\[([^\]]+)\]\((?:\.\./)+docs/([\w-]+)\.md(?:#[\w-]+)?\)")  # an example's link into docs/
 
 
 def _folder(package: str) -> Traversable:
@@ -93,6 +94,7 @@ def copy_example(name: str, target: Path, project: str, client: str | None = Non
         if path.suffix in (".py", ".md", ".toml", ".txt"):
             text = path.read_text("utf-8")
             new = re.sub(rf"\b{SCAFFOLD_NAME}\b", project, folder.sub(lambda _: target.as_posix(), text))
+            new = DOC_LINK.sub(r"\1 (`sdt-build docs \2`)", new)
             if new != text:
                 path.write_text(new, "utf-8")
     return written

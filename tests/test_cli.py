@@ -107,6 +107,7 @@ def test_init_scaffolds_name_the_new_folder_and_project(tmp_path):
         for path in target.rglob("*"):
             text = path.read_text("utf-8") if path.suffix in (".py", ".md", ".toml") else ""
             assert f"examples/{example}" not in text and SCAFFOLD_NAME not in text, (example, client, path.name)
+            assert "../docs/" not in text, (example, path.name)  # a link a scaffold cannot follow
         readme = target / "README.md"
         if readme.exists() and "sdt-build check" in readme.read_text():
             assert f"sdt-build check field{number}/pv-fleet" in readme.read_text(), example
