@@ -22,7 +22,7 @@ from sdt_build import __version__
 from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, DependencyConflict, Problem, SdtBuildError,
                               SmokeFailure)
 from sdt_build.interrupt import shielded, terminate_as_interrupt
-from sdt_build.keys import parse_key, read_keys_file
+from sdt_build.keys import key_text, parse_key, read_keys_file
 from sdt_build.redact import dumps, redact, shorten
 from sdt_build.resolve import BACKENDS
 from sdt_build.smoke import PIPELINE_DAYS
@@ -821,7 +821,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, tuple):
-        return redact(", ".join(str(v) for v in value))
+        return redact(key_text(value))
     return redact(str(value))
 
 
