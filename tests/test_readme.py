@@ -14,7 +14,6 @@ import pytest
 
 from conftest import ROOT, SDT
 
-pytestmark = pytest.mark.slow
 README = (ROOT / "README.md").read_text()
 
 
@@ -38,6 +37,7 @@ def test_quick_start_uses_only_what_its_scaffold_runs():
         assert not re.search(r"sdt-build (build|smoke)\b", quick), quick
 
 
+@pytest.mark.slow
 def test_quick_start_and_python_example_run_as_written(tmp_path):
     env = {**os.environ, "PATH": f"{Path(SDT).parent}{os.pathsep}{os.environ['PATH']}"}
     commands = [line.split("#")[0].strip() for line in _block("bash").splitlines()]
