@@ -30,7 +30,8 @@ class Opened:
 OVERLAPS = """() => {
     const box = e => e.getBoundingClientRect();
     const meet = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
-    const within = (a, b) => a.left >= b.left - 1 && a.right <= b.right + 1 && a.top >= b.top - 1 && a.bottom <= b.bottom + 1;
+    const within = (a, b) => a.left >= b.left - 1 && a.right <= b.right + 1
+        && a.top >= b.top - 1 && a.bottom <= b.bottom + 1;
     const found = [];
     for (const area of document.querySelectorAll('svg [id$="-area"]')) {
         const plot = area.id.slice(0, -'-area'.length), svg = area.closest('svg');

@@ -258,10 +258,10 @@ def _flags_plot(table: pd.DataFrame) -> str | None:
         false.append(int((~values).sum()))
     yes = axes.barh(present, true, color="#ef6c00", label="yes")
     no = axes.barh(present, false, left=true, color="#90a4ae", label="no")
-    widest = max([t + f for t, f in zip(true, false)] + [1])
-    for y, (value, total) in enumerate(zip(true, (t + f for t, f in zip(true, false)))):
+    totals = [t + f for t, f in zip(true, false)]
+    for y, (value, total) in enumerate(zip(true, totals)):
         axes.annotate(f" {value} yes", (total, y), va="center", gid=f"flag-count-{y}")
-    axes.set_xlim(0, widest * 1.3)  # room for the counts right of the longest bar
+    axes.set_xlim(0, max(totals + [1]) * 1.3)  # room for the counts right of the longest bar
     for number, bar in enumerate([*yes, *no]):
         bar.set_gid(f"flag-bar-{number}")
     axes.patch.set_gid("flag-area")

@@ -64,8 +64,9 @@ def test_every_doc_reference_in_a_message_resolves_through_sdt_build_docs():
 
 
 def test_docs_links_resolve():
-    """Every relative link in docs/ (and every docs/X.md it names) reaches a file, and its anchor a
-    heading of that file."""
+    """Every relative link in docs/ (and every docs/X.md it or README names) reaches a file, and its
+    anchor a heading of that file."""
     docs = ROOT / "docs"
-    broken = [line for page in sorted(docs.glob("*.md")) for line in broken_links(page, docs=docs)]
+    pages = [*sorted(docs.glob("*.md")), ROOT / "README.md"]
+    broken = [line for page in pages for line in broken_links(page, docs=docs)]
     assert not broken, "\n".join(broken)
