@@ -185,13 +185,18 @@ class Listed(click.Option):
     the installed package ships). Not click.Choice: an unknown name stays SDT-E120 (exit 1, --json)."""
 
     def __init__(self, *args: Any, names: Callable[[], list[str]], **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, shell_complete=_completing(names), **kwargs)
         self.names = names
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
         record = super().get_help_record(ctx)
         names = textwrap.fill(f"One of: {', '.join(self.names())}.", 56, break_on_hyphens=False)
         return record and (record[0], f"{record[1]}\n\n\b\n{names}")  # \b: click keeps the lines as they are
+
+
+def _completing(names: Callable[[], list[str]]) -> Callable[..., list[str]]:
+    """Shell completion (click's) from the names the installed package ships."""
+    return lambda ctx, param, incomplete: [n for n in names() if n.startswith(incomplete)]
 
 
 def _examples() -> list[str]:
@@ -236,10 +241,17 @@ def init_command(output: Output, directory: Path, example: str, client_example: 
     return 0
 
 
+def _topics() -> list[str]:
+    from sdt_build.resources import doc_topics
+
+    return list(doc_topics())
+
+
 @command(main, "docs")
-@click.argument("topic", required=False)
+@click.argument("topic", required=False, shell_complete=_completing(_topics))
 def docs_command(output: Output, topic: str | None) -> int:
-    """Print a topic of sdt-build's docs (offline, as installed); without TOPIC, list the topics."""
+    """Print a topic of sdt-build's docs (offline, as installed), or an error code's entry
+    (SDT-E203); without TOPIC, list the topics."""
     from sdt_build.resources import doc_text, doc_topic, doc_topics
 
     topics = doc_topics()

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 TEMPLATES = "sdt_build.templates"
 EXAMPLES = "sdt_build.examples"
 DOCS = "sdt_build.docs"
+TROUBLESHOOTING = "troubleshooting"  # the topic with an entry per error code
+ERROR_CODE = re.compile(r"SDT-E\d{3}", re.I)
 CLIENTS = "clients"  # examples/clients/<name>/client.py
 # The project name the example clients are written for (an image, a venv path): `init` writes the
 # new project's name in its place, as it writes the new folder's path for ``examples/<example>``.
@@ -112,16 +114,28 @@ def doc_topics() -> dict[str, str]:
 
 
 def doc_topic(reference: str) -> str:
-    """The topic a reference names, written as a topic (``running``), a file (``running.md``) or a
-    path with an anchor (``docs/running.md#keys``); SDT-E120 when there is none."""
+    """The topic a reference names, written as a topic (``running``), a file (``running.md``), a
+    path with an anchor (``docs/running.md#keys``) or an error code (``SDT-E203``: troubleshooting);
+    SDT-E120 when there is none."""
+    if ERROR_CODE.fullmatch(reference.strip()):
+        return TROUBLESHOOTING
     topic = re.sub(r"^(?:\./)?(?:docs/)?", "", reference.split("#", 1)[0].strip()).removesuffix(".md")
     topics = doc_topics()
     if topic not in topics:
         raise ProjectError("SDT-E120", f"there is no docs topic named {shorten(reference, 80)!r}",
-                           f"choose one of: {', '.join(topics)} (sdt-build docs lists them)")
+                           f"choose one of: {', '.join(topics)} (sdt-build docs lists them), or an error code")
     return topic
 
 
 def doc_text(reference: str) -> str:
-    """The Markdown text of the topic ``reference`` names (as ``doc_topic`` reads it)."""
-    return (_folder(DOCS) / f"{doc_topic(reference)}.md").read_text("utf-8")
+    """The Markdown text of the topic ``reference`` names (as ``doc_topic`` reads it); for an error
+    code, its entry in the troubleshooting topic."""
+    text = (_folder(DOCS) / f"{doc_topic(reference)}.md").read_text("utf-8")
+    if not ERROR_CODE.fullmatch(reference.strip()):
+        return text
+    code = reference.strip().upper()
+    entry = re.search(rf"^### {code} .*?(?=^##|\Z)", text, re.M | re.S)
+    if entry is None:
+        raise ProjectError("SDT-E120", f"there is no error code {code}",
+                           f"`sdt-build docs {TROUBLESHOOTING}` lists every code")
+    return entry.group(0).rstrip() + "\n"

@@ -128,3 +128,19 @@ def test_docs_prints_every_topic_offline_and_lists_them():
         assert done.returncode == 0 and done.stdout == (EXAMPLES.parent / "docs" / "running.md").read_text()
     unknown = run("docs", "nope", "--json")
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["error"]["code"] == "SDT-E120"
+    entry = run("docs", "sdt-e203")
+    assert entry.stdout.startswith("### SDT-E203 — ") and "**Fix:**" in entry.stdout and "SDT-E204" not in entry.stdout
+    assert run("docs", "SDT-E000").returncode == 1
+
+
+def test_shell_completion_offers_the_shipped_names():
+    import os
+
+    def complete(*words: str) -> list[str]:
+        env = {**os.environ, "COMP_WORDS": " ".join(["sdt-build", *words]), "COMP_CWORD": str(len(words)),
+               "_SDT_BUILD_COMPLETE": "bash_complete"}
+        return [line.split(",", 1)[1] for line in run(env=env).stdout.split()]
+
+    assert complete("init", "x", "--client", "s") == ["scheduler", "slurm"]
+    assert complete("init", "x", "--example", "broken-o") == ["broken-old-numpy"]
+    assert complete("docs", "ru") == ["running"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from sdt_build.errors import EXIT_CODES
+from sdt_build.resources import doc_text
 
 from conftest import ROOT
 from mdlinks import broken_links, doc_references, slugs
@@ -24,6 +25,7 @@ def test_every_error_code_has_a_troubleshooting_entry():
     for code in documented:
         entry = doc.split(f"### {code} ")[1].split("\n### ")[0]
         assert "**Cause:**" in entry and "**Fix:**" in entry, code
+        assert entry.split("\n## ")[0].strip() in doc_text(code), code  # what `sdt-build docs CODE` prints
 
 
 def test_readme_starts_with_pip_install_then_the_two_commands_and_lists_exit_codes():
