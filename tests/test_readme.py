@@ -46,7 +46,8 @@ def test_quick_start_and_python_example_run_as_written(tmp_path):
                               timeout=1800)
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
     project = re.search(r"sdt-build init (\S+)", _block("bash")).group(1)
-    assert all(row["status"] == "ok" for row in _rows(tmp_path / "sdt-results" / project))
+    rows = _rows(tmp_path / "sdt-results" / project)
+    assert rows and all(row["status"] == "ok" for row in rows), rows
 
     script = tmp_path / "example.py"
     script.write_text(_block("python"))
