@@ -21,6 +21,32 @@ class Opened:
     load_ms: float = 0.0  # navigation start to the load event, as the page measured it
     sections: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> plots (svg, img) and text length
     failure_groups: list[str] = field(default_factory=list)  # the failure table's rows as text
+    sideways: int = 0  # pixels the page is wider than the window (it scrolls sideways when > 0)
+    overlaps: list[str] = field(default_factory=list)  # plot parts that cover each other (OVERLAPS)
+
+
+# A plot whose parts carry ids PLOT-area (the axes), PLOT-bar-N, PLOT-count-N (a bar's number) and
+# PLOT-legend: no legend over a bar or a number, no number on a bar or outside the axes.
+OVERLAPS = """() => {
+    const box = e => e.getBoundingClientRect();
+    const meet = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+    const within = (a, b) => a.left >= b.left - 1 && a.right <= b.right + 1
+        && a.top >= b.top - 1 && a.bottom <= b.bottom + 1;
+    const found = [];
+    for (const area of document.querySelectorAll('svg [id$="-area"]')) {
+        const plot = area.id.slice(0, -'-area'.length), svg = area.closest('svg');
+        const parts = kind => [...svg.querySelectorAll(`[id^="${plot}-${kind}"]`)];
+        const bars = parts('bar-'), counts = parts('count-'), legends = parts('legend');
+        for (const legend of legends)
+            for (const other of [...bars, ...counts])
+                if (meet(box(legend), box(other))) found.push(`${legend.id} covers ${other.id}`);
+        for (const count of counts) {
+            if (!within(box(count), box(area))) found.push(`${count.id} leaves the plot area`);
+            for (const bar of bars) if (meet(box(count), box(bar))) found.push(`${count.id} is on ${bar.id}`);
+        }
+    }
+    return found;
+}"""
 
 
 def chromium() -> str:
@@ -30,14 +56,14 @@ def chromium() -> str:
     return path
 
 
-def open_page(page_file: Path, screenshot: Path | None = None) -> Opened:
-    """Open ``page_file`` in a fresh headless Chromium and describe what it shows."""
+def open_page(page_file: Path, screenshot: Path | None = None, width: int = 1280) -> Opened:
+    """Open ``page_file`` in a fresh headless Chromium ``width`` pixels wide and describe what it shows."""
     from playwright.sync_api import sync_playwright
 
     opened = Opened()
     with tempfile.TemporaryDirectory(prefix="sdt-chromium-") as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=chromium(), headless=True, args=ARGS, viewport={"width": 1280, "height": 900})
+            profile, executable_path=chromium(), headless=True, args=ARGS, viewport={"width": width, "height": 900})
         try:
             page = context.new_page()
             page.on("console", lambda m: opened.console_errors.append(m.text) if m.type == "error" else None)
@@ -54,6 +80,8 @@ def open_page(page_file: Path, screenshot: Path | None = None) -> Opened:
                                   }).length,
                                   text: s.innerText.length}]))""")
             opened.failure_groups = page.eval_on_selector_all("tr.failure-group", "rows => rows.map(r => r.innerText)")
+            opened.sideways = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            opened.overlaps = page.evaluate(OVERLAPS)
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)

@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from pathlib import Path
@@ -22,7 +23,7 @@ from sdt_build import __version__
 from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, BuildError, DependencyConflict, Problem,
                               SdtBuildError, SmokeFailure, counted)
 from sdt_build.interrupt import shielded, terminate_as_interrupt
-from sdt_build.keys import parse_key, read_keys_file
+from sdt_build.keys import key_text, parse_key, read_keys_file
 from sdt_build.redact import dumps, redact, shorten
 from sdt_build.resolve import BACKENDS
 from sdt_build.smoke import PIPELINE_DAYS
@@ -197,35 +198,92 @@ def main() -> None:
     """Check, build, smoke-test and run Solar Data Tools projects (dataplug.py + client.py)."""
 
 
+class Listed(click.Option):
+    """An option whose help ends with the names it takes, read when the help is shown (from what
+    the installed package ships). Not click.Choice: an unknown name stays SDT-E120 (exit 1, --json)."""
+
+    def __init__(self, *args: Any, names: Callable[[], list[str]], **kwargs: Any):
+        super().__init__(*args, shell_complete=_completing(names), **kwargs)
+        self.names = names
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        names = textwrap.fill(f"One of: {', '.join(self.names())}.", 56, break_on_hyphens=False)
+        return record and (record[0], f"{record[1]}\n\n\b\n{names}")  # \b: click keeps the lines as they are
+
+
+def _completing(names: Callable[[], list[str]]) -> Callable[..., list[str]]:
+    """Shell completion (click's) from the names the installed package ships."""
+    return lambda ctx, param, incomplete: [n for n in names() if n.startswith(incomplete)]
+
+
+def _examples() -> list[str]:
+    from sdt_build.resources import example_names
+
+    return example_names(starters=False)
+
+
+def _clients() -> list[str]:
+    from sdt_build.resources import client_names
+
+    return client_names()
+
+
 @command(main, "init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--example", default="local-csv", show_default=True, help="Example to start from.")
-@click.option("--client", "client_example", default=None,
-              help="Use this example client.py instead (docker, scheduler, fargate, azure).")
+@click.option("--example", cls=Listed, names=_examples, default="local-csv", show_default=True,
+              help="Example to start from (broken-*: one common mistake each).")
+@click.option("--client", "client_example", cls=Listed, names=_clients, default=None,
+              help="Use this example client.py instead.")
 @click.option("--force", is_flag=True, help="Write into a folder that already has files.")
 def init_command(output: Output, directory: Path, example: str, client_example: str | None, force: bool) -> int:
     """Scaffold a user folder from an example."""
     from sdt_build.errors import ProjectError
-    from sdt_build.resources import client_names, copy_example, example_names
-    from sdt_build.settings import name_project
+    from sdt_build.resources import copy_example
+    from sdt_build.settings import name_project, project_name
 
-    available = example_names()
-    if example not in available:
-        raise ProjectError("SDT-E120", f"there is no example named {example!r}",
-                           f"choose one of: {', '.join(available)}")
+    for kind, name, available in (("example", example, _examples()),
+                                  ("example client", client_example, _clients())):
+        if name is not None and name not in available:
+            raise ProjectError("SDT-E120", f"there is no {kind} named {shorten(name, 80)!r}",
+                               f"choose one of: {', '.join(available)}")
     if directory.exists() and any(directory.iterdir()) and not force:
         raise ProjectError("SDT-E121", f"{directory} already has files",
                            "choose an empty folder, or pass --force to overwrite")
-    clients = client_names()
-    if client_example is not None and client_example not in clients:
-        raise ProjectError("SDT-E120", f"there is no example client named {client_example!r}",
-                           f"choose one of: {', '.join(clients)}")
-    copy_example(example, directory, client_example)
+    copy_example(example, directory, project_name(directory), client_example)
     name = name_project(directory)
     written = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
     output.emit({"ok": True, "directory": str(directory), "example": example, "name": name, "files": written})
     output.say(f"[green]created[/] {directory} (project {name}) from example {example}: {', '.join(written)}")
     output.say(f"next: sdt-build check {directory}")
+    return 0
+
+
+def _topics() -> list[str]:
+    from sdt_build.resources import doc_topics
+
+    return list(doc_topics())
+
+
+@command(main, "docs")
+@click.argument("topic", required=False, shell_complete=_completing(_topics))
+def docs_command(output: Output, topic: str | None) -> int:
+    """Print a topic of sdt-build's docs (offline, as installed), or an error code's entry
+    (SDT-E203); without TOPIC, list the topics."""
+    from sdt_build.resources import doc_text, doc_topic, doc_topics
+
+    topics = doc_topics()
+    if topic is None:
+        output.emit({"ok": True, "topics": [{"topic": name, "title": title} for name, title in topics.items()]})
+        if not output.as_json:
+            width = max(map(len, topics))
+            click.echo("\n".join(f"{name:<{width}}  {title}" for name, title in topics.items()))
+            output.say("read one: sdt-build docs TOPIC")
+        return 0
+    name, text = doc_topic(topic), doc_text(topic)
+    output.emit({"ok": True, "topic": name, "title": topics[name], "text": text})
+    if not output.as_json:
+        click.echo(text, nl=False)
     return 0
 
 
@@ -822,7 +880,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, tuple):
-        return redact(", ".join(str(v) for v in value))
+        return redact(key_text(value))
     return redact(str(value))
 
 

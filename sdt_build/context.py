@@ -220,7 +220,7 @@ def _no_wheel(lock: ResolvedLock, log_path: Path) -> BuildError:
     return BuildError("SDT-E304", f"no wheel for Python {lock.python} on linux x86_64: "
                       f"{', '.join(missing) or 'see the log'}",
                       "pin a version that has a wheel for the target, or set build_sdists = true in sdt.toml "
-                      "(docs/edge-cases.md)", log_path=log_path)
+                      "(`sdt-build docs edge-cases`)", log_path=log_path)
 
 
 def _without_wheel(lock: ResolvedLock) -> dict[str, str]:

@@ -191,7 +191,7 @@ def _huge_pages(costs: tuple[str, bool], project) -> Check:
     if slower:
         return Check("huge pages", "warning", f"{detail}: numpy uses huge pages, so SDT's pipeline runs slower",
                      f'declare EnvVar("{HUGE_PAGES}", required=False, default="0") in client.py\'s env (and export '
-                     f"{HUGE_PAGES}=0 for local and SLURM workers); docs/running.md")
+                     f"{HUGE_PAGES}=0 for local and SLURM workers); `sdt-build docs running` says why")
     return Check("huge pages", "ok", detail)
 
 
@@ -259,8 +259,8 @@ def _client(project) -> list[Check]:
         if isinstance(client, CloudClient) or backend == "slurm":
             problems = client.dry_run(None)["problems"]
             if problems:
-                return [Check(f"client {backend}", "fail", problems[0], "see docs/clients.md for its settings "
-                              "and variables; `sdt-build run DIR --dry-run` lists every problem")]
+                return [Check(f"client {backend}", "fail", problems[0], "`sdt-build docs clients` lists its "
+                              "settings and variables; `sdt-build run DIR --dry-run` lists every problem")]
             return [Check(f"client {backend}", "ok", "settings and credentials are usable (checked offline)"
                           if backend != "slurm" else "settings, sbatch and the worker venv are usable (checked "
                           "offline)")]

@@ -54,6 +54,13 @@ def key_id(key: tuple) -> str:
     return json.dumps(list(key), sort_keys=True, default=str, allow_nan=False)
 
 
+def key_text(key: tuple) -> str:
+    """A key as people read it (the console's tables, the report): its fields as written, a comma
+    between them (``TAEFC1044741``, ``13, [2011, 2012]``)."""
+    return ", ".join(json.dumps(list(f), default=str) if isinstance(f, (list, tuple)) else str(f)
+                     for f in normalize_key(key))
+
+
 def parse_key(text: str) -> tuple:
     """A key written on the command line: JSON when it starts with ``[``, ``{`` or ``"`` (JSON's
     types kept: ``[13, [2011, 2012]]``), else one text field exactly as written (``12E4``, ``012345``)."""

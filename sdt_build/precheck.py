@@ -31,7 +31,7 @@ from sdt_build.requirements import (Constraint, PlugLine, as_constraint, classif
                                     constraint_lines, satisfiable)
 from sdt_build.target import target
 
-CATALOG = "docs/edge-cases.md"
+CATALOG = "`sdt-build docs edge-cases`"
 OPTION = re.compile(r"^(-[a-zA-Z]|--[a-z-]+)(?:[= ]\s*(.*))?$")
 WELL_KNOWN = (
     "boto3", "botocore", "s3fs", "fsspec", "pyarrow", "fastparquet", "psycopg2-binary", "psycopg",

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from sdt_build.errors import RunFailure
-from sdt_build.keys import key_id, normalize_key
+from sdt_build.keys import key_id, key_text, normalize_key
 from sdt_build.redact import redact
 from sdt_build.resources import render_template
 from sdt_build.results import PERFORMANCE, PLOTS, RECORD, REPORT, WARNINGS_LOG, plot_folder, read_journal
@@ -71,7 +71,7 @@ def failure_groups(table: pd.DataFrame, limit: int | None = None) -> list[dict[s
         first = rows.iloc[0]
         message = str(first.get("message") or cause)
         groups.append({"stage": where, "error_type": cause, "count": len(rows), "key": list(first["key"]),
-                       "key_text": key_id(first["key"]),
+                       "key_text": key_text(first["key"]),
                        "example": message, "fix": _fix(where, message, first.get("dependency"))})
     groups.sort(key=lambda g: -g["count"])
     return groups[:limit] if limit else groups
@@ -148,7 +148,7 @@ def render(folder: Path, table: pd.DataFrame, record: dict, keys: list[tuple] | 
         title=f"{record.get('project') or folder.name}: SDT fleet report",
         record=record, folder=str(folder), counts=counts, keys=len(table),
         wall=record.get("seconds"), efficiency=record.get("parallel_efficiency"),
-        overview=[_status_plot(table), _stage_plot(table)],
+        status_plot=_status_plot(table), stage_plot=_stage_plot(table),
         failures=shown, other_failures=other, failure_plot=_failure_plot(shown) if shown else None,
         distributions=[p for p in [_histogram(table, c, label) for c, label in HISTOGRAMS.items()]
                        + [_flags_plot(table)] if p],
@@ -177,6 +177,14 @@ def _figure(width: float = 4.2, height: float = 2.6):
     return figure, figure.subplots()
 
 
+def _counts(axis, plot: str) -> None:
+    """An axis that counts keys: whole numbers only (its id, PLOT-keys-axis, lets a test read them)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_gid(f"{plot}-keys-axis")
+
+
 def _status_plot(table: pd.DataFrame) -> str:
     figure, axes = _figure()
     counts = table["status"].value_counts() if len(table) else pd.Series(dtype=int)
@@ -184,6 +192,8 @@ def _status_plot(table: pd.DataFrame) -> str:
     axes.barh([str(s) for s in counts.index], counts.values, color=colors)
     for y, value in enumerate(counts.values):
         axes.annotate(f" {value}", (value, y), va="center")
+    axes.set_xlim(0, max(counts.max() if len(counts) else 1, 1) * 1.15)  # room for the counts
+    _counts(axes.xaxis, "status")
     axes.set_xlabel("keys")
     axes.set_title("keys by status")
     return _svg(figure)
@@ -193,13 +203,15 @@ def _stage_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith(SECONDS) and c != TOTAL]
 
 
-def _stage_plot(table: pd.DataFrame) -> str:
-    figure, axes = _figure()
+def _stage_plot(table: pd.DataFrame) -> str | None:
+    """Median seconds per stage; None when no key timed a stage (the page says so instead)."""
     columns = _stage_columns(table)
     medians = [float(pd.to_numeric(table[c], errors="coerce").median()) for c in columns]
     pairs = [(c[len(SECONDS):], m) for c, m in zip(columns, medians) if not math.isnan(m)]
-    if pairs:
-        axes.barh([p[0] for p in pairs], [p[1] for p in pairs], color="#1565c0")
+    if not pairs:
+        return None
+    figure, axes = _figure()
+    axes.barh([p[0] for p in pairs], [p[1] for p in pairs], color="#1565c0")
     axes.set_xlabel("seconds (median over keys)")
     axes.set_title("time per stage")
     return _svg(figure)
@@ -209,6 +221,7 @@ def _failure_plot(groups: list[dict]) -> str:
     figure, axes = _figure(6, 0.5 + 0.32 * len(groups))
     labels = [f"{g['stage']}: {g['error_type']}" for g in groups][::-1]
     axes.barh(labels, [g["count"] for g in groups][::-1], color="#c62828")
+    _counts(axes.xaxis, "failures")
     axes.set_xlabel("failed keys")
     axes.set_title("failures by stage and cause")
     return _svg(figure)
@@ -223,6 +236,7 @@ def _histogram(table: pd.DataFrame, column: str, label: str) -> str | None:
         return None
     figure, axes = _figure()
     axes.hist(values, bins=min(40, max(5, int(math.sqrt(len(values))))), color="#1565c0")
+    _counts(axes.yaxis, re.sub(r"\W+", "-", column))
     axes.set_xlabel(label)
     axes.set_ylabel("keys")
     axes.set_title(f"{label}: median {values.median():.3g}, {len(values)} keys")
@@ -230,21 +244,31 @@ def _histogram(table: pd.DataFrame, column: str, label: str) -> str | None:
 
 
 def _flags_plot(table: pd.DataFrame) -> str | None:
+    """How many keys raised each flag: bars of yes and no, the yes count right of each bar, the
+    legend below the plot (never over a bar). Its parts carry ids (flag-bar-*, flag-count-*,
+    flag-legend, flag-area) so a browser can check that none covers another."""
     present = [f for f in FLAGS if f in table]
     if not present:
         return None
-    figure, axes = _figure(4.8, 2.6)
+    figure, axes = _figure(4.8, 2.8)
     true, false = [], []
     for flag in present:
         values = table[flag].dropna().map(lambda v: str(v).lower() in ("true", "1", "1.0"))
         true.append(int(values.sum()))
         false.append(int((~values).sum()))
-    axes.barh(present, true, color="#ef6c00", label="yes")
-    axes.barh(present, false, left=true, color="#90a4ae", label="no")
-    for y, value in enumerate(true):
-        axes.annotate(f" {value} yes", (value, y), va="center")
+    yes = axes.barh(present, true, color="#ef6c00", label="yes")
+    no = axes.barh(present, false, left=true, color="#90a4ae", label="no")
+    totals = [t + f for t, f in zip(true, false)]
+    for y, (value, total) in enumerate(zip(true, totals)):
+        axes.annotate(f" {value} yes", (total, y), va="center", gid=f"flag-count-{y}")
+    axes.set_xlim(0, max(totals + [1]) * 1.3)  # room for the counts right of the longest bar
+    for number, bar in enumerate([*yes, *no]):
+        bar.set_gid(f"flag-bar-{number}")
+    axes.patch.set_gid("flag-area")
+    _counts(axes.xaxis, "flag")
     axes.set_xlabel("keys")
-    axes.legend(loc="lower right")
+    legend = axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
+    legend.set_gid("flag-legend")
     axes.set_title("flags: clipping, time shifts, capacity changes, quality")
     return _svg(figure)
 
@@ -257,7 +281,7 @@ def _slowest(table: pd.DataFrame) -> list[dict]:
     ordered = table.assign(_t=pd.to_numeric(table[TOTAL], errors="coerce")).sort_values("_t", ascending=False)
     rows = []
     for _, row in ordered.head(SLOWEST).iterrows():
-        rows.append({"key": key_id(row["key"]), "status": row["status"], "total": _number(row[TOTAL]),
+        rows.append({"key": key_text(row["key"]), "status": row["status"], "total": _number(row[TOTAL]),
                      "stages": [_number(row[c]) for c in _stage_columns(table)]})
     return rows
 
@@ -303,7 +327,7 @@ def _figure_sections(folder: Path, table: pd.DataFrame, keys: list[tuple] | None
     for key in candidates:
         figures = _figures(folder, key)
         if figures:
-            sections.append({"key": key_id(key), "figures": figures})
+            sections.append({"key": key_text(key), "figures": figures})
         if len(sections) >= FIGURE_KEYS and not keys:
             break
     return sections

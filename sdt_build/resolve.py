@@ -300,10 +300,10 @@ FAILURES = (
     ("SDT-E222", r"metadata-generation-failed|Getting requirements to build wheel did not run successfully|"
                  r"Failed to build|subprocess-exited-with-error|Failed to download and build",
      "the resolver had to build {package} from source to read its metadata, and that build failed",
-     "choose a {package} version that has a wheel for the target (see docs/edge-cases.md)",
+     "choose a {package} version that has a wheel for the target (`sdt-build docs edge-cases`)",
      "the resolver had to build one of the requirements from source to read its metadata, and that build failed",
      "the log names the build that failed: choose a version of it with a wheel for the target "
-     "(see docs/edge-cases.md)"),
+     "(`sdt-build docs edge-cases`)"),
     ("SDT-E221", r"No matching distribution found for|Could not find a version that satisfies the requirement|"
                  r"not found in the package registry|was not found in the package registry|"
                  r"there is no version of \S+ and you require|only \S+ (?:is|are) available and you require",

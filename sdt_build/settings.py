@@ -86,7 +86,7 @@ def read_settings(root: Path, found: ProblemList) -> Settings:
 def name_project(root: Path) -> str:
     """Name the project after its folder in sdt.toml (written or replaced), and return the name: a
     scaffold keeps no example's name, which would share its image tags and output folder."""
-    name = _image_name(root.resolve().name)
+    name = project_name(root)
     path = root / SETTINGS_FILE
     text = path.read_text("utf-8") if path.exists() else ""
     tables = re.search(r"(?m)^\s*\[", text)  # the top-level keys come before the first table
@@ -94,6 +94,11 @@ def name_project(root: Path) -> str:
     head, named = re.subn(r'(?m)^name\s*=.*$', f'name = "{name}"', head, count=1)
     path.write_text(head + rest if named else f'name = "{name}"\n' + text, "utf-8")
     return name
+
+
+def project_name(root: Path) -> str:
+    """The name a project in folder ``root`` gets: the folder's name as an image name."""
+    return _image_name(root.resolve().name)
 
 
 def _image_name(text: str) -> str:

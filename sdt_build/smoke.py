@@ -31,8 +31,8 @@ STEP_CODES = {
     "pip check": ("SDT-E404", "rebuild with `sdt-build build` (its lock passes pip check); never install a lock "
                               "that pip check rejects"),
     "dask entry points": ("SDT-E405", "install distributed in the image, with `dask-scheduler` and `dask-worker` "
-                                      "launchers (docs/own-image.md): the cluster engines start them"),
-    "sdt_build in image": ("SDT-E411", "install sdt_build in your image (docs/own-image.md shows how), or let "
+                                      "launchers (`sdt-build docs own-image`): the cluster engines start them"),
+    "sdt_build in image": ("SDT-E411", "install sdt_build in your image (`sdt-build docs own-image` shows how), or let "
                                        "`sdt-build build` make the image"),
     "get_data sample key": ("SDT-E406", "check the plug against that key, and that its environment variables are "
                                         "set here (they are passed to the container at run time)"),

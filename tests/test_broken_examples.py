@@ -27,6 +27,7 @@ from sdt_build.errors import SmokeFailure
 from sdt_build.project import inspect_project
 
 from conftest import EXAMPLES, ROOT, SDT
+from mdlinks import broken_links
 
 BROKEN = sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and p.name.startswith("broken-"))
 EXPECT = re.compile(r"^Expect: (check|build) exit (\d+)((?: SDT-E\d{3})+)[ \t]*$", re.M)
@@ -34,7 +35,6 @@ DOC = ROOT / "docs" / "common-mistakes.md"
 MARKER = "BROKEN ON PURPOSE"
 FAKE_VALUE = "fake-value-5b0d8e61-must-never-be-printed"
 READS_ENV = re.compile(r"""(?:environ\[|environ\.get\(|getenv\()\s*["']([A-Za-z_][A-Za-z0-9_]*)["']""")
-LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def expectation(folder: Path) -> tuple[str, int, set[str]] | None:
@@ -69,21 +69,9 @@ def error_codes(payload: dict) -> set[str]:
     return {p["code"] for p in payload["problems"] + payload["findings"] if p["severity"] == "error"}
 
 
-def slugs(markdown: Path) -> set[str]:
-    """GitHub's anchors for the headings of a Markdown file."""
-    headings = re.findall(r"^#+ (.+)$", markdown.read_text("utf-8"), re.M)
-    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
-
-
 def assert_links_resolve(markdown: Path) -> None:
-    for target in LINK.findall(markdown.read_text("utf-8")):
-        if "://" in target:
-            continue
-        path, _, anchor = target.partition("#")
-        resolved = (markdown.parent / path).resolve() if path else markdown
-        assert resolved.exists(), f"{markdown.relative_to(ROOT)}: broken link {target}"
-        if anchor and resolved.suffix == ".md":
-            assert anchor in slugs(resolved), f"{markdown.relative_to(ROOT)}: no heading for {target}"
+    broken = broken_links(markdown)
+    assert not broken, broken
 
 
 def test_there_are_broken_examples():
@@ -182,3 +170,17 @@ def test_smoke_test_reports_the_expected_code(folder, docker, base_image, tmp_pa
     finally:
         for image in docker.images.list(name=name):
             docker.images.remove(image.id, force=True)
+
+
+def test_common_mistakes_try_one_works_outside_a_checkout(tmp_path):
+    """The page's first commands, run as written in an empty folder (as a pip user would), end with
+    the code and exit they announce."""
+    block = DOC.read_text("utf-8").split("```bash\n")[1].split("```")[0]
+    commands = [line for line in block.splitlines() if line.strip()]
+    code, exit_code = re.search(r"# (SDT-E\d{3}), exit (\d+)", commands[-1]).groups()
+    env = {**os.environ, "PATH": f"{Path(SDT).parent}{os.pathsep}{os.environ['PATH']}", "NO_COLOR": "1"}
+    for number, command in enumerate(commands):
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        expected = int(exit_code) if number == len(commands) - 1 else 0
+        assert done.returncode == expected and (number < len(commands) - 1 or code in done.stderr), \
+            (command, done.stdout, done.stderr)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 
 from sdt_build.errors import EXIT_CODES
+from sdt_build.resources import doc_text
 
 from conftest import ROOT
+from mdlinks import broken_links, doc_references, slugs
 
 CODE = re.compile(r"SDT-E\d{3}")
 
@@ -23,6 +25,7 @@ def test_every_error_code_has_a_troubleshooting_entry():
     for code in documented:
         entry = doc.split(f"### {code} ")[1].split("\n### ")[0]
         assert "**Cause:**" in entry and "**Fix:**" in entry, code
+        assert entry.split("\n## ")[0].strip() in doc_text(code), code  # what `sdt-build docs CODE` prints
 
 
 def test_readme_starts_with_pip_install_then_the_two_commands_and_lists_exit_codes():
@@ -42,3 +45,30 @@ def test_reliability_names_every_fault_probe_and_only_probes_that_exist():
     probes = {f"{path.name}::{name}" for path in (ROOT / "tests" / "faults").glob("test_*.py")
               for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
     assert named == probes, {"not in the doc": sorted(probes - named), "no such test": sorted(named - probes)}
+
+
+def test_every_doc_reference_in_a_message_resolves_through_sdt_build_docs():
+    """What sdt-build prints sends users to `sdt-build docs TOPIC` (or docs/TOPIC.md), and each one
+    prints a topic (and the anchor is one of its headings) from the installed package."""
+    import json
+    import subprocess
+
+    from conftest import SDT
+
+    references = doc_references(ROOT)
+    assert {"edge-cases", "running", "clients", "own-image"} <= {r.split("#")[0].removesuffix(".md")
+                                                                 for r in references}
+    for reference in sorted(references):
+        done = subprocess.run([SDT, "docs", reference, "--json"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (reference, done.stdout, done.stderr)
+        if "#" in reference:
+            assert reference.split("#")[1] in slugs(json.loads(done.stdout)["text"]), reference
+
+
+def test_docs_links_resolve():
+    """Every relative link in docs/ (and every docs/X.md it or README names) reaches a file, and its
+    anchor a heading of that file."""
+    docs = ROOT / "docs"
+    pages = [*sorted(docs.glob("*.md")), ROOT / "README.md"]
+    broken = [line for page in pages for line in broken_links(page, docs=docs)]
+    assert not broken, "\n".join(broken)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import sys
 
 from conftest import ROOT
@@ -35,3 +36,13 @@ def test_py_typed_is_honest():
     assert (ROOT / "sdt_build" / "py.typed").exists()
     assert inspect.signature(SDTDask.execute).return_annotation != inspect.Signature.empty
     assert sdt_build.__all__
+
+
+def test_docs_ship_inside_the_package_from_their_one_folder():
+    """The wheel's sdt_build/docs is the repository's docs/ itself (mapped, not copied), every file of it."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "sdt_build.docs" in setuptools["packages"] and setuptools["package-dir"]["sdt_build.docs"] == "docs"
+    patterns = setuptools["package-data"]["sdt_build.docs"]
+    for path in (ROOT / "docs").iterdir():
+        assert path.name == "__init__.py" or any(fnmatch.fnmatch(path.name, p) for p in patterns), path.name
+    assert not (ROOT / "sdt_build" / "docs").exists()

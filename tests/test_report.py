@@ -121,7 +121,7 @@ def test_report_command(run, tmp_path):
     assert payload["report"] == str(chosen) and payload["keys"] == len(KEYS)
     text = chosen.read_text()
     assert text.count("data:image/png;base64,") == 2  # the chosen key's heatmap and daily energy
-    assert re.findall(r'alt="heatmap of ([^"]+)"', text) == ["[&#34;ZT162185000441C1203&#34;, 45]"]
+    assert re.findall(r'alt="heatmap of ([^"]+)"', text) == ["ZT162185000441C1203, 45"]  # the key as written
 
     quiet = subprocess.run([SDT, "report", str(output), "--out", str(tmp_path / "q.html"), "--quiet"],
                            capture_output=True, text=True, timeout=120)
@@ -132,3 +132,78 @@ def test_report_command(run, tmp_path):
     assert never_kept.returncode == 5 and "SDT-E541" in never_kept.stderr
     nothing = subprocess.run([SDT, "report", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert nothing.returncode == 5 and "SDT-E540" in nothing.stderr and "Traceback" not in nothing.stderr
+
+
+# --- the page's layout, on rows written as a run writes them (no run needed) -------------------
+
+FLAGS_OF = [(True, False, False, False), (False, True, False, False), (True, False, True, False),
+            (False, False, False, False), (False, False, False, True)]
+LONG = "[Errno 2] No such file or directory: '/srv/pv_archive/" + "_".join(["site_TAEFC1044741_power"] * 8) + ".csv'"
+
+
+def _rows_folder(folder: Path, rows) -> Path:
+    folder.mkdir()
+    (folder / "journal.jsonl").write_text("".join(json.dumps(row.to_record(), default=str) + "\n" for row in rows))
+    return folder
+
+
+def _fleet(folder: Path) -> Path:
+    """Five sites that finished with SDT's flags, two that failed with a long message."""
+    from sdt_build.report import FLAGS
+    from sdt_build.rows import Row
+
+    rows = [Row.done((f"SITE-{n}", [2011, 2012]), {"capacity": 4.5 + n, "quality score": 0.8, "num_days": 300 + n,
+                                                  **dict(zip(FLAGS, flags))},
+                     {"get_data": 1.0, "make DataHandler": 0.1, "run_pipeline": 20.0 + n, "report": 0.2,
+                      "total": 21.3 + n}, "tcp://127.0.0.1:1")
+            for n, flags in enumerate(FLAGS_OF)]
+    rows += [Row.failed((f"SITE-{n}", [2011, 2012]), "get_data", OSError(LONG), {"get_data": 0.5, "total": 0.5},
+                        "tcp://127.0.0.1:1") for n in (7, 8)]
+    return _rows_folder(folder, rows)
+
+
+def _count_labels(html: str) -> dict[str, list[str]]:
+    """The tick labels of every axis that counts keys, by its id."""
+    import xml.etree.ElementTree as ET
+
+    labels = {}
+    for svg in re.findall(r"<svg.*?</svg>", html, re.S):
+        for axis in ET.fromstring(svg).iter():
+            if axis.get("id", "").endswith("-keys-axis"):
+                labels[axis.get("id")] = [t.text for t in axis.iter() if t.tag.endswith("text") and t.text
+                                          and re.fullmatch(r"[−\-\d.]+", t.text.strip())]
+    return labels
+
+
+def test_report_layout_counts_and_keys(tmp_path):
+    """Axes that count keys show whole numbers; keys read as written; with every key lost (no stage
+    timed) the page says so instead of drawing an empty plot."""
+    from sdt_build.report import make_report
+    from sdt_build.rows import Row
+
+    html = make_report(_fleet(tmp_path / "fleet")).path.read_text()
+    labels = _count_labels(html)
+    assert {"status-keys-axis", "failures-keys-axis", "flag-keys-axis", "capacity-keys-axis"} <= set(labels)
+    for axis, ticks in labels.items():
+        assert ticks and all(float(t.replace("−", "-")).is_integer() for t in ticks), (axis, ticks)
+    assert "<td>SITE-7, [2011, 2012]</td>" in html and "[&#34;SITE" not in html
+
+    lost = [Row.lost((f"SITE-{n}",), 2, "KilledWorker", "its worker died", None) for n in range(3)]
+    html = make_report(_rows_folder(tmp_path / "lost", lost)).path.read_text()
+    assert "time per stage" not in html and "no key recorded how long a stage took" in html
+
+
+@pytest.mark.parametrize("width", [700, 1280])
+def test_report_layout_in_chromium(tmp_path, width):
+    """At a narrow and a wide window: nothing makes the page scroll sideways, and no plot's legend
+    or number covers a bar or leaves its axes."""
+    from sdt_build.report import make_report
+
+    page = make_report(_fleet(tmp_path / "fleet")).path
+    html = page.read_text()
+    assert all(f'id="flag-{part}"' in html for part in ("area", "legend", "bar-0", "count-0"))  # what is checked
+    opened = open_page(page, width=width)
+    assert opened.console_errors == []
+    assert opened.sideways <= 0, f"the page is {opened.sideways} px wider than a {width} px window"
+    assert opened.overlaps == [], opened.overlaps
+    assert opened.sections["distributions"]["drawn"] >= 2

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from mdlinks import doc_references
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 SITES = ["TAEFC1044741", "ZT162185000441C1203"]
@@ -40,6 +41,8 @@ def test_wheel_and_sdist_carry_templates_examples_and_license(dists):
     members = {m.split("/", 1)[1] for m in tarfile.open(sdist).getnames() if "/" in m}
     for needed in ("LICENSE", "README.md", "templates/Dockerfile.j2", "examples/local-csv/dataplug.py"):
         assert needed in members, needed
+    for doc in (ROOT / "docs").glob("*.md"):
+        assert f"sdt_build/docs/{doc.name}" in names and f"docs/{doc.name}" in members, doc.name
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "License-Expression: BSD-3-Clause" in metadata
     assert "](docs/" not in metadata and "](examples/" not in metadata  # no relative links on the index page
@@ -65,7 +68,7 @@ def _user_env(venv: Path) -> dict[str, str]:
 def test_nothing_of_the_checkout_is_used(installed, tmp_path):
     code = ("import json, sys, sdt_build, sdt_build.resources as r; "
             "print(json.dumps({'path': sys.path, 'file': sdt_build.__file__, "
-            "'examples': r.example_names(), 'clients': r.client_names()}))")
+            "'examples': r.example_names(starters=False), 'clients': r.client_names()}))")
     done = subprocess.run([str(installed / "bin/python"), "-c", code], capture_output=True, text=True,
                           cwd=tmp_path, env=_user_env(installed), check=True)
     seen = json.loads(done.stdout)
@@ -79,8 +82,25 @@ def test_nothing_of_the_checkout_is_used(installed, tmp_path):
         run = subprocess.run(["sdt-build", "init", f"with-{client}", "--client", client], cwd=tmp_path,
                              env=_user_env(installed), capture_output=True, text=True)
         assert run.returncode == 0 and (tmp_path / f"with-{client}" / "client.py").exists(), run.stderr
-    assert {"local-csv", "s3", "sql", "pvdaq", "synthetic"} <= set(seen["examples"])
-    assert {"docker", "scheduler", "fargate", "azure"} <= set(seen["clients"])
+    assert {"local-csv", "s3", "sql", "pvdaq", "synthetic", "broken-old-numpy"} <= set(seen["examples"])
+    assert {"docker", "scheduler", "fargate", "azure", "slurm", "kubernetes"} <= set(seen["clients"])
+
+
+def test_docs_read_from_the_installed_package(installed, tmp_path):
+    """`sdt-build docs` prints every topic of docs/ from the wheel, and every doc reference in what
+    sdt-build prints resolves there."""
+    def docs(*args: str) -> dict:
+        done = subprocess.run(["sdt-build", "docs", *args, "--json"], cwd=tmp_path, env=_user_env(installed),
+                              capture_output=True, text=True)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return json.loads(done.stdout)
+
+    topics = {t["topic"] for t in docs()["topics"]}
+    assert topics == {p.stem for p in (ROOT / "docs").glob("*.md")}
+    for topic in topics:  # as written: nothing masked or lost on the way
+        assert docs(topic)["text"] == (ROOT / "docs" / f"{topic}.md").read_text(), topic
+    for reference in doc_references(ROOT):
+        assert docs(reference)["topic"] in topics, reference
 
 
 def test_the_journey_from_an_empty_folder(installed, tmp_path, base_image):
