@@ -60,7 +60,7 @@ def test_the_folders_registry_and_cloud_client(copy_example, registry):
     from sdt_build.resources import copy_example as scaffold
 
     cloud = folder.parent / "cloud"
-    scaffold("local-csv", cloud, client="fargate")
+    scaffold("local-csv", cloud, "cloud", client="fargate")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     code, checks = doctor(str(cloud), env={**env, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
                                            "AWS_CONFIG_FILE": "/nonexistent"})
