@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sdt_build import __version__
@@ -153,9 +154,9 @@ def _print_error(output: Output, exc: SdtBuildError) -> None:
 
 def _print_problem(problem: Problem) -> None:
     color = {"error": "red", "warning": "yellow"}.get(problem.severity, "cyan")
-    where = f" [dim]{problem.location}[/]" if problem.location else ""
-    err.print(f"[bold {color}]{problem.code}[/] {problem.cause}{where}", highlight=False)
-    err.print(f"  [green]fix:[/] {problem.fix}", highlight=False)
+    where = f" [dim]{escape(problem.location)}[/]" if problem.location else ""
+    err.print(f"[bold {color}]{problem.code}[/] {escape(problem.cause)}{where}", highlight=False)
+    err.print(f"  [green]fix:[/] {escape(problem.fix)}", highlight=False)
 
 
 def _print_internal(output: Output, exc: Exception) -> None:

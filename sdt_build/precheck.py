@@ -13,7 +13,7 @@ import difflib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
 
@@ -27,9 +27,10 @@ from sdt_build.constraints import SDT_PACKAGE, SdtSet, catalog
 from sdt_build.errors import Problem
 from sdt_build.parity import MUST_MATCH
 from sdt_build.project import UserProject
-from sdt_build.requirements import (Constraint, PlugLine, as_constraint, classify, combined, combined_specs,
+from sdt_build.requirements import (Constraint, Line, PlugLine, as_constraint, classify, combined, combined_specs,
                                     constraint_lines, satisfiable)
 from sdt_build.target import target
+from sdt_build.userfiles import REQUIREMENTS_FILE
 
 CATALOG = "docs/edge-cases.md"
 OPTION = re.compile(r"^(-[a-zA-Z]|--[a-z-]+)(?:[= ]\s*(.*))?$")
@@ -56,6 +57,8 @@ class Finding:
     needed_by: tuple[str, ...] = field(default_factory=tuple)
     # constraint lines that keep a resolver to what the walk already examined (it need not backtrack further)
     caps: tuple[str, ...] = field(default_factory=tuple)
+    file: str | None = None  # where the line it is about was written (relative to the folder)
+    line: int | None = None
 
     def paragraph(self) -> str:
         parts = [self.cause]
@@ -67,17 +70,25 @@ class Finding:
     def to_problem(self) -> Problem:
         cause = self.cause if not self.needed_by else \
             f"{self.cause} SDT's set needs {'; '.join(self.needed_by)}."
-        return Problem(self.code, cause, self.fix, file="requirements.txt", severity=self.severity)
+        return Problem(self.code, cause, self.fix, file=self.file or REQUIREMENTS_FILE, line=self.line,
+                       severity=self.severity)
 
     def to_dict(self) -> dict:
         return {"code": self.code, "severity": self.severity, "package": self.package,
                 "plug_asks": self.plug_asks, "sdt_pins": self.sdt_pins, "needed_by": list(self.needed_by),
-                "cause": self.cause, "fix": self.fix, "caps": list(self.caps), "paragraph": self.paragraph()}
+                "cause": self.cause, "fix": self.fix, "caps": list(self.caps), "file": self.file or REQUIREMENTS_FILE,
+                "line": self.line, "paragraph": self.paragraph()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Finding":
         return cls(data["code"], data["severity"], data["package"], data["cause"], data["fix"], data["plug_asks"],
-                   data["sdt_pins"], tuple(data["needed_by"]), tuple(data["caps"]))
+                   data["sdt_pins"], tuple(data["needed_by"]), tuple(data["caps"]), data.get("file"), data.get("line"))
+
+    def at(self, line: str | None) -> "Finding":
+        """This finding placed at ``line`` (a ``requirements.Line``), unless it has a place already."""
+        if self.file is not None or not isinstance(line, Line):
+            return self
+        return replace(self, file=line.file, line=line.line)
 
 
 def precheck(project: UserProject, *, offline: bool = False,
@@ -92,6 +103,7 @@ def precheck(project: UserProject, *, offline: bool = False,
     constrained = constraint_lines(project.root, project.requirement_lines)
     lines = [classify(text) for text in project.requirement_lines + constrained]
     named: dict[str, list[Requirement]] = {}
+    where: dict[str, str] = {}  # package → the first line that names it
     for position, line in enumerate(lines):
         if line.kind == "name" or (line.kind == "url" and line.requirement is not None):
             requirement = line.requirement
@@ -99,23 +111,26 @@ def precheck(project: UserProject, *, offline: bool = False,
                 findings.append(Finding(
                     "SDT-E213", "note", requirement.name,
                     f"`{line.text}` does not apply to the image (Python {sdt.python} on linux x86_64), "
-                    "so it is left out.", "nothing to do, unless you meant it to apply", plug_asks=line.text))
+                    "so it is left out.", "nothing to do, unless you meant it to apply",
+                    plug_asks=line.text).at(line.text))
                 continue
             if position >= len(lines) - len(constrained):
                 requirement = as_constraint(requirement)
-            named.setdefault(canonicalize_name(requirement.name), []).append(requirement)
+            name = canonicalize_name(requirement.name)
+            named.setdefault(name, []).append(requirement)
+            where.setdefault(name, line.text)
             if line.kind == "url":
-                findings.extend(_check_url(line, sdt))
+                findings.extend(f.at(line.text) for f in _check_url(line, sdt))
         else:
-            findings.extend(_check_special(line, project.root))
+            findings.extend(f.at(line.text) for f in _check_special(line, project.root))
     for name, requirements in named.items():
-        findings.extend(_check_named(name, requirements, sdt, set(named)))
+        findings.extend(f.at(where[name]) for f in _check_named(name, requirements, sdt, set(named)))
     if not offline:
         sources = pipconfig.for_lines(project.requirement_lines, project.root)
         findings.extend(_check_index(named, sdt, findings, project.settings.build_sdists, sources, progress))
         if not any(f.severity == "error" or f.code == "SDT-E224" for f in findings):  # decided, or no index
             findings.extend(_check_walk(named, sdt, sources))
-    return findings
+    return [f.at(where.get(canonicalize_name(f.package))) if f.package else f for f in findings]
 
 
 def _asks(requirements: list[Requirement]) -> str:
@@ -362,8 +377,10 @@ def _client_version(name: str) -> str | None:
 
 def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[Finding], build_sdists: bool,
                  sources: pipconfig.IndexSettings, progress: Callable[[int, int], None] | None) -> list[Finding]:
-    """What only the indexes know, for requirements that leave SDT's pins (bounded look-ups)."""
-    decided = {f.package for f in found if f.severity == "error" and f.code not in ("SDT-E203",)}
+    """What only the indexes know, for requirements that leave SDT's pins (bounded look-ups). A
+    package that already has an error is not looked up: what the index would add (no wheel, say)
+    follows from that error, and its fix changes the line anyway."""
+    decided = {canonicalize_name(f.package) for f in found if f.severity == "error" and f.package}
     todo = {name: reqs for name, reqs in named.items() if name not in decided and (
         name not in sdt.pins or not combined(reqs).contains(Version(sdt.pins[name]), prereleases=True))}
     if not todo:

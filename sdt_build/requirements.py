@@ -28,8 +28,21 @@ CONSTRAINT = re.compile(r"^-c (\S+)$")
 INVALID_LINES_SHOWN = 5  # per file: past these, one finding says how many more (it may not be a requirements file)
 
 
+class Line(str):
+    """A requirement line's text that knows where it was written: ``file`` (relative to the folder)
+    and ``line`` (its first physical line), so every finding about it can say ``file:line``."""
+
+    file: str | None
+    line: int | None
+
+    def __new__(cls, text: str, file: str | None = None, line: int | None = None) -> "Line":
+        made = super().__new__(cls, text)
+        made.file, made.line = file, line
+        return made
+
+
 def read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[Path, ...] = ()
-                       ) -> tuple[str, ...]:
+                       ) -> tuple[Line, ...]:
     """Logical requirement lines (comments, blanks and --hash options stripped, -r followed).
 
     Includes (``-r``) and constraint files (``-c``) must lie inside the folder, and an include
@@ -45,7 +58,7 @@ def read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[P
                   f"save {name} as UTF-8", file=name)
         return ()
     chain = chain + (path.resolve(),)
-    lines: list[str] = []
+    lines: list[Line] = []
     invalid = 0
     for number, raw in logical_lines(text):
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()
@@ -58,10 +71,10 @@ def read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[P
             if target is not None and option.group(1) in ("-r", "--requirement"):
                 lines.extend(read_requirements(target, root, found, chain))
             elif target is not None:
-                lines.append(f"-c {target.relative_to(root.resolve())}")
+                lines.append(Line(f"-c {target.relative_to(root.resolve())}", name, number))
             continue
         if line.startswith("-") or "://" in line or line.startswith((".", "/")):
-            lines.append(line)  # options, editables, URLs and paths: judged by the resolve stage
+            lines.append(Line(line, name, number))  # options, editables, URLs and paths: judged later
             continue
         try:
             Requirement(line)
@@ -72,7 +85,7 @@ def read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[P
                           f"write it as `name`, `name==1.2` or `name>=1,<2` ({str(exc).splitlines()[0][:200]})",
                           file=name, line=number)
             continue
-        lines.append(line)
+        lines.append(Line(line, name, number))
     if invalid > INVALID_LINES_SHOWN:
         found.add("SDT-E113", f"{name} has {invalid - INVALID_LINES_SHOWN} more lines that are not requirements "
                   f"({invalid} in all)", f"check that {name} is a requirements file", file=name)
@@ -148,15 +161,15 @@ def constraint_files(root: Path, lines: Iterable[str]) -> list[Path]:
     return [root / match.group(1) for line in lines if (match := CONSTRAINT.match(line))]
 
 
-def constraint_lines(root: Path, lines: Iterable[str]) -> tuple[str, ...]:
+def constraint_lines(root: Path, lines: Iterable[str]) -> tuple[Line, ...]:
     """Requirement lines of the ``-c`` files (they narrow versions too)."""
-    found: list[str] = []
+    found: list[Line] = []
     for path in constraint_files(root, lines):
         if path.is_file() and inside(path, root):
-            for line in path.read_text(errors="replace").splitlines():
+            for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
                 line = re.sub(r"(^|\s)#.*$", "", line).strip()
                 if line and not line.startswith("-"):
-                    found.append(line)
+                    found.append(Line(line, str(path.relative_to(root)), number))
     return tuple(found)
 
 
