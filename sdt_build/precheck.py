@@ -19,7 +19,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
+from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from sdt_build import index, pipconfig, walk
@@ -28,7 +28,7 @@ from sdt_build.errors import Problem
 from sdt_build.parity import MUST_MATCH
 from sdt_build.project import UserProject
 from sdt_build.requirements import (Constraint, Line, PlugLine, as_constraint, classify, combined, combined_specs,
-                                    constraint_lines, satisfiable)
+                                    constraint_lines, satisfiable, url_wheel)
 from sdt_build.target import target
 from sdt_build.userfiles import REQUIREMENTS_FILE
 
@@ -105,7 +105,7 @@ def precheck(project: UserProject, *, offline: bool = False,
     named: dict[str, list[Requirement]] = {}
     where: dict[str, str] = {}  # package → the first line that names it
     for position, line in enumerate(lines):
-        if line.kind == "name" or (line.kind == "url" and line.requirement is not None):
+        if line.kind == "name" or (line.kind in ("url", "vcs") and line.requirement is not None):
             requirement = line.requirement
             if requirement.marker and not requirement.marker.evaluate(sdt.env):
                 findings.append(Finding(
@@ -119,11 +119,16 @@ def precheck(project: UserProject, *, offline: bool = False,
             name = canonicalize_name(requirement.name)
             named.setdefault(name, []).append(requirement)
             where.setdefault(name, line.text)
-            if line.kind == "url":
-                findings.extend(f.at(line.text) for f in _check_url(line, sdt))
         else:
             findings.extend(f.at(line.text) for f in _check_special(line, project.root))
+    for line in lines:
+        if line.kind in ("url", "vcs") and line.requirement and canonicalize_name(line.requirement.name) in named:
+            refused = _check_url_pinned(line, sdt, named[canonicalize_name(line.requirement.name)])
+            checked = _check_url(line, sdt) if line.kind == "url" else _check_special(line, project.root)
+            findings.extend(f.at(line.text) for f in refused or checked)
     for name, requirements in named.items():
+        if any(r.url for r in requirements):
+            continue  # what a URL brings is judged from the file it points at (_check_url, the walk)
         findings.extend(f.at(where[name]) for f in _check_named(name, requirements, sdt, set(named)))
     if not offline:
         sources = pipconfig.for_lines(project.requirement_lines, project.root)
@@ -219,27 +224,44 @@ def _check_extra(name: str, extra: str, sdt: SdtSet) -> list[Finding]:
     return findings
 
 
-def _check_url(line: PlugLine, sdt: SdtSet) -> list[Finding]:
-    url = line.requirement.url or ""
-    filename = url.rsplit("/", 1)[-1].split("#")[0]
-    if filename.endswith(".whl"):
-        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+def _check_url_pinned(line: PlugLine, sdt: SdtSet, requirements: list[Requirement]) -> list[Finding]:
+    """A URL for a package SDT's set pins, or that a ``-c`` line constrains, is refused: SDT's set
+    holds at versions the index serves, and pip cannot hold a URL to a version."""
+    name = canonicalize_name(line.requirement.name)
+    pinned = sdt.pins.get(name)
+    if name == SDT_PACKAGE:
+        return [Finding("SDT-E201", "error", name, f"the plug installs {name} from a URL (`{line.text}`), but "
+                        f"sdt-build's constraints are made for {name} {pinned}.", f"remove the {name} line (the "
+                        f"image gets {pinned}); SDT itself is pinned by sdt-build, not by the plug",
+                        plug_asks=line.text, sdt_pins=f"{name}=={pinned}")]
+    if name in MUST_MATCH and pinned:
+        return [Finding("SDT-E202", "error", name, f"the plug installs {name} from a URL (`{line.text}`); Dask "
+                        f"needs the same {name} on the client, the scheduler and every worker ({pinned}).",
+                        f"remove the {name} line (the image gets {pinned}, matching the client)",
+                        plug_asks=line.text, sdt_pins=f"{name}=={pinned}")]
+    limits = [str(r) for r in requirements if isinstance(r, Constraint)]
+    if pinned:
+        return [Finding("SDT-E232", "error", name, f"`{line.text}` installs {name} from a URL, but SDT's set "
+                        f"pins {name} {pinned}: a URL cannot be held to SDT's versions, so the lock could not keep it.",
+                        f"list {name} by version instead (`{name}=={pinned}`, or a range SDT's set allows)",
+                        plug_asks=line.text, sdt_pins=f"{name}=={pinned}")]
+    if limits:
+        return [Finding("SDT-E232", "error", name, f"`{line.text}` installs {name} from a URL, but a -c file "
+                        f"constrains it (`{limits[0]}`): pip cannot hold a URL to a version.",
+                        f"drop the -c line for {name}, or list {name} by version instead of the URL",
+                        plug_asks=line.text)]
+    return []
 
-        try:
-            _, version, _, tags = parse_wheel_filename(filename)
-        except InvalidWheelFilename:
-            return []
-        if not tags & target(sdt.python).tags:
+
+def _check_url(line: PlugLine, sdt: SdtSet) -> list[Finding]:
+    wheel = url_wheel(line.requirement)
+    if wheel is not None:
+        filename = wheel[1]
+        if not parse_wheel_filename(filename)[3] & target(sdt.python).tags:
             return [Finding("SDT-E208", "error", line.requirement.name,
                             f"the wheel {filename} is not for Python {sdt.python} on linux x86_64.",
                             f"point at a wheel tagged cp{sdt.python.replace('.', '')} manylinux x86_64 "
                             "(or py3-none-any)", plug_asks=line.text)]
-        pinned = sdt.pins.get(canonicalize_name(line.requirement.name))
-        if pinned and str(version) != pinned:
-            return [Finding("SDT-E204", "warning", line.requirement.name,
-                            f"the wheel URL installs {line.requirement.name} {version} instead of SDT's {pinned}.",
-                            "keep it if you need it; the smoke test checks the result", plug_asks=line.text,
-                            sdt_pins=f"{line.requirement.name}=={pinned}")]
         return []
     return [Finding("SDT-E212", "warning", line.requirement.name, f"`{line.text}` is a direct URL that "
                     "sdt-build can only check by resolving it.",
@@ -289,7 +311,7 @@ def _check_special(line: PlugLine, root: Path) -> list[Finding]:
 def _check_walk(named: dict[str, list[Requirement]], sdt: SdtSet, sources: pipconfig.IndexSettings
                 ) -> list[Finding]:
     """The walk through the plug's dependencies: a clash named as a chain, with a fix it checked."""
-    roots = [r for reqs in named.values() for r in reqs if not isinstance(r, Constraint) and not r.url]
+    roots = [r for reqs in named.values() for r in reqs if not isinstance(r, Constraint) and (not r.url or url_wheel(r))]
     limits = [r for reqs in named.values() for r in reqs if isinstance(r, Constraint)]
     if not roots:
         return []
@@ -308,8 +330,9 @@ def _check_walk(named: dict[str, list[Requirement]], sdt: SdtSet, sources: pipco
         blamed.add(clash.root)
         asks = _asks(named[clash.root])
         caps = tuple(f"{name}>={found.windows[name]}" for name, _ in clash.chain[:1] if name in found.windows)
+        what = "the wheel it points at does not" if any(r.url for r in named[clash.root]) else "no release of it"
         findings.append(Finding(
-            "SDT-E230", "error", clash.root, f"the plug asks {asks}, and no release of it fits SDT's set: "
+            "SDT-E230", "error", clash.root, f"the plug asks {asks}, and {what} fit SDT's set: "
             f"{clash.text()}.", _fix(clash, roots, limits, sdt, sources, until), plug_asks=asks,
             sdt_pins=f"{clash.name}=={clash.pinned}" if clash.pinned else None, caps=caps))
     return findings
@@ -337,9 +360,12 @@ def _fix(clash: walk.Clash, roots: list[Requirement], limits: list[Requirement],
                                    if canonicalize_name(who.split()[0]) not in lifted])
         sdt_needs = f"SDT's set needs {clash.name}{accepted}" if accepted else \
             f"SDT's packages accept any {clash.name}, but no release tried fits the rest"
-        return (f"remove the {clash.root} line, or pick a {clash.root} release whose dependencies accept "
+        other = "point at a wheel" if any(r.url for r in roots if canonicalize_name(r.name) == clash.root) \
+            else "pick a release"
+        return (f"remove the {clash.root} line, or {other} of {clash.root} whose dependencies accept "
                 f"{clash.name} {clash.pinned} ({sdt_needs})")
-    return f"remove the {clash.root} line, or change the lines so that {clash.name}{clash.needs} can hold"
+    return (f"remove the {clash.root} line, or change the lines so that "
+            f"{clash.name}{combined_specs([SpecifierSet(clash.needs)])} can hold")
 
 
 def _changes(clash: walk.Clash, roots: list[Requirement], sdt: SdtSet) -> list[tuple[str, list[Requirement]]]:
@@ -362,7 +388,7 @@ def _changes(clash: walk.Clash, roots: list[Requirement], sdt: SdtSet) -> list[t
                 changes.append((f"add `{better}` to requirements.txt ({why})", roots + [better]))
     own = next((r for r in roots if canonicalize_name(r.name) == clash.name), None)
     if own is not None and clash.pinned is None:
-        wanted = Requirement(f"{clash.name}{clash.needs}")
+        wanted = Requirement(f"{clash.name}{combined_specs([SpecifierSet(clash.needs)])}")
         changes.append((f"change `{own}` to `{wanted}`, which {clash.chain[-1][0]} accepts",
                         [r for r in roots if r is not own] + [wanted]))
     return changes
@@ -381,7 +407,7 @@ def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[F
     package that already has an error is not looked up: what the index would add (no wheel, say)
     follows from that error, and its fix changes the line anyway."""
     decided = {canonicalize_name(f.package) for f in found if f.severity == "error" and f.package}
-    todo = {name: reqs for name, reqs in named.items() if name not in decided and (
+    todo = {name: reqs for name, reqs in named.items() if name not in decided and not any(r.url for r in reqs) and (
         name not in sdt.pins or not combined(reqs).contains(Version(sdt.pins[name]), prereleases=True))}
     if not todo:
         return []

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Iterable
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
+from packaging.specifiers import Specifier, SpecifierSet
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from sdt_build.errors import ProblemList
@@ -146,7 +146,10 @@ def classify(line: str) -> PlugLine:
     if line.startswith("-"):
         return PlugLine(line, "option")
     if re.match(r"^(git|hg|svn|bzr)\+", line) or re.search(r"@\s*(git|hg|svn|bzr)\+", line):
-        return PlugLine(line, "vcs")
+        try:
+            return PlugLine(line, "vcs", Requirement(line))  # ``name @ git+…``: its name is known
+        except InvalidRequirement:
+            return PlugLine(line, "vcs")
     if line.startswith((".", "/", "file:")) or re.search(r"@\s*file:", line):
         return PlugLine(line, "path")
     try:
@@ -183,6 +186,17 @@ def requirement_names(lines: Iterable[str]) -> list[str]:
         elif line.startswith("-") and (egg := re.search(r"#egg=([A-Za-z0-9_.\-]+)", line)):
             names.append(canonicalize_name(egg.group(1)))
     return list(dict.fromkeys(names))
+
+
+def url_wheel(requirement: Requirement) -> tuple[str, str, Version] | None:
+    """(URL without its fragment, file name, version) of the wheel a ``name @ URL`` requirement
+    points at; None when it points at no wheel (a repository, a source archive)."""
+    url = (requirement.url or "").split("#")[0]
+    filename = url.split("?")[0].rsplit("/", 1)[-1]
+    try:
+        return url, filename, parse_wheel_filename(filename)[1]
+    except InvalidWheelFilename:
+        return None
 
 
 class Constraint(Requirement):
@@ -223,24 +237,39 @@ def satisfiable(specs: list[SpecifierSet], known: list[Version]) -> list[Version
 
 
 def combined_specs(specs: list[SpecifierSet]) -> str:
-    """The specifiers as one short range: the highest lower bound, the lowest upper bound, exclusions."""
+    """The specifiers as one short range, written as packaging normalises it (``<3.0.dev0``, not
+    ``<3.0dev``): the highest lower bound, the lowest upper bound, exclusions; an exact version
+    alone when one is asked and the rest allow it (``==2023.12.2``, not ``>=2021.09.0,==2023.12.2``)."""
     lower = upper = None
-    others = []
+    others: list[Specifier] = []
     for spec in specs:
-        for item in spec:
+        for item in map(normalised, spec):
             try:
                 version = Version(item.version)
             except InvalidVersion:
-                others.append(str(item))
+                others.append(item)
                 continue
             if item.operator in (">=", ">") and (lower is None or version > Version(lower.version)):
                 lower = item
             elif item.operator in ("<", "<=") and (upper is None or version < Version(upper.version)):
                 upper = item
             elif item.operator in ("!=", "==", "~=", "==="):
-                others.append(str(item))
-    bounds = [str(b) for b in (lower, upper) if b is not None]
-    window = SpecifierSet(",".join(bounds))
+                others.append(item)
+    bounds = [b for b in (lower, upper) if b is not None]
+    window = SpecifierSet(",".join(map(str, bounds)))
     kept = [o for o in dict.fromkeys(others)
-            if not o.startswith("!=") or window.contains(o[2:].rstrip(".*"), prereleases=True)]
-    return ",".join(bounds + kept)
+            if o.operator != "!=" or window.contains(o.version.rstrip(".*"), prereleases=True)]
+    whole = SpecifierSet(",".join(map(str, bounds + kept)))
+    exact = next((o for o in kept if o.operator == "==" and not o.version.endswith(".*")
+                  and whole.contains(o.version, prereleases=True)), None)
+    return str(exact) if exact is not None else ",".join(map(str, bounds + kept))
+
+
+def normalised(item: Specifier) -> Specifier:
+    """``item`` with its version written as packaging normalises it (``<3.0dev`` → ``<3.0.dev0``)."""
+    wildcard = item.version.endswith(".*")
+    try:
+        version = Version(item.version[:-2] if wildcard else item.version)
+    except InvalidVersion:
+        return item
+    return Specifier(f"{item.operator}{version}{'.*' if wildcard else ''}")

@@ -30,6 +30,7 @@ from sdt_build.target import target
 
 HERE = Path(__file__).parent
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+URL_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*@\s*(\S+)")
 SDT_PACKAGE = "solar-data-tools"
 # What one pipeline run costs, measured with sdt-build's upstream fixes and without
 # (``python -m sdt_build.maintainer.pipeline_cost``): sizing and every message about memory come from it.
@@ -63,6 +64,17 @@ def read_lock_text(text: str) -> dict[str, str]:
         if match:
             pins[canonicalize_name(match.group(1))] = match.group(2)
     return pins
+
+
+def read_lock_urls(text: str) -> dict[str, str]:
+    """``name @ URL`` lines of a lock (direct-URL requirements, as pip-compile and uv write them) as
+    {canonical name: URL}."""
+    urls = {}
+    for line in text.splitlines():
+        match = URL_PIN.match(line.strip())
+        if match:
+            urls[canonicalize_name(match.group(1))] = match.group(2)
+    return urls
 
 
 @lru_cache(maxsize=None)
