@@ -322,20 +322,52 @@ def _check_walk(named: dict[str, list[Requirement]], sdt: SdtSet, sources: pipco
                         f"{'was' if len(found.unfinished) == 1 else 'were'} not followed to the end.",
                         "the resolver still checks them (`sdt-build check --resolve`); "
                         "SDT_WALK_BUDGET=SECONDS gives the walk more time")]
-    findings, blamed = [], set()
-    until = time.monotonic() + walk.budget_seconds()  # the checks of the fixes share one budget more
-    for clash in found.clashes:
-        if clash.root in blamed:
-            continue
-        blamed.add(clash.root)
+    findings = []
+    until = time.monotonic() + walk.budget_seconds()  # the checks of the lines and fixes share one budget more
+    for clash, windows in _culprits(found, roots, limits, sdt, sources, until):
         asks = _asks(named[clash.root])
-        caps = tuple(f"{name}>={found.windows[name]}" for name, _ in clash.chain[:1] if name in found.windows)
-        what = "the wheel it points at does not" if any(r.url for r in named[clash.root]) else "no release of it"
+        caps = tuple(f"{name}>={windows[name]}" for name, _ in clash.chain[:1] if name in windows)
+        what = "the wheel it points at does not fit" if any(r.url for r in named[clash.root]) else \
+            "no release of it fits"
         findings.append(Finding(
-            "SDT-E230", "error", clash.root, f"the plug asks {asks}, and {what} fit SDT's set: "
+            "SDT-E230", "error", clash.root, f"the plug asks {asks}, and {what} SDT's set: "
             f"{clash.text()}.", _fix(clash, roots, limits, sdt, sources, until), plug_asks=asks,
             sdt_pins=f"{clash.name}=={clash.pinned}" if clash.pinned else None, caps=caps))
     return findings
+
+
+def _culprits(found: walk.Walk, roots: list[Requirement], limits: list[Requirement], sdt: SdtSet,
+              sources: pipconfig.IndexSettings, until: float) -> list[tuple[walk.Clash, dict[str, str]]]:
+    """The clashes to blame, one per plug line, with the windows of the walk that found each.
+
+    A line whose packages fit SDT's set on their own is not blamed when another line does not fit
+    on its own: the walk met its older releases only while backtracking from the other's clash
+    (``matplotlib>=3.8`` beside an ``ipympl`` pin that needs ipython<9). When every line blamed
+    fits alone, the lines are tried one by one for the one that does not; when none is found, the
+    lines clash only together and each one met stays blamed."""
+    first = {}
+    for clash in found.clashes:
+        first.setdefault(clash.root, clash)
+    blamed = [(clash, found.windows) for clash in first.values()]
+    if len(roots) < 2:
+        return blamed
+
+    def alone(root: str) -> walk.Walk:
+        return walk.walk([r for r in roots if canonicalize_name(r.name) == root], limits, sdt, sources,
+                         budget=max(0.0, until - time.monotonic()))
+
+    solo = {root: alone(root) for root in first}
+    if all(w.fits is not True for w in solo.values()):
+        return blamed
+    culprits = [(clash, solo[root].windows) for root, clash in first.items() if solo[root].fits is not True]
+    for requirement in roots:
+        root = canonicalize_name(requirement.name)
+        if culprits or root in solo:
+            continue
+        solo[root] = alone(root)
+        if solo[root].fits is False and solo[root].clashes:
+            culprits.append((solo[root].clashes[0], solo[root].windows))
+    return culprits or blamed
 
 
 def _fix(clash: walk.Clash, roots: list[Requirement], limits: list[Requirement], sdt: SdtSet,
