@@ -42,6 +42,11 @@ NUMPY_WIN = ("numpy @ https://files.pythonhosted.org/packages/c5/31/7fc6239c12bc
              "dd8f4e/numpy-2.4.6-cp311-cp311-win_amd64.whl")
 DOTENV_WHEEL = ("python-dotenv @ https://files.pythonhosted.org/packages/6a/3e/b68c118422ec867fa7ab88444e1274aa40681c606d5"
                 "9ac27de5a5588f082/python_dotenv-1.0.1-py3-none-any.whl")
+PVANALYTICS_WHEEL = ("pvanalytics @ https://files.pythonhosted.org/packages/aa/c5/6d641a3ddf7ecc512a42040e1aa0873ddc1cd808"
+                     "b1d3d5a5c5b00397636c/pvanalytics-0.2.2-py3-none-any.whl")
+S3FS_WHEEL = ("s3fs @ https://files.pythonhosted.org/packages/5b/d6/b8a748b7d3fc7b0fd2ede1cf26a80281d65cc24d5d56b66c3a4c"
+              "87e256e2/s3fs-2023.12.2-py3-none-any.whl")  # needs fsspec==2023.12.2; SDT's set pins another
+SDT_FROM_GIT = "solar-data-tools @ git+https://github.com/slacgismo/solar-data-tools@v1.5.0"
 DOTENV_HASHES = ("sha256:f7b63ef50f1b690dddf550d03497b66d609393b40b564ed0d674909a68ebf16a",
                  "sha256:e324ee90a023d808f1959c46bcbc04446a10ced277783dc6ee09987c37ec10ca")
 LOCAL_PACKAGE = {
@@ -126,7 +131,13 @@ CASES = [
     ("path-outside", "../shared/mypkg\n", {}, _package("shared/mypkg"), [("SDT-E211", "error")], ("../shared/mypkg",)),
     ("path-missing", "./vendor/nothere\n", {}, {}, [("SDT-E211", "error")], ("vendor/nothere",)),
     ("editable", "-e ./vendor/mypkg\n", _package("vendor/mypkg"), {}, [("SDT-E210", "error")], ("./vendor/mypkg",)),
-    ("wheel-wrong-platform", NUMPY_WIN + "\n", {}, {}, [("SDT-E208", "error")], ("numpy", "win_amd64")),
+    ("wheel-wrong-platform", NUMPY_WIN + "\n", {}, {}, [("SDT-E232", "error")], ("numpy", PINS["numpy"])),
+    ("wheel-wrong-platform-unpinned", "orjson @ https://files.pythonhosted.org/packages/00/00/orjson-3.10.7-cp311-none-"
+     "win_amd64.whl\n", {}, {}, [("SDT-E208", "error")], ("orjson", "win_amd64")),
+    ("sdt-from-git", SDT_FROM_GIT + "\n", {}, {}, [("SDT-E201", "error")], ("solar-data-tools", PINS["solar-data-tools"])),
+    ("url-constrained", PVANALYTICS_WHEEL + "\n-c constraints.txt\n", {"constraints.txt": "pvanalytics<0.3\n"}, {},
+     [("SDT-E232", "error")], ("pvanalytics", "pvanalytics<0.3")),
+    ("wheel-url-fits", PVANALYTICS_WHEEL + "\n", {}, {}, [], ()),
     ("wheel-compatible", DOTENV_WHEEL + "\n", {}, {}, [], ()),
     ("hashes", "python-dotenv==1.0.1 \\\n    --hash=" + DOTENV_HASHES[0] + " \\\n    --hash=" + DOTENV_HASHES[1] + "\n",
      {}, {}, [], ()),
@@ -193,6 +204,55 @@ def test_findings_say_the_file_and_line_they_are_about(tmp_path):
     shown = subprocess.run([SDT, "check", str(folder)], capture_output=True, text=True, timeout=120,
                            env={**os.environ, "COLUMNS": "400"})
     assert "more.txt:3" in shown.stderr and "requirements.txt:4" in shown.stderr, shown.stderr
+
+
+def test_fix_ranges_are_written_as_packaging_normalises_them():
+    from packaging.specifiers import SpecifierSet
+
+    from sdt_build.requirements import combined_specs
+
+    assert combined_specs([SpecifierSet("<3.0dev")]) == "<3.0.dev0"
+    assert combined_specs([SpecifierSet(">=2021.09.0"), SpecifierSet("==2023.12.2")]) == "==2023.12.2"
+    assert combined_specs([SpecifierSet(">=1.25"), SpecifierSet("<2.7,>=1.26.4"), SpecifierSet("!=1.24.0,>=1.20")]) \
+        == ">=1.26.4,<2.7"
+
+
+def test_a_line_with_an_extra_is_shown_with_it(tmp_path):
+    # the console prints findings through rich: `[sockz]` must not be read as markup and dropped
+    folder = make_folder(tmp_path, "requests[sockz]\n")
+    done = subprocess.run([SDT, "check", str(folder), "--offline"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "400"})
+    assert "SDT-E214" in done.stderr and "[sockz]" in done.stderr, done.stderr
+
+
+def test_a_wheel_url_is_locked_and_downloaded_from_its_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDT_CACHE_DIR", str(tmp_path / "cache"))
+    from sdt_build.wheels import download
+
+    project = load_project(make_folder(tmp_path, PVANALYTICS_WHEEL + "\n"), require_env=False)
+    assert [f for f in precheck(project) if f.severity == "error"] == []
+    locked = lock(project, use_cache=False, log_dir=tmp_path / "logs")
+    url = PVANALYTICS_WHEEL.split(" @ ")[1]
+    assert locked.pins["pvanalytics"] == "0.2.2" and locked.urls == {"pvanalytics": url}
+    assert locked.plug_layer["pvanalytics"] == "0.2.2"
+    wheels = download({"pvanalytics": "0.2.2"}, PY, tmp_path / "wheels.log", locked.sources, urls=locked.urls)
+    assert wheels["pvanalytics"].name == "pvanalytics-0.2.2-py3-none-any.whl"
+    assert url in (tmp_path / "wheels.log").read_text()
+
+
+def test_a_wheel_url_whose_own_needs_clash_is_found_and_the_resolver_names_the_pin(tmp_path):
+    # the quick check reads the wheel's own metadata from its URL; --resolve then blames the pin it
+    # clashes with, not "no release of s3fs"
+    project = load_project(make_folder(tmp_path, S3FS_WHEEL + "\n"), require_env=False)
+    findings = precheck(project)
+    (finding,) = [f for f in findings if f.severity == "error"]
+    assert (finding.code, finding.package, finding.line) == ("SDT-E230", "s3fs", 1)
+    assert "s3fs 2023.12.2 needs fsspec==2023.12.2" in finding.cause and PINS["fsspec"] in finding.cause
+    with pytest.raises(DependencyConflict) as raised:
+        lock(project, use_cache=False, findings=findings, confirm=True, log_dir=tmp_path / "logs")
+    exc = raised.value
+    assert exc.code == "SDT-E220" and "fsspec" in exc.cause and "fsspec" in exc.fix, (exc.code, exc.cause, exc.fix)
+    assert_no_traceback(exc)
 
 
 def test_compatible_move_is_a_warning_that_names_the_pin(tmp_path):
