@@ -58,23 +58,22 @@ def read_lock(path: Path) -> dict[str, str]:
 
 
 def read_lock_text(text: str) -> dict[str, str]:
-    pins = {}
-    for line in text.splitlines():
-        match = PIN.match(line.strip())
-        if match:
-            pins[canonicalize_name(match.group(1))] = match.group(2)
-    return pins
+    return _read_lines(text, PIN)
 
 
 def read_lock_urls(text: str) -> dict[str, str]:
     """``name @ URL`` lines of a lock (direct-URL requirements, as pip-compile and uv write them) as
     {canonical name: URL}."""
-    urls = {}
+    return _read_lines(text, URL_PIN)
+
+
+def _read_lines(text: str, pattern: re.Pattern) -> dict[str, str]:
+    found = {}
     for line in text.splitlines():
-        match = URL_PIN.match(line.strip())
+        match = pattern.match(line.strip())
         if match:
-            urls[canonicalize_name(match.group(1))] = match.group(2)
-    return urls
+            found[canonicalize_name(match.group(1))] = match.group(2)
+    return found
 
 
 @lru_cache(maxsize=None)
