@@ -19,7 +19,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from sdt_build import index, pipconfig, walk
@@ -256,10 +256,9 @@ def _check_url_pinned(line: PlugLine, sdt: SdtSet, requirements: list[Requiremen
 def _check_url(line: PlugLine, sdt: SdtSet) -> list[Finding]:
     wheel = url_wheel(line.requirement)
     if wheel is not None:
-        filename = wheel[1]
-        if not parse_wheel_filename(filename)[3] & target(sdt.python).tags:
+        if not wheel.tags & target(sdt.python).tags:
             return [Finding("SDT-E208", "error", line.requirement.name,
-                            f"the wheel {filename} is not for Python {sdt.python} on linux x86_64.",
+                            f"the wheel {wheel.filename} is not for Python {sdt.python} on linux x86_64.",
                             f"point at a wheel tagged cp{sdt.python.replace('.', '')} manylinux x86_64 "
                             "(or py3-none-any)", plug_asks=line.text)]
         return []
@@ -360,13 +359,10 @@ def _culprits(found: walk.Walk, roots: list[Requirement], limits: list[Requireme
     if all(w.fits is not True for w in solo.values()):
         return blamed
     culprits = [(clash, solo[root].windows) for root, clash in first.items() if solo[root].fits is not True]
-    for requirement in roots:
-        root = canonicalize_name(requirement.name)
-        if culprits or root in solo:
-            continue
-        solo[root] = alone(root)
-        if solo[root].fits is False and solo[root].clashes:
-            culprits.append((solo[root].clashes[0], solo[root].windows))
+    if not culprits:  # every line blamed fits alone: the lines that do not, among the others
+        for root in dict.fromkeys(canonicalize_name(r.name) for r in roots):
+            if root not in solo and (result := alone(root)).fits is False and result.clashes:
+                culprits.append((result.clashes[0], result.windows))
     return culprits or blamed
 
 

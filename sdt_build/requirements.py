@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import Specifier, SpecifierSet
+from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
@@ -188,15 +189,23 @@ def requirement_names(lines: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def url_wheel(requirement: Requirement) -> tuple[str, str, Version] | None:
-    """(URL without its fragment, file name, version) of the wheel a ``name @ URL`` requirement
-    points at; None when it points at no wheel (a repository, a source archive)."""
+class UrlWheel(NamedTuple):
+    url: str  # without its fragment
+    filename: str
+    version: Version
+    tags: frozenset[Tag]
+
+
+def url_wheel(requirement: Requirement) -> UrlWheel | None:
+    """The wheel a ``name @ URL`` requirement points at; None when it points at no wheel (a
+    repository, a source archive)."""
     url = (requirement.url or "").split("#")[0]
     filename = url.split("?")[0].rsplit("/", 1)[-1]
     try:
-        return url, filename, parse_wheel_filename(filename)[1]
+        _, version, _, tags = parse_wheel_filename(filename)
     except InvalidWheelFilename:
         return None
+    return UrlWheel(url, filename, version, tags)
 
 
 class Constraint(Requirement):

@@ -272,7 +272,7 @@ def _url_versions(urls: dict[str, str]) -> dict[str, str]:
                                      "repository or a source archive): the image build installs wheels only",
                                      f"build a wheel of it (`pip wheel --no-deps '{url}'`) and point the {name} line "
                                      "at that wheel's URL, or list a released version by name")
-        versions[name] = str(wheel[2])
+        versions[name] = str(wheel.version)
     return versions
 
 
@@ -284,7 +284,7 @@ def _verify(project: UserProject, pins: dict[str, str]) -> None:
         if requirement is None or (requirement.marker and not requirement.marker.evaluate(env)):
             continue
         if requirement.url and (wheel := url_wheel(requirement)):
-            requirement = Requirement(f"{requirement.name}=={wheel[2]}")
+            requirement = Requirement(f"{requirement.name}=={wheel.version}")
         name = canonicalize_name(requirement.name)
         locked = pins.get(name)
         if locked is None or not requirement.specifier.contains(Version(locked), prereleases=True):

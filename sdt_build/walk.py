@@ -131,7 +131,8 @@ class _Provider(AbstractProvider):
         self.env = sdt.env
         self.roots = {canonicalize_name(r.name): r for r in roots}
         # a root that is a wheel's URL has one candidate, that wheel (its metadata read from the URL)
-        self.urls = {name: _url_release(r) for name, r in self.roots.items() if r.url}
+        self.urls = {name: index.Release(wheel.version, False, None, True, False, wheel.url)
+                     for name, r in self.roots.items() if r.url and (wheel := url_wheel(r))}
         self.fixed = {name: Version(pin) for name, pin in sdt.pins.items() if name not in self.roots}
         self.limits: dict[str, SpecifierSet] = {}
         self.why: dict[str, str] = {}  # name → what its limit is, for messages
@@ -444,12 +445,6 @@ class _Provider(AbstractProvider):
                     paths[parent] = ((parent, _span(self.tried.get(parent, versions))),) + paths[current]
                     queue.append(parent)
         return ()
-
-
-def _url_release(requirement: Requirement) -> index.Release:
-    """The release a ``name @ URL-of-a-wheel`` requirement stands for."""
-    url, _, version = url_wheel(requirement)
-    return index.Release(version, False, None, True, False, url)
 
 
 @lru_cache(maxsize=4096)
