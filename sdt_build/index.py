@@ -459,7 +459,8 @@ def _metadata_text(url: str, session: Session) -> str:
             return response.text
         return _from_wheel(_RangedFile(session, url))
     except httpx2.HTTPError as exc:
-        raise IndexUnreachable(f"{host(url)}: {type(exc).__name__}") from exc
+        why = f"HTTP {exc.response.status_code}" if isinstance(exc, httpx2.HTTPStatusError) else type(exc).__name__
+        raise IndexUnreachable(f"{host(url)}: {why}") from exc
 
 
 def _from_wheel(file) -> str:

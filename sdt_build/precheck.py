@@ -133,6 +133,7 @@ def precheck(project: UserProject, *, offline: bool = False,
     if not offline:
         sources = pipconfig.for_lines(project.requirement_lines, project.root)
         findings.extend(_check_index(named, sdt, findings, project.settings.build_sdists, sources, progress))
+        findings.extend(_check_url_files(named, findings, sources))
         if not any(f.severity == "error" or f.code == "SDT-E224" for f in findings):  # decided, or no index
             findings.extend(_check_walk(named, sdt, sources))
     return [f.at(where.get(canonicalize_name(f.package))) if f.package else f for f in findings]
@@ -266,6 +267,35 @@ def _check_url(line: PlugLine, sdt: SdtSet) -> list[Finding]:
                     "sdt-build can only check by resolving it.",
                     "prefer a released version from the index; `sdt-build check --resolve` resolves it",
                     plug_asks=line.text)]
+
+
+def _check_url_files(named: dict[str, list[Requirement]], found: list[Finding], sources: pipconfig.IndexSettings
+                     ) -> list[Finding]:
+    """Each wheel URL's own metadata, read now (the walk then finds it cached): a URL that does not
+    serve a readable wheel is the line's error, not a walk that stops early."""
+    decided = {canonicalize_name(f.package) for f in found if f.severity == "error" and f.package}
+    wheels = [(r, wheel) for name, reqs in named.items() if name not in decided for r in reqs
+              if r.url and (wheel := url_wheel(r))]
+    findings = []
+    if not wheels:
+        return findings
+    with index.Session(sources, index.budget_seconds()) as session:
+        for requirement, wheel in wheels:
+            release = index.Release(wheel.version, False, None, True, False, wheel.url)
+            try:
+                index.metadata(release, session)
+            except index.OutOfTime:
+                why = f"no answer within {index.budget_seconds():g} s; SDT_INDEX_BUDGET=SECONDS allows more"
+            except Exception as exc:  # noqa: BLE001 - whatever the URL serves, it is the line's problem
+                why = str(exc) if isinstance(exc, index.IndexUnreachable) else type(exc).__name__
+            else:
+                continue
+            findings.append(Finding(
+                "SDT-E234", "error", requirement.name, f"`{requirement}` points at a wheel that cannot be read "
+                f"({why}).", f"check the URL: it must serve the .whl file to this machine (`pip download "
+                f"--no-deps '{wheel.url}'` shows what it gets), or list {requirement.name} by version",
+                plug_asks=str(requirement)))
+    return findings
 
 
 def _check_special(line: PlugLine, root: Path) -> list[Finding]:
