@@ -255,6 +255,41 @@ def test_a_wheel_url_whose_own_needs_clash_is_found_and_the_resolver_names_the_p
     assert_no_traceback(exc)
 
 
+@pytest.fixture
+def served(tmp_path):
+    """A plain file host on 127.0.0.1 (no metadata files, no ranges): the folder it serves, and its URL."""
+    folder = tmp_path / "host"
+    folder.mkdir()
+    handler = lambda *args, **kwargs: http.server.SimpleHTTPRequestHandler(*args, directory=str(folder), **kwargs)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_wheel_url_off_the_index_is_read_from_the_wheel_itself(tmp_path, served):
+    # a wheel built elsewhere, whose host serves neither metadata files nor ranges: its METADATA is
+    # read out of the whole download, and its Requires-Dist clash with SDT's set is named at its line
+    import zipfile
+
+    folder, url = served
+    name = f"inhouse_{uuid.uuid4().hex[:8]}"
+    with zipfile.ZipFile(folder / f"{name}-1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"{name}/__init__.py", "")
+        wheel.writestr(f"{name}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+                       "Requires-Dist: fsspec<2024\nRequires-Dist: python-dotenv\n")
+        wheel.writestr(f"{name}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{name}-1.0.dist-info/RECORD", "")
+    line = f"{name} @ {url}/{name}-1.0-py3-none-any.whl"
+    found = check(tmp_path, f"python-dotenv\n{line}\n")
+    (finding,) = [f for f in found if f.severity == "error"]
+    assert (finding.code, finding.package, finding.line) == ("SDT-E230", canonicalize_name(name), 2), finding
+    assert f"{canonicalize_name(name)} 1.0 needs fsspec<2024" in finding.cause and PINS["fsspec"] in finding.cause
+    assert "the wheel it points at does not fit" in finding.cause
+
+
 def test_compatible_move_is_a_warning_that_names_the_pin(tmp_path):
     (finding,) = check(tmp_path, "requests==2.32.3\n")
     assert (finding.code, finding.severity) == ("SDT-E204", "warning")
