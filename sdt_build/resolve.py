@@ -269,7 +269,8 @@ def _url_versions(urls: dict[str, str]) -> dict[str, str]:
         wheel = url_wheel(Requirement(f"{name} @ {url}"))
         if wheel is None:
             raise DependencyConflict("SDT-E233", f"{name} is installed from {url}, which is not a wheel (a "
-                                     "repository or a source archive): the image build installs wheels only",
+                                     "repository or a source archive): the image build takes a URL only as a wheel "
+                                     "(build_sdists compiles releases of the index, by version)",
                                      f"build a wheel of it (`pip wheel --no-deps '{url}'`) and point the {name} line "
                                      "at that wheel's URL, or list a released version by name")
         versions[name] = str(wheel.version)

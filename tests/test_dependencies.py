@@ -240,6 +240,16 @@ def test_a_wheel_url_is_locked_and_downloaded_from_its_url(tmp_path, monkeypatch
     assert url in (tmp_path / "wheels.log").read_text()
 
 
+def test_a_source_archive_url_stops_the_lock_with_a_fix(tmp_path):
+    # build_sdists lets the resolver build it for its metadata; the image build could not install it
+    folder = make_folder(tmp_path, "pvanalytics @ https://files.pythonhosted.org/packages/13/63/16f0254f2c44e8e5c34a040"
+                                   "798f6ecf7239ba196ffbf5e38a02a0c45a1a8/pvanalytics-0.2.2.tar.gz\n")
+    (folder / "sdt.toml").write_text("build_sdists = true\n" + (folder / "sdt.toml").read_text())
+    with pytest.raises(DependencyConflict) as raised:
+        lock(load_project(folder, require_env=False), use_cache=False, log_dir=tmp_path / "logs")
+    assert raised.value.code == "SDT-E233" and "pip wheel --no-deps" in raised.value.fix, raised.value.cause
+
+
 def test_a_wheel_url_whose_own_needs_clash_is_found_and_the_resolver_names_the_pin(tmp_path):
     # the quick check reads the wheel's own metadata from its URL; --resolve then blames the pin it
     # clashes with, not "no release of s3fs"
