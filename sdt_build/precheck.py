@@ -136,7 +136,10 @@ def precheck(project: UserProject, *, offline: bool = False,
         findings.extend(_check_url_files(named, findings, sources))
         if not any(f.severity == "error" or f.code == "SDT-E224" for f in findings):  # decided, or no index
             findings.extend(_check_walk(named, sdt, sources))
-    return [f.at(where.get(canonicalize_name(f.package))) if f.package else f for f in findings]
+    # a line with an error must change: a warning that it may stay (SDT-E204, "keep it") follows no more
+    broken = {canonicalize_name(f.package) for f in findings if f.severity == "error" and f.package}
+    return [f.at(where.get(canonicalize_name(f.package))) if f.package else f for f in findings
+            if not (f.code == "SDT-E204" and canonicalize_name(f.package) in broken)]
 
 
 def _asks(requirements: list[Requirement]) -> str:

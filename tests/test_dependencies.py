@@ -123,7 +123,7 @@ CASES = [
      [("SDT-E202", "error"), ("SDT-E202", "error")], ()),
     ("nonexistent", "pandsa\n", {}, {}, [("SDT-E205", "error")], ("pandsa", "pandas")),
     ("normalised-name", f"Scikit_Learn=={PINS['scikit-learn']}\n", {}, {}, [], ()),
-    ("normalised-name-moved", "Scikit_Learn<1.0\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E208", "error")],
+    ("normalised-name-moved", "Scikit_Learn<1.0\n", {}, {}, [("SDT-E208", "error")],
      ("scikit-learn",)),
     ("vcs", "pvanalytics @ git+https://github.com/pvlib/pvanalytics@v0.2.2\n", {}, {}, [("SDT-E212", "warning")],
      ("pvanalytics",)),
@@ -149,7 +149,9 @@ CASES = [
     ("yanked", "requests==2.32.0\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E207", "warning")],
      ("requests", "2.32.0")),
     ("requires-python", "django==6.0\n", {}, {}, [("SDT-E206", "error")], ("django", "3.11", ">=3.12")),
-    ("no-wheel", "pyyaml==5.4.1\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E208", "error")], ("pyyaml", "5.4.1")),
+    ("no-wheel", "pyyaml==5.4.1\n", {}, {}, [("SDT-E208", "error")], ("pyyaml", "5.4.1")),
+    # pandas<2 may move SDT's pin (E204 alone would say "keep it"), but no pandas<2 fits numpy 2 (E230)
+    ("moved-but-clashes", "pandas<2\n", {}, {}, [("SDT-E230", "error")], ("pandas", "numpy")),
     ("no-release", "python-dotenv>=99\n", {}, {}, [("SDT-E217", "error")], ("python-dotenv",)),
     ("boto3", "boto3==1.34.131\n", {}, {}, [("SDT-E230", "error")], ("boto3", "botocore", "python-dateutil")),
 ]
