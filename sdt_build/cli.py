@@ -145,7 +145,7 @@ def _print_error(output: Output, exc: SdtBuildError) -> None:
     for problem in problems:
         _print_problem(problem)
     if exc.detail and (output.debug or not exc.problems):
-        err.print(f"[dim]{shorten(exc.detail.strip(), 2000, tail=True)}[/]", highlight=False)
+        err.print(f"[dim]{escape(shorten(exc.detail.strip(), 2000, tail=True))}[/]", highlight=False)
     if exc.log_path:
         err.print(f"  full log: {exc.log_path}", highlight=False)
     if output.debug:
@@ -254,7 +254,7 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
             if not errors:
                 raise
             payload["resolver"] = exc.to_dict()
-            output.say(f"[red]the resolver agrees[/]: {exc.code} {exc.cause}")
+            output.say(f"[red]the resolver agrees[/]: {exc.code} {escape(exc.cause)}")
             output.emit(payload)
             return 2
         payload["lock"] = result.to_dict()

@@ -287,10 +287,15 @@ def _check_url_files(named: dict[str, list[Requirement]], found: list[Finding], 
             release = index.Release(wheel.version, False, None, True, False, wheel.url)
             try:
                 index.metadata(release, session)
-            except index.OutOfTime:
-                why = f"no answer within {index.budget_seconds():g} s; SDT_INDEX_BUDGET=SECONDS allows more"
-            except Exception as exc:  # noqa: BLE001 - whatever the URL serves, it is the line's problem
-                why = str(exc) if isinstance(exc, index.IndexUnreachable) else type(exc).__name__
+            except (index.IndexUnreachable, index.OutOfTime) as exc:  # as for an index: undecided, a note
+                why = f"no answer within {index.budget_seconds():g} s" if isinstance(exc, index.OutOfTime) else exc
+                findings.append(Finding(
+                    "SDT-E224", "note", requirement.name, f"the host of `{requirement}` did not answer ({why}); "
+                    "the wheel's own requirements were not checked.", "run `sdt-build check` again once it is "
+                    "reachable (SDT_INDEX_BUDGET=SECONDS allows more time)", plug_asks=str(requirement)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - whatever else the URL serves, it is the line's problem
+                why = str(exc) if isinstance(exc, index.BadAnswer) else type(exc).__name__
             else:
                 continue
             findings.append(Finding(
