@@ -59,8 +59,8 @@ class ResolvedLock:
     def to_dict(self) -> dict:
         return {"python": self.python, "backend": self.backend, "input_hash": self.input_hash,
                 "cached": self.cached, "seconds": round(self.seconds, 3), "packages": len(self.pins),
-                "plug_packages": self.plug_layer, "moved": {k: {"sdt": a, "locked": b} for k, (a, b)
-                                                           in self.moved.items()},
+                "plug_packages": self.plug_layer, "urls": self.urls,
+                "moved": {k: {"sdt": a, "locked": b} for k, (a, b) in self.moved.items()},
                 "findings": [f.to_dict() for f in self.findings]}
 
 

@@ -236,7 +236,7 @@ def test_a_wheel_url_is_locked_and_downloaded_from_its_url(tmp_path, monkeypatch
     locked = lock(project, use_cache=False, log_dir=tmp_path / "logs")
     url = PVANALYTICS_WHEEL.split(" @ ")[1]
     assert locked.pins["pvanalytics"] == "0.2.2" and locked.urls == {"pvanalytics": url}
-    assert locked.plug_layer["pvanalytics"] == "0.2.2"
+    assert locked.plug_layer["pvanalytics"] == "0.2.2" and locked.to_dict()["urls"] == {"pvanalytics": url}
     wheels = download({"pvanalytics": "0.2.2"}, PY, tmp_path / "wheels.log", locked.sources, urls=locked.urls)
     assert wheels["pvanalytics"].name == "pvanalytics-0.2.2-py3-none-any.whl"
     assert url in (tmp_path / "wheels.log").read_text()
