@@ -103,7 +103,7 @@ def precheck(project: UserProject, *, offline: bool = False,
     constrained = constraint_lines(project.root, project.requirement_lines)
     lines = [classify(text) for text in project.requirement_lines + constrained]
     named: dict[str, list[Requirement]] = {}
-    where: dict[str, str] = {}  # package → the first line that names it
+    where: dict[str, Line] = {}  # package → the first line that names it
     for position, line in enumerate(lines):
         if line.kind == "name" or (line.kind in ("url", "vcs") and line.requirement is not None):
             requirement = line.requirement
@@ -121,11 +121,7 @@ def precheck(project: UserProject, *, offline: bool = False,
             where.setdefault(name, line.text)
         else:
             findings.extend(f.at(line.text) for f in _check_special(line, project.root))
-    for line in lines:
-        if line.kind in ("url", "vcs") and line.requirement and canonicalize_name(line.requirement.name) in named:
-            refused = _check_url_pinned(line, sdt, named[canonicalize_name(line.requirement.name)])
-            checked = _check_url(line, sdt) if line.kind == "url" else _check_special(line, project.root)
-            findings.extend(f.at(line.text) for f in refused or checked)
+    findings.extend(_check_url_lines(lines, named, sdt, project.root))
     for name, requirements in named.items():
         if any(r.url for r in requirements):
             continue  # what a URL brings is judged from the file it points at (_check_url, the walk)
@@ -225,6 +221,19 @@ def _check_extra(name: str, extra: str, sdt: SdtSet) -> list[Finding]:
                 f"{name}[{extra}] needs `{requirement}`, but SDT pins {dep} {pinned}.",
                 f"drop the [{extra}] extra, or pin {name} to a release whose [{extra}] accepts {dep} {pinned}",
                 plug_asks=f"{name}[{extra}]", sdt_pins=f"{dep}=={pinned}"))
+    return findings
+
+
+def _check_url_lines(lines: list[PlugLine], named: dict[str, list[Requirement]], sdt: SdtSet, root: Path
+                     ) -> list[Finding]:
+    """``name @ URL`` lines (a wheel, an archive, a repository) that apply to the image: refused for
+    a package SDT's set pins or a -c line constrains, else what their URL's form says."""
+    findings = []
+    for line in lines:
+        if line.kind in ("url", "vcs") and line.requirement and canonicalize_name(line.requirement.name) in named:
+            refused = _check_url_pinned(line, sdt, named[canonicalize_name(line.requirement.name)])
+            checked = _check_url(line, sdt) if line.kind == "url" else _check_special(line, root)
+            findings.extend(f.at(line.text) for f in refused or checked)
     return findings
 
 
