@@ -3,8 +3,11 @@
 Offline and fast (``packaging`` only): specifier vs pin, who in SDT's set needs what, markers
 and extras for the target, duplicates, requirement kinds a build cannot take. When an index
 answers it adds what only the index knows: unknown names, Requires-Python, yanked releases and
-ranges with no wheel for the target; then the dependency walk (``walk``) follows the plug's
-packages down through their metadata and names the chain that clashes, with a checked fix.
+ranges with no wheel for the target, and each wheel URL's own metadata; then the dependency
+walk (``walk``) follows the plug's packages (a wheel URL's too) down through their metadata and
+names the chain that clashes, with a checked fix, on the line that clashes on its own. Each
+finding names the file and line it is about; what follows from another finding's error (no wheel
+for a range that must change anyway, "keep it" beside "it cannot fit") is left out.
 """
 
 from __future__ import annotations
