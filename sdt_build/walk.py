@@ -6,8 +6,9 @@ candidates. SDT's pinned packages stay at their pins unless the plug names them 
 requirements are data in ``constraints/``, read offline); a package the plug names may move
 only as far as needed: its pin is tried first, and what the rest of SDT's set needs of it still
 holds. Every other package offers its newest ``NEWEST`` releases with a wheel for the target and
-``SPREAD`` older ones spread over the rest of its history. Requirements come from the indexes'
-metadata files (``index.metadata``, cached on disk); the catalog of known minimums and ABI breaks
+``SPREAD`` older ones spread over the rest of its history; a plug line that is a wheel's URL offers
+that one wheel. Requirements come from the indexes' metadata files (``index.metadata``, cached on
+disk; a URL's wheel is read the same way); the catalog of known minimums and ABI breaks
 (``constraints/needs.toml``) adds what metadata leaves out. A time budget bounds the whole walk,
 and a walk that stops early says so. The look-ups run in a pool of the walk's own (``index.Pool``)
 that ends with it: no look-up, read-ahead or cache write outlives ``walk``.
