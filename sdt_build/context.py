@@ -209,7 +209,7 @@ def _download(pins: dict[str, str], lock: ResolvedLock, log_dir: Path | None, on
     """Target wheels of ``pins`` (from the cache, else the indexes); SDT-E304 when one has none."""
     log_path = _wheels_log(lock, log_dir)
     try:
-        return download(pins, lock.python, log_path, lock.sources, on_event)
+        return download(pins, lock.python, log_path, lock.sources, on_event, urls=lock.urls)
     except subprocess.CalledProcessError as exc:
         raise _no_wheel(lock, log_path) from exc
 

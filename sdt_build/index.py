@@ -90,6 +90,10 @@ class IndexRefused(IndexUnreachable):
     """The index answered 401/403: the credentials are missing or wrong. ``args[0]`` is its host."""
 
 
+class BadAnswer(Exception):
+    """A file's server answered, but not with the file: an error status (``args[0]`` says which)."""
+
+
 class OutOfTime(Exception):
     """The session's time ran out (or its owner ended it) before the look-up finished."""
 
@@ -458,6 +462,8 @@ def _metadata_text(url: str, session: Session) -> str:
         if response.status_code == 200:
             return response.text
         return _from_wheel(_RangedFile(session, url))
+    except httpx2.HTTPStatusError as exc:
+        raise BadAnswer(f"{host(url)}: HTTP {exc.response.status_code}") from exc
     except httpx2.HTTPError as exc:
         raise IndexUnreachable(f"{host(url)}: {type(exc).__name__}") from exc
 

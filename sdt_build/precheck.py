@@ -3,8 +3,11 @@
 Offline and fast (``packaging`` only): specifier vs pin, who in SDT's set needs what, markers
 and extras for the target, duplicates, requirement kinds a build cannot take. When an index
 answers it adds what only the index knows: unknown names, Requires-Python, yanked releases and
-ranges with no wheel for the target; then the dependency walk (``walk``) follows the plug's
-packages down through their metadata and names the chain that clashes, with a checked fix.
+ranges with no wheel for the target, and each wheel URL's own metadata; then the dependency
+walk (``walk``) follows the plug's packages (a wheel URL's too) down through their metadata and
+names the chain that clashes, with a checked fix, on the line that clashes on its own. Each
+finding names the file and line it is about; what follows from another finding's error (no wheel
+for a range that must change anyway, "keep it" beside "it cannot fit") is left out.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import difflib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
 
@@ -27,9 +30,10 @@ from sdt_build.constraints import SDT_PACKAGE, SdtSet, catalog
 from sdt_build.errors import Problem
 from sdt_build.parity import MUST_MATCH
 from sdt_build.project import UserProject
-from sdt_build.requirements import (Constraint, PlugLine, as_constraint, classify, combined, combined_specs,
-                                    constraint_lines, satisfiable)
+from sdt_build.requirements import (Constraint, Line, PlugLine, as_constraint, classify, combined, combined_specs,
+                                    constraint_lines, satisfiable, url_wheel)
 from sdt_build.target import target
+from sdt_build.userfiles import REQUIREMENTS_FILE
 
 CATALOG = "`sdt-build docs edge-cases`"
 OPTION = re.compile(r"^(-[a-zA-Z]|--[a-z-]+)(?:[= ]\s*(.*))?$")
@@ -56,6 +60,8 @@ class Finding:
     needed_by: tuple[str, ...] = field(default_factory=tuple)
     # constraint lines that keep a resolver to what the walk already examined (it need not backtrack further)
     caps: tuple[str, ...] = field(default_factory=tuple)
+    file: str | None = None  # where the line it is about was written (relative to the folder)
+    line: int | None = None
 
     def paragraph(self) -> str:
         parts = [self.cause]
@@ -67,17 +73,25 @@ class Finding:
     def to_problem(self) -> Problem:
         cause = self.cause if not self.needed_by else \
             f"{self.cause} SDT's set needs {'; '.join(self.needed_by)}."
-        return Problem(self.code, cause, self.fix, file="requirements.txt", severity=self.severity)
+        return Problem(self.code, cause, self.fix, file=self.file or REQUIREMENTS_FILE, line=self.line,
+                       severity=self.severity)
 
     def to_dict(self) -> dict:
         return {"code": self.code, "severity": self.severity, "package": self.package,
                 "plug_asks": self.plug_asks, "sdt_pins": self.sdt_pins, "needed_by": list(self.needed_by),
-                "cause": self.cause, "fix": self.fix, "caps": list(self.caps), "paragraph": self.paragraph()}
+                "cause": self.cause, "fix": self.fix, "caps": list(self.caps), "file": self.file or REQUIREMENTS_FILE,
+                "line": self.line, "paragraph": self.paragraph()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Finding":
         return cls(data["code"], data["severity"], data["package"], data["cause"], data["fix"], data["plug_asks"],
-                   data["sdt_pins"], tuple(data["needed_by"]), tuple(data["caps"]))
+                   data["sdt_pins"], tuple(data["needed_by"]), tuple(data["caps"]), data.get("file"), data.get("line"))
+
+    def at(self, line: str | None) -> "Finding":
+        """This finding placed at ``line`` (a ``requirements.Line``), unless it has a place already."""
+        if self.file is not None or not isinstance(line, Line):
+            return self
+        return replace(self, file=line.file, line=line.line)
 
 
 def precheck(project: UserProject, *, offline: bool = False,
@@ -92,30 +106,39 @@ def precheck(project: UserProject, *, offline: bool = False,
     constrained = constraint_lines(project.root, project.requirement_lines)
     lines = [classify(text) for text in project.requirement_lines + constrained]
     named: dict[str, list[Requirement]] = {}
+    where: dict[str, Line] = {}  # package → the first line that names it
     for position, line in enumerate(lines):
-        if line.kind == "name" or (line.kind == "url" and line.requirement is not None):
+        if line.kind == "name" or (line.kind in ("url", "vcs") and line.requirement is not None):
             requirement = line.requirement
             if requirement.marker and not requirement.marker.evaluate(sdt.env):
                 findings.append(Finding(
                     "SDT-E213", "note", requirement.name,
                     f"`{line.text}` does not apply to the image (Python {sdt.python} on linux x86_64), "
-                    "so it is left out.", "nothing to do, unless you meant it to apply", plug_asks=line.text))
+                    "so it is left out.", "nothing to do, unless you meant it to apply",
+                    plug_asks=line.text).at(line.text))
                 continue
             if position >= len(lines) - len(constrained):
                 requirement = as_constraint(requirement)
-            named.setdefault(canonicalize_name(requirement.name), []).append(requirement)
-            if line.kind == "url":
-                findings.extend(_check_url(line, sdt))
+            name = canonicalize_name(requirement.name)
+            named.setdefault(name, []).append(requirement)
+            where.setdefault(name, line.text)
         else:
-            findings.extend(_check_special(line, project.root))
+            findings.extend(f.at(line.text) for f in _check_special(line, project.root))
+    findings.extend(_check_url_lines(lines, named, sdt, project.root))
     for name, requirements in named.items():
-        findings.extend(_check_named(name, requirements, sdt, set(named)))
+        if any(r.url for r in requirements):
+            continue  # what a URL brings is judged from the file it points at (_check_url, the walk)
+        findings.extend(f.at(where[name]) for f in _check_named(name, requirements, sdt, set(named)))
     if not offline:
         sources = pipconfig.for_lines(project.requirement_lines, project.root)
         findings.extend(_check_index(named, sdt, findings, project.settings.build_sdists, sources, progress))
+        findings.extend(_check_url_files(named, findings, sources))
         if not any(f.severity == "error" or f.code == "SDT-E224" for f in findings):  # decided, or no index
             findings.extend(_check_walk(named, sdt, sources))
-    return findings
+    # a line with an error must change: a warning that it may stay (SDT-E204, "keep it") follows no more
+    broken = {canonicalize_name(f.package) for f in findings if f.severity == "error" and f.package}
+    return [f.at(where.get(canonicalize_name(f.package))) if f.package else f for f in findings
+            if not (f.code == "SDT-E204" and canonicalize_name(f.package) in broken)]
 
 
 def _asks(requirements: list[Requirement]) -> str:
@@ -204,32 +227,95 @@ def _check_extra(name: str, extra: str, sdt: SdtSet) -> list[Finding]:
     return findings
 
 
-def _check_url(line: PlugLine, sdt: SdtSet) -> list[Finding]:
-    url = line.requirement.url or ""
-    filename = url.rsplit("/", 1)[-1].split("#")[0]
-    if filename.endswith(".whl"):
-        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+def _check_url_lines(lines: list[PlugLine], named: dict[str, list[Requirement]], sdt: SdtSet, root: Path
+                     ) -> list[Finding]:
+    """``name @ URL`` lines (a wheel, an archive, a repository) that apply to the image: refused for
+    a package SDT's set pins or a -c line constrains, else what their URL's form says."""
+    findings = []
+    for line in lines:
+        if line.kind in ("url", "vcs") and line.requirement and canonicalize_name(line.requirement.name) in named:
+            refused = _check_url_pinned(line, sdt, named[canonicalize_name(line.requirement.name)])
+            checked = _check_url(line, sdt) if line.kind == "url" else _check_special(line, root)
+            findings.extend(f.at(line.text) for f in refused or checked)
+    return findings
 
-        try:
-            _, version, _, tags = parse_wheel_filename(filename)
-        except InvalidWheelFilename:
-            return []
-        if not tags & target(sdt.python).tags:
+
+def _check_url_pinned(line: PlugLine, sdt: SdtSet, requirements: list[Requirement]) -> list[Finding]:
+    """A URL for a package SDT's set pins, or that a ``-c`` line constrains, is refused: SDT's set
+    holds at versions the index serves, and pip cannot hold a URL to a version."""
+    name = canonicalize_name(line.requirement.name)
+    pinned = sdt.pins.get(name)
+    if name == SDT_PACKAGE:
+        return [Finding("SDT-E201", "error", name, f"the plug installs {name} from a URL (`{line.text}`), but "
+                        f"sdt-build's constraints are made for {name} {pinned}.", f"remove the {name} line (the "
+                        f"image gets {pinned}); SDT itself is pinned by sdt-build, not by the plug",
+                        plug_asks=line.text, sdt_pins=f"{name}=={pinned}")]
+    if name in MUST_MATCH and pinned:
+        return [Finding("SDT-E202", "error", name, f"the plug installs {name} from a URL (`{line.text}`); Dask "
+                        f"needs the same {name} on the client, the scheduler and every worker ({pinned}).",
+                        f"remove the {name} line (the image gets {pinned}, matching the client)",
+                        plug_asks=line.text, sdt_pins=f"{name}=={pinned}")]
+    limits = [str(r) for r in requirements if isinstance(r, Constraint)]
+    if pinned:
+        return [Finding("SDT-E232", "error", name, f"`{line.text}` installs {name} from a URL, but SDT's set "
+                        f"pins {name} {pinned}: a URL cannot be held to SDT's versions, so the lock could not keep it.",
+                        f"list {name} by version instead (`{name}=={pinned}`, or a range SDT's set allows)",
+                        plug_asks=line.text, sdt_pins=f"{name}=={pinned}")]
+    if limits:
+        return [Finding("SDT-E232", "error", name, f"`{line.text}` installs {name} from a URL, but a -c file "
+                        f"constrains it (`{limits[0]}`): pip cannot hold a URL to a version.",
+                        f"drop the -c line for {name}, or list {name} by version instead of the URL",
+                        plug_asks=line.text)]
+    return []
+
+
+def _check_url(line: PlugLine, sdt: SdtSet) -> list[Finding]:
+    wheel = url_wheel(line.requirement)
+    if wheel is not None:
+        if not wheel.tags & target(sdt.python).tags:
             return [Finding("SDT-E208", "error", line.requirement.name,
-                            f"the wheel {filename} is not for Python {sdt.python} on linux x86_64.",
+                            f"the wheel {wheel.filename} is not for Python {sdt.python} on linux x86_64.",
                             f"point at a wheel tagged cp{sdt.python.replace('.', '')} manylinux x86_64 "
                             "(or py3-none-any)", plug_asks=line.text)]
-        pinned = sdt.pins.get(canonicalize_name(line.requirement.name))
-        if pinned and str(version) != pinned:
-            return [Finding("SDT-E204", "warning", line.requirement.name,
-                            f"the wheel URL installs {line.requirement.name} {version} instead of SDT's {pinned}.",
-                            "keep it if you need it; the smoke test checks the result", plug_asks=line.text,
-                            sdt_pins=f"{line.requirement.name}=={pinned}")]
         return []
     return [Finding("SDT-E212", "warning", line.requirement.name, f"`{line.text}` is a direct URL that "
                     "sdt-build can only check by resolving it.",
                     "prefer a released version from the index; `sdt-build check --resolve` resolves it",
                     plug_asks=line.text)]
+
+
+def _check_url_files(named: dict[str, list[Requirement]], found: list[Finding], sources: pipconfig.IndexSettings
+                     ) -> list[Finding]:
+    """Each wheel URL's own metadata, read now (the walk then finds it cached): a URL that does not
+    serve a readable wheel is the line's error, not a walk that stops early."""
+    decided = {canonicalize_name(f.package) for f in found if f.severity == "error" and f.package}
+    wheels = [(r, wheel) for name, reqs in named.items() if name not in decided for r in reqs
+              if r.url and (wheel := url_wheel(r))]
+    findings = []
+    if not wheels:
+        return findings
+    with index.Session(sources, index.budget_seconds()) as session:
+        for requirement, wheel in wheels:
+            release = index.Release(wheel.version, False, None, True, False, wheel.url)
+            try:
+                index.metadata(release, session)
+            except (index.IndexUnreachable, index.OutOfTime) as exc:  # as for an index: undecided, a note
+                why = f"no answer within {index.budget_seconds():g} s" if isinstance(exc, index.OutOfTime) else exc
+                findings.append(Finding(
+                    "SDT-E224", "note", requirement.name, f"the host of `{requirement}` did not answer ({why}); "
+                    "the wheel's own requirements were not checked.", "run `sdt-build check` again once it is "
+                    "reachable (SDT_INDEX_BUDGET=SECONDS allows more time)", plug_asks=str(requirement)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - whatever else the URL serves, it is the line's problem
+                why = str(exc) if isinstance(exc, index.BadAnswer) else type(exc).__name__
+            else:
+                continue
+            findings.append(Finding(
+                "SDT-E234", "error", requirement.name, f"`{requirement}` points at a wheel that cannot be read "
+                f"({why}).", f"check the URL: it must serve the .whl file to this machine (`pip download "
+                f"--no-deps '{wheel.url}'` shows what it gets), or list {requirement.name} by version",
+                plug_asks=str(requirement)))
+    return findings
 
 
 def _check_special(line: PlugLine, root: Path) -> list[Finding]:
@@ -274,7 +360,7 @@ def _check_special(line: PlugLine, root: Path) -> list[Finding]:
 def _check_walk(named: dict[str, list[Requirement]], sdt: SdtSet, sources: pipconfig.IndexSettings
                 ) -> list[Finding]:
     """The walk through the plug's dependencies: a clash named as a chain, with a fix it checked."""
-    roots = [r for reqs in named.values() for r in reqs if not isinstance(r, Constraint) and not r.url]
+    roots = [r for reqs in named.values() for r in reqs if not isinstance(r, Constraint) and (not r.url or url_wheel(r))]
     limits = [r for reqs in named.values() for r in reqs if isinstance(r, Constraint)]
     if not roots:
         return []
@@ -285,19 +371,49 @@ def _check_walk(named: dict[str, list[Requirement]], sdt: SdtSet, sources: pipco
                         f"{'was' if len(found.unfinished) == 1 else 'were'} not followed to the end.",
                         "the resolver still checks them (`sdt-build check --resolve`); "
                         "SDT_WALK_BUDGET=SECONDS gives the walk more time")]
-    findings, blamed = [], set()
-    until = time.monotonic() + walk.budget_seconds()  # the checks of the fixes share one budget more
-    for clash in found.clashes:
-        if clash.root in blamed:
-            continue
-        blamed.add(clash.root)
+    findings = []
+    until = time.monotonic() + walk.budget_seconds()  # the checks of the lines and fixes share one budget more
+    for clash, windows in _culprits(found, roots, limits, sdt, sources, until):
         asks = _asks(named[clash.root])
-        caps = tuple(f"{name}>={found.windows[name]}" for name, _ in clash.chain[:1] if name in found.windows)
+        caps = tuple(f"{name}>={windows[name]}" for name, _ in clash.chain[:1] if name in windows)
+        what = "the wheel it points at does not fit" if any(r.url for r in named[clash.root]) else \
+            "no release of it fits"
         findings.append(Finding(
-            "SDT-E230", "error", clash.root, f"the plug asks {asks}, and no release of it fits SDT's set: "
+            "SDT-E230", "error", clash.root, f"the plug asks {asks}, and {what} SDT's set: "
             f"{clash.text()}.", _fix(clash, roots, limits, sdt, sources, until), plug_asks=asks,
             sdt_pins=f"{clash.name}=={clash.pinned}" if clash.pinned else None, caps=caps))
     return findings
+
+
+def _culprits(found: walk.Walk, roots: list[Requirement], limits: list[Requirement], sdt: SdtSet,
+              sources: pipconfig.IndexSettings, until: float) -> list[tuple[walk.Clash, dict[str, str]]]:
+    """The clashes to blame, one per plug line, with the windows of the walk that found each.
+
+    A line whose packages fit SDT's set on their own is not blamed when another line does not fit
+    on its own: the walk met its older releases only while backtracking from the other's clash
+    (``matplotlib>=3.8`` beside an ``ipympl`` pin that needs ipython<9). When every line blamed
+    fits alone, the lines are tried one by one for the one that does not; when none is found, the
+    lines clash only together and each one met stays blamed."""
+    first = {}
+    for clash in found.clashes:
+        first.setdefault(clash.root, clash)
+    blamed = [(clash, found.windows) for clash in first.values()]
+    if len(roots) < 2:
+        return blamed
+
+    def alone(root: str) -> walk.Walk:
+        return walk.walk([r for r in roots if canonicalize_name(r.name) == root], limits, sdt, sources,
+                         budget=max(0.0, until - time.monotonic()))
+
+    solo = {root: alone(root) for root in first}
+    if all(w.fits is not True for w in solo.values()):
+        return blamed
+    culprits = [(clash, solo[root].windows) for root, clash in first.items() if solo[root].fits is not True]
+    if not culprits:  # every line blamed fits alone: the lines that do not, among the others
+        for root in dict.fromkeys(canonicalize_name(r.name) for r in roots):
+            if root not in solo and (result := alone(root)).fits is False and result.clashes:
+                culprits.append((result.clashes[0], result.windows))
+    return culprits or blamed
 
 
 def _fix(clash: walk.Clash, roots: list[Requirement], limits: list[Requirement], sdt: SdtSet,
@@ -322,9 +438,12 @@ def _fix(clash: walk.Clash, roots: list[Requirement], limits: list[Requirement],
                                    if canonicalize_name(who.split()[0]) not in lifted])
         sdt_needs = f"SDT's set needs {clash.name}{accepted}" if accepted else \
             f"SDT's packages accept any {clash.name}, but no release tried fits the rest"
-        return (f"remove the {clash.root} line, or pick a {clash.root} release whose dependencies accept "
+        other = "point at a wheel" if any(r.url for r in roots if canonicalize_name(r.name) == clash.root) \
+            else "pick a release"
+        return (f"remove the {clash.root} line, or {other} of {clash.root} whose dependencies accept "
                 f"{clash.name} {clash.pinned} ({sdt_needs})")
-    return f"remove the {clash.root} line, or change the lines so that {clash.name}{clash.needs} can hold"
+    return (f"remove the {clash.root} line, or change the lines so that "
+            f"{clash.name}{combined_specs([SpecifierSet(clash.needs)])} can hold")
 
 
 def _changes(clash: walk.Clash, roots: list[Requirement], sdt: SdtSet) -> list[tuple[str, list[Requirement]]]:
@@ -347,7 +466,7 @@ def _changes(clash: walk.Clash, roots: list[Requirement], sdt: SdtSet) -> list[t
                 changes.append((f"add `{better}` to requirements.txt ({why})", roots + [better]))
     own = next((r for r in roots if canonicalize_name(r.name) == clash.name), None)
     if own is not None and clash.pinned is None:
-        wanted = Requirement(f"{clash.name}{clash.needs}")
+        wanted = Requirement(f"{clash.name}{combined_specs([SpecifierSet(clash.needs)])}")
         changes.append((f"change `{own}` to `{wanted}`, which {clash.chain[-1][0]} accepts",
                         [r for r in roots if r is not own] + [wanted]))
     return changes
@@ -362,9 +481,11 @@ def _client_version(name: str) -> str | None:
 
 def _check_index(named: dict[str, list[Requirement]], sdt: SdtSet, found: list[Finding], build_sdists: bool,
                  sources: pipconfig.IndexSettings, progress: Callable[[int, int], None] | None) -> list[Finding]:
-    """What only the indexes know, for requirements that leave SDT's pins (bounded look-ups)."""
-    decided = {f.package for f in found if f.severity == "error" and f.code not in ("SDT-E203",)}
-    todo = {name: reqs for name, reqs in named.items() if name not in decided and (
+    """What only the indexes know, for requirements that leave SDT's pins (bounded look-ups). A
+    package that already has an error is not looked up: what the index would add (no wheel, say)
+    follows from that error, and its fix changes the line anyway."""
+    decided = {canonicalize_name(f.package) for f in found if f.severity == "error" and f.package}
+    todo = {name: reqs for name, reqs in named.items() if name not in decided and not any(r.url for r in reqs) and (
         name not in sdt.pins or not combined(reqs).contains(Version(sdt.pins[name]), prereleases=True))}
     if not todo:
         return []

@@ -16,7 +16,7 @@ from sdt_build.contracts import ClassSpec, check_imports, check_shadowing, find_
 from sdt_build.errors import Problem, ProblemList, ProjectError
 from sdt_build.plug import EnvVar
 from sdt_build.redact import remember
-from sdt_build.requirements import read_requirements
+from sdt_build.requirements import Line, read_requirements
 from sdt_build.settings import Settings, read_settings
 from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, REQUIREMENTS_FILE, FileSet, scan
 
@@ -30,7 +30,7 @@ class UserProject:
     plug: ClassSpec
     client: ClassSpec
     requirements_file: Path | None
-    requirement_lines: tuple[str, ...]
+    requirement_lines: tuple[Line, ...]  # each knows its file and line
     files: FileSet = FileSet(())
     findings: tuple[Problem, ...] = ()
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
+from packaging.specifiers import Specifier, SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from sdt_build.errors import ProblemList
@@ -28,8 +29,21 @@ CONSTRAINT = re.compile(r"^-c (\S+)$")
 INVALID_LINES_SHOWN = 5  # per file: past these, one finding says how many more (it may not be a requirements file)
 
 
+class Line(str):
+    """A requirement line's text that knows where it was written: ``file`` (relative to the folder)
+    and ``line`` (its first physical line), so every finding about it can say ``file:line``."""
+
+    file: str | None
+    line: int | None
+
+    def __new__(cls, text: str, file: str | None = None, line: int | None = None) -> "Line":
+        made = super().__new__(cls, text)
+        made.file, made.line = file, line
+        return made
+
+
 def read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[Path, ...] = ()
-                       ) -> tuple[str, ...]:
+                       ) -> tuple[Line, ...]:
     """Logical requirement lines (comments, blanks and --hash options stripped, -r followed).
 
     Includes (``-r``) and constraint files (``-c``) must lie inside the folder, and an include
@@ -45,7 +59,7 @@ def read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[P
                   f"save {name} as UTF-8", file=name)
         return ()
     chain = chain + (path.resolve(),)
-    lines: list[str] = []
+    lines: list[Line] = []
     invalid = 0
     for number, raw in logical_lines(text):
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()
@@ -58,10 +72,10 @@ def read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[P
             if target is not None and option.group(1) in ("-r", "--requirement"):
                 lines.extend(read_requirements(target, root, found, chain))
             elif target is not None:
-                lines.append(f"-c {target.relative_to(root.resolve())}")
+                lines.append(Line(f"-c {target.relative_to(root.resolve())}", name, number))
             continue
         if line.startswith("-") or "://" in line or line.startswith((".", "/")):
-            lines.append(line)  # options, editables, URLs and paths: judged by the resolve stage
+            lines.append(Line(line, name, number))  # options, editables, URLs and paths: judged later
             continue
         try:
             Requirement(line)
@@ -72,7 +86,7 @@ def read_requirements(path: Path, root: Path, found: ProblemList, chain: tuple[P
                           f"write it as `name`, `name==1.2` or `name>=1,<2` ({str(exc).splitlines()[0][:200]})",
                           file=name, line=number)
             continue
-        lines.append(line)
+        lines.append(Line(line, name, number))
     if invalid > INVALID_LINES_SHOWN:
         found.add("SDT-E113", f"{name} has {invalid - INVALID_LINES_SHOWN} more lines that are not requirements "
                   f"({invalid} in all)", f"check that {name} is a requirements file", file=name)
@@ -133,7 +147,10 @@ def classify(line: str) -> PlugLine:
     if line.startswith("-"):
         return PlugLine(line, "option")
     if re.match(r"^(git|hg|svn|bzr)\+", line) or re.search(r"@\s*(git|hg|svn|bzr)\+", line):
-        return PlugLine(line, "vcs")
+        try:
+            return PlugLine(line, "vcs", Requirement(line))  # ``name @ git+…``: its name is known
+        except InvalidRequirement:
+            return PlugLine(line, "vcs")
     if line.startswith((".", "/", "file:")) or re.search(r"@\s*file:", line):
         return PlugLine(line, "path")
     try:
@@ -148,15 +165,15 @@ def constraint_files(root: Path, lines: Iterable[str]) -> list[Path]:
     return [root / match.group(1) for line in lines if (match := CONSTRAINT.match(line))]
 
 
-def constraint_lines(root: Path, lines: Iterable[str]) -> tuple[str, ...]:
+def constraint_lines(root: Path, lines: Iterable[str]) -> tuple[Line, ...]:
     """Requirement lines of the ``-c`` files (they narrow versions too)."""
-    found: list[str] = []
+    found: list[Line] = []
     for path in constraint_files(root, lines):
         if path.is_file() and inside(path, root):
-            for line in path.read_text(errors="replace").splitlines():
+            for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
                 line = re.sub(r"(^|\s)#.*$", "", line).strip()
                 if line and not line.startswith("-"):
-                    found.append(line)
+                    found.append(Line(line, str(path.relative_to(root)), number))
     return tuple(found)
 
 
@@ -170,6 +187,25 @@ def requirement_names(lines: Iterable[str]) -> list[str]:
         elif line.startswith("-") and (egg := re.search(r"#egg=([A-Za-z0-9_.\-]+)", line)):
             names.append(canonicalize_name(egg.group(1)))
     return list(dict.fromkeys(names))
+
+
+class UrlWheel(NamedTuple):
+    url: str  # without its fragment
+    filename: str
+    version: Version
+    tags: frozenset[Tag]
+
+
+def url_wheel(requirement: Requirement) -> UrlWheel | None:
+    """The wheel a ``name @ URL`` requirement points at; None when it points at no wheel (a
+    repository, a source archive)."""
+    url = (requirement.url or "").split("#")[0]
+    filename = url.split("?")[0].rsplit("/", 1)[-1]
+    try:
+        _, version, _, tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename:
+        return None
+    return UrlWheel(url, filename, version, tags)
 
 
 class Constraint(Requirement):
@@ -210,24 +246,39 @@ def satisfiable(specs: list[SpecifierSet], known: list[Version]) -> list[Version
 
 
 def combined_specs(specs: list[SpecifierSet]) -> str:
-    """The specifiers as one short range: the highest lower bound, the lowest upper bound, exclusions."""
+    """The specifiers as one short range, written as packaging normalises it (``<3.0.dev0``, not
+    ``<3.0dev``): the highest lower bound, the lowest upper bound, exclusions; an exact version
+    alone when one is asked and the rest allow it (``==2023.12.2``, not ``>=2021.09.0,==2023.12.2``)."""
     lower = upper = None
-    others = []
+    others: list[Specifier] = []
     for spec in specs:
-        for item in spec:
+        for item in map(normalised, spec):
             try:
                 version = Version(item.version)
             except InvalidVersion:
-                others.append(str(item))
+                others.append(item)
                 continue
             if item.operator in (">=", ">") and (lower is None or version > Version(lower.version)):
                 lower = item
             elif item.operator in ("<", "<=") and (upper is None or version < Version(upper.version)):
                 upper = item
             elif item.operator in ("!=", "==", "~=", "==="):
-                others.append(str(item))
-    bounds = [str(b) for b in (lower, upper) if b is not None]
-    window = SpecifierSet(",".join(bounds))
+                others.append(item)
+    bounds = [b for b in (lower, upper) if b is not None]
+    window = SpecifierSet(",".join(map(str, bounds)))
     kept = [o for o in dict.fromkeys(others)
-            if not o.startswith("!=") or window.contains(o[2:].rstrip(".*"), prereleases=True)]
-    return ",".join(bounds + kept)
+            if o.operator != "!=" or window.contains(o.version.rstrip(".*"), prereleases=True)]
+    whole = SpecifierSet(",".join(map(str, bounds + kept)))
+    exact = next((o for o in kept if o.operator == "==" and not o.version.endswith(".*")
+                  and whole.contains(o.version, prereleases=True)), None)
+    return str(exact) if exact is not None else ",".join(map(str, bounds + kept))
+
+
+def normalised(item: Specifier) -> Specifier:
+    """``item`` with its version written as packaging normalises it (``<3.0dev`` → ``<3.0.dev0``)."""
+    wildcard = item.version.endswith(".*")
+    try:
+        version = Version(item.version[:-2] if wildcard else item.version)
+    except InvalidVersion:
+        return item
+    return Specifier(f"{item.operator}{version}{'.*' if wildcard else ''}")

@@ -30,7 +30,8 @@ from sdt_build.precheck import Finding, precheck
 from sdt_build.walk import Clash, fix_line
 from sdt_build.project import UserProject
 from sdt_build.redact import run_logged
-from sdt_build.requirements import (classify, combined_specs, constraint_files, constraint_lines, requirement_names)
+from sdt_build.requirements import (classify, combined_specs, constraint_files, constraint_lines, requirement_names,
+                                    url_wheel)
 from sdt_build.target import host_python, target
 
 BACKENDS = ("auto", "pip-compile", "uv")
@@ -53,12 +54,13 @@ class ResolvedLock:
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     # where its packages come from: the wheel download uses the same sources as the resolver
     sources: IndexSettings = field(default_factory=pipconfig.from_pip, repr=False, compare=False)
+    urls: dict[str, str] = field(default_factory=dict)  # name → the wheel URL a ``name @ URL`` line locked
 
     def to_dict(self) -> dict:
         return {"python": self.python, "backend": self.backend, "input_hash": self.input_hash,
                 "cached": self.cached, "seconds": round(self.seconds, 3), "packages": len(self.pins),
-                "plug_packages": self.plug_layer, "moved": {k: {"sdt": a, "locked": b} for k, (a, b)
-                                                           in self.moved.items()},
+                "plug_packages": self.plug_layer, "urls": self.urls,
+                "moved": {k: {"sdt": a, "locked": b} for k, (a, b) in self.moved.items()},
                 "findings": [f.to_dict() for f in self.findings]}
 
 
@@ -248,23 +250,42 @@ def _local_contents(project: UserProject) -> list[str]:
 
 
 def _result(python, backend, text, digest, cached, seconds, findings, project, sources) -> ResolvedLock:
-    pins = constraints.read_lock_text(text)
+    urls = constraints.read_lock_urls(text)
+    pins = {**constraints.read_lock_text(text), **_url_versions(urls)}
     sdt_pins = constraints.pins(python)
     sdt_layer = {n: v for n, v in pins.items() if sdt_pins.get(n) == v}
     plug_layer = {n: v for n, v in pins.items() if n not in sdt_layer}
     moved = {n: (sdt_pins[n], v) for n, v in plug_layer.items() if n in sdt_pins}
     _verify(project, pins)
     return ResolvedLock(python, backend, pins, sdt_layer, plug_layer, moved, text, digest, cached, seconds,
-                        tuple(findings), sources)
+                        tuple(findings), sources, urls)
+
+
+def _url_versions(urls: dict[str, str]) -> dict[str, str]:
+    """The version of each locked wheel URL (from its file name); a URL that is no wheel cannot be
+    installed by the image build, which takes wheels only (SDT-E233)."""
+    versions = {}
+    for name, url in urls.items():
+        wheel = url_wheel(Requirement(f"{name} @ {url}"))
+        if wheel is None:
+            raise DependencyConflict("SDT-E233", f"{name} is installed from {url}, which is not a wheel (a "
+                                     "repository or a source archive): the image build takes a URL only as a wheel "
+                                     "(build_sdists compiles releases of the index, by version)",
+                                     f"build a wheel of it (`pip wheel --no-deps '{url}'`) and point the {name} line "
+                                     "at that wheel's URL, or list a released version by name")
+        versions[name] = str(wheel.version)
+    return versions
 
 
 def _verify(project: UserProject, pins: dict[str, str]) -> None:
-    """Every name the plug asks for is in the lock at a version its line accepts."""
+    """Every name the plug asks for is in the lock at a version its line accepts (a URL line: its wheel's)."""
     env = target(project.settings.python).markers
     for text in project.requirement_lines:
         requirement = classify(text).requirement
         if requirement is None or (requirement.marker and not requirement.marker.evaluate(env)):
             continue
+        if requirement.url and (wheel := url_wheel(requirement)):
+            requirement = Requirement(f"{requirement.name}=={wheel.version}")
         name = canonicalize_name(requirement.name)
         locked = pins.get(name)
         if locked is None or not requirement.specifier.contains(Version(locked), prereleases=True):
@@ -332,9 +353,11 @@ def explain_failure(log: str, log_path: Path, backend: str, python: str | None =
         if re.search(pattern, log, re.I):
             package = _failing_package(log, code)
             detail = _relevant_lines(log, code)
-            clash = _pin_clash(log, python, roots) if code == "SDT-E220" and python else None
+            # a pin clash is told as one (E220) even when the report ends in "no version of X" (E221):
+            # the only release a URL line offers, or every release of a line, was ruled out by it
+            clash = _pin_clash(log, python, roots) if code in ("SDT-E220", "SDT-E221") and python else None
             if clash is not None:
-                return DependencyConflict(code, clash[0], clash[1], detail=detail, log_path=log_path)
+                return DependencyConflict("SDT-E220", clash[0], clash[1], detail=detail, log_path=log_path)
             if package is None and cause_unnamed is not None:
                 cause, fix = cause_unnamed, fix_unnamed
             return DependencyConflict(code, cause.format(package=package), fix.format(package=package),

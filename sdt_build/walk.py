@@ -6,8 +6,9 @@ candidates. SDT's pinned packages stay at their pins unless the plug names them 
 requirements are data in ``constraints/``, read offline); a package the plug names may move
 only as far as needed: its pin is tried first, and what the rest of SDT's set needs of it still
 holds. Every other package offers its newest ``NEWEST`` releases with a wheel for the target and
-``SPREAD`` older ones spread over the rest of its history. Requirements come from the indexes'
-metadata files (``index.metadata``, cached on disk); the catalog of known minimums and ABI breaks
+``SPREAD`` older ones spread over the rest of its history; a plug line that is a wheel's URL offers
+that one wheel. Requirements come from the indexes' metadata files (``index.metadata``, cached on
+disk; a URL's wheel is read the same way); the catalog of known minimums and ABI breaks
 (``constraints/needs.toml``) adds what metadata leaves out. A time budget bounds the whole walk,
 and a walk that stops early says so. The look-ups run in a pool of the walk's own (``index.Pool``)
 that ends with it: no look-up, read-ahead or cache write outlives ``walk``.
@@ -31,7 +32,7 @@ from resolvelib import AbstractProvider, BaseReporter, ResolutionImpossible, Res
 from sdt_build import index
 from sdt_build.constraints import SdtSet, catalog
 from sdt_build.pipconfig import IndexSettings
-from sdt_build.requirements import combined_specs, satisfiable
+from sdt_build.requirements import combined_specs, satisfiable, url_wheel
 
 NEWEST = 8  # releases per package, newest first
 SPREAD = 6  # older releases, spread evenly down to the oldest
@@ -130,6 +131,9 @@ class _Provider(AbstractProvider):
         self.sdt, self.lookups, self.seconds = sdt, lookups, seconds
         self.env = sdt.env
         self.roots = {canonicalize_name(r.name): r for r in roots}
+        # a root that is a wheel's URL has one candidate, that wheel (its metadata read from the URL)
+        self.urls = {name: index.Release(wheel.version, False, None, True, False, wheel.url)
+                     for name, r in self.roots.items() if r.url and (wheel := url_wheel(r))}
         self.fixed = {name: Version(pin) for name, pin in sdt.pins.items() if name not in self.roots}
         self.limits: dict[str, SpecifierSet] = {}
         self.why: dict[str, str] = {}  # name → what its limit is, for messages
@@ -177,6 +181,9 @@ class _Provider(AbstractProvider):
         for requirement in requirements[identifier]:
             spec &= requirement.specifier
         excluded = {c.version for c in incompatibilities[identifier]}
+        if name in self.urls:
+            release = self.urls[name]
+            return [Candidate(name, release.version, extras, release)] if spec.contains(release.version, True) else []
         if name in self.fixed:
             pin = self.fixed[name]
             return [Candidate(name, pin, extras)] if spec.contains(pin, prereleases=True) and pin not in excluded \
@@ -390,7 +397,10 @@ class _Provider(AbstractProvider):
                 against = f"requirements.txt asks `{other}`"
             elif name in self.limits and not satisfiable([spec, self.limits[name]], []):
                 against = self.why[name]
-            elif not any(spec.contains(r.version, prereleases=True) for r in self._installable(name)):
+            elif name in self.urls and not spec.contains(self.urls[name].version, prereleases=True):
+                against = f"requirements.txt installs {name} {self.urls[name].version} from a URL"
+            elif name not in self.urls and not any(spec.contains(r.version, prereleases=True)
+                                                   for r in self._installable(name)):
                 against = (f"no release of {name} in that range has a wheel for Python {self.sdt.python} on "
                            "linux x86_64")
             else:
@@ -409,8 +419,13 @@ class _Provider(AbstractProvider):
                     time.perf_counter() - started)
 
     def _clashes(self) -> tuple[Clash, ...]:
-        """The clashes found, the most binding first: the one most tried releases share."""
-        ranked = sorted(self.clashes.items(), key=lambda item: -sum(len(v) for v in item[1].values()))
+        """The clashes found, the most binding first: one that every release of a plug line tried
+        meets itself (no other release of that line could help), then the one most tried releases share."""
+        def conclusive(parents: dict[str, dict[Version, str]]) -> bool:
+            return any(name in self.roots and set(asked) >= self.tried.get(name, set()) for name, asked in parents.items())
+
+        ranked = sorted(self.clashes.items(),
+                        key=lambda item: (not conclusive(item[1]), -sum(len(v) for v in item[1].values())))
         found = []
         for (name, against), parents in ranked[:3]:
             parent, asked = max(parents.items(), key=lambda item: len(item[1]))

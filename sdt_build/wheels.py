@@ -48,9 +48,10 @@ def wheel_cache(python: str) -> Path:
 
 
 def download(pins: dict[str, str], python: str, log_path: Path, sources: IndexSettings | None = None,
-             on_event: OnEvent = ignore) -> dict[str, Path]:
+             on_event: OnEvent = ignore, urls: dict[str, str] | None = None) -> dict[str, Path]:
     """Fetch the wheel of every ``name==version`` for the target into the cache (only missing ones),
-    from ``sources`` (pip's configuration by default), in up to ``PARALLEL`` pip processes at once.
+    from ``sources`` (pip's configuration by default), in up to ``PARALLEL`` pip processes at once;
+    a name in ``urls`` (a ``name @ URL`` line of the lock) from its URL.
 
     Returns name → wheel path. Raises subprocess.CalledProcessError with the log written to
     ``log_path`` when pip cannot get one. ``on_event`` hears packages and bytes as they arrive.
@@ -58,7 +59,8 @@ def download(pins: dict[str, str], python: str, log_path: Path, sources: IndexSe
     folder = wheel_cache(python)
     present = cached_wheels(folder)
     wanted = {(canonicalize_name(name), version) for name, version in pins.items()}
-    missing = sorted(f"{name}=={version}" for name, version in wanted if (name, version) not in present)
+    urls = {canonicalize_name(name): url for name, url in (urls or {}).items()}
+    missing = sorted(urls.get(name, f"{name}=={version}") for name, version in wanted if (name, version) not in present)
     if missing:
         _download_parallel(missing, python, folder, log_path, sources or from_pip(), on_event)
         present = cached_wheels(folder)

@@ -42,6 +42,11 @@ NUMPY_WIN = ("numpy @ https://files.pythonhosted.org/packages/c5/31/7fc6239c12bc
              "dd8f4e/numpy-2.4.6-cp311-cp311-win_amd64.whl")
 DOTENV_WHEEL = ("python-dotenv @ https://files.pythonhosted.org/packages/6a/3e/b68c118422ec867fa7ab88444e1274aa40681c606d5"
                 "9ac27de5a5588f082/python_dotenv-1.0.1-py3-none-any.whl")
+PVANALYTICS_WHEEL = ("pvanalytics @ https://files.pythonhosted.org/packages/aa/c5/6d641a3ddf7ecc512a42040e1aa0873ddc1cd808"
+                     "b1d3d5a5c5b00397636c/pvanalytics-0.2.2-py3-none-any.whl")
+S3FS_WHEEL = ("s3fs @ https://files.pythonhosted.org/packages/5b/d6/b8a748b7d3fc7b0fd2ede1cf26a80281d65cc24d5d56b66c3a4c"
+              "87e256e2/s3fs-2023.12.2-py3-none-any.whl")  # needs fsspec==2023.12.2; SDT's set pins another
+SDT_FROM_GIT = "solar-data-tools @ git+https://github.com/slacgismo/solar-data-tools@v1.5.0"
 DOTENV_HASHES = ("sha256:f7b63ef50f1b690dddf550d03497b66d609393b40b564ed0d674909a68ebf16a",
                  "sha256:e324ee90a023d808f1959c46bcbc04446a10ced277783dc6ee09987c37ec10ca")
 LOCAL_PACKAGE = {
@@ -111,14 +116,14 @@ CASES = [
      ("python-dotenv", "1.0.1", "1.2.1")),
     ("sdt-pin-same", f"numpy=={PINS['numpy']}\n", {}, {}, [], ()),
     ("sdt-pin-moved", "requests==2.32.3\n", {}, {}, [("SDT-E204", "warning")], ("requests", PINS["requests"])),
-    ("numpy-old", "numpy<1.20\n", {}, {}, [("SDT-E203", "error"), ("SDT-E208", "error")], ("numpy",)),
+    ("numpy-old", "numpy<1.20\n", {}, {}, [("SDT-E203", "error")], ("numpy",)),
     ("sdt-version", "solar-data-tools==1.5.0\n", {}, {}, [("SDT-E201", "error")],
      ("solar-data-tools", PINS["solar-data-tools"])),
     ("dask-version", "dask==2024.8.0\ndistributed==2024.8.0\n", {}, {},
      [("SDT-E202", "error"), ("SDT-E202", "error")], ()),
     ("nonexistent", "pandsa\n", {}, {}, [("SDT-E205", "error")], ("pandsa", "pandas")),
     ("normalised-name", f"Scikit_Learn=={PINS['scikit-learn']}\n", {}, {}, [], ()),
-    ("normalised-name-moved", "Scikit_Learn<1.0\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E208", "error")],
+    ("normalised-name-moved", "Scikit_Learn<1.0\n", {}, {}, [("SDT-E208", "error")],
      ("scikit-learn",)),
     ("vcs", "pvanalytics @ git+https://github.com/pvlib/pvanalytics@v0.2.2\n", {}, {}, [("SDT-E212", "warning")],
      ("pvanalytics",)),
@@ -126,7 +131,13 @@ CASES = [
     ("path-outside", "../shared/mypkg\n", {}, _package("shared/mypkg"), [("SDT-E211", "error")], ("../shared/mypkg",)),
     ("path-missing", "./vendor/nothere\n", {}, {}, [("SDT-E211", "error")], ("vendor/nothere",)),
     ("editable", "-e ./vendor/mypkg\n", _package("vendor/mypkg"), {}, [("SDT-E210", "error")], ("./vendor/mypkg",)),
-    ("wheel-wrong-platform", NUMPY_WIN + "\n", {}, {}, [("SDT-E208", "error")], ("numpy", "win_amd64")),
+    ("wheel-wrong-platform", NUMPY_WIN + "\n", {}, {}, [("SDT-E232", "error")], ("numpy", PINS["numpy"])),
+    ("wheel-wrong-platform-unpinned", "orjson @ https://files.pythonhosted.org/packages/00/00/orjson-3.10.7-cp311-none-"
+     "win_amd64.whl\n", {}, {}, [("SDT-E208", "error")], ("orjson", "win_amd64")),
+    ("sdt-from-git", SDT_FROM_GIT + "\n", {}, {}, [("SDT-E201", "error")], ("solar-data-tools", PINS["solar-data-tools"])),
+    ("url-constrained", PVANALYTICS_WHEEL + "\n-c constraints.txt\n", {"constraints.txt": "pvanalytics<0.3\n"}, {},
+     [("SDT-E232", "error")], ("pvanalytics", "pvanalytics<0.3")),
+    ("wheel-url-fits", PVANALYTICS_WHEEL + "\n", {}, {}, [], ()),
     ("wheel-compatible", DOTENV_WHEEL + "\n", {}, {}, [], ()),
     ("hashes", "python-dotenv==1.0.1 \\\n    --hash=" + DOTENV_HASHES[0] + " \\\n    --hash=" + DOTENV_HASHES[1] + "\n",
      {}, {}, [], ()),
@@ -138,7 +149,9 @@ CASES = [
     ("yanked", "requests==2.32.0\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E207", "warning")],
      ("requests", "2.32.0")),
     ("requires-python", "django==6.0\n", {}, {}, [("SDT-E206", "error")], ("django", "3.11", ">=3.12")),
-    ("no-wheel", "pyyaml==5.4.1\n", {}, {}, [("SDT-E204", "warning"), ("SDT-E208", "error")], ("pyyaml", "5.4.1")),
+    ("no-wheel", "pyyaml==5.4.1\n", {}, {}, [("SDT-E208", "error")], ("pyyaml", "5.4.1")),
+    # pandas<2 may move SDT's pin (E204 alone would say "keep it"), but no pandas<2 fits numpy 2 (E230)
+    ("moved-but-clashes", "pandas<2\n", {}, {}, [("SDT-E230", "error")], ("pandas", "numpy")),
     ("no-release", "python-dotenv>=99\n", {}, {}, [("SDT-E217", "error")], ("python-dotenv",)),
     ("boto3", "boto3==1.34.131\n", {}, {}, [("SDT-E230", "error")], ("boto3", "botocore", "python-dateutil")),
 ]
@@ -175,8 +188,118 @@ def test_numpy_below_1_20_names_who_needs_what(tmp_path):
     for who in needers:  # every SDT package that rules numpy 1.19 out is named
         assert who in text, f"{who} missing from: {text}"
     assert "Fix: change the line to `numpy" in text
-    wheel = found["SDT-E208"]
-    assert "numpy" in wheel.paragraph() and "wheel" in wheel.paragraph() and PY in wheel.paragraph()
+    # numpy<1.20 also has no wheel for the target, but that follows from the conflict (whose fix
+    # changes the line anyway): no second finding offers build_sdists, which could not help
+    assert set(found) == {"SDT-E203"}, [f.paragraph() for f in found.values()]
+
+
+def test_findings_say_the_file_and_line_they_are_about(tmp_path):
+    folder = make_folder(tmp_path, "# data access\nrequests\n-r more.txt\n--prefer-binary\n",
+                         files={"more.txt": "python-dotenv\n\nnumpy<1.20\n"})
+    found = {f.code: f for f in precheck(load_project(folder, require_env=False))}
+    assert (found["SDT-E203"].file, found["SDT-E203"].line) == ("more.txt", 3)
+    assert (found["SDT-E216"].file, found["SDT-E216"].line) == ("requirements.txt", 4)
+    assert found["SDT-E203"].to_problem().location == "more.txt:3"
+    done = subprocess.run([SDT, "check", str(folder), "--json"], capture_output=True, text=True, timeout=120)
+    located = {(f["code"], f["file"], f["line"]) for f in json.loads(done.stdout)["findings"]}
+    assert located == {("SDT-E203", "more.txt", 3), ("SDT-E216", "requirements.txt", 4)}
+    shown = subprocess.run([SDT, "check", str(folder)], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "COLUMNS": "400"})
+    assert "more.txt:3" in shown.stderr and "requirements.txt:4" in shown.stderr, shown.stderr
+
+
+def test_fix_ranges_are_written_as_packaging_normalises_them():
+    from packaging.specifiers import SpecifierSet
+
+    from sdt_build.requirements import combined_specs
+
+    assert combined_specs([SpecifierSet("<3.0dev")]) == "<3.0.dev0"
+    assert combined_specs([SpecifierSet(">=2021.09.0"), SpecifierSet("==2023.12.2")]) == "==2023.12.2"
+    assert combined_specs([SpecifierSet(">=1.25"), SpecifierSet("<2.7,>=1.26.4"), SpecifierSet("!=1.24.0,>=1.20")]) \
+        == ">=1.26.4,<2.7"
+
+
+def test_a_line_with_an_extra_is_shown_with_it(tmp_path):
+    # the console prints findings through rich: `[sockz]` must not be read as markup and dropped
+    folder = make_folder(tmp_path, "requests[sockz]\n")
+    done = subprocess.run([SDT, "check", str(folder), "--offline"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "400"})
+    assert "SDT-E214" in done.stderr and "[sockz]" in done.stderr, done.stderr
+
+
+def test_a_wheel_url_is_locked_and_downloaded_from_its_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDT_CACHE_DIR", str(tmp_path / "cache"))
+    from sdt_build.wheels import download
+
+    project = load_project(make_folder(tmp_path, PVANALYTICS_WHEEL + "\n"), require_env=False)
+    assert [f for f in precheck(project) if f.severity == "error"] == []
+    locked = lock(project, use_cache=False, log_dir=tmp_path / "logs")
+    url = PVANALYTICS_WHEEL.split(" @ ")[1]
+    assert locked.pins["pvanalytics"] == "0.2.2" and locked.urls == {"pvanalytics": url}
+    assert locked.plug_layer["pvanalytics"] == "0.2.2" and locked.to_dict()["urls"] == {"pvanalytics": url}
+    wheels = download({"pvanalytics": "0.2.2"}, PY, tmp_path / "wheels.log", locked.sources, urls=locked.urls)
+    assert wheels["pvanalytics"].name == "pvanalytics-0.2.2-py3-none-any.whl"
+    assert url in (tmp_path / "wheels.log").read_text()
+
+
+def test_a_source_archive_url_stops_the_lock_with_a_fix(tmp_path):
+    # build_sdists lets the resolver build it for its metadata; the image build could not install it
+    folder = make_folder(tmp_path, "pvanalytics @ https://files.pythonhosted.org/packages/13/63/16f0254f2c44e8e5c34a040"
+                                   "798f6ecf7239ba196ffbf5e38a02a0c45a1a8/pvanalytics-0.2.2.tar.gz\n")
+    (folder / "sdt.toml").write_text("build_sdists = true\n" + (folder / "sdt.toml").read_text())
+    with pytest.raises(DependencyConflict) as raised:
+        lock(load_project(folder, require_env=False), use_cache=False, log_dir=tmp_path / "logs")
+    assert raised.value.code == "SDT-E233" and "pip wheel --no-deps" in raised.value.fix, raised.value.cause
+
+
+def test_a_wheel_url_whose_own_needs_clash_is_found_and_the_resolver_names_the_pin(tmp_path):
+    # the quick check reads the wheel's own metadata from its URL; --resolve then blames the pin it
+    # clashes with, not "no release of s3fs"
+    project = load_project(make_folder(tmp_path, S3FS_WHEEL + "\n"), require_env=False)
+    findings = precheck(project)
+    (finding,) = [f for f in findings if f.severity == "error"]
+    assert (finding.code, finding.package, finding.line) == ("SDT-E230", "s3fs", 1)
+    assert "s3fs 2023.12.2 needs fsspec==2023.12.2" in finding.cause and PINS["fsspec"] in finding.cause
+    with pytest.raises(DependencyConflict) as raised:
+        lock(project, use_cache=False, findings=findings, confirm=True, log_dir=tmp_path / "logs")
+    exc = raised.value
+    assert exc.code == "SDT-E220" and "fsspec" in exc.cause and "fsspec" in exc.fix, (exc.code, exc.cause, exc.fix)
+    assert_no_traceback(exc)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A plain file host on 127.0.0.1 (no metadata files, no ranges): the folder it serves, and its URL."""
+    folder = tmp_path / "host"
+    folder.mkdir()
+    handler = lambda *args, **kwargs: http.server.SimpleHTTPRequestHandler(*args, directory=str(folder), **kwargs)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_wheel_url_off_the_index_is_read_from_the_wheel_itself(tmp_path, served):
+    # a wheel built elsewhere, whose host serves neither metadata files nor ranges: its METADATA is
+    # read out of the whole download, and its Requires-Dist clash with SDT's set is named at its line
+    import zipfile
+
+    folder, url = served
+    name = f"inhouse_{uuid.uuid4().hex[:8]}"
+    with zipfile.ZipFile(folder / f"{name}-1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"{name}/__init__.py", "")
+        wheel.writestr(f"{name}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+                       "Requires-Dist: fsspec<2024\nRequires-Dist: python-dotenv\n")
+        wheel.writestr(f"{name}-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{name}-1.0.dist-info/RECORD", "")
+    line = f"{name} @ {url}/{name}-1.0-py3-none-any.whl"
+    found = check(tmp_path, f"python-dotenv\n{line}\n")
+    (finding,) = [f for f in found if f.severity == "error"]
+    assert (finding.code, finding.package, finding.line) == ("SDT-E230", canonicalize_name(name), 2), finding
+    assert f"{canonicalize_name(name)} 1.0 needs fsspec<2024" in finding.cause and PINS["fsspec"] in finding.cause
+    assert "the wheel it points at does not fit" in finding.cause
 
 
 def test_compatible_move_is_a_warning_that_names_the_pin(tmp_path):
@@ -220,7 +343,7 @@ def test_cli_exit_codes(tmp_path):
 
     code, payload = _cli_check(make_folder(tmp_path / "conflict", "numpy<1.20\n"))
     assert (code, payload["ok"]) == (2, False)
-    assert {f["code"] for f in payload["findings"]} == {"SDT-E203", "SDT-E208"}
+    assert [(f["code"], f["file"], f["line"]) for f in payload["findings"]] == [("SDT-E203", "requirements.txt", 1)]
 
     code, payload = _cli_check(make_folder(tmp_path / "broken", "numpy>>1\n-r missing.txt\n"))
     assert (code, payload["ok"]) == (1, False)

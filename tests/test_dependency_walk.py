@@ -67,6 +67,17 @@ def test_a_named_clash_comes_with_a_fix_that_locks(tmp_path, line, blamed, neede
     assert blamed in locked.pins and locked.pins[needed] != constraints.pins("3.11")[needed]
 
 
+@pytest.mark.parametrize("requirements, blamed", [
+    ("matplotlib>=3.8\nipympl==0.9.4\n", "ipympl"),  # ipympl 0.9.4 needs ipython<9
+    ("pandas\nsmart-open[s3]\n", "smart-open"),  # smart-open[s3] → boto3 → botocore needs python-dateutil<3
+])
+def test_the_line_that_clashes_on_its_own_is_blamed_not_its_neighbour(tmp_path, requirements, blamed):
+    plug = folder(type(CASES[0])(blamed, requirements, blamed), tmp_path)
+    errors = [f for f in precheck(load_project(plug, require_env=False)) if f.severity == "error"]
+    assert [(f.code, f.package) for f in errors] == [("SDT-E230", blamed)], [f.paragraph() for f in errors]
+    assert "[s3]" in errors[0].cause or "smart-open" not in requirements
+
+
 def test_check_resolve_confirms_a_clash_with_the_resolver_capped(tmp_path):
     from sdt_build.errors import DependencyConflict
 

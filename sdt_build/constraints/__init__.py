@@ -30,6 +30,7 @@ from sdt_build.target import target
 
 HERE = Path(__file__).parent
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+URL_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*@\s*(\S+)")
 SDT_PACKAGE = "solar-data-tools"
 # What one pipeline run costs, measured with sdt-build's upstream fixes and without
 # (``python -m sdt_build.maintainer.pipeline_cost``): sizing and every message about memory come from it.
@@ -57,12 +58,22 @@ def read_lock(path: Path) -> dict[str, str]:
 
 
 def read_lock_text(text: str) -> dict[str, str]:
-    pins = {}
+    return _read_lines(text, PIN)
+
+
+def read_lock_urls(text: str) -> dict[str, str]:
+    """``name @ URL`` lines of a lock (direct-URL requirements, as pip-compile and uv write them) as
+    {canonical name: URL}."""
+    return _read_lines(text, URL_PIN)
+
+
+def _read_lines(text: str, pattern: re.Pattern) -> dict[str, str]:
+    found = {}
     for line in text.splitlines():
-        match = PIN.match(line.strip())
+        match = pattern.match(line.strip())
         if match:
-            pins[canonicalize_name(match.group(1))] = match.group(2)
-    return pins
+            found[canonicalize_name(match.group(1))] = match.group(2)
+    return found
 
 
 @lru_cache(maxsize=None)

@@ -36,3 +36,59 @@ def test_five_thousand_lines_are_bounded_and_say_so(tmp_path):
     shown = subprocess.run([SDT, "check", str(folder)], capture_output=True, text=True, env=env)
     assert f"looking up {LINES} package(s) on the indexes" in shown.stderr
     assert "SDT-E229" in shown.stderr
+
+
+@pytest.fixture
+def wheel_host(tmp_path):
+    """A file host on 127.0.0.1: `junk-1.0-py3-none-any.whl` is not a zip, any other path is a 404,
+    and `/silent/…` accepts the request and never answers."""
+    import http.server
+    import threading
+
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "junk-1.0-py3-none-any.whl").write_bytes(os.urandom(4096))
+    stop = threading.Event()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path / "host"), **kwargs)
+
+        def do_GET(self):
+            if self.path.startswith("/silent/"):
+                stop.wait(30)
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.timeout(120)
+def test_wheel_urls_that_serve_no_wheel_are_named_per_line(tmp_path, wheel_host):
+    import shutil
+
+    folder = tmp_path / "hostile"
+    shutil.copytree(EXAMPLES / "local-csv", folder)
+    (folder / "requirements.txt").write_text(
+        f"junk @ {wheel_host}/junk-1.0-py3-none-any.whl\n"
+        f"gone @ {wheel_host}/gone-1.0-py3-none-any.whl\n"
+        f"mute @ {wheel_host}/silent/mute-1.0-py3-none-any.whl\n")
+    env = {**os.environ, "SDT_CACHE_DIR": str(tmp_path / "cache"), "SDT_INDEX_BUDGET": "5"}
+    done = subprocess.run([SDT, "check", str(folder), "--json"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr, done.stderr[-2000:]
+    found = {f["package"]: f for f in json.loads(done.stdout)["findings"]}
+    assert {name: (f["code"], f["severity"], f["line"]) for name, f in found.items()} == {
+        "junk": ("SDT-E234", "error", 1), "gone": ("SDT-E234", "error", 2), "mute": ("SDT-E224", "note", 3)}, found
+    assert "BadZipFile" in found["junk"]["cause"] and "HTTP 404" in found["gone"]["cause"]
+    assert "no answer within 5 s" in found["mute"]["cause"]  # undecided, as an index that does not answer
+    locked = subprocess.run([SDT, "lock", str(folder)], capture_output=True, text=True, env=env)
+    assert locked.returncode == 2 and "SDT-E234" in locked.stderr and "SDT-E999" not in locked.stderr
