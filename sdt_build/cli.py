@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 from rich.markup import RE_TAGS, escape
 from rich.table import Table
+from rich.text import Text
 
 from sdt_build import __version__
 from sdt_build.errors import (EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, BuildError, DependencyConflict, Problem,
@@ -163,7 +164,7 @@ def _print_error(output: Output, exc: SdtBuildError) -> None:
     for problem in problems:
         _print_problem(problem)
     if exc.detail and (output.debug or not exc.problems):
-        err.print(f"[dim]{escape(shorten(exc.detail.strip(), 2000, tail=True))}[/]", highlight=False)
+        err.print(Text(shorten(exc.detail.strip(), 2000, tail=True), style="dim"), highlight=False)
     if exc.log_path:
         err.print(f"  full log: {exc.log_path}", highlight=False)
     if output.debug:
@@ -172,9 +173,10 @@ def _print_error(output: Output, exc: SdtBuildError) -> None:
 
 def _print_problem(problem: Problem) -> None:
     color = {"error": "red", "warning": "yellow"}.get(problem.severity, "cyan")
-    where = f" [dim]{escape(problem.location)}[/]" if problem.location else ""
-    err.print(f"[bold {color}]{problem.code}[/] {escape(problem.cause)}{where}", highlight=False)
-    err.print(f"  [green]fix:[/] {escape(problem.fix)}", highlight=False)
+    where = (" ", (problem.location, "dim")) if problem.location else ()
+    # Text, not markup: a cause or fix prints as written, whatever brackets it holds
+    err.print(Text.assemble((problem.code, f"bold {color}"), " ", problem.cause, *where), highlight=False)
+    err.print(Text.assemble("  ", ("fix:", "green"), " ", problem.fix), highlight=False)
 
 
 def _print_internal(output: Output, exc: Exception) -> None:
@@ -337,7 +339,7 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
             if not errors:
                 raise
             payload["resolver"] = exc.to_dict()
-            output.say(f"[red]the resolver agrees[/]: {exc.code} {escape(exc.cause)}")
+            output.say(f"[red]the resolver agrees[/]: {exc.code} {exc.cause}")
             output.emit(payload)
             return 2
         payload["lock"] = result.to_dict()
