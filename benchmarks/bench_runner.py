@@ -63,10 +63,10 @@ SHARED = ("length", "capacity", "sampling", "quality score", "clearness score", 
 ONE_SITE = '''
 import json, resource, sys, time
 sys.path.insert(0, {folder!r})
-from dataplug import Bench
 from sdt_build import upstream_fixes
+fixes = upstream_fixes.apply({fixes!r})  # before SDT is first imported, as on workers
+from dataplug import Bench
 from solardatatools import DataHandler
-fixes = upstream_fixes.apply({fixes!r})
 data = Bench().get_data({key!r})
 started = time.perf_counter()
 handler = DataHandler(data)
@@ -91,8 +91,14 @@ def _project(work: Path) -> Path:
     return folder
 
 
-def _warm_up() -> None:
-    import solardatatools  # noqa: F401  (the first import on a worker takes seconds)
+def _warm_up(fixes: bool | None) -> None:
+    """SDT imported on a worker (the first import takes seconds), after the side's upstream fixes
+    (``None``: upstream's side, which has none), as sdt-build's workers do before their first key."""
+    if fixes is not None:
+        from sdt_build import upstream_fixes
+
+        upstream_fixes.apply(fixes)
+    import solardatatools  # noqa: F401
 
 
 def _upstream(dask_client, plug, keys):
@@ -106,10 +112,10 @@ def _upstream(dask_client, plug, keys):
     return table
 
 
-def _side(dask_client, work):
+def _side(dask_client, work, fixes: bool | None = None):
     """One side on freshly restarted workers: its result, wall seconds and the workers' profile."""
     dask_client.restart()
-    dask_client.run(_warm_up)
+    dask_client.run(_warm_up, fixes)
     began, started = time.time(), time.perf_counter()
     result = work()
     seconds = time.perf_counter() - started
@@ -204,9 +210,9 @@ def run() -> None:
             return lambda: runner.execute(keys, output_dir=Path(work) / name, dask_client=client, fix_shifts=True,
                                           loss_analysis=True, upstream_fixes=fixes)
 
-        off, off_seconds, off_profile = _side(client, ours(False, "off"))
+        off, off_seconds, off_profile = _side(client, ours(False, "off"), False)
         theirs, theirs_seconds, theirs_profile = _side(client, lambda: _upstream(client, module.Bench(), keys))
-        on, on_seconds, on_profile = _side(client, ours(True, "on"))
+        on, on_seconds, on_profile = _side(client, ours(True, "on"), True)
         print(f"   {len(keys)} keys, 2 workers × 1 thread, each side on restarted workers:")
         for label, seconds, result in (("sdt-build, upstream fixes off", off_seconds, off),
                                        ("upstream sdt_dask Runner", theirs_seconds, None),
@@ -231,7 +237,7 @@ def run() -> None:
         short = [k for k in keys if k != ("real", "TAEFC1044741")]  # a year or less each: no loss analysis
         _, theirs_short, _ = _side(client, lambda: _upstream(client, module.Bench(), short))
         _, ours_short, _ = _side(client, lambda: runner.execute(short, output_dir=Path(work) / "short", fix_shifts=True,
-                                                                dask_client=client, loss_analysis=True))
+                                                                dask_client=client, loss_analysis=True), True)
         print(f"   the {len(short)} keys of a year or less (no loss analysis on either side, so no key's Monte Carlo "
               f"bounds the wall): upstream {theirs_short:.1f} s, sdt-build with the fixes {ours_short:.1f} s, "
               f"throughput ratio {theirs_short / ours_short:.2f}")
