@@ -9,6 +9,7 @@ SDT-E4xx smoke test, SDT-E5xx run, SDT-E9xx the machine's environment.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,21 @@ class RunFailure(SdtBuildError, exit_code=5, meaning="run finished with failed k
 class EnvironmentProblem(SdtBuildError, exit_code=10,
                          meaning="environment problem: no Docker daemon, not root, missing tool"):
     """Something on the machine is missing or broken: no Docker daemon, not root…"""
+
+
+def unwritable(exc: OSError) -> tuple[str, str]:
+    """Why a file could not be written, and what to do about it, from the error's number: a full disk
+    wants space, a read-only file system or a folder without permission wants another place."""
+    number = exc.errno
+    if number in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full", "free space there"
+    if number == errno.EROFS:
+        return "the file system is read-only", "choose a folder on a writable file system"
+    if number in (errno.EACCES, errno.EPERM):
+        return "permission denied", "choose a folder you can write to (or give yourself write permission there)"
+    if number == errno.ENAMETOOLONG:
+        return "the file name is too long", "choose a shorter path"
+    return exc.strerror or str(exc), "choose a folder you can write to"
 
 
 INTERNAL_ERROR = 70  # a bug of sdt-build's (SDT-E999)
