@@ -21,7 +21,7 @@ from sdt_build.errors import ProblemList
 from sdt_build.plug import SHADOW, EnvVar, everywhere, shadows
 from sdt_build.requirements import requirement_names
 from sdt_build.settings import Settings
-from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, FileSet, confined
+from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, FileSet, confined, read_source, undecodable
 
 # Import names whose distribution is named differently (import name -> distribution).
 IMPORT_ALIASES = {
@@ -55,14 +55,10 @@ def parse(root: Path, name: str, found: ProblemList, missing_code: str,
         return None
     if not confined(path, root, name, found):
         return None
-    try:
-        source = path.read_bytes().decode("utf-8-sig")  # Python accepts a UTF-8 BOM, so do we
-    except (OSError, UnicodeDecodeError) as exc:
-        found.add("SDT-E117", f"{name} cannot be read as UTF-8 text ({exc.__class__.__name__})",
-                  f"save {name} as UTF-8", file=name)
+    if undecodable(root, Path(name), found):
         return None
     try:
-        return ast.parse(source, filename=name)
+        return ast.parse(read_source(path), filename=name)
     except SyntaxError as exc:
         where = f"line {exc.lineno} of {name}" if exc.lineno else name
         found.add("SDT-E103", f"syntax error in {name}: {exc.msg}",

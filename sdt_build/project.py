@@ -18,7 +18,7 @@ from sdt_build.plug import EnvVar
 from sdt_build.redact import remember
 from sdt_build.requirements import read_requirements
 from sdt_build.settings import Settings, read_settings
-from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, REQUIREMENTS_FILE, FileSet, scan
+from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, REQUIREMENTS_FILE, FileSet, scan, undecodable
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ def inspect_project(path: str | os.PathLike, *, require_env: bool = True
         return None, found.items
 
     files = scan(root, found)
+    for helper in files.code:  # dataplug.py and client.py are read below
+        if str(helper) not in (PLUG_FILE, CLIENT_FILE):
+            undecodable(root, helper, found)
     settings = read_settings(root, found)
     requirements_file = root / REQUIREMENTS_FILE
     lines = read_requirements(requirements_file, root, found) if requirements_file.exists() else ()

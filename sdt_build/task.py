@@ -57,21 +57,21 @@ class PlugBundle:
     """The user's Python files, the name of the plug class in dataplug.py, and the names of its
     declared secrets (masked in everything a worker prints)."""
 
-    files: tuple[tuple[str, str], ...]
+    files: tuple[tuple[str, bytes], ...]  # byte for byte: Python decodes each as its encoding line says
     class_name: str
     secrets: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
         h = hashlib.sha256(self.class_name.encode())
-        for name, text in self.files:
-            h.update(name.encode() + b"\0" + text.encode() + b"\0")
+        for name, data in self.files:
+            h.update(name.encode() + b"\0" + data + b"\0")
         return h.hexdigest()[:16]
 
     @classmethod
     def from_folder(cls, root: Path, relative_files: tuple[Path, ...], class_name: str,
                     secrets: tuple[str, ...] = ()) -> "PlugBundle":
-        return cls(tuple((str(p), (root / p).read_text("utf-8")) for p in relative_files), class_name, secrets)
+        return cls(tuple((str(p), (root / p).read_bytes()) for p in relative_files), class_name, secrets)
 
     def plug_class(self) -> type:
         """Import dataplug.py on this process (once) and return the plug class. The plug's folder goes
@@ -84,8 +84,8 @@ class PlugBundle:
                 if found:
                     raise PlugContractError(f"{SHADOW}: {found[0].cause}. Fix: {found[0].fix}")
                 folder = Path(tempfile.gettempdir()) / PLUG_FOLDER / digest
-                for name, text in self.files:
-                    _write_once(folder / name, text)
+                for name, data in self.files:
+                    _write_once(folder / name, data)
                 if str(folder) not in sys.path:
                     sys.path.insert(0, str(folder))
                 module_name = f"sdt_user_dataplug_{digest}"
@@ -183,13 +183,13 @@ def installed(digest: str) -> PlugBundle:
         raise RuntimeError(f"the plug (digest {digest}) was not installed on this worker") from None
 
 
-def _write_once(target: Path, text: str) -> None:
+def _write_once(target: Path, data: bytes) -> None:
     """Write ``target`` atomically: other worker processes may be importing the same file now."""
-    if target.exists() and target.read_text("utf-8") == text:
+    if target.exists() and target.read_bytes() == data:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
-    partial.write_text(text, "utf-8")
+    partial.write_bytes(data)
     os.replace(partial, target)
 
 

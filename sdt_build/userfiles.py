@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,28 @@ class FileSet:
                 text = target.read_text(errors="replace")
                 if redact(text) != text:
                     target.write_text(redact(text))
+
+
+def read_source(path: Path) -> str:
+    """A Python file's text as Python reads it: in the encoding its PEP 263 line declares (UTF-8, with
+    or without a byte-order mark, when it declares none). UnicodeDecodeError or SyntaxError (an
+    unknown encoding) when it cannot be decoded so."""
+    with tokenize.open(path) as handle:
+        return handle.read()
+
+
+def undecodable(root: Path, relative: Path, found: ProblemList) -> bool:
+    """Whether a Python file of the folder cannot be read as Python would (SDT-E117 in ``found``)."""
+    try:
+        read_source(root / relative)
+        return False
+    except (OSError, UnicodeDecodeError, SyntaxError) as exc:
+        reason = exc.msg if isinstance(exc, SyntaxError) else type(exc).__name__
+        found.add("SDT-E117", f"{relative} cannot be decoded in its declared encoding (UTF-8 unless a "
+                  f"`# -*- coding: … -*-` line says otherwise): {reason}",
+                  f"save {relative} as UTF-8, or declare its encoding in its first or second line "
+                  "(e.g. `# -*- coding: latin-1 -*-`)", file=str(relative))
+        return True
 
 
 def inside(path: Path, root: Path) -> bool:

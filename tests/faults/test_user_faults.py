@@ -1,0 +1,39 @@
+"""A new user's own mistakes: each is named with its code and a fix by `check` (or by the key's row),
+never an internal error, a traceback or a row that blames something else."""
+
+from __future__ import annotations
+
+import json
+
+from faultkit import keys_arg, no_traceback, sdt
+
+
+def _problems(folder) -> tuple[int, list[dict]]:
+    done = sdt("check", str(folder), "--offline", "--json")
+    no_traceback(done.stderr)
+    return done.returncode, json.loads(done.stdout).get("problems", [])
+
+
+def test_python_files_are_read_in_their_declared_encoding(trouble, tmp_path):
+    """A helper in latin-1 with its encoding line works as Python runs it, on the workers too; one
+    without the line is SDT-E117 naming it, from `check` (not an internal error from `run`)."""
+    folder = trouble(name="encodings")
+    (folder / "labels.py").write_bytes('# -*- coding: latin-1 -*-\nNAME = "café"\n'.encode("latin-1"))
+    plug = (folder / "dataplug.py").read_text()
+    (folder / "dataplug.py").write_text(plug.replace("import os\n", "import os\n\nimport labels\n", 1).replace(
+        'raise ValueError(f"get_data received {key!r}")', 'raise ValueError(f"{labels.NAME} received {key!r}")'))
+    code, problems = _problems(folder)
+    assert code == 0 and not [p for p in problems if p["severity"] == "error"], problems
+    ran = sdt("run", str(folder), "--output", str(tmp_path / "out"), *keys_arg(("echo", 1)))
+    assert ran.returncode == 5, ran.stderr[-2000:]
+    no_traceback(ran.stderr)
+    row = json.loads((tmp_path / "out" / "journal.jsonl").read_text().splitlines()[0])
+    assert "café received" in row["message"], row
+
+    (folder / "labels.py").write_bytes('NAME = "café"\n'.encode("latin-1"))
+    code, problems = _problems(folder)
+    assert code == 1 and [(p["code"], p["file"]) for p in problems] == [("SDT-E117", "labels.py")], problems
+    assert "coding" in problems[0]["fix"]
+    ran = sdt("run", str(folder), "--output", str(tmp_path / "again"), *keys_arg(("echo", 1)))
+    assert ran.returncode == 1 and "SDT-E117" in ran.stderr, ran.stderr[-2000:]
+    no_traceback(ran.stderr)
