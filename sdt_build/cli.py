@@ -31,6 +31,7 @@ REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness
                   "time shift correction": "time shift", "time zone correction": "tz fix",
                   "data quality warning": "quality warn", "seconds total": "seconds"}
 
+ECHO_LIMIT = 10_000  # characters of one string in --json: whatever a user's file held, never megabytes of it
 
 
 class Redacted:
@@ -87,7 +88,7 @@ class Output:
 
     def emit(self, payload: dict[str, Any]) -> None:
         if self.as_json:
-            click.echo(dumps(payload, indent=2))
+            click.echo(dumps(payload, ECHO_LIMIT, indent=2))
 
 
 def command(group: click.Group, name: str | None = None):

@@ -13,6 +13,8 @@ import errno
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sdt_build.redact import clip
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -24,6 +26,10 @@ class Problem:
     file: str | None = None
     line: int | None = None
     severity: str = "error"  # "error" stops the stage; "warning" and "note" do not
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cause", clip(self.cause))
+        object.__setattr__(self, "fix", clip(self.fix))
 
     @property
     def location(self) -> str:
@@ -54,6 +60,7 @@ class SdtBuildError(Exception):
         problems: tuple[Problem, ...] = (),
         log_path: Path | None = None,
     ):
+        cause, fix = clip(cause), clip(fix)
         super().__init__(f"{code}: {cause}")
         self.code = code
         self.cause = cause

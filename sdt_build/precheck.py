@@ -26,6 +26,7 @@ from sdt_build import index, pipconfig, walk
 from sdt_build.constraints import SDT_PACKAGE, SdtSet, catalog
 from sdt_build.errors import Problem
 from sdt_build.parity import MUST_MATCH
+from sdt_build.redact import clip
 from sdt_build.project import UserProject
 from sdt_build.requirements import (Constraint, PlugLine, as_constraint, classify, combined, combined_specs,
                                     constraint_lines, satisfiable)
@@ -56,6 +57,10 @@ class Finding:
     needed_by: tuple[str, ...] = field(default_factory=tuple)
     # constraint lines that keep a resolver to what the walk already examined (it need not backtrack further)
     caps: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cause", clip(self.cause))
+        object.__setattr__(self, "fix", clip(self.fix))
 
     def paragraph(self) -> str:
         parts = [self.cause]

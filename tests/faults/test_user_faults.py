@@ -37,3 +37,21 @@ def test_python_files_are_read_in_their_declared_encoding(trouble, tmp_path):
     ran = sdt("run", str(folder), "--output", str(tmp_path / "again"), *keys_arg(("echo", 1)))
     assert ran.returncode == 1 and "SDT-E117" in ran.stderr, ran.stderr[-2000:]
     no_traceback(ran.stderr)
+
+
+def test_a_package_name_of_any_length_is_named_and_cut_short(trouble):
+    """A name too long for a file or a URL is no package (not an internal error), and a megabyte of it
+    is shown cut to its ends, in the console and in --json alike."""
+    folder = trouble(name="long-names")
+    (folder / "requirements.txt").write_text("a" * 300 + "\n")
+    done = sdt("check", str(folder))
+    assert done.returncode == 2 and "SDT-E205" in done.stderr, done.stderr[-2000:]
+    no_traceback(done.stderr)
+
+    (folder / "requirements.txt").write_text("b" * 1_000_000 + "\n")
+    done = sdt("check", str(folder))
+    assert done.returncode == 2 and "SDT-E205" in done.stderr and "(1000000 characters)" in done.stderr
+    assert len(done.stdout + done.stderr) < 5_000
+    as_json = sdt("check", str(folder), "--json")
+    assert as_json.returncode == 2 and len(as_json.stdout) < 100_000
+    assert json.loads(as_json.stdout)["findings"][0]["code"] == "SDT-E205"
