@@ -330,9 +330,16 @@ def _run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_anal
                 values.update({f"loss {name}": _plain(value) for name, value in loss.items()})
                 values["loss_analysis"] = "done"
         figures = draw(handler) if plots else {}
-    except Exception as exc:  # a task reports every failure instead of raising it
+    except BaseException as exc:  # a task reports every failure instead of raising it
+        if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+            raise  # a signal to this process (a Dask worker runs tasks on other threads: never there)
         seconds["total"] = round(time.perf_counter() - started, 3)
-        return Row.failed(key, stage, exc, seconds, worker, {**values, **dependency_problem(exc)})
+        row = Row.failed(key, stage, exc, seconds, worker, {**values, **dependency_problem(exc)})
+        if isinstance(exc, Exception):
+            return row
+        return row.but(message=shorten(f"{stage} raised {type(exc).__name__}({str(exc)!r}), which ends a whole "
+                                       "process, not one key. Fix: raise an exception (e.g. ValueError) for a key "
+                                       "that cannot be done", 500))
     seconds["total"] = round(time.perf_counter() - started, 3)
     return Row.done(key, values, seconds, worker).but(plots=figures)
 
@@ -383,6 +390,11 @@ def check_power_data(data: Any) -> Any:
     if not isinstance(data.index, pd.DatetimeIndex):
         raise PlugContractError(f"get_data returned a DataFrame indexed by {type(data.index).__name__} "
                                 f"({data.index.dtype}); {EXPECTED}. Fix: data.set_index(pd.to_datetime(...))")
+    if data.index.tz is not None:
+        raise PlugContractError(f"get_data returned a DatetimeIndex in the time zone {data.index.tz}; {EXPECTED} in "
+                                "local time without a time zone (SDT reads the clock times). Fix: return "
+                                "data.tz_localize(None) (the zone's clock time), or data.tz_convert(zone)"
+                                ".tz_localize(None) for another zone's")
     if not any(pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
                for dtype in data.dtypes):
         kinds = ", ".join(f"{name} ({dtype})" for name, dtype in list(data.dtypes.items())[:5])

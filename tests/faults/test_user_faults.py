@@ -55,3 +55,26 @@ def test_a_package_name_of_any_length_is_named_and_cut_short(trouble):
     as_json = sdt("check", str(folder), "--json")
     assert as_json.returncode == 2 and len(as_json.stdout) < 100_000
     assert json.loads(as_json.stdout)["findings"][0]["code"] == "SDT-E205"
+
+
+def test_sys_exit_and_keyboard_interrupt_in_get_data_are_rows_that_name_them(trouble, tmp_path):
+    """Not a dead worker per key and rows that blame memory: one failed row each, naming what the
+    plug raised and the fix; the workers live on and the run ends at once."""
+    folder = trouble(name="exits")
+    output = tmp_path / "out"
+    done = sdt("run", str(folder), "--output", str(output), "--retries", "2",
+               *keys_arg(("exits", 3), ("exits", "no data"), ("interrupts",), ("echo", 1)), timeout=300)
+    assert done.returncode == 5, done.stderr[-3000:]
+    no_traceback(done.stderr)
+    assert len(done.stderr.splitlines()) < 40, done.stderr[-3000:]
+    rows = {json.dumps(row["key"]): row for row in
+            (json.loads(line) for line in (output / "journal.jsonl").read_text().splitlines())}
+    assert len(rows) == 4
+    for key, kind in ((["exits", 3], "SystemExit"), (["exits", "no data"], "SystemExit"),
+                      (["interrupts"], "KeyboardInterrupt")):
+        row = rows[json.dumps(key)]
+        assert (row["stage"], row["error_type"]) == ("get_data", kind), row
+        assert kind in row["message"] and "raise an exception" in row["message"], row
+        assert "memory" not in row["message"] and row.get("attempts", 1) == 1, row
+    assert "received ('echo', 1)" in rows[json.dumps(["echo", 1])]["message"]
+    assert "worker" not in done.stderr.lower() or "lost" not in done.stderr.lower(), done.stderr
