@@ -21,7 +21,7 @@ from sdt_build.errors import ProblemList
 from sdt_build.plug import SHADOW, EnvVar, everywhere, shadows
 from sdt_build.requirements import requirement_names
 from sdt_build.settings import Settings
-from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, FileSet, confined, read_source, undecodable
+from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, FileSet, confined, left_out, read_source, undecodable
 
 # Import names whose distribution is named differently (import name -> distribution).
 IMPORT_ALIASES = {
@@ -367,6 +367,29 @@ def importable(python: str, lines: tuple[str, ...]) -> dict[str, str]:
         owner = "SDT itself" if dist == constraints.SDT_PACKAGE else f"{dist} {info['version']}, in SDT's pinned set"
         provided.update({module: f"the package {module} ({owner})" for module in info["modules"]})
     return {**provided, **everywhere()}
+
+
+def check_left_out(root: Path, files: FileSet, found: ProblemList) -> None:
+    """SDT-E128 for each file the workers need that the folder's file rules leave out of the image
+    and the workers: dataplug.py and the folder's modules it imports (and theirs)."""
+    kept = set(files.files)
+    needed, todo = [], [Path(PLUG_FILE)]
+    while todo:
+        path = todo.pop(0)
+        if path in needed or not (root / path).is_file():
+            continue
+        needed.append(path)
+        try:
+            tree = ast.parse(read_source(root / path))
+        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+            continue  # named where it is read
+        for dotted, _, _ in _imports(tree):
+            top = dotted.split(".")[0]
+            todo += [Path(f"{top}.py"), Path(top, "__init__.py")]
+    for path in needed:
+        if path not in kept:
+            why, fix = left_out(root, path)
+            found.add("SDT-E128", f"the workers import {path}, but {why}", fix, file=str(path))
 
 
 def check_shadowing(files: FileSet, lines: tuple[str, ...], python: str, found: ProblemList) -> None:

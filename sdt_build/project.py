@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdt_build.contracts import ClassSpec, check_imports, check_shadowing, find_client, find_plug, parse
+from sdt_build.contracts import (ClassSpec, check_imports, check_left_out, check_shadowing, find_client, find_plug,
+                                 parse)
 from sdt_build.errors import Problem, ProblemList, ProjectError
 from sdt_build.plug import EnvVar
 from sdt_build.redact import remember
@@ -78,6 +79,7 @@ def inspect_project(path: str | os.PathLike, *, require_env: bool = True
     requirements_file = root / REQUIREMENTS_FILE
     lines = read_requirements(requirements_file, root, found) if requirements_file.exists() else ()
     check_shadowing(files, lines, settings.python, found)
+    check_left_out(root, files, found)
 
     plug = client = None
     plug_tree = parse(root, PLUG_FILE, found, missing_code="SDT-E102",

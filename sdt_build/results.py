@@ -27,16 +27,14 @@ from sdt_build.errors import RunFailure, unwritable
 from sdt_build.keys import key_id
 from sdt_build.redact import dumps, redact
 from sdt_build.rows import Row
+from sdt_build.userfiles import JOURNAL, OUTPUT_OWNER, RECORD
 
-JOURNAL = "journal.jsonl"
 LOCK = ".sdt-run.lock"
-RECORD = "run.json"
 WARNINGS_LOG = "warnings.log"  # third-party warnings of every key, one line each
 PLOTS = "plots"  # SDT's own figures of the keys that keep them: plots/<key>/<name>.png
 REPORT = "report.html"
 PERFORMANCE = "dask-report.html"  # Dask's performance report (when bokeh is installed)
 RESULTS = ("results.csv", "results.parquet")  # every key's last row, written whole at the end of a run
-OWNER = ".sdt-output.json"  # the project whose runs write this folder
 
 
 def read_journal(journal: Path) -> tuple[dict[str, Row], int]:
@@ -123,7 +121,7 @@ class OutputFolder:
     def owner(self) -> str | None:
         """The project whose runs write this folder (its owner file, else its run record)."""
         try:
-            return json.loads((self.folder / OWNER).read_text())["project"]
+            return json.loads((self.folder / OUTPUT_OWNER).read_text())["project"]
         except (OSError, ValueError, TypeError, KeyError):
             return self.record().get("project")
 
@@ -151,7 +149,7 @@ class OutputFolder:
                         raise _write_failure(self.folder / name, exc) from exc
                 shutil.rmtree(self.folder / PLOTS, ignore_errors=True)
             if self.project and self.owner() != self.project:
-                self.write(OWNER, lambda path: path.write_text(json.dumps({"project": self.project}) + "\n"))
+                self.write(OUTPUT_OWNER, lambda path: path.write_text(json.dumps({"project": self.project}) + "\n"))
             self._repair()
         try:
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -22,14 +22,25 @@ CLIENT_FILE = "client.py"
 REQUIREMENTS_FILE = "requirements.txt"
 SETTINGS_FILE = "sdt.toml"
 CONTRACT_FILES = (PLUG_FILE, CLIENT_FILE, REQUIREMENTS_FILE, SETTINGS_FILE)
+# A run's output folder holds the owner file its runs write (older ones: a journal and a run record)
+OUTPUT_OWNER = ".sdt-output.json"
+JOURNAL = "journal.jsonl"
+RECORD = "run.json"
+RUN_LEFTOVERS = ("dask-worker-space", "dask-scratch-space")  # what Dask leaves where a run starts
 # Never copied from the user's folder (on top of the folder's own .dockerignore).
 IGNORED = (
     ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv", ".env", ".env.*", "*.env", ".envrc",
     "*.pem", "*.key", "*.p12", "*.pfx", "*.crt", "id_rsa*", "id_ed25519*", "id_ecdsa*", ".ssh", ".aws",
     ".azure", ".gcloud", ".kube", ".docker", ".netrc", ".pypirc", ".pgpass", "credentials*",
     "*.lock", ".ipynb_checkpoints", "sdt-results", ".sdt", ".pytest_cache", ".mypy_cache", "*.log",
+    *RUN_LEFTOVERS,
 )
 IGNORE_FILE = ".dockerignore"
+
+
+def output_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder that runs write their results to (never part of a project's files)."""
+    return (path / OUTPUT_OWNER).is_file() or ((path / JOURNAL).is_file() and (path / RECORD).is_file())
 
 
 @dataclass(frozen=True)
@@ -95,9 +106,28 @@ def confined(path: Path, root: Path, name: str, found: ProblemList) -> bool:
     return False
 
 
+def matching(relative: Path, patterns: tuple[str, ...]) -> str | None:
+    """The first pattern that leaves ``relative`` out (matching one of its parts, or the whole path)."""
+    return next((pattern for pattern in patterns
+                 if any(fnmatch.fnmatch(part, pattern) for part in relative.parts)
+                 or fnmatch.fnmatch(str(relative), pattern)), None)
+
+
 def ignored(relative: Path, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in patterns) or \
-        any(fnmatch.fnmatch(str(relative), pattern) for pattern in patterns)
+    return matching(relative, patterns) is not None
+
+
+def left_out(root: Path, relative: Path) -> tuple[str, str]:
+    """Why a file of the folder is not among the files that travel, and how to let it travel."""
+    pattern = matching(relative, _user_ignore(root))
+    if pattern is not None:
+        return (f"line `{pattern}` of {IGNORE_FILE} leaves it out",
+                f"remove or narrow that line of {IGNORE_FILE} (name the files to leave out one by one)")
+    pattern = matching(relative, IGNORED)
+    if pattern is not None:
+        return (f"it is named like a secret or a cache (`{pattern}`), which never leave the folder",
+                f"rename {relative}")
+    return "it is not a regular file inside the folder", f"make {relative} a regular file of the folder"
 
 
 def scan(root: Path, found: ProblemList | None = None) -> FileSet:
@@ -113,8 +143,8 @@ def scan(root: Path, found: ProblemList | None = None) -> FileSet:
         kept = []
         for name in folders:
             relative = (here / name).relative_to(root)
-            if ignored(relative, patterns) or (here / name / "pyvenv.cfg").exists():  # a virtualenv
-                continue
+            if ignored(relative, patterns) or (here / name / "pyvenv.cfg").exists() or output_folder(here / name):
+                continue  # a virtualenv, or a run's results: they would change every image's hash
             if (here / name).is_symlink():  # never followed: inside, its files are listed where they are
                 if not inside(here / name, root):
                     outside.append((relative, os.readlink(here / name)))

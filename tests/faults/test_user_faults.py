@@ -78,3 +78,53 @@ def test_sys_exit_and_keyboard_interrupt_in_get_data_are_rows_that_name_them(tro
         assert "memory" not in row["message"] and row.get("attempts", 1) == 1, row
     assert "received ('echo', 1)" in rows[json.dumps(["echo", 1])]["message"]
     assert "worker" not in done.stderr.lower() or "lost" not in done.stderr.lower(), done.stderr
+
+
+def test_a_dockerignore_that_leaves_out_what_the_workers_import_is_named(trouble, tmp_path):
+    """dataplug.py, or a module of the folder it imports, left out by .dockerignore (or named like a
+    secret) is SDT-E128 naming the file and the line; `run` refuses it before any worker starts."""
+    folder = trouble(name="ignores")
+    for line, files in (("dataplug.py", ["dataplug.py"]), ("*.py", ["dataplug.py", "synthetic.py"]),
+                        ("# helpers\nsynth*", ["synthetic.py"])):
+        (folder / ".dockerignore").write_text(line + "\n")
+        code, problems = _problems(folder)
+        found = [(p["code"], p["file"]) for p in problems if p["severity"] == "error"]
+        assert code == 1 and found == [("SDT-E128", file) for file in files], (line, problems)
+        assert ".dockerignore" in problems[0]["cause"] and ".dockerignore" in problems[0]["fix"]
+    ran = sdt("run", str(folder), "--output", str(tmp_path / "out"), *keys_arg(("echo", 1)))
+    assert ran.returncode == 1 and "SDT-E128" in ran.stderr and not (tmp_path / "out").exists(), ran.stderr
+    no_traceback(ran.stderr)
+
+    (folder / ".dockerignore").write_text("notes/\n*.csv\nclient.py\n")  # nothing the workers import
+    assert _problems(folder)[0] == 0
+    (folder / ".dockerignore").unlink()
+    (folder / "credentials_store.py").write_text("TOKEN_FILE = 'token.txt'\n")
+    (folder / "dataplug.py").write_text("import credentials_store\n" + (folder / "dataplug.py").read_text())
+    code, problems = _problems(folder)
+    assert code == 1 and [(p["code"], p["file"]) for p in problems] == [("SDT-E128", "credentials_store.py")]
+    assert "rename" in problems[0]["fix"]
+
+
+def test_an_output_folder_inside_the_project_leaves_the_content_hash_alone(trouble, tmp_path):
+    """Results written into the project folder (any name, the owner file's or an older run's journal
+    and run record) and Dask's scratch space never enter the image: the content hash stays put."""
+    folder = trouble(name="inside")
+
+    def content_hash() -> str:
+        context = tmp_path / f"context-{len(list(tmp_path.glob('context-*')))}"
+        done = sdt("build", str(folder), "--context-only", str(context), "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout)["content_hash"]
+
+    before = content_hash()
+    ran = sdt("run", str(folder), "--output", str(folder / "my results"), *keys_arg(("echo", 1)))
+    assert ran.returncode == 5 and (folder / "my results" / ".sdt-output.json").exists(), ran.stderr[-2000:]
+    older = folder / "runs" / "2026-11"  # an output folder of a version before the owner file
+    older.mkdir(parents=True)
+    for name in ("journal.jsonl", "run.json", "results.csv"):
+        (older / name).write_text("{}\n")
+    (folder / "dask-scratch-space" / "worker-1").mkdir(parents=True)
+    (folder / "dask-scratch-space" / "worker-1" / "storage.pkl").write_bytes(b"\0")
+    assert content_hash() == before
+    (folder / "notes.csv").write_text("a,b\n")  # the user's own files still count
+    assert content_hash() != before
