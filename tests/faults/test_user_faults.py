@@ -128,3 +128,36 @@ def test_an_output_folder_inside_the_project_leaves_the_content_hash_alone(troub
     assert content_hash() == before
     (folder / "notes.csv").write_text("a,b\n")  # the user's own files still count
     assert content_hash() != before
+
+
+def test_an_unknown_run_pipeline_argument_is_named_before_any_key_runs(trouble, tmp_path):
+    """Checked against SDT's own DataHandler.run_pipeline (the one installed here, else the pinned
+    version's), with the nearest name; sdt.toml's table and SDTDask's keyword arguments alike."""
+    import inspect
+
+    from solardatatools import DataHandler
+
+    from sdt_build import SDTDask
+    from sdt_build.errors import ProjectError
+
+    known = [name for name in inspect.signature(DataHandler.run_pipeline).parameters if name != "self"]
+    folder = trouble(name="pipeline-args")
+    settings = folder / "sdt.toml"
+    settings.write_text(settings.read_text() + "\n[run_pipeline]\nfix_shift = true\nsolver = \"CLARABEL\"\n")
+    code, problems = _problems(folder)
+    assert code == 1 and [(p["code"], p["file"]) for p in problems] == [("SDT-E129", "sdt.toml")], problems
+    assert "'fix_shift'" in problems[0]["cause"] and "did you mean 'fix_shifts'?" in problems[0]["fix"]
+    assert all(name in problems[0]["fix"] for name in known)
+    ran = sdt("run", str(folder), "--output", str(tmp_path / "out"), *keys_arg(("echo", 1)))
+    assert ran.returncode == 1 and "SDT-E129" in ran.stderr and not (tmp_path / "out").exists(), ran.stderr
+    no_traceback(ran.stderr)
+
+    settings.write_text(settings.read_text().replace("fix_shift =", "fix_shifts ="))
+    assert _problems(folder)[0] == 0
+    try:
+        SDTDask(folder).execute([("echo", 1)], output_dir=tmp_path / "api", verbos=True)
+    except ProjectError as exc:
+        assert exc.code == "SDT-E129" and "did you mean 'verbose'?" in exc.fix
+    else:
+        raise AssertionError("an unknown keyword argument ran")
+    assert not (tmp_path / "api").exists()
