@@ -7,8 +7,13 @@ would replace a module the workers import from elsewhere. Nothing of the user's 
 from __future__ import annotations
 
 import ast
+import builtins
+import difflib
+import importlib.util
+import pkgutil
 import re
 import sys
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -367,6 +372,100 @@ def importable(python: str, lines: tuple[str, ...]) -> dict[str, str]:
         owner = "SDT itself" if dist == constraints.SDT_PACKAGE else f"{dist} {info['version']}, in SDT's pinned set"
         provided.update({module: f"the package {module} ({owner})" for module in info["modules"]})
     return {**provided, **everywhere()}
+
+
+PUBLIC_MODULES = ("sdt_build", "sdt_build.clients")  # what a user's files import from sdt-build
+
+
+@lru_cache(maxsize=None)
+def module_names(module: str) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    """What ``from module import …`` can name (its module-level names and submodules) and its public
+    names (``__all__``), read from its source without importing it; None when there is no such module."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    tree = ast.parse(Path(spec.origin).read_text("utf-8"))
+    public: tuple[str, ...] = ()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            public = tuple(ast.literal_eval(node.value))
+    names = _bound(tree) | set(public)
+    names.update(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations or ()))
+    return frozenset(names), public
+
+
+def _bound(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level (in if/try/with blocks too); ``*`` when it star-imports."""
+    names: set[str] = set()
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(a.asname or a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.With,
+                               ast.AsyncWith)):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [i.optional_vars for i in node.items if i.optional_vars] if isinstance(node, (ast.With, ast.AsyncWith)) \
+                else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, ast.Global):
+            names.update(node.names)
+        elif isinstance(node, ast.NamedExpr):
+            names.add(node.target.id)
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            todo.extend(getattr(node, field, []) if not isinstance(node, (ast.ClassDef, ast.FunctionDef,
+                                                                          ast.AsyncFunctionDef)) else [])
+        if isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+    return names
+
+
+def check_names(tree: ast.Module, file: str, found: ProblemList) -> None:
+    """SDT-E130 for a name the file uses at its top level that is defined nowhere: a class's base, or
+    a name imported from sdt_build that sdt_build does not have; with the nearest existing name."""
+    public = {name: module for module in PUBLIC_MODULES for name in (module_names(module) or ((), ()))[1]}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "sdt_build":
+            known = module_names(node.module)
+            if known is None:
+                close = difflib.get_close_matches(node.module, PUBLIC_MODULES, n=1)
+                found.add("SDT-E130", f"{file} imports from {node.module}, which does not exist",
+                          (f"did you mean {close[0]}? " if close else "") + f"sdt-build's modules for user files: "
+                          f"{', '.join(PUBLIC_MODULES)}", file=file, line=node.lineno)
+                continue
+            for alias in node.names:
+                if alias.name != "*" and alias.name not in known[0]:
+                    found.add("SDT-E130", f"{file} imports {alias.name} from {node.module}, which has no such name",
+                              _did_you_mean(alias.name, public, known[1]), file=file, line=node.lineno)
+    bound = _bound(tree)
+    if "*" in bound:
+        return  # a star import may define anything
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                root = base
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id not in bound and not hasattr(builtins, root.id):
+                    found.add("SDT-E130", f"class {node.name} in {file} subclasses {root.id}, which is defined "
+                              "nowhere (not imported, not defined in the file)",
+                              _did_you_mean(root.id, public, sorted(bound)), file=file, line=node.lineno)
+
+
+def _did_you_mean(name: str, public: dict[str, str], nearby: Iterable[str]) -> str:
+    """The nearest name among the file's own and sdt_build's public ones, and where it comes from."""
+    close = difflib.get_close_matches(name, [*nearby, *public], n=1, cutoff=0.6)
+    if not close:
+        return f"import it, or define it; sdt_build's public names: {', '.join(public)}"
+    if close[0] in public:
+        return f"did you mean {close[0]}? (`from {public[close[0]]} import {close[0]}`)"
+    return f"did you mean {close[0]}?"
 
 
 def check_left_out(root: Path, files: FileSet, found: ProblemList) -> None:

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdt_build.contracts import (ClassSpec, check_imports, check_left_out, check_shadowing, find_client, find_plug,
-                                 parse)
+from sdt_build.contracts import (ClassSpec, check_imports, check_left_out, check_names, check_shadowing, find_client,
+                                 find_plug, parse)
 from sdt_build.errors import Problem, ProblemList, ProjectError
 from sdt_build.plug import EnvVar
 from sdt_build.redact import remember
@@ -86,12 +86,14 @@ def inspect_project(path: str | os.PathLike, *, require_env: bool = True
                        missing_fix="add dataplug.py with one class that has get_data(self, key) "
                                    "(`sdt-build init DIR` writes a starting point)")
     if plug_tree is not None:
+        check_names(plug_tree, PLUG_FILE, found)
         plug = find_plug(plug_tree, root / PLUG_FILE, settings, found)
         check_imports(plug_tree, root, PLUG_FILE, lines, settings.python, found)
     client_tree = parse(root, CLIENT_FILE, found, missing_code="SDT-E109",
                          missing_fix="add client.py with one class that subclasses a sdt_build client, "
                                      "e.g. `class Laptop(LocalClient): workers = 2`")
     if client_tree is not None:
+        check_names(client_tree, CLIENT_FILE, found)
         client = find_client(client_tree, root / CLIENT_FILE, settings, found)
 
     if plug is not None and client is not None:

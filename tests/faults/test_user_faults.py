@@ -161,3 +161,32 @@ def test_an_unknown_run_pipeline_argument_is_named_before_any_key_runs(trouble, 
     else:
         raise AssertionError("an unknown keyword argument ran")
     assert not (tmp_path / "api").exists()
+
+
+def test_names_defined_nowhere_are_named_with_the_nearest_one(trouble):
+    """A base class or a name imported from sdt_build that exists nowhere: SDT-E130 naming it, its
+    line and the name meant (with its import), in dataplug.py and client.py alike."""
+    folder = trouble(name="typos")
+    plug, client = folder / "dataplug.py", folder / "client.py"
+    original_plug, original_client = plug.read_text(), client.read_text()
+    cases = [
+        (plug, original_plug.replace("class Trouble(DataPlug)", "class Trouble(DataPlu)"),
+         "DataPlu", "did you mean DataPlug? (`from sdt_build import DataPlug`)"),
+        (plug, original_plug.replace("import DataPlug, EnvVar", "import DataPlug, EnvVar, DataPlg"),
+         "DataPlg", "did you mean DataPlug?"),
+        (client, original_client.replace("(LocalClient)", "(LocalClinet)"),
+         "LocalClinet", "did you mean LocalClient? (`from sdt_build.clients import LocalClient`)"),
+        (client, original_client.replace("from sdt_build.clients import", "from sdt_build.client import"),
+         "sdt_build.client,", "did you mean sdt_build.clients?"),
+    ]
+    for path, text, name, fix in cases:
+        plug.write_text(original_plug)
+        client.write_text(original_client)
+        path.write_text(text)
+        code, problems = _problems(folder)
+        named = [p for p in problems if p["code"] == "SDT-E130"]
+        assert code == 1 and problems[0] == named[0], problems
+        assert name in named[0]["cause"] and fix in named[0]["fix"] and named[0]["file"] == path.name, named
+        original = original_plug if path == plug else original_client
+        line = next(n for n, (new, old) in enumerate(zip(text.splitlines(), original.splitlines()), 1) if new != old)
+        assert named[0]["line"] == line, (named, line)
