@@ -353,14 +353,19 @@ def requirement_modules(required: Iterable[str], python: str) -> dict[str, str]:
             modules[aliases[name]] = name
         for module in constraints.metadata(python).get(name, {}).get("modules", ()):
             modules[module] = name
-    try:
-        from importlib.metadata import packages_distributions
-        installed = packages_distributions()
-    except Exception:  # broken metadata on the host never blocks a check
-        installed = {}
-    for module, dists in installed.items():
+    for module, dists in _installed_here().items():
         modules.update({module: canonicalize_name(d) for d in dists if canonicalize_name(d) in required})
     return modules
+
+
+@lru_cache(maxsize=1)
+def _installed_here() -> dict[str, list[str]]:
+    """This machine's installed distributions by top-level module (read once: it walks every one)."""
+    try:
+        from importlib.metadata import packages_distributions
+        return packages_distributions()
+    except Exception:  # broken metadata on the host never blocks a check
+        return {}
 
 
 def importable(python: str, lines: tuple[str, ...]) -> dict[str, str]:

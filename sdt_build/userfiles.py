@@ -40,7 +40,7 @@ IGNORE_FILE = ".dockerignore"
 
 def output_folder(path: Path) -> bool:
     """Whether ``path`` is a folder that runs write their results to (never part of a project's files)."""
-    return (path / OUTPUT_OWNER).is_file() or ((path / JOURNAL).is_file() and (path / RECORD).is_file())
+    return os.path.isfile(path / OUTPUT_OWNER) or (os.path.isfile(path / JOURNAL) and os.path.isfile(path / RECORD))
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,15 @@ def undecodable(root: Path, relative: Path, found: ProblemList) -> bool:
 
 def inside(path: Path, root: Path) -> bool:
     """Whether ``path`` (symlinks resolved) lies in the folder ``root``."""
-    resolved = path.resolve()
-    return resolved == root.resolve() or root.resolve() in resolved.parents
+    resolved, root = Path(os.path.realpath(path)), Path(os.path.realpath(root))  # a link loop: where it stops
+    return resolved == root or root in resolved.parents
 
 
 def confined(path: Path, root: Path, name: str, found: ProblemList) -> bool:
     """Whether a file sdt-build must read lies in the folder; if not, SDT-E125 and it is never read."""
     if inside(path, root):
         return True
-    found.add("SDT-E125", f"{name} points outside the folder ({path.resolve()}); sdt-build reads only the "
+    found.add("SDT-E125", f"{name} points outside the folder ({os.path.realpath(path)}); sdt-build reads only the "
               "folder's own files", "copy the file into the folder and refer to it there", file=name)
     return False
 
@@ -143,7 +143,7 @@ def scan(root: Path, found: ProblemList | None = None) -> FileSet:
         kept = []
         for name in folders:
             relative = (here / name).relative_to(root)
-            if ignored(relative, patterns) or (here / name / "pyvenv.cfg").exists() or output_folder(here / name):
+            if ignored(relative, patterns) or os.path.exists(here / name / "pyvenv.cfg") or output_folder(here / name):
                 continue  # a virtualenv, or a run's results: they would change every image's hash
             if (here / name).is_symlink():  # never followed: inside, its files are listed where they are
                 if not inside(here / name, root):
@@ -158,7 +158,7 @@ def scan(root: Path, found: ProblemList | None = None) -> FileSet:
                 continue
             if path.is_symlink() and not inside(path, root):
                 outside.append((relative, os.readlink(path)))
-            elif path.is_file():  # regular files and links to them (sockets, fifos, dangling links: no)
+            elif os.path.isfile(path):  # regular files and links to them (not sockets, fifos, links to nothing)
                 files.append(relative)
     if found is not None:
         for link, target in sorted(outside):
