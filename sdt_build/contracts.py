@@ -353,13 +353,13 @@ def requirement_modules(required: Iterable[str], python: str) -> dict[str, str]:
             modules[aliases[name]] = name
         for module in constraints.metadata(python).get(name, {}).get("modules", ()):
             modules[module] = name
-    for module, dists in _installed_here().items():
+    for module, dists in installed_here().items():
         modules.update({module: canonicalize_name(d) for d in dists if canonicalize_name(d) in required})
     return modules
 
 
 @lru_cache(maxsize=1)
-def _installed_here() -> dict[str, list[str]]:
+def installed_here() -> dict[str, list[str]]:
     """This machine's installed distributions by top-level module (read once: it walks every one)."""
     try:
         from importlib.metadata import packages_distributions
@@ -441,8 +441,8 @@ def check_names(tree: ast.Module, file: str, found: ProblemList) -> None:
             if known is None:
                 close = difflib.get_close_matches(node.module, PUBLIC_MODULES, n=1)
                 found.add("SDT-E130", f"{file} imports from {node.module}, which does not exist",
-                          (f"did you mean {close[0]}? " if close else "") + f"sdt-build's modules for user files: "
-                          f"{', '.join(PUBLIC_MODULES)}", file=file, line=node.lineno)
+                          (f"did you mean {close[0]}? " if close else "") + "use one of sdt-build's modules for user "
+                          f"files: {', '.join(PUBLIC_MODULES)}", file=file, line=node.lineno)
                 continue
             for alias in node.names:
                 if alias.name != "*" and alias.name not in known[0]:
@@ -467,7 +467,7 @@ def _did_you_mean(name: str, public: dict[str, str], nearby: Iterable[str]) -> s
     """The nearest name among the file's own and sdt_build's public ones, and where it comes from."""
     close = difflib.get_close_matches(name, [*nearby, *public], n=1, cutoff=0.6)
     if not close:
-        return f"import it, or define it; sdt_build's public names: {', '.join(public)}"
+        return f"define it, or import it; sdt_build's public names: {', '.join(public)}"
     if close[0] in public:
         return f"did you mean {close[0]}? (`from {public[close[0]]} import {close[0]}`)"
     return f"did you mean {close[0]}?"

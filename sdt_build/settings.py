@@ -97,7 +97,7 @@ def pipeline_problems(arguments: dict[str, Any], python: str) -> list[tuple[str,
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             problems.append((f"run_pipeline argument {name!r} is not one that DataHandler.run_pipeline of "
-                             f"solar-data-tools {version} takes", f"{hint}its arguments: {', '.join(known)}"))
+                             f"solar-data-tools {version} takes", f"{hint}use one of its arguments: {', '.join(known)}"))
     return problems
 
 
