@@ -13,8 +13,8 @@ import importlib.util
 import pkgutil
 import re
 import sys
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -412,22 +412,22 @@ def _bound(tree: ast.Module) -> set[str]:
             names.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update(a.asname or a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.With,
-                               ast.AsyncWith)):
-            targets = node.targets if isinstance(node, ast.Assign) else \
-                [i.optional_vars for i in node.items if i.optional_vars] if isinstance(node, (ast.With, ast.AsyncWith)) \
-                else [node.target]
-            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
-        elif isinstance(node, ast.Global):
-            names.update(node.names)
-        elif isinstance(node, ast.NamedExpr):
-            names.add(node.target.id)
-        for field in ("body", "orelse", "finalbody", "handlers"):
-            todo.extend(getattr(node, field, []) if not isinstance(node, (ast.ClassDef, ast.FunctionDef,
-                                                                          ast.AsyncFunctionDef)) else [])
-        if isinstance(node, ast.ExceptHandler) and node.name:
+        elif isinstance(node, ast.Assign):
+            names.update(_stored(node.targets))
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+            names.update(_stored([node.target]))
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            names.update(_stored([item.optional_vars for item in node.items if item.optional_vars]))
+        elif isinstance(node, ast.ExceptHandler) and node.name:
             names.add(node.name)
+        if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):  # their bodies are theirs
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                todo.extend(getattr(node, field, []))
     return names
+
+
+def _stored(targets: list[ast.expr]) -> set[str]:
+    return {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
 
 
 def check_names(tree: ast.Module, file: str, found: ProblemList) -> None:

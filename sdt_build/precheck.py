@@ -26,8 +26,8 @@ from sdt_build import index, pipconfig, walk
 from sdt_build.constraints import SDT_PACKAGE, SdtSet, catalog
 from sdt_build.errors import Problem
 from sdt_build.parity import MUST_MATCH
-from sdt_build.redact import clip
 from sdt_build.project import UserProject
+from sdt_build.redact import clip
 from sdt_build.requirements import (Constraint, PlugLine, as_constraint, classify, combined, combined_specs,
                                     constraint_lines, satisfiable)
 from sdt_build.target import target

@@ -102,6 +102,8 @@ def load(folder: Path) -> tuple[pd.DataFrame, dict]:
         try:
             record = json.loads((folder / RECORD).read_text())
         except ValueError:
+            record = None
+        if not isinstance(record, dict):
             record = {"warnings": [f"{RECORD} is unreadable: the run record is left out"]}
     return table, record
 

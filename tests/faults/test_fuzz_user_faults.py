@@ -145,7 +145,8 @@ def test_no_keys_or_options_make_a_run_fail_internally(keys, content, suffix, ch
 @given(journal=st.lists(st.one_of(junk, st.dictionaries(st.sampled_from(["key", "status", "stage", "seconds",
                                                                          "values", "message", "plots"]),
                                                         toml_values, max_size=5).map(json.dumps)), max_size=4),
-       record=st.one_of(junk, st.dictionaries(text, toml_values, max_size=3).map(json.dumps)),
+       record=st.one_of(junk, st.dictionaries(text, toml_values, max_size=3).map(json.dumps),
+                        toml_values.map(json.dumps)),
        plot_key=st.one_of(st.none(), key_text))
 def test_no_output_folder_makes_report_fail_internally(journal, record, plot_key):
     with tempfile.TemporaryDirectory() as parent:
