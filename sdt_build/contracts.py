@@ -476,7 +476,7 @@ def _did_you_mean(name: str, public: dict[str, str], nearby: Iterable[str]) -> s
 def check_left_out(root: Path, files: FileSet, found: ProblemList) -> None:
     """SDT-E128 for each file the workers need that the folder's file rules leave out of the image
     and the workers: dataplug.py and the folder's modules it imports (and theirs)."""
-    kept = set(files.files)
+    kept = set(files.files) | {link for link, _ in files.outside}  # a link leaving the folder: SDT-E125
     needed, todo = [], [Path(PLUG_FILE)]
     while todo:
         path = todo.pop(0)

@@ -21,8 +21,8 @@ from sdt_build.pipeline import build_project
 from sdt_build.project import load_project, runtime_env
 from sdt_build.results import OutputFolder
 from sdt_build.rows import Row
-from sdt_build.settings import pipeline_problems
 from sdt_build.runner import RunOptions, RunResult, run
+from sdt_build.settings import pipeline_problems
 
 
 class SDTDask:

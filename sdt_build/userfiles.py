@@ -127,7 +127,9 @@ def left_out(root: Path, relative: Path) -> tuple[str, str]:
     if pattern is not None:
         return (f"it is named like a secret or a cache (`{pattern}`), which never leave the folder",
                 f"rename {relative}")
-    return "it is not a regular file inside the folder", f"make {relative} a regular file of the folder"
+    results = next((parent for parent in relative.parents if output_folder(root / parent)), relative.parent)
+    return (f"it lies in {results}, a run's output folder, which never goes to the image or the workers",
+            f"move {relative} out of {results}")
 
 
 def scan(root: Path, found: ProblemList | None = None) -> FileSet:
