@@ -35,6 +35,8 @@ REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness
                   "data quality warning": "quality warn", "seconds total": "seconds"}
 STYLES = frozenset({"bold", "dim", "red", "green", "yellow", "cyan"})  # the only markup this module writes
 
+ECHO_LIMIT = 10_000  # characters of one string in --json: whatever a user's file held, never megabytes of it
+
 
 class Redacted:
     """A text stream whose every write goes through ``redact``: no credential reaches the terminal."""
@@ -107,7 +109,7 @@ class Output:
 
     def emit(self, payload: dict[str, Any]) -> None:
         if self.as_json:
-            click.echo(dumps(payload, indent=2))
+            click.echo(dumps(payload, ECHO_LIMIT, indent=2))
 
 
 def command(group: click.Group, name: str | None = None):

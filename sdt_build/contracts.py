@@ -7,9 +7,14 @@ would replace a module the workers import from elsewhere. Nothing of the user's 
 from __future__ import annotations
 
 import ast
+import builtins
+import difflib
+import importlib.util
+import pkgutil
 import re
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,7 +26,7 @@ from sdt_build.errors import ProblemList
 from sdt_build.plug import SHADOW, EnvVar, everywhere, shadows
 from sdt_build.requirements import requirement_names
 from sdt_build.settings import Settings
-from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, FileSet, confined
+from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, FileSet, confined, left_out, read_source, undecodable
 
 # Import names whose distribution is named differently (import name -> distribution).
 IMPORT_ALIASES = {
@@ -55,14 +60,10 @@ def parse(root: Path, name: str, found: ProblemList, missing_code: str,
         return None
     if not confined(path, root, name, found):
         return None
-    try:
-        source = path.read_bytes().decode("utf-8-sig")  # Python accepts a UTF-8 BOM, so do we
-    except (OSError, UnicodeDecodeError) as exc:
-        found.add("SDT-E117", f"{name} cannot be read as UTF-8 text ({exc.__class__.__name__})",
-                  f"save {name} as UTF-8", file=name)
+    if undecodable(root, Path(name), found):
         return None
     try:
-        return ast.parse(source, filename=name)
+        return ast.parse(read_source(path), filename=name)
     except SyntaxError as exc:
         where = f"line {exc.lineno} of {name}" if exc.lineno else name
         found.add("SDT-E103", f"syntax error in {name}: {exc.msg}",
@@ -352,14 +353,19 @@ def requirement_modules(required: Iterable[str], python: str) -> dict[str, str]:
             modules[aliases[name]] = name
         for module in constraints.metadata(python).get(name, {}).get("modules", ()):
             modules[module] = name
-    try:
-        from importlib.metadata import packages_distributions
-        installed = packages_distributions()
-    except Exception:  # broken metadata on the host never blocks a check
-        installed = {}
-    for module, dists in installed.items():
+    for module, dists in installed_here().items():
         modules.update({module: canonicalize_name(d) for d in dists if canonicalize_name(d) in required})
     return modules
+
+
+@lru_cache(maxsize=1)
+def installed_here() -> dict[str, list[str]]:
+    """This machine's installed distributions by top-level module (read once: it walks every one)."""
+    try:
+        from importlib.metadata import packages_distributions
+        return packages_distributions()
+    except Exception:  # broken metadata on the host never blocks a check
+        return {}
 
 
 def importable(python: str, lines: tuple[str, ...]) -> dict[str, str]:
@@ -371,6 +377,123 @@ def importable(python: str, lines: tuple[str, ...]) -> dict[str, str]:
         owner = "SDT itself" if dist == constraints.SDT_PACKAGE else f"{dist} {info['version']}, in SDT's pinned set"
         provided.update({module: f"the package {module} ({owner})" for module in info["modules"]})
     return {**provided, **everywhere()}
+
+
+PUBLIC_MODULES = ("sdt_build", "sdt_build.clients")  # what a user's files import from sdt-build
+
+
+@lru_cache(maxsize=None)
+def module_names(module: str) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    """What ``from module import …`` can name (its module-level names and submodules) and its public
+    names (``__all__``), read from its source without importing it; None when there is no such module."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    tree = ast.parse(Path(spec.origin).read_text("utf-8"))
+    public: tuple[str, ...] = ()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            public = tuple(ast.literal_eval(node.value))
+    names = _bound(tree) | set(public)
+    names.update(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations or ()))
+    return frozenset(names), public
+
+
+def _bound(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level (in if/try/with blocks too); ``*`` when it star-imports."""
+    names: set[str] = set()
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(a.asname or a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Assign):
+            names.update(_stored(node.targets))
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+            names.update(_stored([node.target]))
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            names.update(_stored([item.optional_vars for item in node.items if item.optional_vars]))
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):  # their bodies are theirs
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                todo.extend(getattr(node, field, []))
+    return names
+
+
+def _stored(targets: list[ast.expr]) -> set[str]:
+    return {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+
+
+def check_names(tree: ast.Module, file: str, found: ProblemList) -> None:
+    """SDT-E130 for a name the file uses at its top level that is defined nowhere: a class's base, or
+    a name imported from sdt_build that sdt_build does not have; with the nearest existing name."""
+    public = {name: module for module in PUBLIC_MODULES for name in (module_names(module) or ((), ()))[1]}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "sdt_build":
+            known = module_names(node.module)
+            if known is None:
+                close = difflib.get_close_matches(node.module, PUBLIC_MODULES, n=1)
+                found.add("SDT-E130", f"{file} imports from {node.module}, which does not exist",
+                          (f"did you mean {close[0]}? " if close else "") + "use one of sdt-build's modules for user "
+                          f"files: {', '.join(PUBLIC_MODULES)}", file=file, line=node.lineno)
+                continue
+            for alias in node.names:
+                if alias.name != "*" and alias.name not in known[0]:
+                    found.add("SDT-E130", f"{file} imports {alias.name} from {node.module}, which has no such name",
+                              _did_you_mean(alias.name, public, known[1]), file=file, line=node.lineno)
+    bound = _bound(tree)
+    if "*" in bound:
+        return  # a star import may define anything
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                root = base
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id not in bound and not hasattr(builtins, root.id):
+                    found.add("SDT-E130", f"class {node.name} in {file} subclasses {root.id}, which is defined "
+                              "nowhere (not imported, not defined in the file)",
+                              _did_you_mean(root.id, public, sorted(bound)), file=file, line=node.lineno)
+
+
+def _did_you_mean(name: str, public: dict[str, str], nearby: Iterable[str]) -> str:
+    """The nearest name among the file's own and sdt_build's public ones, and where it comes from."""
+    close = difflib.get_close_matches(name, [*nearby, *public], n=1, cutoff=0.6)
+    if not close:
+        return f"define it, or import it; sdt_build's public names: {', '.join(public)}"
+    if close[0] in public:
+        return f"did you mean {close[0]}? (`from {public[close[0]]} import {close[0]}`)"
+    return f"did you mean {close[0]}?"
+
+
+def check_left_out(root: Path, files: FileSet, found: ProblemList) -> None:
+    """SDT-E128 for each file the workers need that the folder's file rules leave out of the image
+    and the workers: dataplug.py and the folder's modules it imports (and theirs)."""
+    kept = set(files.files) | {link for link, _ in files.outside}  # a link leaving the folder: SDT-E125
+    needed, todo = [], [Path(PLUG_FILE)]
+    while todo:
+        path = todo.pop(0)
+        if path in needed or not (root / path).is_file():
+            continue
+        needed.append(path)
+        try:
+            tree = ast.parse(read_source(root / path))
+        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+            continue  # named where it is read
+        for dotted, _, _ in _imports(tree):
+            top = dotted.split(".")[0]
+            todo += [Path(f"{top}.py"), Path(top, "__init__.py")]
+    for path in needed:
+        if path not in kept:
+            why, fix = left_out(root, path)
+            found.add("SDT-E128", f"the workers import {path}, but {why}", fix, file=str(path))
 
 
 def check_shadowing(files: FileSet, lines: tuple[str, ...], python: str, found: ProblemList) -> None:

@@ -9,8 +9,11 @@ SDT-E4xx smoke test, SDT-E5xx run, SDT-E9xx the machine's environment.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from sdt_build.redact import clip
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,10 @@ class Problem:
     file: str | None = None
     line: int | None = None
     severity: str = "error"  # "error" stops the stage; "warning" and "note" do not
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cause", clip(self.cause))
+        object.__setattr__(self, "fix", clip(self.fix))
 
     @property
     def location(self) -> str:
@@ -53,6 +60,7 @@ class SdtBuildError(Exception):
         problems: tuple[Problem, ...] = (),
         log_path: Path | None = None,
     ):
+        cause, fix = clip(cause), clip(fix)
         super().__init__(f"{code}: {cause}")
         self.code = code
         self.cause = cause
@@ -111,6 +119,21 @@ class RunFailure(SdtBuildError, exit_code=5, meaning="run finished with failed k
 class EnvironmentProblem(SdtBuildError, exit_code=10,
                          meaning="environment problem: no Docker daemon, not root, missing tool"):
     """Something on the machine is missing or broken: no Docker daemon, not root…"""
+
+
+def unwritable(exc: OSError) -> tuple[str, str]:
+    """Why a file could not be written, and what to do about it, from the error's number: a full disk
+    wants space, a read-only file system or a folder without permission wants another place."""
+    number = exc.errno
+    if number in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full", "free space there"
+    if number == errno.EROFS:
+        return "the file system is read-only", "choose a folder on a writable file system"
+    if number in (errno.EACCES, errno.EPERM):
+        return "permission denied", "choose a folder you can write to (or give yourself write permission there)"
+    if number == errno.ENAMETOOLONG:
+        return "the file name is too long", "choose a shorter path"
+    return exc.strerror or str(exc), "choose a folder you can write to"
 
 
 INTERNAL_ERROR = 70  # a bug of sdt-build's (SDT-E999)

@@ -17,6 +17,7 @@ are cached on disk for good (a file's metadata never changes).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import itertools
@@ -277,7 +278,7 @@ def releases(name: str, python: str, session: Session) -> list[Release]:
     """Every release of ``name`` on the indexes and find-links, newest first (cached a few hours)."""
     project = canonicalize_name(name)
     sources = hashlib.sha256("\n".join(session.settings.describe()).encode()).hexdigest()[:12]
-    cache = cache_root() / "index-v2" / sources / f"{project}.json"
+    cache = cache_root() / "index-v2" / sources / f"{hashlib.sha256(project.encode()).hexdigest()[:32]}.json"
     if cache.exists() and time.time() - cache.stat().st_mtime < TTL_SECONDS:
         data = json.loads(cache.read_text())
         if data.get("missing"):
@@ -309,10 +310,16 @@ def _links(project: str, session: Session) -> tuple[list[dict], list[str]]:
     for url in session.settings.indexes:
         page = f"{url.rstrip('/')}/{project}/"
         if page.startswith("file:"):
-            files += map(file, collect_links_from_location(session.client, Link(page)))
+            try:
+                files += map(file, collect_links_from_location(session.client, Link(page)))
+            except OSError as exc:  # a name no file system can hold has no page there
+                if exc.errno != errno.ENAMETOOLONG:
+                    failures.append(f"{host(url)}: {exc.strerror or type(exc).__name__}")
             continue
         try:
             response = session.get(page, headers={"Accept": ACCEPT})
+        except httpx2.InvalidURL:  # a name too long for any URL has no page either
+            continue
         except httpx2.HTTPError as exc:
             failures.append(f"{host(url)}: {type(exc).__name__}")
             continue

@@ -99,4 +99,7 @@ def _strict_json(text: str) -> Any:
     def refuse(constant: str):
         raise ValueError(f"{constant} is not JSON")
 
-    return json.loads(text, parse_constant=refuse)
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise ValueError("it is nested too deep") from None

@@ -30,6 +30,7 @@ from sdt_build.constraints import SDT_PACKAGE, SdtSet, catalog
 from sdt_build.errors import Problem
 from sdt_build.parity import MUST_MATCH
 from sdt_build.project import UserProject
+from sdt_build.redact import clip
 from sdt_build.requirements import (Constraint, Line, PlugLine, as_constraint, classify, combined, combined_specs,
                                     constraint_lines, satisfiable, url_wheel)
 from sdt_build.target import target
@@ -62,6 +63,10 @@ class Finding:
     caps: tuple[str, ...] = field(default_factory=tuple)
     file: str | None = None  # where the line it is about was written (relative to the folder)
     line: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cause", clip(self.cause))
+        object.__setattr__(self, "fix", clip(self.fix))
 
     def paragraph(self) -> str:
         parts = [self.cause]

@@ -12,13 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdt_build.contracts import ClassSpec, check_imports, check_shadowing, find_client, find_plug, parse
+from sdt_build.contracts import (ClassSpec, check_imports, check_left_out, check_names, check_shadowing, find_client,
+                                 find_plug, parse)
 from sdt_build.errors import Problem, ProblemList, ProjectError
 from sdt_build.plug import EnvVar
 from sdt_build.redact import remember
 from sdt_build.requirements import Line, read_requirements
 from sdt_build.settings import Settings, read_settings
-from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, REQUIREMENTS_FILE, FileSet, scan
+from sdt_build.userfiles import CLIENT_FILE, PLUG_FILE, REQUIREMENTS_FILE, FileSet, scan, undecodable
 
 
 @dataclass(frozen=True)
@@ -71,22 +72,28 @@ def inspect_project(path: str | os.PathLike, *, require_env: bool = True
         return None, found.items
 
     files = scan(root, found)
+    for helper in files.code:  # dataplug.py and client.py are read below
+        if str(helper) not in (PLUG_FILE, CLIENT_FILE):
+            undecodable(root, helper, found)
     settings = read_settings(root, found)
     requirements_file = root / REQUIREMENTS_FILE
     lines = read_requirements(requirements_file, root, found) if requirements_file.exists() else ()
     check_shadowing(files, lines, settings.python, found)
+    check_left_out(root, files, found)
 
     plug = client = None
     plug_tree = parse(root, PLUG_FILE, found, missing_code="SDT-E102",
                        missing_fix="add dataplug.py with one class that has get_data(self, key) "
                                    "(`sdt-build init DIR` writes a starting point)")
     if plug_tree is not None:
+        check_names(plug_tree, PLUG_FILE, found)
         plug = find_plug(plug_tree, root / PLUG_FILE, settings, found)
         check_imports(plug_tree, root, PLUG_FILE, lines, settings.python, found)
     client_tree = parse(root, CLIENT_FILE, found, missing_code="SDT-E109",
                          missing_fix="add client.py with one class that subclasses a sdt_build client, "
                                      "e.g. `class Laptop(LocalClient): workers = 2`")
     if client_tree is not None:
+        check_names(client_tree, CLIENT_FILE, found)
         client = find_client(client_tree, root / CLIENT_FILE, settings, found)
 
     if plug is not None and client is not None:

@@ -61,15 +61,17 @@ def redact(text: str) -> str:
     return text
 
 
-def redact_value(value: Any) -> Any:
+def redact_value(value: Any, limit: int | None = None) -> Any:
     """``value`` with every string in it masked (through dicts, lists and tuples), for values that
-    are serialised afterwards (rows, records, payloads)."""
+    are serialised afterwards (rows, records, payloads); with ``limit``, each string cut to it."""
     if isinstance(value, str):
-        return redact(value)
+        value = redact(value)
+        return value if limit is None or len(value) <= limit else \
+            f"{value[:limit]}… ({len(value) - limit} more characters)"
     if isinstance(value, dict):
-        return {redact_value(k): redact_value(v) for k, v in value.items()}
+        return {redact_value(k, limit): redact_value(v, limit) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(redact_value(v) for v in value)
+        return type(value)(redact_value(v, limit) for v in value)
     return value
 
 
@@ -80,9 +82,21 @@ def shorten(text: str, limit: int, *, tail: bool = False) -> str:
     return text[-limit:] if tail else text[:limit]
 
 
-def dumps(value: Any, **options: Any) -> str:
-    """JSON text of ``value``, masked before serialising and after (what ``default=str`` made)."""
-    return redact(json.dumps(redact_value(value), default=str, **options))
+def clip(text: str, word: int = 160, total: int = 4000) -> str:
+    """A message fit to show whatever a user's file or option held: masked first, each run of more
+    than ``word`` characters without a space (a name, a line, a path) cut to its ends, and the whole
+    to ``total`` characters; each cut says how much it left out."""
+    text = redact(text)
+    if len(text) <= word:
+        return text
+    text = re.sub(rf"\S{{{word + 1},}}", lambda m: f"{m[0][:word // 2]}…{m[0][-20:]} ({len(m[0])} characters)", text)
+    return text if len(text) <= total else f"{text[:total]}… ({len(text) - total} more characters)"
+
+
+def dumps(value: Any, limit: int | None = None, **options: Any) -> str:
+    """JSON text of ``value``, masked before serialising and after (what ``default=str`` made); with
+    ``limit``, each string cut to that many characters."""
+    return redact(json.dumps(redact_value(value, limit), default=str, **options))
 
 
 def mask_streams(names: Iterable[str]) -> None:

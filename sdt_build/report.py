@@ -20,11 +20,12 @@ from typing import Any
 
 import pandas as pd
 
-from sdt_build.errors import RunFailure
+from sdt_build.errors import RunFailure, unwritable
 from sdt_build.keys import key_id, key_text, normalize_key
 from sdt_build.redact import redact
 from sdt_build.resources import render_template
-from sdt_build.results import PERFORMANCE, PLOTS, RECORD, REPORT, WARNINGS_LOG, plot_folder, read_journal
+from sdt_build.results import (PERFORMANCE, PLOTS, RECORD, REPORT, WARNINGS_LOG, discard, plot_folder,
+                                read_journal)
 from sdt_build.rows import SECONDS
 from sdt_build.task import PLOTS as FIGURES
 
@@ -101,6 +102,8 @@ def load(folder: Path) -> tuple[pd.DataFrame, dict]:
         try:
             record = json.loads((folder / RECORD).read_text())
         except ValueError:
+            record = None
+        if not isinstance(record, dict):
             record = {"warnings": [f"{RECORD} is unreadable: the run record is left out"]}
     return table, record
 
@@ -128,9 +131,10 @@ def write_report(folder: Path, table: pd.DataFrame, record: dict, keys: list[tup
         partial.write_text(html, "utf-8")
         partial.replace(target)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise RunFailure("SDT-E542", f"cannot write the report {target}: {exc.strerror or exc}",
-                         "free space there, or pass --out FILE elsewhere") from exc
+        discard(partial)
+        why, fix = unwritable(exc)
+        raise RunFailure("SDT-E542", f"cannot write the report {target}: {why}",
+                         f"{fix}, or pass --out FILE elsewhere") from exc
     return Written(target, len(html.encode()), len(table))
 
 

@@ -11,7 +11,7 @@ changes in the folder until a run has started, and a run never discards rows it 
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -23,20 +23,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from sdt_build.errors import RunFailure
+from sdt_build.errors import RunFailure, unwritable
 from sdt_build.keys import key_id
 from sdt_build.redact import dumps, redact
 from sdt_build.rows import Row
+from sdt_build.userfiles import JOURNAL, OUTPUT_OWNER, RECORD
 
-JOURNAL = "journal.jsonl"
 LOCK = ".sdt-run.lock"
-RECORD = "run.json"
 WARNINGS_LOG = "warnings.log"  # third-party warnings of every key, one line each
 PLOTS = "plots"  # SDT's own figures of the keys that keep them: plots/<key>/<name>.png
 REPORT = "report.html"
 PERFORMANCE = "dask-report.html"  # Dask's performance report (when bokeh is installed)
 RESULTS = ("results.csv", "results.parquet")  # every key's last row, written whole at the end of a run
-OWNER = ".sdt-output.json"  # the project whose runs write this folder
 
 
 def read_journal(journal: Path) -> tuple[dict[str, Row], int]:
@@ -61,10 +59,15 @@ def plot_folder(folder: Path, key: tuple) -> Path:
 
 
 def _write_failure(path: Path, exc: OSError) -> RunFailure:
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    cause = f"cannot write {path}: {'the disk is full' if full else exc.strerror or exc}"
-    return RunFailure("SDT-E515", cause, "free space there (or choose another --output), then run again with "
-                      "--resume: every row already in journal.jsonl is kept and only the missing keys run")
+    why, fix = unwritable(exc)
+    return RunFailure("SDT-E515", f"cannot write {path}: {why}", f"{fix} (or pass another --output), then run "
+                      "again with --resume: every row already in journal.jsonl is kept and only the missing keys run")
+
+
+def discard(path: Path) -> None:
+    """Remove a partial file if it is there (on a read-only file system it never was)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 class OutputFolder:
@@ -118,7 +121,7 @@ class OutputFolder:
     def owner(self) -> str | None:
         """The project whose runs write this folder (its owner file, else its run record)."""
         try:
-            return json.loads((self.folder / OWNER).read_text())["project"]
+            return json.loads((self.folder / OUTPUT_OWNER).read_text())["project"]
         except (OSError, ValueError, TypeError, KeyError):
             return self.record().get("project")
 
@@ -140,10 +143,13 @@ class OutputFolder:
         else:
             if not self.resume:
                 for name in (JOURNAL, WARNINGS_LOG, RECORD, REPORT, PERFORMANCE, *RESULTS):
-                    (self.folder / name).unlink(missing_ok=True)
+                    try:
+                        (self.folder / name).unlink(missing_ok=True)
+                    except OSError as exc:
+                        raise _write_failure(self.folder / name, exc) from exc
                 shutil.rmtree(self.folder / PLOTS, ignore_errors=True)
             if self.project and self.owner() != self.project:
-                self.write(OWNER, lambda path: path.write_text(json.dumps({"project": self.project}) + "\n"))
+                self.write(OUTPUT_OWNER, lambda path: path.write_text(json.dumps({"project": self.project}) + "\n"))
             self._repair()
         try:
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -235,7 +241,10 @@ class OutputFolder:
         """Append lines to warnings.log (a key or a worker, a tab, the warning)."""
         if not lines or self.folder is None:
             return
-        fd = os.open(self.folder / WARNINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.folder / WARNINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _write_failure(self.folder / WARNINGS_LOG, exc) from exc
         try:
             self._append(fd, self.folder / WARNINGS_LOG, redact("".join(f"{line}\n" for line in lines)).encode())
         finally:
@@ -265,10 +274,10 @@ class OutputFolder:
                 os.fsync(handle.fileno())
             os.replace(partial, target)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            discard(partial)
             raise _write_failure(target, exc) from exc
         except BaseException:
-            partial.unlink(missing_ok=True)
+            discard(partial)
             raise
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from sdt_build import __version__, parity, upstream_fixes
+from sdt_build.clients.base import scheduler_lost
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, UNFIXED_PEAK_BYTES, pins
 from sdt_build.errors import Problem, RunFailure
 from sdt_build.keys import key_id, normalize_key, validate_key
@@ -141,9 +142,14 @@ def run(project: UserProject, dask_client, keys: list[tuple] | None, options: Ru
     earlier leaves it as it was.
     """
     started = time.perf_counter()
-    bundle, warnings = prepare_cluster(dask_client, project, options)
-    fixes, unfixed = apply_fixes(dask_client, options.upstream_fixes)
-    chosen = choose_keys(keys, project, dask_client, bundle, options)
+    try:
+        bundle, warnings = prepare_cluster(dask_client, project, options)
+        fixes, unfixed = apply_fixes(dask_client, options.upstream_fixes)
+        chosen = choose_keys(keys, project, dask_client, bundle, options)
+    except OSError as exc:  # distributed's comm errors (no file named): the scheduler went away before any key ran
+        if exc.filename is not None:
+            raise
+        raise scheduler_lost(exc, explain() if explain else None) from exc
     earlier = output.record()
     output.start()
     stream = Stream(dask_client, bundle, options, output, on_row, progress, explain)

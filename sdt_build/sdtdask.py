@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from sdt_build.clients import Client, load_client
 from sdt_build.daemon import docker_client
-from sdt_build.errors import RunFailure
+from sdt_build.errors import ProjectError, RunFailure
 from sdt_build.image import untag_pushed
 from sdt_build.interrupt import terminate_as_interrupt
 from sdt_build.keys import read_keys_file, validate_key
@@ -22,6 +22,7 @@ from sdt_build.project import load_project, runtime_env
 from sdt_build.results import OutputFolder
 from sdt_build.rows import Row
 from sdt_build.runner import RunOptions, RunResult, run
+from sdt_build.settings import pipeline_problems
 
 
 class SDTDask:
@@ -60,6 +61,9 @@ class SDTDask:
         the client from client.py is connected and closed at the end. SIGTERM is handled like Ctrl-C
         while this runs.
         """
+        wrong = pipeline_problems(run_pipeline_kwargs, self.project.settings.python)
+        if wrong:
+            raise ProjectError("SDT-E129", *wrong[0])
         options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
                              loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout,
                              plots, tuple(validate_key(k) for k in plot_keys),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdt_build.constraints import run_pipeline_arguments
 from sdt_build.errors import ProblemList, RunFailure
 from sdt_build.keys import validate_key
 from sdt_build.target import SUPPORTED_PYTHONS, default_python
@@ -74,6 +75,8 @@ def read_settings(root: Path, found: ProblemList) -> Settings:
                   f"use lowercase letters, digits and . _ - (e.g. {_image_name(values['name'])!r})",
                   file=SETTINGS_FILE)
         values.pop("name")
+    for problem in pipeline_problems(values.get("run_pipeline", {}), values.get("python", defaults.python)):
+        found.add("SDT-E129", *problem, file=SETTINGS_FILE)
     if "keys" in values:
         try:
             values["keys"] = tuple(validate_key(k) for k in values["keys"])
@@ -81,6 +84,21 @@ def read_settings(root: Path, found: ProblemList) -> Settings:
             found.add("SDT-E112", f"sdt.toml keys: {exc.cause}", exc.fix, file=SETTINGS_FILE)
             values.pop("keys")
     return Settings(**{**defaults.__dict__, **values})
+
+
+def pipeline_problems(arguments: dict[str, Any], python: str) -> list[tuple[str, str]]:
+    """(cause, fix) for each argument SDT's ``DataHandler.run_pipeline`` does not take."""
+    version, known = run_pipeline_arguments(python)
+    if known is None:
+        return []
+    problems = []
+    for name in arguments:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append((f"run_pipeline argument {name!r} is not one that DataHandler.run_pipeline of "
+                             f"solar-data-tools {version} takes", f"{hint}use one of its arguments: {', '.join(known)}"))
+    return problems
 
 
 def name_project(root: Path) -> str:

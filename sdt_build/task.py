@@ -57,21 +57,21 @@ class PlugBundle:
     """The user's Python files, the name of the plug class in dataplug.py, and the names of its
     declared secrets (masked in everything a worker prints)."""
 
-    files: tuple[tuple[str, str], ...]
+    files: tuple[tuple[str, bytes], ...]  # byte for byte: Python decodes each as its encoding line says
     class_name: str
     secrets: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
         h = hashlib.sha256(self.class_name.encode())
-        for name, text in self.files:
-            h.update(name.encode() + b"\0" + text.encode() + b"\0")
+        for name, data in self.files:
+            h.update(name.encode() + b"\0" + data + b"\0")
         return h.hexdigest()[:16]
 
     @classmethod
     def from_folder(cls, root: Path, relative_files: tuple[Path, ...], class_name: str,
                     secrets: tuple[str, ...] = ()) -> "PlugBundle":
-        return cls(tuple((str(p), (root / p).read_text("utf-8")) for p in relative_files), class_name, secrets)
+        return cls(tuple((str(p), (root / p).read_bytes()) for p in relative_files), class_name, secrets)
 
     def plug_class(self) -> type:
         """Import dataplug.py on this process (once) and return the plug class. The plug's folder goes
@@ -84,8 +84,8 @@ class PlugBundle:
                 if found:
                     raise PlugContractError(f"{SHADOW}: {found[0].cause}. Fix: {found[0].fix}")
                 folder = Path(tempfile.gettempdir()) / PLUG_FOLDER / digest
-                for name, text in self.files:
-                    _write_once(folder / name, text)
+                for name, data in self.files:
+                    _write_once(folder / name, data)
                 if str(folder) not in sys.path:
                     sys.path.insert(0, str(folder))
                 module_name = f"sdt_user_dataplug_{digest}"
@@ -183,13 +183,13 @@ def installed(digest: str) -> PlugBundle:
         raise RuntimeError(f"the plug (digest {digest}) was not installed on this worker") from None
 
 
-def _write_once(target: Path, text: str) -> None:
+def _write_once(target: Path, data: bytes) -> None:
     """Write ``target`` atomically: other worker processes may be importing the same file now."""
-    if target.exists() and target.read_text("utf-8") == text:
+    if target.exists() and target.read_bytes() == data:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
-    partial.write_text(text, "utf-8")
+    partial.write_bytes(data)
     os.replace(partial, target)
 
 
@@ -330,9 +330,16 @@ def _run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_anal
                 values.update({f"loss {name}": _plain(value) for name, value in loss.items()})
                 values["loss_analysis"] = "done"
         figures = draw(handler) if plots else {}
-    except Exception as exc:  # a task reports every failure instead of raising it
+    except BaseException as exc:  # a task reports every failure instead of raising it
+        if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+            raise  # a signal to this process (a Dask worker runs tasks on other threads: never there)
         seconds["total"] = round(time.perf_counter() - started, 3)
-        return Row.failed(key, stage, exc, seconds, worker, {**values, **dependency_problem(exc)})
+        row = Row.failed(key, stage, exc, seconds, worker, {**values, **dependency_problem(exc)})
+        if isinstance(exc, Exception):
+            return row
+        return row.but(message=shorten(f"{stage} raised {type(exc).__name__}({str(exc)!r}), which ends a whole "
+                                       "process, not one key. Fix: raise an exception (e.g. ValueError) for a key "
+                                       "that cannot be done", 500))
     seconds["total"] = round(time.perf_counter() - started, 3)
     return Row.done(key, values, seconds, worker).but(plots=figures)
 
@@ -383,6 +390,11 @@ def check_power_data(data: Any) -> Any:
     if not isinstance(data.index, pd.DatetimeIndex):
         raise PlugContractError(f"get_data returned a DataFrame indexed by {type(data.index).__name__} "
                                 f"({data.index.dtype}); {EXPECTED}. Fix: data.set_index(pd.to_datetime(...))")
+    if data.index.tz is not None:
+        raise PlugContractError(f"get_data returned a DatetimeIndex in the time zone {data.index.tz}; {EXPECTED} in "
+                                "local time without a time zone (SDT reads the clock times). Fix: return "
+                                "data.tz_localize(None) (the zone's clock time), or data.tz_convert(zone)"
+                                ".tz_localize(None) for another zone's")
     if not any(pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
                for dtype in data.dtypes):
         kinds = ", ".join(f"{name} ({dtype})" for name, dtype in list(data.dtypes.items())[:5])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +22,25 @@ CLIENT_FILE = "client.py"
 REQUIREMENTS_FILE = "requirements.txt"
 SETTINGS_FILE = "sdt.toml"
 CONTRACT_FILES = (PLUG_FILE, CLIENT_FILE, REQUIREMENTS_FILE, SETTINGS_FILE)
+# A run's output folder holds the owner file its runs write (older ones: a journal and a run record)
+OUTPUT_OWNER = ".sdt-output.json"
+JOURNAL = "journal.jsonl"
+RECORD = "run.json"
+RUN_LEFTOVERS = ("dask-worker-space", "dask-scratch-space")  # what Dask leaves where a run starts
 # Never copied from the user's folder (on top of the folder's own .dockerignore).
 IGNORED = (
     ".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv", ".env", ".env.*", "*.env", ".envrc",
     "*.pem", "*.key", "*.p12", "*.pfx", "*.crt", "id_rsa*", "id_ed25519*", "id_ecdsa*", ".ssh", ".aws",
     ".azure", ".gcloud", ".kube", ".docker", ".netrc", ".pypirc", ".pgpass", "credentials*",
     "*.lock", ".ipynb_checkpoints", "sdt-results", ".sdt", ".pytest_cache", ".mypy_cache", "*.log",
+    *RUN_LEFTOVERS,
 )
 IGNORE_FILE = ".dockerignore"
+
+
+def output_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder that runs write their results to (never part of a project's files)."""
+    return os.path.isfile(path / OUTPUT_OWNER) or (os.path.isfile(path / JOURNAL) and os.path.isfile(path / RECORD))
 
 
 @dataclass(frozen=True)
@@ -57,24 +69,67 @@ class FileSet:
                     target.write_text(redact(text))
 
 
+def read_source(path: Path) -> str:
+    """A Python file's text as Python reads it: in the encoding its PEP 263 line declares (UTF-8, with
+    or without a byte-order mark, when it declares none). UnicodeDecodeError or SyntaxError (an
+    unknown encoding) when it cannot be decoded so."""
+    with tokenize.open(path) as handle:
+        return handle.read()
+
+
+def undecodable(root: Path, relative: Path, found: ProblemList) -> bool:
+    """Whether a Python file of the folder cannot be read as Python would (SDT-E117 in ``found``)."""
+    try:
+        read_source(root / relative)
+        return False
+    except (OSError, UnicodeDecodeError, SyntaxError) as exc:
+        reason = exc.msg if isinstance(exc, SyntaxError) else type(exc).__name__
+        found.add("SDT-E117", f"{relative} cannot be decoded in its declared encoding (UTF-8 unless a "
+                  f"`# -*- coding: … -*-` line says otherwise): {reason}",
+                  f"save {relative} as UTF-8, or declare its encoding in its first or second line "
+                  "(e.g. `# -*- coding: latin-1 -*-`)", file=str(relative))
+        return True
+
+
 def inside(path: Path, root: Path) -> bool:
     """Whether ``path`` (symlinks resolved) lies in the folder ``root``."""
-    resolved = path.resolve()
-    return resolved == root.resolve() or root.resolve() in resolved.parents
+    resolved, root = Path(os.path.realpath(path)), Path(os.path.realpath(root))  # a link loop: where it stops
+    return resolved == root or root in resolved.parents
 
 
 def confined(path: Path, root: Path, name: str, found: ProblemList) -> bool:
     """Whether a file sdt-build must read lies in the folder; if not, SDT-E125 and it is never read."""
     if inside(path, root):
         return True
-    found.add("SDT-E125", f"{name} points outside the folder ({path.resolve()}); sdt-build reads only the "
+    found.add("SDT-E125", f"{name} points outside the folder ({os.path.realpath(path)}); sdt-build reads only the "
               "folder's own files", "copy the file into the folder and refer to it there", file=name)
     return False
 
 
+def matching(relative: Path, patterns: tuple[str, ...]) -> str | None:
+    """The first pattern that leaves ``relative`` out (matching one of its parts, or the whole path)."""
+    return next((pattern for pattern in patterns
+                 if any(fnmatch.fnmatch(part, pattern) for part in relative.parts)
+                 or fnmatch.fnmatch(str(relative), pattern)), None)
+
+
 def ignored(relative: Path, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in patterns) or \
-        any(fnmatch.fnmatch(str(relative), pattern) for pattern in patterns)
+    return matching(relative, patterns) is not None
+
+
+def left_out(root: Path, relative: Path) -> tuple[str, str]:
+    """Why a file of the folder is not among the files that travel, and how to let it travel."""
+    pattern = matching(relative, _user_ignore(root))
+    if pattern is not None:
+        return (f"line `{pattern}` of {IGNORE_FILE} leaves it out",
+                f"remove or narrow that line of {IGNORE_FILE} (name the files to leave out one by one)")
+    pattern = matching(relative, IGNORED)
+    if pattern is not None:
+        return (f"it is named like a secret or a cache (`{pattern}`), which never leave the folder",
+                f"rename {relative}")
+    results = next((parent for parent in relative.parents if output_folder(root / parent)), relative.parent)
+    return (f"it lies in {results}, a run's output folder, which never goes to the image or the workers",
+            f"move {relative} out of {results}")
 
 
 def scan(root: Path, found: ProblemList | None = None) -> FileSet:
@@ -90,8 +145,8 @@ def scan(root: Path, found: ProblemList | None = None) -> FileSet:
         kept = []
         for name in folders:
             relative = (here / name).relative_to(root)
-            if ignored(relative, patterns) or (here / name / "pyvenv.cfg").exists():  # a virtualenv
-                continue
+            if ignored(relative, patterns) or os.path.exists(here / name / "pyvenv.cfg") or output_folder(here / name):
+                continue  # a virtualenv, or a run's results: they would change every image's hash
             if (here / name).is_symlink():  # never followed: inside, its files are listed where they are
                 if not inside(here / name, root):
                     outside.append((relative, os.readlink(here / name)))
@@ -105,7 +160,7 @@ def scan(root: Path, found: ProblemList | None = None) -> FileSet:
                 continue
             if path.is_symlink() and not inside(path, root):
                 outside.append((relative, os.readlink(path)))
-            elif path.is_file():  # regular files and links to them (sockets, fifos, dangling links: no)
+            elif os.path.isfile(path):  # regular files and links to them (not sockets, fifos, links to nothing)
                 files.append(relative)
     if found is not None:
         for link, target in sorted(outside):

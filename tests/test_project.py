@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sdt_build import constraints
+from sdt_build import constraints, contracts
 from sdt_build.errors import Problem, ProjectError
 from sdt_build.keys import normalize_key
 from sdt_build.project import inspect_project, load_project
@@ -41,7 +41,7 @@ FAKE_VALUE = "fake-value-7c1e9b2d-must-never-be-printed"
 # Codes whose mistake sits in one file / on one line of the user's folder.
 NO_FILE_CODES = {"SDT-E101", "SDT-E102", "SDT-E109"}  # the folder or the file itself is missing
 LINE_CODES = {"SDT-E103", "SDT-E105", "SDT-E106", "SDT-E107", "SDT-E111", "SDT-E113", "SDT-E114", "SDT-E126",
-              "SDT-E115", "SDT-E116", "SDT-E118"}
+              "SDT-E115", "SDT-E116", "SDT-E118", "SDT-E130"}
 # A fix tells the user what to do: it starts with one of these.
 FIX_OPENINGS = ("add ", "fix ", "make ", "keep ", "give ", "write ", "create ", "save ", "export ",
                 "set ", "use ", "define ", "remove ", "rename ", "pass ", "did you mean ", "copy ", "move ")
@@ -50,6 +50,9 @@ FIX_MENTIONS = {
     "import-not-listed": "`boto3` to requirements.txt",
     "secret-env-unset": f"export {UNSET_SECRET}=",
     "sdt-toml-typo": "'plug_class'",
+    "run-pipeline-unknown-argument": "did you mean 'fix_shifts'?",
+    "base-defined-nowhere": "did you mean DataPlug?",
+    "dockerignore-leaves-out-helper": ".dockerignore",
     "sdt-toml-unsupported-python": "3.11",
     "sdt-toml-bad-name": "my-pv-fleet",
     "two-plug-classes": 'plug_class = "SitePlug"',
@@ -570,11 +573,11 @@ def test_local_modules_are_not_flagged(tmp_path):
     ("import influxdb_client", "influxdb-client"),
     ("import my_pv_lib", "My.PV-Lib~=0.3"),
 ])
-def test_import_listed_under_its_distribution_name(tmp_path, monkeypatch, statement, distribution):
+def test_import_listed_under_its_distribution_name(tmp_path, monkeypatch, installed_here, statement, distribution):
     top = re.split(r"[ .]", statement)[1]
     base = constraints.module_index("3.11")
     monkeypatch.setattr(constraints, "module_index", lambda python: base - {top})  # not in SDT's image
-    monkeypatch.setattr(importlib.metadata, "packages_distributions", lambda: {})  # nor on this host
+    installed_here({})  # nor on this host
     folder = make_project(tmp_path / "p", statement + "\n" + GOOD_PLUG)
     _, problems = inspect_project(folder)
     assert [p.code for p in problems] == ["SDT-E107"]  # control: unlisted, it is flagged
@@ -584,9 +587,21 @@ def test_import_listed_under_its_distribution_name(tmp_path, monkeypatch, statem
     assert project.requirement_lines == (distribution,)
 
 
-def test_import_mapped_by_installed_metadata(tmp_path, monkeypatch):
+@pytest.fixture
+def installed_here(monkeypatch):
+    """installed_here(mapping): the distributions this host has, by module (read once per process, so
+    read again with the patch, and again after the test)."""
+    def patch(mapping: dict[str, list[str]]) -> None:
+        monkeypatch.setattr(importlib.metadata, "packages_distributions", lambda: mapping)
+        contracts.installed_here.cache_clear()
+
+    yield patch
+    contracts.installed_here.cache_clear()
+
+
+def test_import_mapped_by_installed_metadata(tmp_path, installed_here):
     """An import name the alias table does not know is matched through installed packages' metadata."""
-    monkeypatch.setattr(importlib.metadata, "packages_distributions", lambda: {"pvfoo": ["pv-foo-dist"]})
+    installed_here({"pvfoo": ["pv-foo-dist"]})
     folder = make_project(tmp_path / "p", "import pvfoo\n" + GOOD_PLUG)
     assert [p.code for p in inspect_project(folder)[1]] == ["SDT-E107"]
     (folder / "requirements.txt").write_text("pv_foo_dist==1.0\n")

@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sdt_build.constraints import WORKER_MEMORY
+from sdt_build.errors import RunFailure, SdtBuildError
 from sdt_build.plug import EnvVar
 
 if TYPE_CHECKING:  # distributed is imported only when a client connects
@@ -19,7 +20,7 @@ DASHBOARD_PORT = 8787  # Dask's usual dashboard port
 
 
 @contextlib.contextmanager
-def _quiet(*names: str):
+def quiet(*names: str):
     """Silence these loggers and their children for a while (Dask's tracebacks about a scheduler
     that is already gone)."""
     loggers = [logging.getLogger(name) for name in sorted(logging.Logger.manager.loggerDict)
@@ -111,7 +112,7 @@ class Client:
         """
         client, self._dask_client = self._dask_client, None
         cluster, self._cluster = getattr(self, "_cluster", None), None
-        with _quiet("distributed", "tornado"):
+        with quiet("distributed", "tornado"):
             for closable in (client, cluster):
                 if closable is None:
                     continue
@@ -159,3 +160,30 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def startup_failure(exc: BaseException, explanation: str | None = None) -> SdtBuildError | None:
+    """What stopped a cluster from starting, through the engine's wrapping (distributed's "Cluster
+    failed to start" RuntimeError): our own error when there is one, a lost scheduler for a comm
+    error; None for anything else."""
+    chain, seen = exc, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, SdtBuildError):
+            return chain
+        chain = chain.__cause__ or chain.__context__
+    chain, seen = exc, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, OSError) and chain.filename is None:
+            return scheduler_lost(chain, explanation)
+        chain = chain.__cause__ or chain.__context__
+    return None
+
+
+def scheduler_lost(exc: BaseException, explanation: str | None = None) -> RunFailure:
+    """The scheduler went away (a dropped connection, a comm timeout) before any key was submitted:
+    nothing ran, and the output folder was not touched."""
+    return RunFailure("SDT-E512", f"the client lost the scheduler before any key ran ({type(exc).__name__}: {exc})",
+                      "nothing ran and the output folder is as it was: start the run again; if it happens again, "
+                      "read the scheduler's log" + (f". The backend says: {explanation}" if explanation else ""))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
-from sdt_build.clients.base import Client
+from sdt_build.clients.base import Client, quiet, scheduler_lost, startup_failure
 from sdt_build.clients.local import machine_workers, parse_memory
 from sdt_build.daemon import LABEL, bytecode_cache, container_name, docker_client, labels, remove, run_command, sweep
 from sdt_build.errors import RunFailure
@@ -195,25 +195,37 @@ class DockerClient(Client):
         worker = {"cls": DockerWorker, "options": {**shared, "threads": self.threads_per_worker, "memory": memory,
                                                     "mem_limit": memory + 2**30,
                                                     "nano_cpus": int(self.threads_per_worker * 1e9)}}
+        # the scheduler runs no plug code: it gets none of the declared secrets
+        public = {name: value for name, value in shared["environment"].items() if name not in self.secret_names}
         try:
-            # the scheduler runs no plug code: it gets none of the declared secrets
-            public = {name: value for name, value in shared["environment"].items() if name not in self.secret_names}
-            self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
-                                                   "options": {**shared, "environment": public,
-                                                               "dashboard": self.dashboard_address()}},
-                                        workers={f"docker-{i}": worker for i in range(self.worker_count())},
-                                        worker=worker, name=f"sdt-docker-{cluster_id}")
-            self._dask_client = self.new_dask_client(self._cluster)
-        except BaseException:
+            with quiet("tornado"):  # its tracebacks of a container that went away: the error says it once
+                self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
+                                                       "options": {**shared, "environment": public,
+                                                                   "dashboard": self.dashboard_address()}},
+                                            workers={f"docker-{i}": worker for i in range(self.worker_count())},
+                                            worker=worker, name=f"sdt-docker-{cluster_id}")
+                self._dask_client = self.new_dask_client(self._cluster)
+        except Exception as exc:  # the engine wraps what stopped it; the scheduler may have gone away
+            failure = startup_failure(exc, self.explain_lost_worker())
             self.close()  # no container of a cluster that did not start is left behind
+            if failure is None:
+                raise
+            raise failure from exc
+        except BaseException:
+            self.close()
             raise
         try:
-            self._dask_client.wait_for_workers(self.worker_count(), timeout=self.startup_timeout)
+            with quiet("tornado"):
+                self._dask_client.wait_for_workers(self.worker_count(), timeout=self.startup_timeout)
         except TimeoutError as exc:
             self.close()
             raise RunFailure("SDT-E505", f"only some of the {self.worker_count()} worker containers joined within "
                              f"{self.startup_timeout:g} s", "check `docker ps -a --filter label=io.sdt-build.cluster` "
                              "and the workers' logs; lower workers or memory_per_worker if the machine is full") from exc
+        except OSError as exc:
+            explanation = self.explain_lost_worker()
+            self.close()
+            raise scheduler_lost(exc, explanation) from exc
         return self._dask_client
 
     @staticmethod

@@ -25,7 +25,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdt_build.clients.base import Client, _quiet
+from sdt_build.clients.base import Client, quiet
 from sdt_build.clients.local import parse_memory
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, WORKER_MEMORY
 from sdt_build.errors import RunFailure
@@ -299,7 +299,7 @@ class SlurmClient(Client):
                                      **self.job_options())
         _live.add(self)
         try:
-            with _quiet("tornado", "asyncio"):  # a refused submission is told below, not as a traceback
+            with quiet("tornado", "asyncio"):  # a refused submission is told below, not as a traceback
                 self._cluster.scale(jobs=self.workers)
                 self._dask_client = self.new_dask_client(self._cluster)
                 self._wait_for_workers()

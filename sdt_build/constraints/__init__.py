@@ -8,6 +8,7 @@ client-side lock, per-package metadata and import names.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -103,6 +104,41 @@ def local_extra() -> list[str]:
 def metadata(python: str) -> dict[str, dict]:
     """Per pinned package: version, requires, requires_python, extras, modules, wheel."""
     return json.loads((folder(python) / "metadata.json").read_text())
+
+
+PIPELINE_SOURCE = "solardatatools/data_handler.py"  # where DataHandler.run_pipeline is defined
+
+
+def pipeline_parameters(source: str) -> tuple[str, ...] | None:
+    """The arguments ``DataHandler.run_pipeline`` takes, read from the text of SDT's data_handler.py
+    (None when it takes any keyword, or cannot be found there)."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and node.name == "DataHandler":
+            for method in node.body:
+                if isinstance(method, ast.FunctionDef) and method.name == "run_pipeline":
+                    if method.args.kwarg is not None:
+                        return None
+                    args = method.args.posonlyargs + method.args.args + method.args.kwonlyargs
+                    return tuple(a.arg for a in args[1:])
+    return None
+
+
+@lru_cache(maxsize=None)
+def run_pipeline_arguments(python: str) -> tuple[str, tuple[str, ...] | None]:
+    """SDT's version and the arguments its ``DataHandler.run_pipeline`` takes: of SDT installed here
+    when it is (a LocalClient runs that one), else of the version pinned for ``python`` (read from
+    its wheel when the constraints were made)."""
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("solardatatools")
+        source = Path(next(iter(spec.submodule_search_locations))) / Path(PIPELINE_SOURCE).name
+        return importlib.metadata.version(SDT_PACKAGE), pipeline_parameters(source.read_text("utf-8"))
+    except (AttributeError, TypeError, StopIteration, OSError, ValueError, SyntaxError,
+            importlib.metadata.PackageNotFoundError):
+        info = metadata(python)[SDT_PACKAGE]
+        return info["version"], info.get("run_pipeline")
 
 
 @lru_cache(maxsize=None)

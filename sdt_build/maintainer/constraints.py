@@ -25,12 +25,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from sdt_build.constraints import HERE, folder, local_extra, read_lock
+from sdt_build.constraints import (HERE, PIPELINE_SOURCE, SDT_PACKAGE, folder, local_extra, pipeline_parameters,
+                                   read_lock)
 from sdt_build.maintainer import dependency_page
 from sdt_build.parity import PACKAGES as PARITY
 from sdt_build.target import SUPPORTED_PYTHONS
@@ -113,6 +115,10 @@ def generate(python: str, work: Path) -> None:
             "requires_python": info.requires_python, "extras": list(info.extras),
             "modules": list(info.modules), "wheel": info.filename,
         }
+        if canonicalize_name(name) == SDT_PACKAGE:
+            with zipfile.ZipFile(path) as archive:
+                source = archive.read(PIPELINE_SOURCE).decode("utf-8")
+            metadata[SDT_PACKAGE]["run_pipeline"] = pipeline_parameters(source)
         modules.update(info.modules)
     (target / "metadata.json").write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
     (target / "modules.txt").write_text("\n".join(sorted(modules)) + "\n")

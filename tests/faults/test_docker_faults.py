@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from sdt_build.daemon import LABEL
+from sdt_build.owner import Owner
 
 from faultkit import (cluster_containers, finished, journal_rows, keys_arg, listeners, no_traceback, rows_in, sdt,
                       start, wait_for)
@@ -127,3 +128,27 @@ def test_a_client_killed_outright_loses_no_row_and_resume_finishes(docker, troub
     assert [row["key"] for row in rows].count(["ok", 1]) == 1  # not redone
     assert len(pd.read_csv(output / "results.csv")) == 3
     assert not cluster_containers(docker)  # the killed run's containers went too
+
+
+@pytest.mark.parametrize("moment", ["scheduler up", "workers up"])
+def test_a_scheduler_gone_while_the_run_starts_is_named_and_touches_nothing(docker, trouble, fault_image, tmp_path,
+                                                                            moment):
+    """The scheduler container killed as the cluster comes up (as soon as it runs, or once workers
+    run too): exit 5 with the container named (SDT-E517) or the scheduler lost before any key ran
+    (SDT-E512), never an internal error; no output folder made, no container left."""
+    folder = trouble("docker", workers=2)
+    output = tmp_path / "out"
+    running = start("run", str(folder), "--image", fault_image, "--output", str(output), *keys_arg(("ok", 1)))
+
+    def mine(role: str) -> list:  # the daemon may be shared: only this run's containers
+        return [c for c in _role(docker, role) if getattr(Owner.parse(c.labels.get(f"{LABEL}.owner")), "pid", None) == running.pid]
+
+    wait_for(lambda: mine("scheduler") and (moment == "scheduler up" or len(mine("worker")) == 2), every=0.1)
+    (scheduler,) = mine("scheduler")
+    scheduler.kill()
+    code, _, err = finished(running, timeout=180)
+    assert code == 5, err[-3000:]
+    no_traceback(err)
+    assert re.search(r"SDT-E51[27]", err) and "scheduler" in err, err[-3000:]
+    assert not output.exists()
+    assert not [c for c in cluster_containers(docker) if getattr(Owner.parse(c.labels.get(f"{LABEL}.owner")), "pid", None) == running.pid]

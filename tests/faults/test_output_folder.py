@@ -123,3 +123,20 @@ def test_ctrl_c_keeps_the_rows_and_resume_finishes(trouble, tmp_path):
     rows = journal_rows(output)
     assert [row["key"] for row in rows].count(["ok", 1]) == 1  # not redone
     assert len(pd.read_csv(output / "results.csv")) == 3
+
+
+def test_a_read_only_output_folder_is_named_with_a_fix_that_fits(trouble, small_disk):
+    """A finished output folder whose file system turned read-only: every command that writes there
+    says so (not "free space") with its code, and no internal error."""
+    folder = trouble()
+    output = small_disk.path / "out"
+    first = sdt("run", str(folder), "--output", str(output), *keys_arg(("echo", 1)))
+    assert first.returncode == 5 and (output / "journal.jsonl").exists(), first.stderr[-2000:]
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk.path)], check=True)
+    for args, code in ((("report", str(output)), "SDT-E542"),
+                       (("run", str(folder), "--output", str(output), "--resume", *keys_arg(("echo", 1))), "SDT-E515"),
+                       (("run", str(folder), "--output", str(output / "new"), *keys_arg(("echo", 1))), "SDT-E515")):
+        done = sdt(*args)
+        assert done.returncode == 5, (args, done.stderr[-2000:])
+        assert code in done.stderr and "read-only" in done.stderr and "free space" not in done.stderr, done.stderr
+        no_traceback(done.stderr)

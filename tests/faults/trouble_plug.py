@@ -13,12 +13,16 @@ synthetic example as synthetic.py). Keys:
     ("endless-size",)  the plug's size() never answers for it (get_data then fails as for an unknown key)
     ("echo", ...)      ValueError quoting the key as get_data received it (its repr shows every
                        field's type), at once and with no SDT work
+    ("exits", code)    sys.exit(code) in get_data
+    ("interrupts",)    KeyboardInterrupt raised in get_data
+    ("tz",)            good data with its index in UTC (time-zone aware)
 
 With SDT_FAULTS_FIXED set, every key gives good data (as a fixed plug would, for --resume).
 """
 
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -40,6 +44,10 @@ class Trouble(DataPlug):
         kind = key[0]
         if kind == "echo":
             raise ValueError(f"get_data received {key!r}")
+        if kind == "exits":
+            sys.exit(key[1])
+        if kind == "interrupts":
+            raise KeyboardInterrupt
         good = SyntheticPV().get_data((3, 30))
         if os.environ.get("SDT_FAULTS_FIXED") or kind == "ok":
             return good
@@ -60,6 +68,8 @@ class Trouble(DataPlug):
             for _ in range(int(key[1]) // 100):
                 chunks.append(np.ones(100 * 2**20 // 8))
             return good
+        if kind == "tz":
+            return good.tz_localize("UTC")
         if kind == "none":
             return None
         if kind == "empty":
