@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from sdt_build.clients import AzureClient, FargateClient, KubernetesClient
+from sdt_build.constraints import PIPELINE_PEAK_BYTES
 from sdt_build.errors import RunFailure
 
 from conftest import EXAMPLES, SDT
@@ -55,7 +56,7 @@ def test_good_fargate_settings_have_no_problems(aws_credentials):
     ({"vpc": None}, "subnets are set but vpc is not"),
     ({"worker_cpu": 1000}, "not a Fargate size"),
     ({"worker_cpu": 1024, "worker_mem": 16384}, "does not go with worker_cpu 1024"),
-    ({"worker_cpu": 256, "worker_mem": 512}, "below what SDT needs"),
+    ({"worker_cpu": 256, "worker_mem": PIPELINE_PEAK_BYTES // 2**21}, "below what SDT needs"),  # half the peak
     ({"tags": {"aws:owner": "x"}}, "reserves"),
     ({"image": "local-csv:abc123"}, "exists only here"),
     ({"image": "127.0.0.1:5000/local-csv:abc"}, "registry on this machine"),
@@ -66,7 +67,8 @@ def test_each_wrong_fargate_setting_is_named(aws_credentials, change, words):
     with pytest.raises(RunFailure) as caught:
         client.connect(settings["image"])
     assert caught.value.code == "SDT-E510"
-    assert words in caught.value.cause, caught.value.detail
+    assert words in caught.value.detail, caught.value.detail  # every problem, the first one in the cause
+    assert caught.value.detail.splitlines()[0] in caught.value.cause
     assert "--dry-run" in caught.value.fix
 
 
