@@ -107,9 +107,11 @@ class Output:
         if not self.as_json:
             err.print(f"[yellow]warning[/] {message}", highlight=False)
 
-    def emit(self, payload: dict[str, Any]) -> None:
+    def emit(self, payload: dict[str, Any], limit: int | None = ECHO_LIMIT) -> None:
+        """``payload`` as the command's one JSON document; each string cut to ``limit`` (what a
+        user's files hold), unless it is sdt-build's own text (``None``)."""
         if self.as_json:
-            click.echo(dumps(payload, ECHO_LIMIT, indent=2))
+            click.echo(dumps(payload, limit, indent=2))
 
 
 def command(group: click.Group, name: str | None = None):
@@ -285,7 +287,7 @@ def docs_command(output: Output, topic: str | None) -> int:
             output.say("read one: sdt-build docs TOPIC")
         return 0
     name, text = doc_topic(topic), doc_text(topic)
-    output.emit({"ok": True, "topic": name, "title": topics[name], "text": text})
+    output.emit({"ok": True, "topic": name, "title": topics[name], "text": text}, limit=None)  # the docs whole
     if not output.as_json:
         click.echo(text, nl=False)
     return 0

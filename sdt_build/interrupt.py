@@ -28,23 +28,43 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+_arrived: list[str] = []  # signals that stopped the block, in case Python swallowed their exception
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt():
     """While the block runs in the main thread, SIGTERM stops it the way Ctrl-C does: every
     ``finally`` runs (outputs written, containers removed), where by default SIGTERM would end
-    Python with no clean-up at all. A handler someone else set is left alone."""
-    if not _in_main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    Python with no clean-up at all. Both are remembered, so that one Python swallowed (raised
+    while a ``__del__`` ran, which Python only prints) is raised again by ``raise_if_lost``. A
+    handler someone else set is left alone."""
+    ours = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    if not _in_main_thread():
         yield
         return
 
     def stop(signum, frame):
-        raise Interrupted("SIGTERM")
+        name = signal.Signals(signum).name
+        _arrived.append(name)
+        raise Interrupted(name)
 
-    signal.signal(signal.SIGTERM, stop)
+    taken = [stop_signal for stop_signal, default in ours.items() if signal.getsignal(stop_signal) is default]
+    _arrived.clear()
+    for stop_signal in taken:
+        signal.signal(stop_signal, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for stop_signal in taken:
+            signal.signal(stop_signal, ours[stop_signal])
+        _arrived.clear()
+
+
+def raise_if_lost() -> None:
+    """Raise the interrupt a signal asked for if it has not stopped the block yet (its exception was
+    raised where Python ignores exceptions); long loops call this on every turn."""
+    if _arrived:
+        raise Interrupted(_arrived[-1])
 
 
 class shielded:

@@ -28,6 +28,7 @@ from sdt_build import __version__, parity, upstream_fixes
 from sdt_build.clients.base import scheduler_lost
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, UNFIXED_PEAK_BYTES, pins
 from sdt_build.errors import Problem, RunFailure
+from sdt_build.interrupt import raise_if_lost
 from sdt_build.keys import key_id, normalize_key, validate_key
 from sdt_build.project import UserProject
 from sdt_build.redact import dumps
@@ -400,6 +401,7 @@ class Stream:
         began = time.perf_counter()
         try:
             while pending or futures:
+                raise_if_lost()  # a Ctrl-C that met a dropped future's __del__ is not lost
                 self._check_cluster(futures, pending)
                 while pending and len(futures) < limit:
                     key, attempt = pending.popleft()

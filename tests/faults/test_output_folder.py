@@ -125,6 +125,30 @@ def test_ctrl_c_keeps_the_rows_and_resume_finishes(trouble, tmp_path):
     assert len(pd.read_csv(output / "results.csv")) == 3
 
 
+def test_a_ctrl_c_that_python_swallows_in_a_finalizer_still_stops_the_run():
+    """A signal whose KeyboardInterrupt is raised while a ``__del__`` runs (a future the run loop
+    dropped) is only printed by Python; the loop raises it again on its next turn."""
+    import os
+    import threading
+    import time
+
+    from sdt_build.interrupt import Interrupted, raise_if_lost, terminate_as_interrupt
+
+    class Dropped:
+        def __del__(self):
+            time.sleep(0.5)  # the signal arrives while this runs
+
+    with terminate_as_interrupt():
+        raise_if_lost()  # nothing yet
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+        Dropped()  # dropped at once: the interrupt is raised inside __del__, and ignored there
+        with pytest.raises(Interrupted) as caught:
+            raise_if_lost()
+        assert caught.value.signal == "SIGINT" and caught.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as it was
+    raise_if_lost()  # and nothing is left pending after the block
+
+
 def test_a_read_only_output_folder_is_named_with_a_fix_that_fits(trouble, small_disk):
     """A finished output folder whose file system turned read-only: every command that writes there
     says so (not "free space") with its code, and no internal error."""
