@@ -38,7 +38,7 @@ def terminate_as_interrupt():
     Python with no clean-up at all. Both are remembered, so that one Python swallowed (raised
     while a ``__del__`` ran, which Python only prints) is raised again by ``raise_if_lost``. A
     handler someone else set is left alone."""
-    ours = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     if not _in_main_thread():
         yield
         return
@@ -48,7 +48,7 @@ def terminate_as_interrupt():
         _arrived.append(name)
         raise Interrupted(name)
 
-    taken = [stop_signal for stop_signal, default in ours.items() if signal.getsignal(stop_signal) is default]
+    taken = [stop_signal for stop_signal, default in defaults.items() if signal.getsignal(stop_signal) is default]
     _arrived.clear()
     for stop_signal in taken:
         signal.signal(stop_signal, stop)
@@ -56,7 +56,7 @@ def terminate_as_interrupt():
         yield
     finally:
         for stop_signal in taken:
-            signal.signal(stop_signal, ours[stop_signal])
+            signal.signal(stop_signal, defaults[stop_signal])
         _arrived.clear()
 
 
