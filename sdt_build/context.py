@@ -74,7 +74,7 @@ class BuildContext:
     base_image: str
     lock: ResolvedLock
     env: EnvContext
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # what the Dockerfile's last LABEL says
     # what of the plug's packages SDT's own code can see (``environment_inputs``)
     environment_inputs: dict = field(default_factory=dict)
 
@@ -143,16 +143,16 @@ def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folde
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PACKAGE / relative, target)
     project.files.copy(project.root, folder / "project")
-    dockerfile = render_dockerfile(project, lock, sdists=bool(sdists))
-    (folder / "Dockerfile").write_text(dockerfile)
     (folder / ".dockerignore").write_text("\n".join(f"**/{p}" for p in IGNORED) + "\n")
-    digest = _content_hash(folder, dockerfile, env.tag)
+    digest = _content_hash(folder, render_dockerfile(project, lock, sdists=bool(sdists)), env.tag)
     labels = {"org.opencontainers.image.version": digest,
               "io.sdt-build.content-hash": digest, "io.sdt-build.lock-hash": lock.input_hash,
               "io.sdt-build.base": base_image, "io.sdt-build.env": env.tag, "io.sdt-build.version": __version__}
     source = _source_url(project.root)
     if source:
         labels["org.opencontainers.image.source"] = source
+    dockerfile = render_dockerfile(project, lock, sdists=bool(sdists), labels=labels)
+    (folder / "Dockerfile").write_text(dockerfile)
     return BuildContext(folder, dockerfile, project.name, digest, base_image, lock, env, labels,
                         environment_inputs(folder, lock, [wheels[n] for n in lock.plug_layer if n in wheels], sdists))
 
@@ -238,8 +238,8 @@ def _without_wheel(lock: ResolvedLock) -> dict[str, str]:
 
 
 def _content_hash(folder: Path, dockerfile: str, env_tag: str) -> str:
-    """Covers the plug's lock, the rendered template, runtime and user code, and the environment
-    image (whose tag covers SDT's lock, its script and the base image's id)."""
+    """Covers the plug's lock, the rendered template (without the labels that name the build),
+    runtime and user code, and the environment image (whose tag covers SDT's lock, its script and the base image's id)."""
     digest = hashlib.sha256(dockerfile.encode() + b"\0" + env_tag.encode())
     for sub in ("lock", "runtime", "project"):
         for path in sorted((folder / sub).rglob("*")):

@@ -335,7 +335,7 @@ def build_image(client, context: BuildContext, *, log_dir: Path | None = None, n
         return Image(context.tag, found.id, found.attrs.get("Size", 0), True, time.perf_counter() - started,
                      context.base_image)
     log_path = log_file(f"build-{context.tag.replace('/', '_').replace(':', '-')}.log", log_dir)
-    image_id = build(client, context.directory, context.tag, labels=context.labels, log_path=log_path,
+    image_id = build(client, context.directory, context.tag, log_path=log_path,
                      buildargs=context.buildargs, no_cache=no_cache, on_line=on_line, timings=timings,
                      on_event=on_event, leave_out=(ENV_FOLDER,))
     built = client.images.get(image_id)

@@ -20,12 +20,14 @@ ENV_MOUNT = "/mnt"  # where the environment's inputs are mounted while it is mad
 UV_CACHE = "/tmp/uv-cache"  # uv's cache while it installs: a tmpfs, never part of the image
 
 
-def render_dockerfile(project: UserProject, lock: ResolvedLock, sdists: bool = False) -> str:
-    """The Dockerfile text for ``project``, its lock and (``sdists``) source builds."""
+def render_dockerfile(project: UserProject, lock: ResolvedLock, sdists: bool = False,
+                      labels: dict[str, str] | None = None) -> str:
+    """The Dockerfile text for ``project``, its lock and (``sdists``) source builds; ``labels``
+    (those that name one build) end it as one instruction."""
     return render_template(
         TEMPLATE, name=project.name, python=lock.python,
         plug_packages=bool(lock.plug_layer), sdists=sdists, sdt_version=lock.pins.get(SDT_PACKAGE, "?"),
-        plug_class=project.plug.name, client_class=project.client.name)
+        plug_class=project.plug.name, client_class=project.client.name, labels=labels or {})
 
 
 def render_env_script(lock: ResolvedLock) -> str:

@@ -96,6 +96,9 @@ def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_
         assert not edited.image.skipped and edited.image.tag != image.tag and not edited.env_built
         ran = {s.name for s in edited.smoke.steps if not s.remembered}
         assert ran == {"plug module"}, edited.smoke.steps  # the plug's steps again, not the environment's
+        # the builder reuses every step but the project's layer and the labels that name the build
+        assert [s.split()[0:2] for s in _steps_built(edited.image.log_path)] == [["COPY", "project/"], ["LABEL",
+                f'org.opencontainers.image.version="{edited.image.tag.split(":")[1]}"']]
         (folder / "requirements.txt").write_text("tabulate==0.9.0\n")  # moves no SDT pin, shadows nothing
         added = build()
         ran = {s.name for s in added.smoke.steps if not s.remembered}
@@ -112,6 +115,12 @@ def test_build_skip_and_rebuild_after_editing_the_plug(docker, base_image, copy_
         assert len(shared) >= 4  # base, user, SDT venv, runtime layers are reused
     finally:
         _remove(docker, name)
+
+
+def _steps_built(log_path: Path) -> list[str]:
+    """The Dockerfile instructions the classic builder ran (not taken from its cache), from the build log."""
+    steps = re.split(r"^Step \d+/\d+ : ", log_path.read_text(), flags=re.M)[1:]
+    return [s.split("\n", 1)[0] for s in steps if "---> Using cache" not in s and not s.startswith(("ARG", "FROM"))]
 
 
 def _containers_created(docker, since: int) -> int:
