@@ -119,12 +119,17 @@ def env_pins(lock: ResolvedLock) -> dict[str, str]:
 
 def fill_environment(env: EnvContext, *, log_dir: Path | None = None, on_event: OnEvent = ignore) -> None:
     """Download SDT's locked wheels for the target and link them (and uv) into the environment's folder."""
-    from uv import find_uv_bin
-
     pinned = env_pins(env.lock)
     wheels = _download(pinned, env.lock, log_dir, on_event)
     link_into([wheels[n] for n in pinned], env.directory / "wheels")
-    link_into([Path(find_uv_bin())], env.directory)
+    _link_uv(env.directory)
+
+
+def _link_uv(folder: Path) -> None:
+    """uv, which installs the locked wheels inside the build: the environment's and the plug's."""
+    from uv import find_uv_bin
+
+    link_into([Path(find_uv_bin())], folder)
 
 
 def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folder: Path, log_dir: Path | None = None,
@@ -136,6 +141,8 @@ def assemble(project: UserProject, lock: ResolvedLock, env: EnvContext, *, folde
     link_into([wheels[n] for n in lock.plug_layer if n in wheels], folder / "wheels" / "plug")
     link_into(list(sdists.values()), folder / "sdists")
     link_into(build_wheels, folder / "wheels" / "build")
+    if lock.plug_layer or sdists:
+        _link_uv(folder / "tools")
     (folder / "lock").mkdir()
     (folder / "lock" / "plug.txt").write_text("".join(f"{n}=={v}\n" for n, v in sorted(lock.plug_layer.items())))
     for relative in RUNTIME:

@@ -297,9 +297,10 @@ def classify_build_error(message: str, log_path: Path) -> BuildError | Environme
         return BuildError("SDT-E301", "the base image is neither present nor pullable",
                           "run `sdt-build base` to bootstrap one, or set base_image in sdt.toml",
                           detail=message, log_path=log_path)
-    if "pip" in log and ("ERROR:" in log or "No matching distribution" in log):
-        pip_lines = [line for line in log.splitlines() if line.startswith("ERROR:")]
-        return BuildError("SDT-E303", f"pip failed inside the build: {(pip_lines or [message])[-1]}",
+    said = [line.strip() for line in log.splitlines()  # pip's ERROR lines; uv's error and its cause
+            if line.startswith(("ERROR:", "error:")) or line.strip().startswith("cause:")]
+    if "pip" in log and said:
+        return BuildError("SDT-E303", f"installing the plug's packages failed inside the build: {' '.join(said[-2:])}",
                           "run `sdt-build check --resolve DIR` to find the conflict before building",
                           detail=message, log_path=log_path)
     return BuildError("SDT-E302", f"the image build failed: {first_line(message)}",

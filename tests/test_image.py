@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from uv import find_uv_bin
 
 from sdt_build.errors import BuildError
 from sdt_build.daemon import BYTECODE_DIR, LABEL, run_command
@@ -21,6 +22,7 @@ from sdt_build.pipeline import build_project
 from sdt_build.project import load_project
 from sdt_build.render import render_dockerfile
 from sdt_build.resolve import lock
+from sdt_build.wheels import link_into
 
 from conftest import EXAMPLES, ROOT, SDT, build_context
 
@@ -221,10 +223,11 @@ def test_pip_failure_in_build_is_classified(docker, base_image, copy_example, tm
     (built.context.directory / "lock" / "plug.txt").write_text("tabulate==0.9.0\n")  # no wheel in the context
     dockerfile = built.context.directory / "Dockerfile"
     dockerfile.write_text(render_dockerfile(built.project, _with_plug_layer(built.lock)))
+    link_into([Path(find_uv_bin())], built.context.directory / "tools")
     with pytest.raises(BuildError) as caught:
         build_context(docker, built, f"sdt-test-broken:{uuid.uuid4().hex[:8]}", tmp_path / "build.log")
     assert caught.value.code == "SDT-E303"
-    assert "tabulate" in caught.value.cause
+    assert "tabulate" in caught.value.cause and "not found" in caught.value.cause, caught.value.cause
     assert caught.value.log_path == tmp_path / "build.log"
 
 
