@@ -42,6 +42,7 @@ from sdt_build.userfiles import CLIENT_FILE
 BYSTANDER_LOSSES = 3  # a key lost this often before it started is failed like any other
 SIZES_SECONDS = 120  # the longest the plug's size() may take for a run's keys when no --timeout is set
 WORKERS_POLL_SECONDS = 2.0
+WORKERS_ANSWER_SECONDS = 5.0  # a live scheduler answers in milliseconds
 TOTAL = f"{SECONDS}total"
 
 
@@ -311,7 +312,7 @@ def stream_keys(stream: "Stream", todo: list[tuple], output: OutputFolder, recor
     """Run the keys. A lost cluster gives rows for what did not finish; an interrupt or a full disk
     is returned (to be raised once the outputs are written)."""
     try:
-        with _performance_report(output.folder, record):
+        with _performance_report(output.folder, record, stream.client):
             stream.run(todo)
     except ClusterLost as lost:
         record["warnings"].append(f"{lost.problem.code} {lost.problem.cause}")
@@ -388,7 +389,7 @@ class Stream:
     def run(self, keys: list[tuple]) -> None:
         from distributed import wait
 
-        self.threads = max(1, sum(w.get("nthreads", 1) for w in self._workers().values()))
+        self.threads = max(1, sum(w.get("nthreads", 1) for w in (self._workers() or {}).values()))
         if not keys:
             return
         limit = self.options.max_in_flight or max(2, 2 * self.threads)
@@ -452,11 +453,14 @@ class Stream:
         if self._bar:
             self._bar.advance(row.ok)
 
-    def _workers(self) -> dict[str, dict]:
+    def _workers(self) -> dict[str, dict] | None:
+        """The scheduler's workers; None when it does not answer within WORKERS_ANSWER_SECONDS (a
+        scheduler that is gone would hold the call for the whole connect timeout: the status check tells)."""
         try:
-            return self.client.scheduler_info().get("workers", {})
-        except (OSError, ValueError):  # the scheduler is gone: the caller tells
-            return {}
+            return self.client.sync(self.client.scheduler.identity, n_workers=-1,
+                                    callback_timeout=WORKERS_ANSWER_SECONDS).get("workers", {})
+        except (OSError, ValueError, TimeoutError):
+            return None
 
     def _check_cluster(self, futures: dict, pending: deque) -> None:
         """Raise ClusterLost when the scheduler went away, or when no worker has been left for
@@ -473,6 +477,8 @@ class Stream:
             return
         self._polled = now
         workers = self._workers()
+        if workers is None:  # no answer: gone (the next turn's status check says so) or busy
+            return
         if workers:
             self._workers_seen_at = now
             self.memory_limits.update({a: w["memory_limit"] for a, w in workers.items() if w.get("memory_limit")})
@@ -548,7 +554,7 @@ class Stream:
 
     def _memory(self, worker: str | None) -> str:
         """The memory limit of ``worker`` as it was while it lived (the cluster's, when they all agree)."""
-        self.memory_limits.update({a: w["memory_limit"] for a, w in self._workers().items()
+        self.memory_limits.update({a: w["memory_limit"] for a, w in (self._workers() or {}).items()
                                    if w.get("memory_limit")})
         limits = set(self.memory_limits.values())
         limit = self.memory_limits.get(worker) or (max(limits) if len(limits) == 1 else None)
@@ -680,10 +686,11 @@ def _cluster_versions(dask_client) -> dict:
 
 
 class _performance_report:
-    """Dask's performance report when it can be made (it needs bokeh); its absence never fails a run."""
+    """Dask's performance report when it can be made (it needs bokeh, and a scheduler to ask); its
+    absence never fails a run."""
 
-    def __init__(self, output: Path | None, record: dict):
-        self.output, self.record, self.inner = output, record, None
+    def __init__(self, output: Path | None, record: dict, dask_client):
+        self.output, self.record, self.inner, self.client = output, record, None, dask_client
 
     def __enter__(self):
         if self.output is None:
@@ -699,7 +706,9 @@ class _performance_report:
         return self
 
     def __exit__(self, *exc):
-        if self.inner is not None:
+        if self.inner is not None and self.client.status != "running":  # asking would wait out the connect timeout
+            self.record["performance_report"] = "skipped: the scheduler was lost"
+        elif self.inner is not None:
             try:
                 self.inner.__exit__(*exc)
             except Exception as error:  # a report is a bonus

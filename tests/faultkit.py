@@ -39,9 +39,17 @@ def trouble_folder(parent: Path, client: str = "local", *, workers: int = 2, mem
 
 
 def sdt(*args: str, env: dict[str, str] | None = None, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    """The CLI, as a user runs it."""
-    return subprocess.run([SDT, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, **kwargs)
+    """The CLI, as a user runs it; ``.pid`` is its process id (the owner its containers name)."""
+    with subprocess.Popen([SDT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, **(env or {})}, **kwargs) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    done = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    done.pid = process.pid
+    return done
 
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -100,10 +108,14 @@ def rows_in(output: Path) -> int:
     return path.read_text().count("\n") if path.exists() else 0
 
 
-def cluster_containers(docker) -> list:
+def cluster_containers(docker, owner: int | None = None) -> list:
+    """Cluster containers on the daemon; with ``owner``, only those that process started (the
+    daemon may be shared with other work)."""
     from sdt_build.daemon import LABEL
+    from sdt_build.owner import Owner
 
-    return docker.containers.list(all=True, filters={"label": f"{LABEL}.cluster"})
+    found = docker.containers.list(all=True, filters={"label": f"{LABEL}.cluster"})
+    return [c for c in found if owner is None or getattr(Owner.parse(c.labels.get(f"{LABEL}.owner")), "pid", None) == owner]
 
 
 def no_traceback(text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from sdt_build.daemon import LABEL
 from sdt_build.pipeline import build_project
 
 from conftest import FIX_SHIFTS, SDT, SITES, assert_same_reports, build_context, force_plug_layer
+from faultkit import cluster_containers
 
 pytestmark = pytest.mark.docker
 
@@ -36,10 +38,6 @@ def _worker_name(container) -> str:
     """The Dask worker name a worker container was started with (its ``--name``)."""
     args = container.attrs["Args"]
     return args[args.index("--name") + 1] if "--name" in args else ""
-
-
-def _cluster_containers(docker):
-    return docker.containers.list(all=True, filters={"label": f"{LABEL}.cluster"})
 
 
 @pytest.fixture
@@ -69,7 +67,8 @@ def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local
                     workers = json.load(answer)["workers"].values()
                 busy = [str(w["name"]) for w in workers
                         if w.get("metrics", {}).get("task_counts", {}).get("executing")]
-                containers = docker.containers.list(filters={"label": f"{LABEL}.role=worker"})
+                containers = [c for c in cluster_containers(docker, os.getpid())
+                              if c.labels[f"{LABEL}.role"] == "worker" and c.status == "running"]
                 for container in containers:
                     if busy and len(containers) == 2 and _worker_name(container) in busy:
                         container.kill()
@@ -96,7 +95,7 @@ def test_local_csv_on_a_container_cluster_survives_a_killed_worker(docker, local
     # The killed worker's key ran again elsewhere: both rows equal SDT's own DataHandler.
     assert_same_reports(result.table, [((site,), direct_report(site, FIX_SHIFTS))
                                        for site in SITES])
-    assert not _cluster_containers(docker)  # everything removed on close
+    assert not cluster_containers(docker, os.getpid())  # everything removed on close
     assert (dashboard["link"] or "").startswith("http://127.0.0.1:"), dashboard
     assert dashboard["status"] == 200 and "Dask" in dashboard["page"]
     assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
@@ -116,7 +115,7 @@ def test_an_image_with_another_dask_is_refused_before_any_task(docker, base_imag
         assert "pip install dask==" in refused.value.fix or "requirements.txt" in refused.value.fix
         assert not (tmp_path / "out" / "journal.jsonl").exists() or \
             (tmp_path / "out" / "journal.jsonl").read_text() == ""
-        assert not _cluster_containers(docker)
+        assert not cluster_containers(docker, os.getpid())
     finally:
         docker.images.remove(tag, force=True)
 
@@ -128,15 +127,16 @@ def test_leftover_containers_after_a_crash_are_cleaned(docker, local_csv_image):
         from sdt_build.clients import DockerClient
         client = DockerClient(workers=1, threads_per_worker=1, memory_per_worker="2GiB")
         client.connect({image!r})
-        print("connected", flush=True)
+        print("connected", os.getpid(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)  # a crash: no close, no atexit
     """)
     crashed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert "connected" in crashed.stdout, crashed.stderr[-2000:]
-    assert len(_cluster_containers(docker)) == 2  # scheduler and worker left behind
+    owner = int(crashed.stdout.split()[-1])
+    assert len(cluster_containers(docker, owner)) == 2  # scheduler and worker left behind
     done = subprocess.run([SDT, "clean", "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert not _cluster_containers(docker)
+    assert not cluster_containers(docker, owner)
 
 
 def test_a_broken_image_fails_fast_with_its_log(docker, base_image):
@@ -145,4 +145,4 @@ def test_a_broken_image_fails_fast_with_its_log(docker, base_image):
         client.connect(base_image)  # no dask in the bare base image
     assert caught.value.code == "SDT-E504"
     assert "no dask or distributed" in caught.value.cause
-    assert not _cluster_containers(docker)
+    assert not cluster_containers(docker, os.getpid())

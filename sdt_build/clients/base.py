@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # distributed is imported only when a client connects
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 10  # seconds to close a client or cluster
+LOST_CONNECT_TIMEOUT = "1s"  # a cluster whose scheduler is gone: each attempt to reach it while closing
 DASHBOARD_PORT = 8787  # Dask's usual dashboard port
 
 
@@ -108,11 +109,16 @@ class Client:
         """Release what ``connect`` started (the client, then its cluster). Safe to call twice.
 
         A cluster whose scheduler is already gone is given ``CLOSE_TIMEOUT`` seconds, not Dask's
-        reconnect attempts, and Dask's complaints about the missing scheduler are not printed.
+        reconnect attempts, each of its calls to the scheduler fails after ``LOST_CONNECT_TIMEOUT``,
+        and Dask's complaints about the missing scheduler are not printed.
         """
+        import dask
+
         client, self._dask_client = self._dask_client, None
         cluster, self._cluster = getattr(self, "_cluster", None), None
-        with quiet("distributed", "tornado"):
+        lost = client is not None and client.status != "running"
+        connect = {"distributed.comm.timeouts.connect": LOST_CONNECT_TIMEOUT} if lost else {}
+        with quiet("distributed", "tornado"), dask.config.set(connect):
             for closable in (client, cluster):
                 if closable is None:
                     continue
@@ -120,6 +126,8 @@ class Client:
                     closable.close(timeout=CLOSE_TIMEOUT)
                 except Exception as exc:  # the backend's own clean-up (containers, jobs) still runs
                     log.debug("closing %s failed: %s", type(closable).__name__, exc)
+                    if closable is cluster:  # Dask's exit hook would only wait on the same closing again
+                        cluster.shutdown_on_close = False
 
     def dashboard_address(self) -> str | None:
         """Where a scheduler this client starts serves its dashboard: 127.0.0.1, port 8787 when free

@@ -13,7 +13,6 @@ import psutil
 import pytest
 
 from sdt_build.daemon import LABEL
-from sdt_build.owner import Owner
 
 from faultkit import (cluster_containers, finished, journal_rows, keys_arg, listeners, no_traceback, rows_in, sdt,
                       start, wait_for)
@@ -21,14 +20,14 @@ from faultkit import (cluster_containers, finished, journal_rows, keys_arg, list
 pytestmark = pytest.mark.docker
 
 
-def _role(docker, role: str) -> list:
-    return docker.containers.list(filters={"label": f"{LABEL}.role={role}"})
+def _role(docker, role: str, owner: int) -> list:
+    return [c for c in cluster_containers(docker, owner) if c.labels.get(f"{LABEL}.role") == role]
 
 
-def _listeners(docker) -> list[str]:
+def _listeners(docker, owner: int) -> list[str]:
     """The listening addresses of every process in the cluster's containers."""
     pids = set()
-    for container in cluster_containers(docker):
+    for container in cluster_containers(docker, owner):
         container.reload()
         root = container.attrs["State"]["Pid"]
         if root:
@@ -42,7 +41,7 @@ def test_a_killed_scheduler_ends_the_run_with_a_row_for_every_key(docker, troubl
     keys = [("ok", 1), ("sleep", 300), ("ok", 2)]
     running = start("run", str(folder), "--image", fault_image, "--output", str(output), *keys_arg(*keys))
     wait_for(lambda: rows_in(output) >= 1)
-    (scheduler,) = _role(docker, "scheduler")
+    (scheduler,) = _role(docker, "scheduler", running.pid)
     scheduler.kill()
     code, _, err = finished(running, timeout=180)
     assert code == 5, err[-3000:]
@@ -55,7 +54,7 @@ def test_a_killed_scheduler_ends_the_run_with_a_row_for_every_key(docker, troubl
     record = json.loads((output / "run.json").read_text())
     assert record["problem"]["code"] == "SDT-E512" and any("SDT-E512" in w for w in record["warnings"])
     assert len(pd.read_csv(output / "results.csv")) == 3
-    assert not cluster_containers(docker)
+    assert not cluster_containers(docker, running.pid)
 
     again = sdt("run", str(folder), "--image", fault_image, "--output", str(output), "--resume", *keys_arg(*keys),
                 env={"SDT_FAULTS_FIXED": "1"})
@@ -71,7 +70,7 @@ def test_sigterm_stops_a_docker_run_cleanly_and_nothing_listens_beyond_loopback(
     keys = [("ok", 1), ("sleep", 300), ("sleep", 301)]
     running = start("run", str(folder), "--image", fault_image, "--output", str(output), *keys_arg(*keys))
     wait_for(lambda: rows_in(output) >= 1)
-    listening = _listeners(docker)
+    listening = _listeners(docker, running.pid)
     assert len(listening) >= 5, listening  # scheduler, its HTTP server, and per worker: nanny, worker, HTTP
     assert all(address.startswith("127.0.0.1:") for address in listening), listening
 
@@ -79,7 +78,7 @@ def test_sigterm_stops_a_docker_run_cleanly_and_nothing_listens_beyond_loopback(
     code, _, err = finished(running, timeout=120)
     assert code == 143, err[-3000:]
     no_traceback(err)
-    assert not cluster_containers(docker)  # nothing left running
+    assert not cluster_containers(docker, running.pid)  # nothing left running
     record = json.loads((output / "run.json").read_text())
     assert record["interrupted"] == "SIGTERM"
     (row,) = journal_rows(output)
@@ -102,7 +101,7 @@ def test_workers_killed_for_memory_end_the_run_and_resume_completes(docker, trou
     assert "SDT-E513" in done.stderr if row["stage"] == "no workers" else "memory_per_worker" in done.stderr
     assert "2.0 GiB memory limit" in row["message"] or "exceeded the memory limit" in row["message"], row
     assert "exceeded the memory limit" in row["message"] or "out of memory" in row["message"], row
-    assert not cluster_containers(docker)
+    assert not cluster_containers(docker, done.pid)
 
     (folder / "client.py").write_text((folder / "client.py").read_text().replace("2GiB", "7GiB"))
     again = sdt("run", str(folder), "--image", fault_image, "--output", str(output), "--resume",
@@ -127,7 +126,8 @@ def test_a_client_killed_outright_loses_no_row_and_resume_finishes(docker, troub
     rows = journal_rows(output)
     assert [row["key"] for row in rows].count(["ok", 1]) == 1  # not redone
     assert len(pd.read_csv(output / "results.csv")) == 3
-    assert not cluster_containers(docker)  # the killed run's containers went too
+    # the killed run's containers went too
+    assert not cluster_containers(docker, running.pid) and not cluster_containers(docker, again.pid)
 
 
 @pytest.mark.parametrize("moment", ["scheduler up", "workers up"])
@@ -140,8 +140,8 @@ def test_a_scheduler_gone_while_the_run_starts_is_named_and_touches_nothing(dock
     output = tmp_path / "out"
     running = start("run", str(folder), "--image", fault_image, "--output", str(output), *keys_arg(("ok", 1)))
 
-    def mine(role: str) -> list:  # the daemon may be shared: only this run's containers
-        return [c for c in _role(docker, role) if getattr(Owner.parse(c.labels.get(f"{LABEL}.owner")), "pid", None) == running.pid]
+    def mine(role: str) -> list:
+        return [c for c in _role(docker, role, running.pid) if c.status == "running"]
 
     wait_for(lambda: mine("scheduler") and (moment == "scheduler up" or len(mine("worker")) == 2), every=0.1)
     (scheduler,) = mine("scheduler")
@@ -151,4 +151,4 @@ def test_a_scheduler_gone_while_the_run_starts_is_named_and_touches_nothing(dock
     no_traceback(err)
     assert re.search(r"SDT-E51[27]", err) and "scheduler" in err, err[-3000:]
     assert not output.exists()
-    assert not [c for c in cluster_containers(docker) if getattr(Owner.parse(c.labels.get(f"{LABEL}.owner")), "pid", None) == running.pid]
+    assert not cluster_containers(docker, running.pid)

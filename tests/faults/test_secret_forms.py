@@ -57,11 +57,11 @@ def test_the_scheduler_container_gets_no_declared_secret(docker, fault_image):
         {SECRET: secret, "SDT_FAULTS_FIXED": "1"}, {SECRET})
     client.connect(fault_image)
     try:
-        environments = {c.labels["io.sdt-build.role"]: c.attrs["Config"]["Env"] for c in cluster_containers(docker)}
+        environments = {c.labels["io.sdt-build.role"]: c.attrs["Config"]["Env"] for c in cluster_containers(docker, os.getpid())}
     finally:
         client.close()
     assert set(environments) == {"scheduler", "worker"}
     assert "SDT_FAULTS_FIXED=1" in environments["scheduler"]  # the other declared variables still reach it
     assert not holders({"scheduler": "\n".join(environments["scheduler"])}, pieces)
     assert f"{SECRET}={secret}" in environments["worker"]  # the plug runs there and reads it
-    assert not cluster_containers(docker)
+    assert not cluster_containers(docker, os.getpid())

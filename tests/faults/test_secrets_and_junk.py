@@ -64,7 +64,7 @@ def test_a_declared_secret_appears_in_no_output_file_or_layer(docker, base_image
         assert not _layers_holding(docker, tag, marker.encode(), tmp_path)
     finally:
         docker.images.remove(tag, force=True)
-    assert not cluster_containers(docker)
+    assert not cluster_containers(docker, done.pid)  # the run's
 
 
 def test_junk_in_the_folder_reaches_neither_the_context_nor_the_workers(trouble, tmp_path):
@@ -129,10 +129,10 @@ def test_cluster_containers_run_as_a_plain_user(docker, trouble, fault_image, tm
     client = DockerClient(workers=1, threads_per_worker=1, memory_per_worker="2GiB")
     client.connect(fault_image)
     try:
-        containers = cluster_containers(docker)
+        containers = cluster_containers(docker, os.getpid())
         assert {c.labels[f"{LABEL}.role"] for c in containers} == {"scheduler", "worker"}
         for container in containers:
             assert container.exec_run(["id", "-u"]).output.decode().strip() == "1000", container.name
     finally:
         client.close()
-    assert not cluster_containers(docker)
+    assert not cluster_containers(docker, os.getpid())
