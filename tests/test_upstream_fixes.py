@@ -325,7 +325,7 @@ class Sites(DataPlug):
 # Both real sites, and synthetic systems with clipping, a capacity change and a time shift (1, 5, 13)
 SITES = [("real", "TAEFC1044741"), ("real", "ZT162185000441C1203"), ("synthetic", 1, 200), ("synthetic", 5, 120),
          ("synthetic", 13, 400)]
-OF_THE_RUN = {"worker", "run_id", "warnings", "attempts", "worker peak GiB"}  # where and when, not what
+OF_THE_RUN = {"worker", "run_id", "warnings", "attempts", PEAK_MEMORY, WORKER_MEMORY}  # where and when, not what
 
 
 @pytest.mark.slow
