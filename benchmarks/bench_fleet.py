@@ -143,9 +143,10 @@ def worker_memory(rows: list[dict]) -> list[str]:
         if row.get(WORKER_MEMORY) is not None:
             by_worker.setdefault(row["worker"], []).append(row[WORKER_MEMORY])
     for worker, memory in sorted(by_worker.items()):
-        early = memory[min(9, len(memory) - 1)]
+        site = 10 if len(memory) > 10 else 1  # the 10th site against the last (the first, in a short run)
+        early = memory[site - 1]
         slope = np.polyfit(np.arange(len(memory)), memory, 1)[0] * 100 * 1024 if len(memory) > 2 else 0.0
-        lines.append(f"worker {worker}: {len(memory)} sites; memory after site {min(10, len(memory))} "
+        lines.append(f"worker {worker}: {len(memory)} sites; memory after site {site} "
                      f"{early:.3f} GiB, after site {len(memory)} {memory[-1]:.3f} GiB "
                      f"({(memory[-1] - early) / early:+.1%}); trend {slope:+.1f} MiB per 100 sites; "
                      f"largest {max(memory):.3f} GiB")
@@ -159,12 +160,9 @@ def outputs(output: Path, name: str) -> list[str]:
     """The run's files and their sizes, and the time to write each again from the journal here."""
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 2**20:.2f} MiB" for p in sorted(output.iterdir())
                       if p.is_file() and not p.name.startswith("."))
-    again = output.parent / f"{output.name}-written-again"
-    again.mkdir()
-    shutil.copy(output / "journal.jsonl", again / "journal.jsonl")
-    scan, (rows, _) = timed(lambda: read_journal(again / "journal.jsonl"))
+    scan, (rows, _) = timed(lambda: read_journal(output / "journal.jsonl"))
     table = _table([row.to_record() for row in rows.values()])
-    folder = TimedFolder(again, True, project=name)
+    folder = TimedFolder(output.parent / f"{output.name}-written-again", False, project=name)
     folder.start()
     try:
         appended, _ = timed(lambda: [folder.add(row.but(plots={})) for row in rows.values()])
@@ -270,7 +268,8 @@ def killed_and_resumed(folder: Path, work: Path, env: dict[str, str], total: int
             f"had started is not known; at most {2 * (record.get('threads') or 1)} were submitted at once) and "
             f"the {len(failed)} failed ones again (--resume runs every key without an ok row)",
             f"every key ends with exactly one row: {'yes' if not problems else 'NO: ' + '; '.join(problems)}; "
-            f"journal lines per key: {dict(lines.value_counts().sort_index())}"]
+            "journal lines per key: " + ", ".join(f"{n} line(s) {k}" for n, k in lines.value_counts().sort_index().items())
+            + " keys"]
 
 
 def slice_rows(folder: Path, work: Path, sites: int, clients: list[str]) -> list[str]:

@@ -49,26 +49,33 @@ def _system(system: int, days: int | None = None) -> dict:
         if rng.random() < 0.2 else None,
         "time shift": (shift_start, min(shift_start + shift_days, 1.0)) if rng.random() < 0.3 else None,
         "gaps": rng.random() < 0.4,
-        "night offset": float(rng.uniform(0.005, 0.02)) * capacity if rng.random() < 0.2 else None,
+        # power at night: an inverter's standby draw (negative, at night only) or a meter's offset (always)
+        "night offset": (float(rng.uniform(-0.01, -0.002)) if rng.random() < 0.5 else float(rng.uniform(0.0005, 0.0015)))
+        * capacity if rng.random() < 0.2 else None,
         "broken": BROKEN.get(system % 200),
     }
 
 
 def _clear(spec: dict) -> pd.Series:
-    """Clear-sky AC power at the system's capacity, indexed by its logger's clock (local standard time)."""
+    """Clear-sky AC power at the system's capacity, indexed by its logger's clock (local standard
+    time): Haurwitz's clear sky on Spencer's sun, a few numpy operations per reading."""
     per_day = 24 * 60 // spec["minutes"]
-    hours = round(spec["longitude"] / 15)
     clock = pd.date_range(spec["start"], periods=spec["days"] * per_day, freq=f"{spec['minutes']}min")
-    utc = (clock - pd.Timedelta(hours=hours)).tz_localize("UTC")
-    ghi = pvlib.location.Location(spec["latitude"], spec["longitude"]).get_clearsky(utc, model="haurwitz")["ghi"]
-    return pd.Series(ghi.to_numpy() / 1000.0 * spec["capacity"], index=clock)
+    day = clock.day_of_year.to_numpy()
+    hour = (clock.hour + clock.minute / 60).to_numpy()
+    solar_time = hour - round(spec["longitude"] / 15) + spec["longitude"] / 15 \
+        + pvlib.solarposition.equation_of_time_spencer71(day) / 60
+    zenith = pvlib.solarposition.solar_zenith_analytical(
+        np.radians(spec["latitude"]), np.radians(15 * (solar_time - 12)), pvlib.solarposition.declination_spencer71(day))
+    ghi = pvlib.clearsky.haurwitz(pd.Series(np.degrees(zenith)))["ghi"].to_numpy()
+    return pd.Series(ghi / 1000.0 * spec["capacity"], index=clock)
 
 
 def _effective_capacity(spec: dict) -> float:
     """The power a clear day reaches at the start (clipped where the inverter clips): the capacity
     SDT should estimate, in kW (from the clear sky at each day's solar noon)."""
     days = pd.date_range(spec["start"], periods=spec["days"], freq="D")
-    declination = np.degrees(pvlib.solarposition.declination_spencer71(days.dayofyear.to_numpy()))
+    declination = np.degrees(pvlib.solarposition.declination_spencer71(days.day_of_year.to_numpy()))
     noon = pvlib.clearsky.haurwitz(pd.Series(np.abs(spec["latitude"] - declination)))["ghi"].to_numpy()
     peak = float(np.quantile(noon, 0.9)) / 1000.0 * spec["capacity"]
     return min(peak, spec["clipping"] * spec["capacity"]) if spec["clipping"] else peak
@@ -109,7 +116,7 @@ class FleetPV(DataPlug):
             start, end = (int(f * spec["days"]) * per_day for f in spec["time shift"])
             power[start:end] = np.roll(power[start:end], 60 // spec["minutes"])
         if spec["night offset"]:
-            power += spec["night offset"]
+            power += np.where((clear.to_numpy() == 0) | (spec["night offset"] > 0), spec["night offset"], 0.0)
         if spec["broken"] == "all zeros":
             power[:] = 0.0
         elif spec["broken"] == "all NaN":
