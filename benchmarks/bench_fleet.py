@@ -33,8 +33,9 @@ import psutil
 
 from benchmarks import ROOT, timed
 from benchmarks.bench_runner import _compare, _values
-from sdt_build.results import RESULTS, OutputFolder, read_journal
-from sdt_build.runner import _table, _write_outputs
+from sdt_build.results import PLOTS, RESULTS, OutputFolder, read_journal
+from sdt_build.rows import SECONDS
+from sdt_build.runner import TOTAL, _table, _write_outputs
 from sdt_build.task import PEAK_MEMORY, WORKER_MEMORY
 
 EXAMPLE = ROOT / "examples" / "fleet"
@@ -72,14 +73,15 @@ def project(work: Path) -> Path:
 
 
 class Watched:
-    """`sdt-build run` in a child process: its peak resident memory, sampled every 0.2 s."""
+    """`sdt-build run` in a child process (its output in ``log``): its peak resident memory, sampled
+    every 0.2 s."""
 
-    def __init__(self, args: list[str], env: dict[str, str]):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.started = time.perf_counter()
-        self.process = subprocess.Popen([SDT, "run", *args], env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+        self.log = log
+        with open(log, "w") as out:
+            self.process = subprocess.Popen([SDT, "run", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
         self.peak = 0
-        self.output = ""
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
 
@@ -94,7 +96,7 @@ class Watched:
 
     def wait(self) -> float:
         """Seconds from start to exit."""
-        self.output = self.process.communicate()[0]
+        self.process.wait()
         self._sampler.join()
         return time.perf_counter() - self.started
 
@@ -120,7 +122,7 @@ def key_text(key) -> str:
 
 
 def run_fleet(folder: Path, output: Path, env: dict[str, str], *extra: str) -> tuple[float, Watched]:
-    watched = Watched([str(folder), "--output", str(output), *extra], env)
+    watched = Watched([str(folder), "--output", str(output), *extra], env, output.with_suffix(".log"))
     seconds = watched.wait()
     return seconds, watched
 
@@ -128,7 +130,7 @@ def run_fleet(folder: Path, output: Path, env: dict[str, str], *extra: str) -> t
 def throughput(rows: list[dict], wall: float, record: dict) -> list[str]:
     cores = record.get("threads") or os.cpu_count()
     counts = pd.Series([r["status"] for r in rows]).value_counts().to_dict()
-    busy = np.mean([r["seconds total"] for r in rows if r.get("seconds total") is not None])
+    busy = np.mean([r[TOTAL] for r in rows if r.get(TOTAL) is not None])
     return [f"{len(rows)} keys in {wall:.0f} s wall on {cores} worker thread(s): {counts.get('ok', 0)} ok, "
             f"{counts.get('failed', 0)} failed; {len(rows) / wall * 3600 / cores:.0f} sites per hour per core "
             f"end to end (start-up included), {3600 / busy:.0f} per core from the rows' own time "
@@ -164,6 +166,8 @@ def outputs(output: Path, name: str) -> list[str]:
     table = _table([row.to_record() for row in rows.values()])
     folder = TimedFolder(output.parent / f"{output.name}-written-again", False, project=name)
     folder.start()
+    if (output / PLOTS).is_dir():  # the report embeds them
+        shutil.copytree(output / PLOTS, folder.folder / PLOTS)
     try:
         appended, _ = timed(lambda: [folder.add(row.but(plots={})) for row in rows.values()])
         total, _ = timed(lambda: _write_outputs(folder, table, json.loads((output / "run.json").read_text())))
@@ -195,11 +199,11 @@ class TimedFolder(OutputFolder):
 def profile(rows: list[dict]) -> list[str]:
     """Where the time went: each stage's share of the rows' time, and the slowest sites."""
     table = pd.DataFrame(rows)
-    stages = [c for c in table.columns if c.startswith("seconds ") and c != "seconds total"]
-    total = table["seconds total"].sum()
-    slowest = table.sort_values("seconds total", ascending=False).head(3)
+    stages = [c for c in table.columns if c.startswith(SECONDS) and c != TOTAL]
+    total = table[TOTAL].sum()
+    slowest = table.sort_values(TOTAL, ascending=False).head(3)
     return ["time by stage, summed over the sites: " + ", ".join(
-                f"{c.removeprefix('seconds ')} {table[c].sum():.1f} s ({table[c].sum() / total:.0%})" for c in stages),
+                f"{c.removeprefix(SECONDS)} {table[c].sum():.1f} s ({table[c].sum() / total:.0%})" for c in stages),
             "slowest sites: " + ", ".join(f"{r['key']} {r['seconds total']:.1f} s" for _, r in slowest.iterrows())]
 
 
@@ -237,7 +241,7 @@ def truth_agreement(rows: list[dict], plug) -> list[str]:
 def killed_and_resumed(folder: Path, work: Path, env: dict[str, str], total: int) -> list[str]:
     """The run SIGKILLed once the journal holds half the keys, then --resume: one row per key."""
     output = work / "killed"
-    watched = Watched([str(folder), "--output", str(output)], env)
+    watched = Watched([str(folder), "--output", str(output)], env, output.with_suffix(".log"))
     while len(journal(output)) < total // 2 and watched.process.poll() is None:
         time.sleep(0.2)
     survivors = watched.kill()
@@ -296,7 +300,7 @@ def slice_rows(folder: Path, work: Path, sites: int, clients: list[str]) -> list
         lines.append(f"{name}: {len(result.table)} rows in {seconds:.0f} s ({result.counts})")
     fields = sorted({f for table in tables.values() for row in table.values() for f in row}
                     - set(OF_THE_RUN) - {"key"})
-    fields = [f for f in fields if not f.startswith("seconds ")]
+    fields = [f for f in fields if not f.startswith(SECONDS)]
     differences = _compare(tables, tuple(fields))
     lines.append(f"{sites} systems, {len(fields)} shared fields, on {', '.join(clients)}: "
                  + ("identical" if not differences else f"{len(differences)} differences: " + "; ".join(differences[:8])))
@@ -325,7 +329,7 @@ def run(argv: list[str] | None = None) -> None:
         rows = journal(output)
         if watched.process.returncode not in (0, 5) or len(rows) != total:
             print(f"   the run did not finish (exit {watched.process.returncode}, {len(rows)} of {total} rows):\n"
-                  + watched.output[-3000:])
+                  + watched.log.read_text()[-3000:])
             return
         record = json.loads((output / "run.json").read_text())
         print(f"   {chosen.sites} synthetic systems and {len(plug.REAL)} real sites, `sdt-build run` on the "

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdt_build import upstream_fixes
+from sdt_build.task import PEAK_MEMORY, WORKER_MEMORY
 from sdt_build.upstream_fixes import APPLIED, FIXES, OFF, SKIPPED, DeferredLoad, UpstreamFix, fingerprint
 
 IS_DIAGONAL = next(fix for fix in FIXES if fix.name == "cvxpy-sparse-is-diagonal")
