@@ -408,9 +408,9 @@ def check_power_data(data: Any) -> Any:
                                 "Fix: convert the power column with pd.to_numeric")
     numbers = data.select_dtypes("number").to_numpy(dtype=float, na_value=float("nan"))
     if not (numbers[np.isfinite(numbers)] != 0).any():
-        raise PlugContractError(f"get_data returned {len(data)} readings that are all zero or missing (NaN): SDT has "
-                                "no power to work on. Fix: check the source's data for this key (a logger that "
-                                "recorded nothing, a wrong column or unit)")
+        raise PlugContractError(f"get_data returned {len(data)} readings that are all zero or missing (NaN); "
+                                f"{EXPECTED} that holds some power. Fix: check the source's data for this key (a "
+                                "logger that recorded nothing, a wrong column)")
     if not data.index.is_monotonic_increasing:
         raise PlugContractError("get_data returned a DataFrame whose DatetimeIndex is not in time order; "
                                 f"{EXPECTED}. Fix: return data.sort_index()")
