@@ -36,6 +36,7 @@ from sdt_build.rows import WARNINGS, Row
 
 START_TOPIC = "sdt-build-start"
 PEAK_MEMORY = "worker peak GiB"  # a row's value: its worker process's peak memory while the key ran
+WORKER_MEMORY = "worker memory GiB"  # and its worker process's resident memory once the key was done
 PLUG_FOLDER = "sdt-build-plugs"  # where a worker writes the plug's files, under its temporary folder
 # distributed's warnings on a worker, sent to the client (for the run's log and summary) instead of the
 # worker's stderr: its memory monitor, and sizeof's note on deep messages (the performance report's profiles)
@@ -207,7 +208,7 @@ def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_analy
     finally:
         caught, _task.warnings = _task.warnings, None
     lines = [WARNINGS.format(category=c, message=m, count=n) for (c, m), n in caught.most_common()]
-    row = row.but(values={**row.values, PEAK_MEMORY: peak.gib})
+    row = row.but(values={**row.values, PEAK_MEMORY: peak.gib, WORKER_MEMORY: _gib(_resident())})
     return row.but(warnings="\n".join(lines)) if lines else row
 
 
@@ -241,7 +242,11 @@ class PeakMemory:
             self._stop.set()
             self._sampler.join()
             largest = max(self._largest, _resident())
-        self.gib = round(largest / 2**30, 3) if largest else None
+        self.gib = _gib(largest)
+
+
+def _gib(size: int) -> float | None:
+    return round(size / 2**30, 3) if size else None
 
 
 def _threads() -> int:
@@ -376,6 +381,7 @@ EXPECTED = "expected a DataFrame with a DatetimeIndex and a power column"
 
 def check_power_data(data: Any) -> Any:
     """``data`` when SDT's DataHandler can take it, else PlugContractError naming what came back."""
+    import numpy as np
     import pandas as pd
 
     if data is None:
@@ -400,6 +406,11 @@ def check_power_data(data: Any) -> Any:
         kinds = ", ".join(f"{name} ({dtype})" for name, dtype in list(data.dtypes.items())[:5])
         raise PlugContractError(f"get_data returned a DataFrame with no numeric column ({kinds}); {EXPECTED}. "
                                 "Fix: convert the power column with pd.to_numeric")
+    numbers = data.select_dtypes("number").to_numpy(dtype=float, na_value=float("nan"))
+    if not (numbers[np.isfinite(numbers)] != 0).any():
+        raise PlugContractError(f"get_data returned {len(data)} readings that are all zero or missing (NaN); "
+                                f"{EXPECTED} that holds some power. Fix: check the source's data for this key (a "
+                                "logger that recorded nothing, a wrong column)")
     if not data.index.is_monotonic_increasing:
         raise PlugContractError("get_data returned a DataFrame whose DatetimeIndex is not in time order; "
                                 f"{EXPECTED}. Fix: return data.sort_index()")

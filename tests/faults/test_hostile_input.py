@@ -98,7 +98,8 @@ def test_keys_that_are_not_keys_are_refused_before_anything_runs(trouble, tmp_pa
 def test_get_data_that_returns_no_power_series_is_a_clear_row(trouble, tmp_path):
     folder = trouble()
     expected = {"none": "returned None", "empty": "empty DataFrame", "strings": "no numeric column",
-                "series": "returned a Series", "unsorted": "not in time order", "no-index": "indexed by RangeIndex", "tz": "time zone UTC"}
+                "series": "returned a Series", "unsorted": "not in time order", "no-index": "indexed by RangeIndex", "tz": "time zone UTC",
+                "zeros": "all zero or missing", "nan": "all zero or missing"}
     keys = [(kind,) for kind in expected]
     client = LocalClient(workers=2, threads_per_worker=1, memory_per_worker="7GiB")
     result = SDTDask(folder, client=client).execute(keys, output_dir=tmp_path / "out")

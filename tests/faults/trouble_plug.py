@@ -7,7 +7,7 @@ synthetic example as synthetic.py). Keys:
     ("raises",)        ValueError in get_data
     ("dies",)          the worker process is killed (SIGKILL)
     ("hog", mb)        allocates and touches mb megabytes, 100 MB at a time
-    ("none",) ("empty",) ("strings",) ("series",) ("unsorted",) ("no-index",)
+    ("none",) ("empty",) ("strings",) ("series",) ("unsorted",) ("no-index",) ("zeros",) ("nan",)
                        get_data returns something that is not a usable power series
     ("leaks",)         prints the declared secret and raises an error that quotes it
     ("endless-size",)  the plug's size() never answers for it (get_data then fails as for an unknown key)
@@ -76,6 +76,8 @@ class Trouble(DataPlug):
             return good.iloc[:0]
         if kind == "strings":
             return good.astype(str)
+        if kind in ("zeros", "nan"):
+            return good * (0.0 if kind == "zeros" else np.nan)
         if kind == "series":
             return good.iloc[:, 0]
         if kind == "unsorted":
