@@ -36,12 +36,12 @@ from benchmarks.bench_runner import _compare, _values
 from sdt_build.results import PLOTS, RESULTS, OutputFolder, read_journal
 from sdt_build.rows import SECONDS
 from sdt_build.runner import TOTAL, _table, _write_outputs
-from sdt_build.task import PEAK_MEMORY, WORKER_MEMORY
+from sdt_build.task import PEAK_MEMORY, MEMORY_AFTER
 
 EXAMPLE = ROOT / "examples" / "fleet"
 SDT = str(Path(sys.executable).parent / "sdt-build")
 # A row's fields that say where and when it ran, not what SDT found (and a traceback names paths)
-OF_THE_RUN = ("worker", "run_id", "warnings", "attempts", "traceback", PEAK_MEMORY, WORKER_MEMORY)
+OF_THE_RUN = ("worker", "run_id", "warnings", "attempts", "traceback", PEAK_MEMORY, MEMORY_AFTER)
 CAPACITY_TOLERANCE = 0.2  # SDT's capacity estimate within 20 % of the truth's
 FLAGS = {"clipping": "inverter clipping", "capacity change": "capacity change", "time shift": "time shift correction"}
 
@@ -142,8 +142,8 @@ def worker_memory(rows: list[dict]) -> list[str]:
     lines = []
     by_worker: dict[str, list[float]] = {}
     for row in rows:
-        if row.get(WORKER_MEMORY) is not None:
-            by_worker.setdefault(row["worker"], []).append(row[WORKER_MEMORY])
+        if row.get(MEMORY_AFTER) is not None:
+            by_worker.setdefault(row["worker"], []).append(row[MEMORY_AFTER])
     for worker, memory in sorted(by_worker.items()):
         site = 10 if len(memory) > 10 else 1  # the 10th site against the last (the first, in a short run)
         early = memory[site - 1]

@@ -36,7 +36,7 @@ from sdt_build.rows import WARNINGS, Row
 
 START_TOPIC = "sdt-build-start"
 PEAK_MEMORY = "worker peak GiB"  # a row's value: its worker process's peak memory while the key ran
-WORKER_MEMORY = "worker memory GiB"  # and its worker process's resident memory once the key was done
+MEMORY_AFTER = "worker memory GiB"  # and its worker process's resident memory once the key was done
 PLUG_FOLDER = "sdt-build-plugs"  # where a worker writes the plug's files, under its temporary folder
 # distributed's warnings on a worker, sent to the client (for the run's log and summary) instead of the
 # worker's stderr: its memory monitor, and sizeof's note on deep messages (the performance report's profiles)
@@ -208,7 +208,7 @@ def run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_analy
     finally:
         caught, _task.warnings = _task.warnings, None
     lines = [WARNINGS.format(category=c, message=m, count=n) for (c, m), n in caught.most_common()]
-    row = row.but(values={**row.values, PEAK_MEMORY: peak.gib, WORKER_MEMORY: _gib(_resident())})
+    row = row.but(values={**row.values, PEAK_MEMORY: peak.gib, MEMORY_AFTER: _gib(_resident())})
     return row.but(warnings="\n".join(lines)) if lines else row
 
 

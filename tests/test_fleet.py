@@ -69,7 +69,7 @@ def test_the_truth_is_what_the_data_shows(fleet):
 def test_broken_systems_fail_with_their_cause_and_rows_record_worker_memory(fleet, tmp_path):
     from sdt_build import SDTDask
     from sdt_build.clients import LocalClient
-    from sdt_build.task import PEAK_MEMORY, WORKER_MEMORY
+    from sdt_build.task import PEAK_MEMORY, MEMORY_AFTER
 
     keys = [(3, 90), (5, 120), (0, 90), (7, 60), (77, 60), (147, 60)]
     result = SDTDask(FLEET, client=LocalClient(workers=2, threads_per_worker=1)).execute(
@@ -82,7 +82,7 @@ def test_broken_systems_fail_with_their_cause_and_rows_record_worker_memory(flee
             assert (row["status"], row["stage"]) == ("failed", "get_data") and causes[broken] in row["message"], row
         else:
             assert row["status"] == "ok", row
-            assert 0 < row[WORKER_MEMORY] <= row[PEAK_MEMORY] + 0.05, row
+            assert 0 < row[MEMORY_AFTER] <= row[PEAK_MEMORY] + 0.05, row
     assert result.counts == {"ok": 3, "failed": 3}
 
 

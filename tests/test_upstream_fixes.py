@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdt_build import upstream_fixes
-from sdt_build.task import PEAK_MEMORY, WORKER_MEMORY
+from sdt_build.task import PEAK_MEMORY, MEMORY_AFTER
 from sdt_build.upstream_fixes import APPLIED, FIXES, OFF, SKIPPED, DeferredLoad, UpstreamFix, fingerprint
 
 IS_DIAGONAL = next(fix for fix in FIXES if fix.name == "cvxpy-sparse-is-diagonal")
@@ -326,7 +326,7 @@ class Sites(DataPlug):
 # Both real sites, and synthetic systems with clipping, a capacity change and a time shift (1, 5, 13)
 SITES = [("real", "TAEFC1044741"), ("real", "ZT162185000441C1203"), ("synthetic", 1, 200), ("synthetic", 5, 120),
          ("synthetic", 13, 400)]
-OF_THE_RUN = {"worker", "run_id", "warnings", "attempts", PEAK_MEMORY, WORKER_MEMORY}  # where and when, not what
+OF_THE_RUN = {"worker", "run_id", "warnings", "attempts", PEAK_MEMORY, MEMORY_AFTER}  # where and when, not what
 
 
 @pytest.mark.slow
