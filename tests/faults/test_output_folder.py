@@ -134,13 +134,22 @@ def test_a_ctrl_c_that_python_swallows_in_a_finalizer_still_stops_the_run():
 
     from sdt_build.interrupt import Interrupted, raise_if_lost, terminate_as_interrupt
 
+    inside, sent = threading.Event(), threading.Event()
+
     class Dropped:
-        def __del__(self):
-            time.sleep(0.5)  # the signal arrives while this runs
+        def __del__(self):  # the signal arrives while this runs, however busy the machine
+            inside.set()
+            sent.wait(30)
+            time.sleep(0.05)  # the handler runs here, at the next bytecode
+
+    def send():
+        inside.wait(30)
+        os.kill(os.getpid(), signal.SIGINT)
+        sent.set()
 
     with terminate_as_interrupt():
         raise_if_lost()  # nothing yet
-        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+        threading.Thread(target=send).start()
         Dropped()  # dropped at once: the interrupt is raised inside __del__, and ignored there
         with pytest.raises(Interrupted) as caught:
             raise_if_lost()
