@@ -208,11 +208,12 @@ def _stage_columns(table: pd.DataFrame) -> list[str]:
 
 
 def _stage_plot(table: pd.DataFrame) -> str | None:
-    """Median seconds per stage; None when no key timed a stage (the page says so instead)."""
+    """Median seconds per stage; None when there is no bar to draw (no key timed a stage, or every
+    median is 0 s): the page says so instead."""
     columns = _stage_columns(table)
     medians = [float(pd.to_numeric(table[c], errors="coerce").median()) for c in columns]
     pairs = [(c[len(SECONDS):], m) for c, m in zip(columns, medians) if not math.isnan(m)]
-    if not pairs:
+    if not any(m > 0 for _, m in pairs):
         return None
     figure, axes = _figure()
     axes.barh([p[0] for p in pairs], [p[1] for p in pairs], color="#1565c0")
@@ -311,7 +312,16 @@ def _warning_groups(folder: Path) -> list[dict]:
         group = groups.setdefault(re.sub(r"\d+(\.\d+)?", "#", message), {"message": message, "sources": set()})
         group["sources"].add(source)
     ordered = sorted(groups.values(), key=lambda g: -len(g["sources"]))
-    return [{"message": g["message"], "count": len(g["sources"]), "example": sorted(g["sources"])[0]} for g in ordered]
+    return [{"message": g["message"], "count": len(g["sources"]), "example": _source_text(sorted(g["sources"])[0])}
+            for g in ordered]
+
+
+def _source_text(source: str) -> str:
+    """A warnings.log source as the page shows it: a key as written (its line holds its key_id), or a worker."""
+    try:
+        return key_text(json.loads(source))
+    except ValueError:
+        return source
 
 
 # --- SDT's own figures ------------------------------------------------------------------------
