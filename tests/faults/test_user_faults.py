@@ -87,19 +87,34 @@ def test_a_dockerignore_that_leaves_out_what_the_workers_import_is_named(trouble
     """dataplug.py, or a module of the folder it imports, left out by .dockerignore (or named like a
     secret) is SDT-E128 naming the file and the line; `run` refuses it before any worker starts."""
     folder = trouble(name="ignores")
-    for line, files in (("dataplug.py", ["dataplug.py"]), ("*.py", ["dataplug.py", "synthetic.py"]),
-                        ("# helpers\nsynth*", ["synthetic.py"])):
-        (folder / ".dockerignore").write_text(line + "\n")
+    for text, lines, files in (("dataplug.py", [1], ["dataplug.py"]),
+                               ("*.py", [1, 1], ["dataplug.py", "synthetic.py"]),
+                               ("# helpers\nsynth*", [2], ["synthetic.py"]),
+                               ("*.py\n!dataplug.py", [1], ["synthetic.py"]),
+                               ("!synthetic.py\n*.py\n!dataplug.py", [2], ["synthetic.py"])):
+        (folder / ".dockerignore").write_text(text + "\n")
         code, problems = _problems(folder)
-        found = [(p["code"], p["file"]) for p in problems if p["severity"] == "error"]
-        assert code == 1 and found == [("SDT-E128", file) for file in files], (line, problems)
-        assert ".dockerignore" in problems[0]["cause"] and ".dockerignore" in problems[0]["fix"]
+        found = [(p["code"], p["file"], p["line"]) for p in problems if p["severity"] == "error"]
+        assert code == 1 and found == [("SDT-E128", ".dockerignore", n) for n in lines], (text, problems)
+        assert all(f"the workers import {file}," in p["cause"] for p, file in zip(problems, files)), problems
+        assert ".dockerignore" in problems[0]["fix"]
     ran = sdt("run", str(folder), "--output", str(tmp_path / "out"), *keys_arg(("echo", 1)))
     assert ran.returncode == 1 and "SDT-E128" in ran.stderr and not (tmp_path / "out").exists(), ran.stderr
     no_traceback(ran.stderr)
 
     (folder / ".dockerignore").write_text("notes/\n*.csv\nclient.py\n")  # nothing the workers import
     assert _problems(folder)[0] == 0
+    # Docker's idiom: leave out everything of a kind, then take back what is needed (the last line wins)
+    (folder / "notes").mkdir()
+    (folder / "notes" / "keep.py").write_text("")
+    (folder / "notes" / "drop.py").write_text("")
+    (folder / "scratch.py").write_text("")
+    (folder / ".dockerignore").write_text("*.py\n!dataplug.py\n!synth*.py\nnotes\n!notes/keep.py\n")
+    assert _problems(folder)[0] == 0
+    built = sdt("build", str(folder), "--context-only", str(tmp_path / "ctx"))
+    assert built.returncode == 0, built.stderr
+    copied = {p.relative_to(tmp_path / "ctx" / "project").as_posix() for p in (tmp_path / "ctx" / "project").rglob("*.py")}
+    assert copied == {"dataplug.py", "synthetic.py", "notes/keep.py"}, copied
     (folder / ".dockerignore").unlink()
     (folder / "credentials_store.py").write_text("TOKEN_FILE = 'token.txt'\n")
     (folder / "dataplug.py").write_text("import credentials_store\n" + (folder / "dataplug.py").read_text())
