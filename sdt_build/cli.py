@@ -871,7 +871,7 @@ def report_command(output: Output, folder: Path, keys: tuple[str, ...], target: 
 def _print_results(table) -> None:
     view = Table(title="SDT results", show_lines=False)
     columns = ["key", "status"] + (["stage"] if table["stage"].notna().any() else [])
-    columns += [c for c in REPORT_COLUMNS if c in table.columns]
+    columns += [c for c in REPORT_COLUMNS if c in table.columns and table[c].notna().any()]
     for column in columns:
         view.add_column(REPORT_COLUMNS.get(column, column), overflow="fold")
     for _, row in table.iterrows():

@@ -21,11 +21,11 @@ from typing import Any
 import pandas as pd
 
 from sdt_build.errors import RunFailure, unwritable
-from sdt_build.keys import key_id, key_text, normalize_key
+from sdt_build.keys import key_id, key_text
 from sdt_build.redact import redact
 from sdt_build.resources import render_template
 from sdt_build.results import (PERFORMANCE, PLOTS, RECORD, REPORT, WARNINGS_LOG, discard, plot_folder,
-                                read_journal)
+                                read_journal, results_table)
 from sdt_build.rows import SECONDS
 from sdt_build.task import PLOTS as FIGURES
 
@@ -94,9 +94,7 @@ def load(folder: Path) -> tuple[pd.DataFrame, dict]:
                          "pass the folder a run wrote (`sdt-build run DIR --output FOLDER`; default "
                          "sdt-results/<name>)")
     rows, _ = read_journal(journal)
-    table = pd.DataFrame([row.to_record() for row in rows.values()])
-    if len(table):
-        table["key"] = table["key"].map(normalize_key)
+    table = results_table(rows.values())
     record: dict = {}
     if (folder / RECORD).is_file():
         try:
@@ -252,7 +250,7 @@ def _flags_plot(table: pd.DataFrame) -> str | None:
     """How many keys raised each flag: bars of yes and no, the yes count right of each bar, the
     legend below the plot (never over a bar). Its parts carry ids (flag-bar-*, flag-count-*,
     flag-legend, flag-area) so a browser can check that none covers another."""
-    present = [f for f in FLAGS if f in table]
+    present = [f for f in FLAGS if f in table and table[f].notna().any()]
     if not present:
         return None
     figure, axes = _figure(4.8, 2.8)

@@ -21,13 +21,16 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from sdt_build.errors import RunFailure, unwritable
-from sdt_build.keys import key_id
+from sdt_build.keys import key_id, normalize_key
 from sdt_build.redact import dumps, redact
-from sdt_build.rows import Row
+from sdt_build.rows import FIELDS, REPORT_VALUES, Row
 from sdt_build.userfiles import JOURNAL, OUTPUT_OWNER, RECORD
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOCK = ".sdt-run.lock"
 WARNINGS_LOG = "warnings.log"  # third-party warnings of every key, one line each
@@ -49,6 +52,18 @@ def read_journal(journal: Path) -> tuple[dict[str, Row], int]:
             continue
         rows[key_id(row.key)] = row
     return rows, unreadable
+
+
+def results_table(rows: Iterable[Row]) -> pd.DataFrame:
+    """Rows as the results table (results.csv, ``RunResult.table``, the report's): a row's fields and
+    SDT's report values always, empty where a key has none, then whatever else the rows hold."""
+    import pandas as pd
+
+    table = pd.DataFrame([row.to_record() for row in rows])
+    stable = [*FIELDS, *REPORT_VALUES]
+    table = table.reindex(columns=[*stable, *(c for c in table.columns if c not in stable)])
+    table["key"] = table["key"].map(normalize_key)
+    return table
 
 
 def plot_folder(folder: Path, key: tuple) -> Path:
