@@ -23,8 +23,8 @@ DASHBOARD_PORT = 8787  # Dask's usual dashboard port
 def quiet(*names: str):
     """Silence these loggers and their children for a while (Dask's tracebacks about a scheduler
     that is already gone)."""
-    loggers = [logging.getLogger(name) for name in sorted(logging.Logger.manager.loggerDict)
-               if name.split(".")[0] in names]
+    loggers = [logging.getLogger(name) for name in {*names, *logging.Logger.manager.loggerDict}
+               if any(name == quieted or name.startswith(f"{quieted}.") for quieted in names)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL + 1)
