@@ -102,7 +102,7 @@ class OutputFolder:
         self.notes: list[str] = []
         self._lock_fd: int | None = None
         self._fd: int | None = None
-        self._created = False
+        self._created: Path | None = None  # the outermost folder this run made (sdt-results/ of sdt-results/NAME)
         if resume and force:
             raise RunFailure("SDT-E553", "--resume keeps the rows of the output folder and --force discards them",
                              "choose one: --resume to run only the missing keys, --force to run every key again")
@@ -112,7 +112,7 @@ class OutputFolder:
         self.journal = folder / JOURNAL
         self._claim()
         try:
-            self._created = not folder.exists()
+            self._created = next((p for p in reversed((folder, *folder.parents)) if not p.exists()), None)
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _write_failure(folder, exc) from exc
@@ -297,7 +297,7 @@ class OutputFolder:
 
     def close(self) -> None:
         """Close the journal and release the folder: its lock file goes, a temporary journal is deleted,
-        and a folder this run created but never started in is removed again."""
+        and the folders this run created but never started in are removed again."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -307,5 +307,14 @@ class OutputFolder:
             (self.folder / LOCK).unlink(missing_ok=True)
             os.close(self._lock_fd)
             self._lock_fd = None
-            if self._created and not any(self.folder.iterdir()):
-                self.folder.rmdir()
+            if self._created is not None:
+                self._remove_empty()
+
+    def _remove_empty(self) -> None:
+        """Remove the folder, and the parents this run made, while they are empty."""
+        for path in (self.folder, *self.folder.parents):
+            if any(path.iterdir()):
+                return
+            path.rmdir()
+            if path == self._created:
+                return
