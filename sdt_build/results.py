@@ -73,12 +73,6 @@ def plot_folder(folder: Path, key: tuple) -> Path:
     return folder / PLOTS / f"{safe}-{hashlib.sha256(ident.encode()).hexdigest()[:8]}"
 
 
-def _write_failure(path: Path, exc: OSError) -> RunFailure:
-    why, fix = unwritable(exc)
-    return RunFailure("SDT-E515", f"cannot write {path}: {why}", f"{fix} (or pass another --output), then run "
-                      "again with --resume: every row already in journal.jsonl is kept and only the missing keys run")
-
-
 def discard(path: Path) -> None:
     """Remove a partial file if it is there (on a read-only file system it never was)."""
     with contextlib.suppress(OSError):
@@ -115,7 +109,7 @@ class OutputFolder:
             self._created = next((p for p in reversed((folder, *folder.parents)) if not p.exists()), None)
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _write_failure(folder, exc) from exc
+            raise self._failure(folder, exc) from exc
         self._lock()
 
     def _claim(self) -> None:
@@ -161,7 +155,7 @@ class OutputFolder:
                     try:
                         (self.folder / name).unlink(missing_ok=True)
                     except OSError as exc:
-                        raise _write_failure(self.folder / name, exc) from exc
+                        raise self._failure(self.folder / name, exc) from exc
                 shutil.rmtree(self.folder / PLOTS, ignore_errors=True)
             if self.project and self.owner() != self.project:
                 self.write(OUTPUT_OWNER, lambda path: path.write_text(json.dumps({"project": self.project}) + "\n"))
@@ -169,7 +163,7 @@ class OutputFolder:
         try:
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise _write_failure(self.journal, exc) from exc
+            raise self._failure(self.journal, exc) from exc
 
     def _lock(self) -> None:
         """Refuse a second run on the same folder while one holds it (the lock dies with its process;
@@ -179,7 +173,7 @@ class OutputFolder:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise _write_failure(path, exc) from exc
+                raise self._failure(path, exc) from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -221,7 +215,7 @@ class OutputFolder:
                     self.notes.append(f"{self.journal.name} ended in a torn line ({len(torn)} bytes, cut short by "
                                       "a crash or a full disk); it was removed and that key runs again")
         except OSError as exc:
-            raise _write_failure(self.journal, exc) from exc
+            raise self._failure(self.journal, exc) from exc
 
     def rows(self) -> dict[str, Row]:
         """The last row of each key in the journal."""
@@ -249,7 +243,7 @@ class OutputFolder:
             try:
                 target.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise _write_failure(target, exc) from exc
+                raise self._failure(target, exc) from exc
             self.write(str((target / f"{name}.png").relative_to(self.folder)), lambda path: path.write_bytes(png))
 
     def log(self, lines: list[str]) -> None:
@@ -259,14 +253,25 @@ class OutputFolder:
         try:
             fd = os.open(self.folder / WARNINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise _write_failure(self.folder / WARNINGS_LOG, exc) from exc
+            raise self._failure(self.folder / WARNINGS_LOG, exc) from exc
         try:
             self._append(fd, self.folder / WARNINGS_LOG, redact("".join(f"{line}\n" for line in lines)).encode())
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _append(fd: int, path: Path, line: bytes) -> None:
+    def _failure(self, path: Path, exc: OSError) -> RunFailure:
+        """SDT-E515; its fix offers --resume only when the folder's journal holds rows to keep."""
+        try:
+            rows = self.folder is not None and self.journal.is_file() and self.journal.stat().st_size > 0
+        except OSError:
+            rows = False
+        why, fix = unwritable(exc)
+        again = " with --resume: every row already in journal.jsonl is kept and only the missing keys run" \
+            if rows else ""
+        return RunFailure("SDT-E515", f"cannot write {path}: {why}", f"{fix} (or pass another --output), then run "
+                          f"again{again}")
+
+    def _append(self, fd: int, path: Path, line: bytes) -> None:
         size = os.fstat(fd).st_size
         try:
             written = 0
@@ -277,7 +282,7 @@ class OutputFolder:
                 os.ftruncate(fd, size)
             except OSError:
                 pass  # the reader cuts a torn line too
-            raise _write_failure(path, exc) from exc
+            raise self._failure(path, exc) from exc
 
     def write(self, name: str, writer: Callable[[Path], None]) -> None:
         """Write one result file whole: to a temporary file, then renamed over the old one."""
@@ -290,7 +295,7 @@ class OutputFolder:
             os.replace(partial, target)
         except OSError as exc:
             discard(partial)
-            raise _write_failure(target, exc) from exc
+            raise self._failure(target, exc) from exc
         except BaseException:
             discard(partial)
             raise
