@@ -82,6 +82,27 @@ def test_run_without_sdt_stops_first_and_its_printed_fix_runs_for_uv_tool(tmp_pa
     assert check["status"] == "ok", check
 
 
+def test_every_engine_dry_run_names_its_missing_library(tmp_path):
+    """Installed without extras, the dry run of each engine's client names the library it drives and
+    the install that adds it, first among its problems (exit 5), as the run itself would stop."""
+    env = _tool_env(tmp_path)
+    subprocess.run([*UV, "tool", "install", "-q", str(ROOT)], env=env, check=True, capture_output=True)
+    tool = str(tmp_path / "bin" / "sdt-build")
+    for client, library, extra in (("fargate", "dask-cloudprovider", "cloud"), ("azure", "dask-cloudprovider", "cloud"),
+                                   ("kubernetes", "dask-kubernetes", "kubernetes"), ("slurm", "dask-jobqueue", "hpc")):
+        folder = tmp_path / client
+        made = subprocess.run([tool, "init", str(folder), "--client", client], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert made.returncode == 0, made.stderr
+        done = subprocess.run([tool, "run", str(folder), "--dry-run", "--json"], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+        spec = json.loads(done.stdout)
+        assert done.returncode == 5 and spec["problems"], (client, done.stdout, done.stderr)
+        first = spec["problems"][0]
+        assert first.startswith(f"{library} is not installed here: uv tool install") and f"[{extra}]" in first, \
+            (client, first)
+
+
 def test_the_fix_names_the_installer_of_the_venv(tmp_path):
     """uv pip (its INSTALLER file) gets `uv pip install` into that Python, and the printed fix
     runs; pip's INSTALLER gets that Python's pip; a pipx venv (its metadata file) gets pipx."""
