@@ -11,6 +11,7 @@ import tempfile
 import textwrap
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -363,7 +364,9 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
 
 def _missing_base(project, offline: bool) -> Problem | None:
     """What stops the build from finding a base image, when a Docker daemon is here to ask (check
-    runs without one too); ``offline``: without asking the registry."""
+    runs without one too); ``offline``: without asking the registry. A warning only, when the
+    folder's client runs no image (a LocalClient): only `build` would need one."""
+    from sdt_build.clients import load_client
     from sdt_build.daemon import docker_client
     from sdt_build.errors import EnvironmentProblem
     from sdt_build.image import missing_base
@@ -372,7 +375,17 @@ def _missing_base(project, offline: bool) -> Problem | None:
         client = docker_client()
     except EnvironmentProblem:
         return None
-    return missing_base(client, project.settings.python, project.settings.base_image, ask_registry=not offline)
+    problem = missing_base(client, project.settings.python, project.settings.base_image, ask_registry=not offline)
+    if problem is None or problem.severity != "error":
+        return problem
+    try:
+        runs_images = load_client(project).needs_image
+    except SdtBuildError:
+        runs_images = True  # named by `run`; the base image is still needed by a build
+    if runs_images:
+        return problem
+    return replace(problem, cause=f"{problem.cause} (only `sdt-build build` needs it: {project.client.name} runs "
+                                  "no image)", severity="warning")
 
 
 @command(main, "lock")

@@ -133,36 +133,40 @@ def test_the_fix_names_the_installer_of_the_venv(tmp_path):
 def test_a_python_without_a_base_image_is_reported_by_check_with_a_fix_that_does_not_loop(
         tmp_path, python, docker):
     """check says before any build what the build would say (SDT-E301), and its fix never sends to
-    `sdt-build base` for a Python that command refuses (SDT-E906)."""
+    `sdt-build base` for a Python that command refuses (SDT-E906). A client that runs no image (the
+    scaffold's LocalClient) gets it as a warning: its run needs no base image."""
     from docker.errors import APIError
 
     from sdt_build.daemon import image_exists
     from sdt_build.image import base_candidates
     from sdt_build.target import DEBIAN_SUITES
 
-    folder = tmp_path / "mysites"
-    subprocess.run([SDT, "init", str(folder)], check=True, capture_output=True)
-    settings = folder / "sdt.toml"
-    settings.write_text(re.sub(r'(?m)^python = ".*"$', f'python = "{python}"', settings.read_text()))
     base = subprocess.run([SDT, "base", "--python", python, "--json"], capture_output=True, text=True)
     if python not in DEBIAN_SUITES:
         assert base.returncode == 10 and json.loads(base.stdout)["error"]["code"] == "SDT-E906"
         assert "sdt-build base" not in json.loads(base.stdout)["error"]["fix"].replace(
             "`sdt-build base` bootstraps that one", "")
-    done = subprocess.run([SDT, "check", str(folder), "--json"], capture_output=True, text=True, timeout=120)
-    payload = json.loads(done.stdout)
     try:
         reachable = any(image_exists(docker, ref) for ref in base_candidates(python)) or bool(
             docker.images.get_registry_data(f"python:{python}-slim"))
     except APIError:
         reachable = False
-    if reachable:
-        assert done.returncode == 0 and not payload["problems"], payload
-        return
-    assert done.returncode == 3 and not payload["ok"], payload
-    problem = next(p for p in payload["problems"] if p["code"] == "SDT-E301")
-    assert f"Python {python}" in problem["cause"] and f"python:{python}-slim" in problem["fix"]
-    assert (f"sdt-build base --python {python}" in problem["fix"]) == (python in DEBIAN_SUITES), problem
+    for client, severity, code in (("docker", "error", 3), (None, "warning", 0)):
+        folder = tmp_path / f"mysites-{client or 'local'}"
+        subprocess.run([SDT, "init", str(folder), *(["--client", client] if client else [])], check=True,
+                       capture_output=True)
+        settings = folder / "sdt.toml"
+        settings.write_text(re.sub(r'(?m)^python = ".*"$', f'python = "{python}"', settings.read_text()))
+        done = subprocess.run([SDT, "check", str(folder), "--json"], capture_output=True, text=True, timeout=120)
+        payload = json.loads(done.stdout)
+        if reachable:
+            assert done.returncode == 0 and not payload["problems"], payload
+            continue
+        assert done.returncode == code and payload["ok"] == (code == 0), (client, payload)
+        problem = next(p for p in payload["problems"] if p["code"] == "SDT-E301")
+        assert problem["severity"] == severity, (client, problem)
+        assert f"Python {python}" in problem["cause"] and f"python:{python}-slim" in problem["fix"]
+        assert (f"sdt-build base --python {python}" in problem["fix"]) == (python in DEBIAN_SUITES), problem
 
 
 def test_the_wheel_builds_without_warnings_and_carries_every_example(tmp_path):
