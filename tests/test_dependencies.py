@@ -429,44 +429,6 @@ def test_sdist_build_failure_is_e222(tmp_path):
     assert_no_traceback(exc)
 
 
-def _sdist(folder: Path, name: str) -> str:
-    """A source archive of a tiny package (no wheel of it anywhere; its metadata only a build tells), as a
-    file URL."""
-    import io
-    import tarfile
-
-    folder.mkdir()
-    archive = folder / f"{name}-1.0.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for member, text in ((f"{name}-1.0/setup.py", f"from setuptools import setup\nsetup(name={name!r}, "
-                                                       "version='1.0', py_modules=[])\n"),
-                             (f"{name}-1.0/PKG-INFO", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")):
-            data = text.encode()
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return archive.as_uri()
-
-
-@pytest.mark.parametrize("backend", ["uv", "pip-compile"])
-def test_a_url_that_needs_building_or_an_unreachable_repository_is_named_as_such(tmp_path, backend):
-    """Not "a source build failed" (SDT-E222) when nothing was built: a source archive's URL with
-    source builds off is SDT-E233 (build a wheel, point at it), a repository whose host git cannot
-    reach is SDT-E235 naming the host."""
-    for line, code, named in (("sdtbuildtiny @ {url}", "SDT-E233", "sdtbuildtiny"),
-                              ("pvanalytics @ git+https://sdt-build.invalid/pvlib/pvanalytics@v0.2.2", "SDT-E235",
-                               "sdt-build.invalid")):
-        folder = make_folder(tmp_path / code, "")
-        (folder / "requirements.txt").write_text(line.format(url=_sdist(folder / "dist", "sdtbuildtiny")) + "\n")
-        with pytest.raises(DependencyConflict) as raised:
-            lock(load_project(folder, require_env=False), backend=backend, use_cache=False, log_dir=tmp_path / "logs")
-        exc = raised.value
-        assert exc.code == code, (line, exc.code, exc.cause, exc.detail)
-        assert named in exc.cause and "from source" not in exc.cause and "pip wheel" in exc.fix \
-            if code == "SDT-E233" else named in exc.fix, (exc.cause, exc.fix)
-        assert "Traceback" not in "\n".join(filter(None, (exc.cause, exc.fix, exc.detail)))
-
-
 @pytest.mark.slow
 def test_numpy_below_1_20_with_pip_compile(tmp_path):
     # pip-compile downloads numpy 1.19.5's sdist and builds its metadata (~30-40 s). Where a C
