@@ -491,7 +491,8 @@ def _failing_package(log: str, code: str) -> str | None:
     if code == "SDT-E235":
         host = re.findall(r"unable to access '(?:\w+://)?([^/':]+)", log)
         return host[-1] if host else None
-    patterns = [r"Building source distributions for [`']?" + name, r"No matching distribution found for " + name, r"satisfies the requirement " + name,
+    patterns = [r"Building source distributions for [`']?" + name, r"No matching distribution found for " + name,
+                r"satisfies the requirement " + name,
                 r"Because " + name + r" was not found", r"there is no version of " + name,
                 r"Because only " + name, r"Could not find a version that matches " + name,
                 r"The user requested " + name, r"SpecifierRequirement\('" + name + r"[^']*'\), parent=None",

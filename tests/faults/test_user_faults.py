@@ -113,7 +113,8 @@ def test_a_dockerignore_that_leaves_out_what_the_workers_import_is_named(trouble
     assert _problems(folder)[0] == 0
     built = sdt("build", str(folder), "--context-only", str(tmp_path / "ctx"))
     assert built.returncode == 0, built.stderr
-    copied = {p.relative_to(tmp_path / "ctx" / "project").as_posix() for p in (tmp_path / "ctx" / "project").rglob("*.py")}
+    project = tmp_path / "ctx" / "project"
+    copied = {p.relative_to(project).as_posix() for p in project.rglob("*.py")}
     assert copied == {"dataplug.py", "synthetic.py", "notes/keep.py"}, copied
     (folder / ".dockerignore").unlink()
     (folder / "credentials_store.py").write_text("TOKEN_FILE = 'token.txt'\n")
