@@ -146,8 +146,8 @@ class UserRules:
         """The line (number, text) that leaves ``relative`` out, if one does."""
         if not self.leaves_out(relative):
             return None
-        return next((number, line) for number, line in reversed(self.lines)
-                    if _matcher([line.lstrip("!")]).matches(relative.as_posix()))
+        return next(((number, line) for number, line in reversed(self.lines)
+                     if _matcher([line.removeprefix("!")]).matches(relative.as_posix())), None)
 
 
 def left_out(root: Path, relative: Path) -> tuple[str, str, str, int | None]:
