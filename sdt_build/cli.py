@@ -11,6 +11,7 @@ import tempfile
 import textwrap
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -363,7 +364,9 @@ def check_command(output: Output, directory: Path, resolve: bool, offline: bool,
 
 def _missing_base(project, offline: bool) -> Problem | None:
     """What stops the build from finding a base image, when a Docker daemon is here to ask (check
-    runs without one too); ``offline``: without asking the registry."""
+    runs without one too); ``offline``: without asking the registry. A warning only, when the
+    folder's client runs no image (a LocalClient): only `build` would need one."""
+    from sdt_build.clients import load_client
     from sdt_build.daemon import docker_client
     from sdt_build.errors import EnvironmentProblem
     from sdt_build.image import missing_base
@@ -372,7 +375,17 @@ def _missing_base(project, offline: bool) -> Problem | None:
         client = docker_client()
     except EnvironmentProblem:
         return None
-    return missing_base(client, project.settings.python, project.settings.base_image, ask_registry=not offline)
+    problem = missing_base(client, project.settings.python, project.settings.base_image, ask_registry=not offline)
+    if problem is None or problem.severity != "error":
+        return problem
+    try:
+        runs_images = load_client(project).needs_image
+    except SdtBuildError:
+        runs_images = True  # named by `run`; the base image is still needed by a build
+    if runs_images:
+        return problem
+    return replace(problem, cause=f"{problem.cause} (only `sdt-build build` needs it: {project.client.name} runs "
+                                  "no image)", severity="warning")
 
 
 @command(main, "lock")
@@ -871,7 +884,7 @@ def report_command(output: Output, folder: Path, keys: tuple[str, ...], target: 
 def _print_results(table) -> None:
     view = Table(title="SDT results", show_lines=False)
     columns = ["key", "status"] + (["stage"] if table["stage"].notna().any() else [])
-    columns += [c for c in REPORT_COLUMNS if c in table.columns]
+    columns += [c for c in REPORT_COLUMNS if c in table.columns and table[c].notna().any()]
     for column in columns:
         view.add_column(REPORT_COLUMNS.get(column, column), overflow="fold")
     for _, row in table.iterrows():

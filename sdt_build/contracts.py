@@ -492,8 +492,8 @@ def check_left_out(root: Path, files: FileSet, found: ProblemList) -> None:
             todo += [Path(f"{top}.py"), Path(top, "__init__.py")]
     for path in needed:
         if path not in kept:
-            why, fix = left_out(root, path)
-            found.add("SDT-E128", f"the workers import {path}, but {why}", fix, file=str(path))
+            why, fix, where, line = left_out(root, path)
+            found.add("SDT-E128", f"the workers import {path}, but {why}", fix, file=where, line=line)
 
 
 def check_shadowing(files: FileSet, lines: tuple[str, ...], python: str, found: ProblemList) -> None:

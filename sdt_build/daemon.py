@@ -56,13 +56,17 @@ def classify_daemon_error(exc: Exception) -> EnvironmentProblem:
 
 
 def image_exists(client, ref: str) -> bool:
-    from docker.errors import ImageNotFound
+    from docker.errors import APIError, ImageNotFound
 
     try:
         client.images.get(ref)
         return True
     except ImageNotFound:
         return False
+    except APIError as exc:
+        if exc.status_code == 400:  # not a reference the daemon reads (``:``): no image here has it
+            return False
+        raise
 
 
 def bytecode_cache(client, image) -> tuple[dict, dict[str, str]]:

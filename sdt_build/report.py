@@ -21,11 +21,11 @@ from typing import Any
 import pandas as pd
 
 from sdt_build.errors import RunFailure, unwritable
-from sdt_build.keys import key_id, key_text, normalize_key
+from sdt_build.keys import key_id, key_text
 from sdt_build.redact import redact
 from sdt_build.resources import render_template
 from sdt_build.results import (PERFORMANCE, PLOTS, RECORD, REPORT, WARNINGS_LOG, discard, plot_folder,
-                                read_journal)
+                                read_journal, results_table)
 from sdt_build.rows import SECONDS
 from sdt_build.task import PLOTS as FIGURES
 
@@ -94,9 +94,7 @@ def load(folder: Path) -> tuple[pd.DataFrame, dict]:
                          "pass the folder a run wrote (`sdt-build run DIR --output FOLDER`; default "
                          "sdt-results/<name>)")
     rows, _ = read_journal(journal)
-    table = pd.DataFrame([row.to_record() for row in rows.values()])
-    if len(table):
-        table["key"] = table["key"].map(normalize_key)
+    table = results_table(rows.values())
     record: dict = {}
     if (folder / RECORD).is_file():
         try:
@@ -208,11 +206,12 @@ def _stage_columns(table: pd.DataFrame) -> list[str]:
 
 
 def _stage_plot(table: pd.DataFrame) -> str | None:
-    """Median seconds per stage; None when no key timed a stage (the page says so instead)."""
+    """Median seconds per stage; None when there is no bar to draw (no key timed a stage, or every
+    median is 0 s): the page says so instead."""
     columns = _stage_columns(table)
     medians = [float(pd.to_numeric(table[c], errors="coerce").median()) for c in columns]
     pairs = [(c[len(SECONDS):], m) for c, m in zip(columns, medians) if not math.isnan(m)]
-    if not pairs:
+    if not any(m > 0 for _, m in pairs):
         return None
     figure, axes = _figure()
     axes.barh([p[0] for p in pairs], [p[1] for p in pairs], color="#1565c0")
@@ -251,7 +250,7 @@ def _flags_plot(table: pd.DataFrame) -> str | None:
     """How many keys raised each flag: bars of yes and no, the yes count right of each bar, the
     legend below the plot (never over a bar). Its parts carry ids (flag-bar-*, flag-count-*,
     flag-legend, flag-area) so a browser can check that none covers another."""
-    present = [f for f in FLAGS if f in table]
+    present = [f for f in FLAGS if f in table and table[f].notna().any()]
     if not present:
         return None
     figure, axes = _figure(4.8, 2.8)
@@ -311,7 +310,16 @@ def _warning_groups(folder: Path) -> list[dict]:
         group = groups.setdefault(re.sub(r"\d+(\.\d+)?", "#", message), {"message": message, "sources": set()})
         group["sources"].add(source)
     ordered = sorted(groups.values(), key=lambda g: -len(g["sources"]))
-    return [{"message": g["message"], "count": len(g["sources"]), "example": sorted(g["sources"])[0]} for g in ordered]
+    return [{"message": g["message"], "count": len(g["sources"]), "example": _source_text(sorted(g["sources"])[0])}
+            for g in ordered]
+
+
+def _source_text(source: str) -> str:
+    """A warnings.log source as the page shows it: a key as written (its line holds its key_id), or a worker."""
+    try:
+        return key_text(json.loads(source))
+    except ValueError:
+        return source
 
 
 # --- SDT's own figures ------------------------------------------------------------------------

@@ -313,11 +313,28 @@ FAILURES = (
      "an index refused the credentials the resolver sent (HTTP 401/403)",
      "check the user name and token in the index URL (PIP_INDEX_URL, `pip config list`) or in ~/.netrc",
      None, None),
+    ("SDT-E235", r"unable to access '[^']*': (?:Could not resolve host|Failed to connect|Could not connect|"
+                 r"Connection timed out|Connection refused)",
+     "git could not reach {package}, the host of a version-control requirement (`name @ git+…`)",
+     "check this machine's DNS, network or proxy for {package} (git reads HTTPS_PROXY), or list a released "
+     "version from the index instead of the repository",
+     "git could not reach the host of a version-control requirement (`name @ git+…`)",
+     "the log names the host: check this machine's DNS, network or proxy for it, or list a released version "
+     "from the index instead of the repository"),
     ("SDT-E224", r"Failed to establish a new connection|Temporary failure in name resolution|Name or service not "
                  r"known|Network is unreachable|Max retries exceeded|Connection refused|dns error|Could not connect",
      "the package index is unreachable from this machine",
      "check the network/proxy settings, or point pip at a reachable index (pip config set global.index-url …)",
      None, None),
+    ("SDT-E233", r"Building source distributions (?:for \S+ )?is disabled",
+     "{package} is installed from a source archive or a repository (a `name @ URL` line), which is not a wheel: "
+     "the resolver builds no source distributions, and the image build takes a URL only as a wheel",
+     "build a wheel of it (`pip wheel --no-deps` with the URL of the {package} line) and point that line at the "
+     "wheel's URL, or list a released version by name",
+     "a `name @ URL` line points at a source archive or a repository, which is not a wheel: the resolver builds no "
+     "source distributions, and the image build takes a URL only as a wheel",
+     "build a wheel of it (`pip wheel --no-deps` with the line's URL) and point the line at that wheel's URL, or "
+     "list a released version by name"),
     ("SDT-E222", r"metadata-generation-failed|Getting requirements to build wheel did not run successfully|"
                  r"Failed to build|subprocess-exited-with-error|Failed to download and build",
      "the resolver had to build {package} from source to read its metadata, and that build failed",
@@ -471,7 +488,11 @@ def _failing_package(log: str, code: str) -> str | None:
         failure = re.search(next(p for c, p, *_ in FAILURES if c == code), log)
         collected = re.findall(r"Collecting " + name, log[: failure.start()] if failure else log)
         return collected[-1] if collected else None
-    patterns = [r"No matching distribution found for " + name, r"satisfies the requirement " + name,
+    if code == "SDT-E235":
+        host = re.findall(r"unable to access '(?:\w+://)?([^/':]+)", log)
+        return host[-1] if host else None
+    patterns = [r"Building source distributions for [`']?" + name, r"No matching distribution found for " + name,
+                r"satisfies the requirement " + name,
                 r"Because " + name + r" was not found", r"there is no version of " + name,
                 r"Because only " + name, r"Could not find a version that matches " + name,
                 r"The user requested " + name, r"SpecifierRequirement\('" + name + r"[^']*'\), parent=None",

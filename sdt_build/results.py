@@ -21,13 +21,16 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from sdt_build.errors import RunFailure, unwritable
-from sdt_build.keys import key_id
+from sdt_build.keys import key_id, normalize_key
 from sdt_build.redact import dumps, redact
-from sdt_build.rows import Row
+from sdt_build.rows import FIELDS, REPORT_VALUES, Row
 from sdt_build.userfiles import JOURNAL, OUTPUT_OWNER, RECORD
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOCK = ".sdt-run.lock"
 WARNINGS_LOG = "warnings.log"  # third-party warnings of every key, one line each
@@ -51,17 +54,23 @@ def read_journal(journal: Path) -> tuple[dict[str, Row], int]:
     return rows, unreadable
 
 
+def results_table(rows: Iterable[Row]) -> pd.DataFrame:
+    """Rows as the results table (results.csv, ``RunResult.table``, the report's): a row's fields and
+    SDT's report values always, empty where a key has none, then whatever else the rows hold."""
+    import pandas as pd
+
+    table = pd.DataFrame([row.to_record() for row in rows])
+    stable = [*FIELDS, *REPORT_VALUES]
+    table = table.reindex(columns=[*stable, *(c for c in table.columns if c not in stable)])
+    table["key"] = table["key"].map(normalize_key)
+    return table
+
+
 def plot_folder(folder: Path, key: tuple) -> Path:
     """Where a key's figures are kept (a file-name-safe form of its id, with a digest against clashes)."""
     ident = key_id(key)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ident).strip("._")[:80] or "key"
     return folder / PLOTS / f"{safe}-{hashlib.sha256(ident.encode()).hexdigest()[:8]}"
-
-
-def _write_failure(path: Path, exc: OSError) -> RunFailure:
-    why, fix = unwritable(exc)
-    return RunFailure("SDT-E515", f"cannot write {path}: {why}", f"{fix} (or pass another --output), then run "
-                      "again with --resume: every row already in journal.jsonl is kept and only the missing keys run")
 
 
 def discard(path: Path) -> None:
@@ -87,7 +96,7 @@ class OutputFolder:
         self.notes: list[str] = []
         self._lock_fd: int | None = None
         self._fd: int | None = None
-        self._created = False
+        self._created: Path | None = None  # the outermost folder this run made (sdt-results/ of sdt-results/NAME)
         if resume and force:
             raise RunFailure("SDT-E553", "--resume keeps the rows of the output folder and --force discards them",
                              "choose one: --resume to run only the missing keys, --force to run every key again")
@@ -97,10 +106,10 @@ class OutputFolder:
         self.journal = folder / JOURNAL
         self._claim()
         try:
-            self._created = not folder.exists()
+            self._created = next((p for p in reversed((folder, *folder.parents)) if not p.exists()), None)
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _write_failure(folder, exc) from exc
+            raise self._failure(folder, exc) from exc
         self._lock()
 
     def _claim(self) -> None:
@@ -146,7 +155,7 @@ class OutputFolder:
                     try:
                         (self.folder / name).unlink(missing_ok=True)
                     except OSError as exc:
-                        raise _write_failure(self.folder / name, exc) from exc
+                        raise self._failure(self.folder / name, exc) from exc
                 shutil.rmtree(self.folder / PLOTS, ignore_errors=True)
             if self.project and self.owner() != self.project:
                 self.write(OUTPUT_OWNER, lambda path: path.write_text(json.dumps({"project": self.project}) + "\n"))
@@ -154,7 +163,7 @@ class OutputFolder:
         try:
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise _write_failure(self.journal, exc) from exc
+            raise self._failure(self.journal, exc) from exc
 
     def _lock(self) -> None:
         """Refuse a second run on the same folder while one holds it (the lock dies with its process;
@@ -164,7 +173,7 @@ class OutputFolder:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise _write_failure(path, exc) from exc
+                raise self._failure(path, exc) from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -206,7 +215,7 @@ class OutputFolder:
                     self.notes.append(f"{self.journal.name} ended in a torn line ({len(torn)} bytes, cut short by "
                                       "a crash or a full disk); it was removed and that key runs again")
         except OSError as exc:
-            raise _write_failure(self.journal, exc) from exc
+            raise self._failure(self.journal, exc) from exc
 
     def rows(self) -> dict[str, Row]:
         """The last row of each key in the journal."""
@@ -234,7 +243,7 @@ class OutputFolder:
             try:
                 target.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise _write_failure(target, exc) from exc
+                raise self._failure(target, exc) from exc
             self.write(str((target / f"{name}.png").relative_to(self.folder)), lambda path: path.write_bytes(png))
 
     def log(self, lines: list[str]) -> None:
@@ -244,14 +253,25 @@ class OutputFolder:
         try:
             fd = os.open(self.folder / WARNINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise _write_failure(self.folder / WARNINGS_LOG, exc) from exc
+            raise self._failure(self.folder / WARNINGS_LOG, exc) from exc
         try:
             self._append(fd, self.folder / WARNINGS_LOG, redact("".join(f"{line}\n" for line in lines)).encode())
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _append(fd: int, path: Path, line: bytes) -> None:
+    def _failure(self, path: Path, exc: OSError) -> RunFailure:
+        """SDT-E515; its fix offers --resume only when the folder's journal holds rows to keep."""
+        try:
+            rows = self.folder is not None and self.journal.is_file() and self.journal.stat().st_size > 0
+        except OSError:
+            rows = False
+        why, fix = unwritable(exc)
+        again = " with --resume: every row already in journal.jsonl is kept and only the missing keys run" \
+            if rows else ""
+        return RunFailure("SDT-E515", f"cannot write {path}: {why}", f"{fix} (or pass another --output), then run "
+                          f"again{again}")
+
+    def _append(self, fd: int, path: Path, line: bytes) -> None:
         size = os.fstat(fd).st_size
         try:
             written = 0
@@ -262,7 +282,7 @@ class OutputFolder:
                 os.ftruncate(fd, size)
             except OSError:
                 pass  # the reader cuts a torn line too
-            raise _write_failure(path, exc) from exc
+            raise self._failure(path, exc) from exc
 
     def write(self, name: str, writer: Callable[[Path], None]) -> None:
         """Write one result file whole: to a temporary file, then renamed over the old one."""
@@ -275,14 +295,14 @@ class OutputFolder:
             os.replace(partial, target)
         except OSError as exc:
             discard(partial)
-            raise _write_failure(target, exc) from exc
+            raise self._failure(target, exc) from exc
         except BaseException:
             discard(partial)
             raise
 
     def close(self) -> None:
         """Close the journal and release the folder: its lock file goes, a temporary journal is deleted,
-        and a folder this run created but never started in is removed again."""
+        and the folders this run created but never started in are removed again."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -292,5 +312,14 @@ class OutputFolder:
             (self.folder / LOCK).unlink(missing_ok=True)
             os.close(self._lock_fd)
             self._lock_fd = None
-            if self._created and not any(self.folder.iterdir()):
-                self.folder.rmdir()
+            if self._created is not None:
+                self._remove_empty()
+
+    def _remove_empty(self) -> None:
+        """Remove the folder, and the parents this run made, while they are empty."""
+        for path in (self.folder, *self.folder.parents):
+            if any(path.iterdir()):
+                return
+            path.rmdir()
+            if path == self._created:
+                return

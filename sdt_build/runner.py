@@ -29,11 +29,11 @@ from sdt_build.clients.base import scheduler_lost
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, UNFIXED_PEAK_BYTES, pins
 from sdt_build.errors import Problem, RunFailure
 from sdt_build.interrupt import raise_if_lost
-from sdt_build.keys import key_id, normalize_key, validate_key
+from sdt_build.keys import key_id, validate_key
 from sdt_build.project import UserProject
 from sdt_build.redact import dumps
 from sdt_build.report import failure_groups, write_report
-from sdt_build.results import PERFORMANCE, REPORT, OutputFolder
+from sdt_build.results import PERFORMANCE, REPORT, OutputFolder, results_table
 from sdt_build.rows import SECONDS, Row
 from sdt_build.task import (PEAK_MEMORY, START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle,
                             PlugCallFailed, PlugInstaller, module_version, plug_keys, plug_sizes, run_key)
@@ -342,8 +342,7 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
         record["other_keys"] = len(others)
         record["warnings"].append(f"{len(others)} key(s) of earlier runs in this folder were not asked for this time; "
                                   "their rows are kept in the results and the report")
-    table = _table([rows[key_id(k)].to_record() for k in chosen if key_id(k) in rows]
-                   + [row.to_record() for row in others])
+    table = results_table([rows[key_id(k)] for k in chosen if key_id(k) in rows] + others)
     wall = time.perf_counter() - started
     mine = table[table["run_id"] == stream.run_id] if "run_id" in table else table.iloc[0:0]
     busy = float(mine[TOTAL].sum()) if TOTAL in mine else 0.0
@@ -755,14 +754,6 @@ class _Progress:
     def close(self) -> None:
         if self.live:
             self.bar.stop()
-
-
-def _table(rows: list[dict]) -> pd.DataFrame:
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return pd.DataFrame(columns=["key", "status", "stage"])
-    table["key"] = table["key"].map(normalize_key)
-    return table
 
 
 def _write_outputs(output: OutputFolder, table: pd.DataFrame, record: dict) -> None:

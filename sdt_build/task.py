@@ -299,54 +299,56 @@ def _run_key(digest: str, key: tuple, pipeline_kwargs: dict[str, Any], loss_anal
     _announce(key)
     worker = _where()
     values: dict[str, Any] = {}
-    seconds: dict[str, float] = {}
-    stage = "get_data"
+    clock = _Stages()
     started = time.perf_counter()
     try:
+        clock.start("get_data")
         plug = installed(digest).plug_class()()
-        data = check_power_data(_timed(seconds, stage, plug.get_data, key))
+        data = check_power_data(plug.get_data(key))
 
-        stage = "make DataHandler"
+        clock.start("make DataHandler")
         from solardatatools import DataHandler
 
-        handler = _timed(seconds, stage, DataHandler, data)
+        handler = DataHandler(data)
         del data
 
-        stage = "run_pipeline"
-        _timed(seconds, stage, handler.run_pipeline, **pipeline_kwargs)
+        clock.start("run_pipeline")
+        handler.run_pipeline(**pipeline_kwargs)
 
-        stage = "report"
-        report = _timed(seconds, stage, handler.report, return_values=True, verbose=False)
+        clock.start("report")
+        report = handler.report(return_values=True, verbose=False)
         values.update({name: _plain(value) for name, value in (report or {}).items()})
         values["num_days"] = int(handler.num_days)
 
         if loss_analysis:
-            stage = "loss analysis"
             if handler.num_days <= 365:
                 values["loss_analysis"] = f"skipped: {handler.num_days} days of data (it needs more than a year)"
             else:
                 import numpy as np
 
+                clock.start("loss analysis")
                 # SDT's loss analysis is a Monte Carlo on numpy's global random state: seeded from the
                 # key, a key's numbers are the same on every run, worker and client
                 np.random.seed(int(hashlib.sha256(key_id(key).encode()).hexdigest()[:8], 16))
-                _timed(seconds, stage, handler.run_loss_factor_analysis, verbose=False)
+                handler.run_loss_factor_analysis(verbose=False)
                 loss = handler.loss_analysis.report()
                 values.update({f"loss {name}": _plain(value) for name, value in loss.items()})
                 values["loss_analysis"] = "done"
+        clock.stop()
         figures = draw(handler) if plots else {}
     except BaseException as exc:  # a task reports every failure instead of raising it
         if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
             raise  # a signal to this process (a Dask worker runs tasks on other threads: never there)
-        seconds["total"] = round(time.perf_counter() - started, 3)
-        row = Row.failed(key, stage, exc, seconds, worker, {**values, **dependency_problem(exc)})
+        stage = clock.stop()
+        clock.seconds["total"] = round(time.perf_counter() - started, 3)
+        row = Row.failed(key, stage, exc, clock.seconds, worker, {**values, **dependency_problem(exc)})
         if isinstance(exc, Exception):
             return row
         return row.but(message=shorten(f"{stage} raised {type(exc).__name__}({str(exc)!r}), which ends a whole "
                                        "process, not one key. Fix: raise an exception (e.g. ValueError) for a key "
                                        "that cannot be done", 500))
-    seconds["total"] = round(time.perf_counter() - started, 3)
-    return Row.done(key, values, seconds, worker).but(plots=figures)
+    clock.seconds["total"] = round(time.perf_counter() - started, 3)
+    return Row.done(key, values, clock.seconds, worker).but(plots=figures)
 
 
 def draw(handler) -> dict[str, bytes]:
@@ -471,12 +473,26 @@ def _announce(key: tuple) -> None:
     worker.log_event(START_TOPIC, {"key": key_id(key), "worker": worker.address, "time": time.time()})
 
 
-def _timed(seconds: dict[str, float], stage: str, fn, *args, **kwargs):
-    start = time.perf_counter()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        seconds[stage] = round(time.perf_counter() - start, 3)
+class _Stages:
+    """Seconds per stage of one key: a stage lasts from its start to the next one's, or to whatever
+    ended it (an exception, SystemExit or KeyboardInterrupt alike), so loading the plug and importing
+    SDT count too."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.stage = "get_data"
+        self.since: float | None = None
+
+    def start(self, stage: str) -> None:
+        self.stop()
+        self.stage, self.since = stage, time.perf_counter()
+
+    def stop(self) -> str:
+        """End the running stage (if one runs); return the last stage's name."""
+        if self.since is not None:
+            self.seconds[self.stage] = round(time.perf_counter() - self.since, 3)
+            self.since = None
+        return self.stage
 
 
 def _plain(value: Any) -> Any:

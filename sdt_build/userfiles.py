@@ -117,19 +117,55 @@ def ignored(relative: Path, patterns: tuple[str, ...]) -> bool:
     return matching(relative, patterns) is not None
 
 
-def left_out(root: Path, relative: Path) -> tuple[str, str]:
-    """Why a file of the folder is not among the files that travel, and how to let it travel."""
-    pattern = matching(relative, _user_ignore(root))
-    if pattern is not None:
-        return (f"line `{pattern}` of {IGNORE_FILE} leaves it out",
-                f"remove or narrow that line of {IGNORE_FILE} (name the files to leave out one by one)")
+def _matcher(lines: list[str]):
+    from docker.utils.build import PatternMatcher
+
+    return PatternMatcher(lines)
+
+
+class UserRules:
+    """The folder's own ``.dockerignore``, read as Docker reads it (the docker SDK's matcher): paths
+    from the folder's top, the last line that matches decides, and a ``!`` line takes a path back."""
+
+    def __init__(self, root: Path):
+        path = root / IGNORE_FILE
+        text = path.read_text(errors="replace") if path.is_file() and inside(path, root) else ""
+        self.lines = tuple((number, line.strip()) for number, line in enumerate(text.splitlines(), 1)
+                           if line.strip() and not line.lstrip().startswith("#"))
+        self.matcher = _matcher([line for _, line in self.lines])
+        self.takes_back = any(line.startswith("!") for _, line in self.lines)
+
+    def leaves_out(self, relative: Path) -> bool:
+        return bool(self.lines) and self.matcher.matches(relative.as_posix())
+
+    def prunes(self, folder: Path) -> bool:
+        """Whether nothing under ``folder`` can travel (no ``!`` line could take a file of it back)."""
+        return not self.takes_back and self.leaves_out(folder)
+
+    def deciding(self, relative: Path) -> tuple[int, str] | None:
+        """The line (number, text) that leaves ``relative`` out, if one does."""
+        if not self.leaves_out(relative):
+            return None
+        return next(((number, line) for number, line in reversed(self.lines)
+                     if _matcher([line.removeprefix("!")]).matches(relative.as_posix())), None)
+
+
+def left_out(root: Path, relative: Path) -> tuple[str, str, str, int | None]:
+    """Why a file of the folder is not among the files that travel, how to let it travel, and the
+    file and line that say so."""
+    rule = UserRules(root).deciding(relative)
+    if rule is not None:
+        number, line = rule
+        return (f"line {number} `{line}` of {IGNORE_FILE} leaves it out",
+                f"remove or narrow that line of {IGNORE_FILE}, or add `!{relative.as_posix()}` below it",
+                IGNORE_FILE, number)
     pattern = matching(relative, IGNORED)
     if pattern is not None:
         return (f"it is named like a secret or a cache (`{pattern}`), which never leave the folder",
-                f"rename {relative}")
+                f"rename {relative}", str(relative), None)
     results = next((parent for parent in relative.parents if output_folder(root / parent)), relative.parent)
     return (f"it lies in {results}, a run's output folder, which never goes to the image or the workers",
-            f"move {relative} out of {results}")
+            f"move {relative} out of {results}", str(relative), None)
 
 
 def scan(root: Path, found: ProblemList | None = None) -> FileSet:
@@ -137,7 +173,7 @@ def scan(root: Path, found: ProblemList | None = None) -> FileSet:
     Links that leave the folder are findings (SDT-E125 warnings) in ``found``; the contract files
     among them are errors where they are read."""
     root = root.resolve()
-    patterns = IGNORED + _user_ignore(root)
+    rules = UserRules(root)
     files: list[Path] = []
     outside: list[tuple[Path, str]] = []
     for current, folders, names in os.walk(root):
@@ -145,7 +181,8 @@ def scan(root: Path, found: ProblemList | None = None) -> FileSet:
         kept = []
         for name in folders:
             relative = (here / name).relative_to(root)
-            if ignored(relative, patterns) or os.path.exists(here / name / "pyvenv.cfg") or output_folder(here / name):
+            if (ignored(relative, IGNORED) or rules.prunes(relative) or os.path.exists(here / name / "pyvenv.cfg")
+                    or output_folder(here / name)):
                 continue  # a virtualenv, or a run's results: they would change every image's hash
             if (here / name).is_symlink():  # never followed: inside, its files are listed where they are
                 if not inside(here / name, root):
@@ -156,7 +193,7 @@ def scan(root: Path, found: ProblemList | None = None) -> FileSet:
         for name in names:
             path = here / name
             relative = path.relative_to(root)
-            if ignored(relative, patterns):
+            if ignored(relative, IGNORED) or rules.leaves_out(relative):
                 continue
             if path.is_symlink() and not inside(path, root):
                 outside.append((relative, os.readlink(path)))
@@ -169,11 +206,3 @@ def scan(root: Path, found: ProblemList | None = None) -> FileSet:
                           "image and the workers", "copy what the plug needs into the folder, or remove the link",
                           file=str(link), severity="warning")
     return FileSet(tuple(sorted(files)), tuple(sorted(outside)))
-
-
-def _user_ignore(root: Path) -> tuple[str, ...]:
-    path = root / IGNORE_FILE
-    if not path.is_file() or not inside(path, root):
-        return ()
-    return tuple(line.strip().rstrip("/") for line in path.read_text(errors="replace").splitlines()
-                 if line.strip() and not line.startswith(("#", "!")))

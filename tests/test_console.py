@@ -82,6 +82,27 @@ def test_run_without_sdt_stops_first_and_its_printed_fix_runs_for_uv_tool(tmp_pa
     assert check["status"] == "ok", check
 
 
+def test_every_engine_dry_run_names_its_missing_library(tmp_path):
+    """Installed without extras, the dry run of each engine's client names the library it drives and
+    the install that adds it, first among its problems (exit 5), as the run itself would stop."""
+    env = _tool_env(tmp_path)
+    subprocess.run([*UV, "tool", "install", "-q", str(ROOT)], env=env, check=True, capture_output=True)
+    tool = str(tmp_path / "bin" / "sdt-build")
+    for client, library, extra in (("fargate", "dask-cloudprovider", "cloud"), ("azure", "dask-cloudprovider", "cloud"),
+                                   ("kubernetes", "dask-kubernetes", "kubernetes"), ("slurm", "dask-jobqueue", "hpc")):
+        folder = tmp_path / client
+        made = subprocess.run([tool, "init", str(folder), "--client", client], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert made.returncode == 0, made.stderr
+        done = subprocess.run([tool, "run", str(folder), "--dry-run", "--json"], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+        spec = json.loads(done.stdout)
+        assert done.returncode == 5 and spec["problems"], (client, done.stdout, done.stderr)
+        first = spec["problems"][0]
+        assert first.startswith(f"{library} is not installed here: uv tool install") and f"[{extra}]" in first, \
+            (client, first)
+
+
 def test_the_fix_names_the_installer_of_the_venv(tmp_path):
     """uv pip (its INSTALLER file) gets `uv pip install` into that Python, and the printed fix
     runs; pip's INSTALLER gets that Python's pip; a pipx venv (its metadata file) gets pipx."""
@@ -112,36 +133,40 @@ def test_the_fix_names_the_installer_of_the_venv(tmp_path):
 def test_a_python_without_a_base_image_is_reported_by_check_with_a_fix_that_does_not_loop(
         tmp_path, python, docker):
     """check says before any build what the build would say (SDT-E301), and its fix never sends to
-    `sdt-build base` for a Python that command refuses (SDT-E906)."""
+    `sdt-build base` for a Python that command refuses (SDT-E906). A client that runs no image (the
+    scaffold's LocalClient) gets it as a warning: its run needs no base image."""
     from docker.errors import APIError
 
     from sdt_build.daemon import image_exists
     from sdt_build.image import base_candidates
     from sdt_build.target import DEBIAN_SUITES
 
-    folder = tmp_path / "mysites"
-    subprocess.run([SDT, "init", str(folder)], check=True, capture_output=True)
-    settings = folder / "sdt.toml"
-    settings.write_text(re.sub(r'(?m)^python = ".*"$', f'python = "{python}"', settings.read_text()))
     base = subprocess.run([SDT, "base", "--python", python, "--json"], capture_output=True, text=True)
     if python not in DEBIAN_SUITES:
         assert base.returncode == 10 and json.loads(base.stdout)["error"]["code"] == "SDT-E906"
         assert "sdt-build base" not in json.loads(base.stdout)["error"]["fix"].replace(
             "`sdt-build base` bootstraps that one", "")
-    done = subprocess.run([SDT, "check", str(folder), "--json"], capture_output=True, text=True, timeout=120)
-    payload = json.loads(done.stdout)
     try:
         reachable = any(image_exists(docker, ref) for ref in base_candidates(python)) or bool(
             docker.images.get_registry_data(f"python:{python}-slim"))
     except APIError:
         reachable = False
-    if reachable:
-        assert done.returncode == 0 and not payload["problems"], payload
-        return
-    assert done.returncode == 3 and not payload["ok"], payload
-    problem = next(p for p in payload["problems"] if p["code"] == "SDT-E301")
-    assert f"Python {python}" in problem["cause"] and f"python:{python}-slim" in problem["fix"]
-    assert (f"sdt-build base --python {python}" in problem["fix"]) == (python in DEBIAN_SUITES), problem
+    for client, severity, code in (("docker", "error", 3), (None, "warning", 0)):
+        folder = tmp_path / f"mysites-{client or 'local'}"
+        subprocess.run([SDT, "init", str(folder), *(["--client", client] if client else [])], check=True,
+                       capture_output=True)
+        settings = folder / "sdt.toml"
+        settings.write_text(re.sub(r'(?m)^python = ".*"$', f'python = "{python}"', settings.read_text()))
+        done = subprocess.run([SDT, "check", str(folder), "--json"], capture_output=True, text=True, timeout=120)
+        payload = json.loads(done.stdout)
+        if reachable:
+            assert done.returncode == 0 and not payload["problems"], payload
+            continue
+        assert done.returncode == code and payload["ok"] == (code == 0), (client, payload)
+        problem = next(p for p in payload["problems"] if p["code"] == "SDT-E301")
+        assert problem["severity"] == severity, (client, problem)
+        assert f"Python {python}" in problem["cause"] and f"python:{python}-slim" in problem["fix"]
+        assert (f"sdt-build base --python {python}" in problem["fix"]) == (python in DEBIAN_SUITES), problem
 
 
 def test_the_wheel_builds_without_warnings_and_carries_every_example(tmp_path):

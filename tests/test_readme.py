@@ -57,3 +57,22 @@ def test_quick_start_and_python_example_run_as_written(tmp_path):
     output = re.search(r'output_dir="([^"]+)"', _block("python")).group(1)
     rows = _rows(tmp_path / output)
     assert rows and all(row["status"] == "ok" for row in rows), rows
+
+
+def test_python_example_with_a_key_that_fails_ends_with_its_own_message(tmp_path):
+    """When every key fails, the table still has SDT's report columns (empty), so the script's own
+    column selection works and it ends with its own message (exit 1), not a pandas KeyError."""
+    env = {**os.environ, "PATH": f"{Path(SDT).parent}{os.pathsep}{os.environ['PATH']}"}
+    example = _block("python")
+    project = re.search(r'SDTDask\("([^"]+)"\)', example).group(1)
+    scaffold = re.search(r"sdt-build init \S+ --example (\S+)", _block("bash")).group(1)
+    made = subprocess.run([SDT, "init", project, "--example", scaffold], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    script = tmp_path / "example.py"
+    script.write_text(re.sub(r"\.execute\(\[.*\],(\s*output_dir)", r'.execute([("no-such-site",)],\1', example))
+    assert "no-such-site" in script.read_text()
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 1 and "1 key(s) failed" in done.stderr, (done.stdout[-2000:], done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and "no-such-site" in done.stdout, done.stderr[-3000:]

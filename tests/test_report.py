@@ -189,8 +189,26 @@ def test_report_layout_counts_and_keys(tmp_path):
     assert "<td>SITE-7, [2011, 2012]</td>" in html and "[&#34;SITE" not in html
 
     lost = [Row.lost((f"SITE-{n}",), 2, "KilledWorker", "its worker died", None) for n in range(3)]
-    html = make_report(_rows_folder(tmp_path / "lost", lost)).path.read_text()
-    assert "time per stage" not in html and "no key recorded how long a stage took" in html
+    at_once = [Row.failed((f"SITE-{n}",), "get_data", SystemExit(n), {"get_data": 0.0, "total": 0.0}, None)
+               for n in range(2)] + [Row.failed(("tz",), "make DataHandler", ValueError("tz"),
+                                                {"get_data": 0.05, "make DataHandler": 0.0, "total": 0.05}, None)]
+    for name, rows in (("lost", lost), ("at-once", at_once)):
+        html = make_report(_rows_folder(tmp_path / name, rows)).path.read_text()
+        assert "time per stage" not in html and "no measurable time in any stage" in html, name
+
+
+def test_report_warnings_show_keys_as_written(tmp_path):
+    """The warnings table's example key reads as in every other table (``SITE-7, [2011, 2012]``), a
+    worker as its address."""
+    from sdt_build.report import make_report
+
+    folder = _fleet(tmp_path / "fleet")
+    (folder / "warnings.log").write_text('["SITE-7",[2011,2012]]\tUserWarning: slice (×2)\n'
+                                         "worker tcp://127.0.0.1:1\tdistributed.worker: slow (×1)\n")
+    html = make_report(folder).path.read_text()
+    table = html.split('class="third-party-warnings"')[1].split("</table>")[0]
+    assert "<td>SITE-7, [2011, 2012]</td>" in table and "<td>worker tcp://127.0.0.1:1</td>" in table, table
+    assert "&#34;" not in table
 
 
 @pytest.mark.parametrize("width", [700, 1280])

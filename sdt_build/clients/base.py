@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sdt_build.constraints import WORKER_MEMORY
 from sdt_build.errors import RunFailure, SdtBuildError
+from sdt_build.installer import add_extra
 from sdt_build.plug import EnvVar
 
 if TYPE_CHECKING:  # distributed is imported only when a client connects
@@ -24,8 +26,8 @@ DASHBOARD_PORT = 8787  # Dask's usual dashboard port
 def quiet(*names: str):
     """Silence these loggers and their children for a while (Dask's tracebacks about a scheduler
     that is already gone)."""
-    loggers = [logging.getLogger(name) for name in sorted(logging.Logger.manager.loggerDict)
-               if name.split(".")[0] in names]
+    loggers = [logging.getLogger(name) for name in {*names, *logging.Logger.manager.loggerDict}
+               if any(name == quieted or name.startswith(f"{quieted}.") for quieted in names)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL + 1)
@@ -57,6 +59,9 @@ class Client:
     # or jobs the client starts at run time (never to an image), and which of them are secret.
     environment: dict[str, str] = {}
     secret_names: frozenset[str] = frozenset()
+    # The engine library the client drives on this machine when sdt-build's own dependencies lack it:
+    # (module, distribution, the sdt-build extra that installs it)
+    engine_library: tuple[str, str, str] | None = None
 
     def __init__(self, **settings: Any):
         for name, value in settings.items():
@@ -150,7 +155,16 @@ class Client:
 
     def dry_run(self, image: str | None = None) -> dict[str, Any]:
         """What ``connect`` would create, without creating it."""
-        return {**self.describe(), "image": image or self.image, "problems": []}
+        return {**self.describe(), "image": image or self.image, "problems": self.engine_problems()}
+
+    def engine_problems(self) -> list[str]:
+        """Every dry run's first check: the engine library this client drives, if this Python lacks it."""
+        if self.engine_library is None:
+            return []
+        module, distribution, extra = self.engine_library
+        if importlib.util.find_spec(module) is not None:
+            return []
+        return [f"{distribution} is not installed here: {add_extra(extra)}"]
 
     def describe(self) -> dict[str, Any]:
         """Settings shown in run records and `--dry-run` output."""

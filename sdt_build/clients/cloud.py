@@ -62,6 +62,7 @@ class CloudClient(Client):
     allow_plain_secrets: bool = False
     problems_code = "SDT-E510"
     cluster_class = ""
+    engine_library = ("dask_cloudprovider", "dask-cloudprovider", "cloud")
     _config_before: dict[str, Any] | None = None  # Dask's configuration before make_cluster
 
     @property
@@ -85,7 +86,8 @@ class CloudClient(Client):
 
     def dry_run(self, image: str | None = None) -> dict[str, Any]:
         image = image or self.image
-        problems = self.check(image or (f"{self.registry}/image:tag" if self.registry else None))
+        problems = self.engine_problems() + self.check(image or (f"{self.registry}/image:tag" if self.registry
+                                                                 else None))
         image = image or (f"{self.registry}/<the image sdt-build builds and pushes>" if self.registry
                           else "<the image sdt-build builds and pushes>")
         try:

@@ -79,10 +79,12 @@ class DockerContainer(ProcessInterface):
             await asyncio.sleep(0.5)
         logs, status = await loop.run_in_executor(None, self._logs_and_status)
         await self.close()
+        causes = "a broken image (run `sdt-build smoke IMAGE`), a port in use, or too little memory"
         raise RunFailure("SDT-E517", f"the {self.role} container of {self.image} did not come up "
                          f"({'it exited' if status in ('exited', 'dead') else f'no address after {self.startup_timeout:g} s'})",
-                         "read its log below: a broken image (run `sdt-build smoke IMAGE`), a port in use, or too "
-                         "little memory", detail=logs[-3000:])
+                         f"read its log below: {causes}" if logs.strip() else
+                         f"it left no log (stopped from outside, e.g. `docker kill`, or killed at once): run again; "
+                         f"if it happens again, look for {causes}", detail=logs[-3000:] or None)
 
     def _logs_and_status(self) -> tuple[str, str]:
         self.container.reload()
@@ -198,7 +200,9 @@ class DockerClient(Client):
         # the scheduler runs no plug code: it gets none of the declared secrets
         public = {name: value for name, value in shared["environment"].items() if name not in self.secret_names}
         try:
-            with quiet("tornado"):  # its tracebacks of a container that went away: the error says it once
+            # tornado's tracebacks of a container that went away, and distributed's "Cluster closed without
+            # starting up": the error below says it once
+            with quiet("tornado", "distributed.deploy.spec"):
                 self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
                                                        "options": {**shared, "environment": public,
                                                                    "dashboard": self.dashboard_address()}},

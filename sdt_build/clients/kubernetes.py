@@ -29,6 +29,7 @@ class KubernetesClient(CloudClient):
 
     backend = "kubernetes"
     cluster_class = "dask_kubernetes.operator.KubeCluster"
+    engine_library = ("dask_kubernetes", "dask-kubernetes", "kubernetes")
     problems_code = "SDT-E520"
     name: str | None = None  # the DaskCluster's name; default sdt-<8 hex digits>
     namespace: str | None = None  # default: the kubeconfig's
@@ -82,6 +83,10 @@ class KubernetesClient(CloudClient):
         secret = self.secret_names_here()
         return [{"name": n, "valueFrom": {"secretKeyRef": {"name": self._secret_name(), "key": n}}} if n in secret
                 else {"name": n, "value": v} for n, v in sorted(self.environment.items())]
+
+    def spec(self, image: str) -> dict[str, Any]:
+        """The cluster spec; without dask-kubernetes, which makes it, the arguments it would be made of."""
+        return self.spec_kwargs(image) if self.engine_problems() else super().spec(image)
 
     def spec_kwargs(self, image: str) -> dict[str, Any]:
         """The keyword arguments of dask-kubernetes' ``make_cluster_spec``."""

@@ -150,6 +150,7 @@ class SlurmClient(Client):
 
     backend = "slurm"
     cluster_class = "dask_jobqueue.SLURMCluster"
+    engine_library = ("dask_jobqueue", "dask-jobqueue", "hpc")
     workers = 2  # jobs, one Dask worker each
     threads_per_worker: int | None = None  # cores per job (None: jobqueue.slurm.cores, else 1)
     memory_per_worker: str | None = None  # memory per job (None: jobqueue.slurm.memory, else WORKER_MEMORY)
@@ -268,14 +269,12 @@ class SlurmClient(Client):
         return script.replace(stand_in, str(logs))
 
     def dry_run(self, image: str | None = None) -> dict[str, Any]:
-        problems = self.check()
+        missing = self.engine_problems()
         spec = {"backend": self.backend, "cluster": self.cluster_class, "jobs": self.workers,
                 "kwargs": self.job_options(), "scheduler_options": self._scheduler_options(),
-                "environment": sorted(self.environment), "problems": problems}
-        try:
+                "environment": sorted(self.environment), "problems": missing + self.check()}
+        if not missing:
             spec["job_script"] = self.job_script()
-        except ImportError:
-            problems.append(f"dask-jobqueue is not installed here: {add_extra('hpc')}")
         return spec
 
     def describe(self) -> dict[str, Any]:

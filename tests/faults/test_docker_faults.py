@@ -150,5 +150,8 @@ def test_a_scheduler_gone_while_the_run_starts_is_named_and_touches_nothing(dock
     assert code == 5, err[-3000:]
     no_traceback(err)
     assert re.search(r"SDT-E51[27]", err) and "scheduler" in err, err[-3000:]
+    assert "Cluster closed without starting up" not in err, err[-3000:]  # sdt-build's message only
+    if "read its log below" in err:  # a fix that points at a log is followed by it
+        assert err.split("read its log below", 1)[1].strip().count("\n") >= 1, err[-3000:]
     assert not output.exists()
     assert not cluster_containers(docker, running.pid)

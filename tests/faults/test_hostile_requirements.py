@@ -92,3 +92,47 @@ def test_wheel_urls_that_serve_no_wheel_are_named_per_line(tmp_path, wheel_host)
     assert "no answer within 5 s" in found["mute"]["cause"]  # undecided, as an index that does not answer
     locked = subprocess.run([SDT, "lock", str(folder)], capture_output=True, text=True, env=env)
     assert locked.returncode == 2 and "SDT-E234" in locked.stderr and "SDT-E999" not in locked.stderr
+
+
+def _sdist(folder, name: str) -> str:
+    """A source archive of a tiny package (no wheel of it anywhere; its metadata only a build tells), as a
+    file URL."""
+    import io
+    import tarfile
+
+    folder.mkdir()
+    archive = folder / f"{name}-1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for member, text in ((f"{name}-1.0/setup.py", f"from setuptools import setup\nsetup(name={name!r}, "
+                                                       "version='1.0', py_modules=[])\n"),
+                             (f"{name}-1.0/PKG-INFO", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive.as_uri()
+
+
+@pytest.mark.parametrize("resolver", ["uv", "pip-compile"])
+def test_a_url_that_needs_building_or_an_unreachable_repository_is_named_as_such(tmp_path, resolver):
+    """Not "a source build failed" (SDT-E222) when nothing was built: a source archive's URL with
+    source builds off is SDT-E233 (build a wheel, point at it), a repository whose host git cannot
+    reach is SDT-E235 naming the host."""
+    import shutil
+
+    for line, code in (("sdtbuildtiny @ {url}", "SDT-E233"),
+                       ("pvanalytics @ git+https://sdt-build.invalid/pvlib/pvanalytics@v0.2.2", "SDT-E235")):
+        folder = tmp_path / code
+        shutil.copytree(EXAMPLES / "local-csv", folder)
+        (folder / "requirements.txt").write_text(line.format(url=_sdist(folder / "dist", "sdtbuildtiny")) + "\n")
+        env = {**os.environ, "SDT_CACHE_DIR": str(tmp_path / "cache")}
+        done = subprocess.run([SDT, "lock", str(folder), "--resolver", resolver, "--json"], capture_output=True,
+                              text=True, env=env, timeout=600)
+        error = json.loads(done.stdout)["error"]
+        assert done.returncode == 2 and error["code"] == code, (line, done.stdout[-3000:])
+        if code == "SDT-E233":
+            assert "sdtbuildtiny" in error["cause"] and "pip wheel" in error["fix"], error
+        else:
+            assert "sdt-build.invalid" in error["cause"] and "sdt-build.invalid" in error["fix"], error
+        assert "from source" not in error["cause"] and "Traceback" not in done.stdout + done.stderr, error
+

@@ -173,3 +173,5 @@ def test_a_read_only_output_folder_is_named_with_a_fix_that_fits(trouble, small_
         assert done.returncode == 5, (args, done.stderr[-2000:])
         assert code in done.stderr and "read-only" in done.stderr and "free space" not in done.stderr, done.stderr
         no_traceback(done.stderr)
+        if code == "SDT-E515":  # --resume is offered where there are rows to keep, never for a new folder
+            assert ("--resume" in done.stderr.split("fix:")[1]) == (not args[3].endswith("/new")), (args, done.stderr)

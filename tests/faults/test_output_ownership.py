@@ -52,9 +52,9 @@ def test_a_run_that_would_discard_or_mix_rows_is_refused_and_touches_nothing(tro
     assert snapshot(output) == before
 
     # a run that cannot start (its client cannot fit this machine) leaves the folder as it was, even with
-    # --force, and creates no folder that did not exist
+    # --force, and creates no folder that did not exist (nor the parents of one, as sdt-results/ of the default)
     (folder / "client.py").write_text((folder / "client.py").read_text().replace('"7GiB"', '"100000GiB"'))
-    for target in (output, tmp_path / "new"):
+    for target in (output, tmp_path / "new" / "run"):
         stopped = sdt("run", str(folder), "--output", str(target), "--force", *keys_arg(("raises",)))
         assert stopped.returncode == 10 and "SDT-E905" in stopped.stderr, stopped.stderr[-2000:]
         no_traceback(stopped.stderr)
