@@ -126,10 +126,14 @@ def _steps_built(log_path: Path) -> list[str]:
 
 
 def _containers_created(docker, since: int) -> int:
-    """Containers sdt-build created since ``since`` (seconds), by the daemon's events."""
+    """Containers this process created since ``since`` (seconds), by the daemon's events (which may
+    be shared with other work)."""
+    from sdt_build.owner import Owner
+
     events = docker.events(since=since, until=int(time.time()) + 1, decode=True,
                            filters={"type": "container", "event": "create", "label": f"{LABEL}.role"})
-    return sum(1 for _ in events)
+    owners = (Owner.parse(e.get("Actor", {}).get("Attributes", {}).get(f"{LABEL}.owner")) for e in events)
+    return sum(1 for owner in owners if getattr(owner, "pid", None) == os.getpid())
 
 
 def test_plug_packages_get_their_own_layer_and_can_move_a_pin(docker, base_image, copy_example, fresh_cache):
