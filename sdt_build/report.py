@@ -326,12 +326,13 @@ def _figure_sections(folder: Path, table: pd.DataFrame, keys: list[tuple] | None
     """The chosen keys' figures, else those of the first keys that kept some (in the table's order)."""
     if not (folder / PLOTS).is_dir():
         return []
-    candidates = keys or list(table["key"]) if len(table) else (keys or [])
+    kept = {path.name for path in (folder / PLOTS).iterdir()}  # a few folders, however many keys
+    candidates = keys or (k for k in (table["key"] if len(table) else ()) if plot_folder(folder, k).name in kept)
     sections = []
-    for key in candidates:
+    for number, key in enumerate(candidates, 1):
         figures = _figures(folder, key)
         if figures:
             sections.append({"key": key_text(key), "figures": figures})
-        if len(sections) >= FIGURE_KEYS and not keys:
+        if not keys and (len(sections) >= FIGURE_KEYS or number >= len(kept)):
             break
     return sections
