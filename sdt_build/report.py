@@ -26,7 +26,7 @@ from sdt_build.redact import redact
 from sdt_build.resources import render_template
 from sdt_build.results import (PERFORMANCE, PLOTS, RECORD, REPORT, WARNINGS_LOG, discard, plot_folder,
                                 read_journal)
-from sdt_build.rows import SECONDS
+from sdt_build.rows import SECONDS, Row
 from sdt_build.task import PLOTS as FIGURES
 
 TOTAL = f"{SECONDS}total"
@@ -93,8 +93,8 @@ def load(folder: Path) -> tuple[pd.DataFrame, dict]:
         raise RunFailure("SDT-E540", f"{folder} holds no run results (no journal.jsonl)",
                          "pass the folder a run wrote (`sdt-build run DIR --output FOLDER`; default "
                          "sdt-results/<name>)")
-    rows, _ = read_journal(journal)
-    table = pd.DataFrame([row.to_record() for row in rows.values()])
+    rows, _ = read_journal(journal, Row.flat)
+    table = pd.DataFrame(list(rows.values()))
     if len(table):
         table["key"] = table["key"].map(normalize_key)
     record: dict = {}

@@ -100,6 +100,17 @@ class Row:
         return cls(**known, seconds=seconds, values=values)
 
     @staticmethod
+    def flat(record: Mapping[str, Any]) -> dict[str, Any]:
+        """A journaled record as ``from_record(record).to_record()`` gives it, without making the Row
+        (a table of a fleet's rows is made from these)."""
+        from sdt_build.keys import normalize_key
+
+        flat = {**dict.fromkeys(FIELDS), **record}
+        flat["key"] = list(normalize_key(record["key"]))
+        flat["attempts"] = int(record.get("attempts") or 1)
+        return flat
+
+    @staticmethod
     def outcome(record: Mapping[str, Any]) -> tuple[bool, str | None]:
         """Whether a journaled record is ok, and the digest of the plug's code that made it: all a
         resume needs of a row."""

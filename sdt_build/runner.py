@@ -333,7 +333,7 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
     if lost:
         record["lost_workers"] = lost
         record["warnings"].append(f"workers died during the run: {lost}")
-    rows = output.rows()
+    rows = output.rows(Row.flat)  # records, not Rows: a fleet's table is made once
     record["warnings"] += [note for note in output.notes if note not in record["warnings"]]
     asked = {key_id(k) for k in chosen}
     others = [row for ident, row in rows.items() if ident not in asked]
@@ -341,8 +341,7 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
         record["other_keys"] = len(others)
         record["warnings"].append(f"{len(others)} key(s) of earlier runs in this folder were not asked for this time; "
                                   "their rows are kept in the results and the report")
-    table = _table([rows[key_id(k)].to_record() for k in chosen if key_id(k) in rows]
-                   + [row.to_record() for row in others])
+    table = _table([rows[key_id(k)] for k in chosen if key_id(k) in rows] + others)
     wall = time.perf_counter() - started
     mine = table[table["run_id"] == stream.run_id] if "run_id" in table else table.iloc[0:0]
     busy = float(mine[TOTAL].sum()) if TOTAL in mine else 0.0
@@ -354,7 +353,7 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
     _memory_summary(record, [e for e in stream.worker_log if e.get("logger") == WORKER_LOGGERS[0]], table)
     if output.folder is not None:
         _write_outputs(output, table, record)
-    counts = dict(Counter(rows[key_id(k)].status for k in chosen if key_id(k) in rows).most_common())
+    counts = dict(Counter(rows[key_id(k)]["status"] for k in chosen if key_id(k) in rows).most_common())
     return RunResult(table, output.folder, wall, counts, record, problem)
 
 

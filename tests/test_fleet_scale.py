@@ -42,6 +42,7 @@ def test_a_resume_reads_each_keys_last_row_and_cuts_a_long_torn_line(tmp_path):
         assert finished == {ident: (row.ok, row.plug) for ident, row in output.rows().items()}
         assert finished == {'["a", 1]': (True, "old"), '["b"]': (False, None)}
         assert any("1 line(s)" in note and "unreadable" in note for note in output.notes)
+        assert output.rows(Row.flat) == {ident: row.to_record() for ident, row in output.rows().items()}
     finally:
         output.close()
 
