@@ -787,11 +787,12 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                             on_row=_row_finished(output) if output.verbose else None)
     table = result.table
     summary = result.summary()
-    output.emit({"ok": result.ok, "output": str(output_dir), "summary": summary,
-                 "problem": result.problem.to_dict() if result.problem else None,
-                 "upstream_fixes": result.record.get("upstream_fixes", []),
-                 "rows": json.loads(table.drop(columns=["traceback"], errors="ignore").to_json(orient="records"))})
-    if not output.as_json:
+    if output.as_json:  # every row as JSON is made only when it is printed
+        output.emit({"ok": result.ok, "output": str(output_dir), "summary": summary,
+                     "problem": result.problem.to_dict() if result.problem else None,
+                     "upstream_fixes": result.record.get("upstream_fixes", []),
+                     "rows": json.loads(table.drop(columns=["traceback"], errors="ignore").to_json(orient="records"))})
+    else:
         if output.shows:
             _print_results(table, output_dir)
         for warning in result.record.get("warnings", []):
