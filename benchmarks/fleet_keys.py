@@ -180,7 +180,8 @@ def run_keys(n: int = 100_000) -> list[str]:
                      f"({(resumed / 'journal.jsonl').stat().st_size / 2**20:.0f} MiB; {todo.strip()}): the "
                      f"CLI from 'running' to 'keys to run' {scans[0]:.1f} s (the fresh run: {scans[1]:.1f} s), "
                      f"{again.seconds:.0f} s in all, peak {_gib(max(rss for _, rss, _ in again.samples))}; the scan "
-                     f"alone (the folder opened, the journal read as a resume reads it) {seconds:.1f} s ({where})")
+                     f"alone, under cProfile (the folder opened, the journal read as a resume reads it) "
+                     f"{seconds:.1f} s ({where})")
         lines.append(f"written at the end ({n:,} SDT-shaped rows): {_outputs(resumed)}")
 
         report, made = timed(lambda: subprocess.run(
@@ -190,10 +191,10 @@ def run_keys(n: int = 100_000) -> list[str]:
         screenshot = Path(tempfile.gettempdir()) / f"sdt-keys-report-{n}.png"
         opened = open_page(resumed / "report.html", screenshot)
         lines.append(f"`sdt-build report` of {n:,} rows: {report:.1f} s (exit {made.returncode}), "
-                     f"{(resumed / 'report.html').stat().st_size / 2**20:.2f} MiB; make_report alone {seconds:.1f} s "
-                     f"({where}); Chromium load {opened.load_ms:.0f} ms, {len(opened.sections)} sections, "
-                     f"{opened.sideways} px sideways, console errors {len(opened.console_errors)}; screenshot "
-                     f"{screenshot}")
+                     f"{(resumed / 'report.html').stat().st_size / 2**20:.2f} MiB; make_report alone, under cProfile "
+                     f"{seconds:.1f} s ({where}); Chromium load {opened.load_ms:.0f} ms, "
+                     f"{len(opened.sections)} sections, {opened.sideways} px sideways, console errors "
+                     f"{len(opened.console_errors)}; screenshot {screenshot}")
     return lines
 
 
