@@ -53,6 +53,7 @@ def make_folder(folder: Path, rows: int, seed: int = 7) -> None:
 
     rng = random.Random(seed)
     output = OutputFolder(folder, resume=False)
+    output.start()
     try:
         for i in range(rows):
             key = (f"system-{i:05d}", 2020 + i % 4)

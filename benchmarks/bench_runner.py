@@ -13,6 +13,7 @@ peak memory), the per-key overhead with a near-zero-cost task, and 10,000 simula
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -89,6 +91,27 @@ def _project(work: Path) -> Path:
     (folder / "dataplug.py").write_text(PLUG.format(synthetic=str(ROOT / "examples" / "synthetic" / "dataplug.py")))
     (folder / "client.py").write_text((ROOT / "examples" / "local-csv" / "client.py").read_text())
     return folder
+
+
+@contextlib.contextmanager
+def dask_processes(workers: int = 2) -> Iterator[str]:
+    """A scheduler and single-threaded workers, each in a process of its own (so a client's memory is
+    its own): the scheduler's address."""
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"],
+                                 stderr=subprocess.PIPE, text=True)
+    address = None
+    while address is None:
+        match = re.search(r"Scheduler at:\s+(tcp://\S+)", scheduler.stderr.readline())
+        address = match.group(1) if match else None
+    started = [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+                                 "--no-dashboard"], stderr=subprocess.DEVNULL) for _ in range(workers)]
+    try:
+        yield address
+    finally:
+        for process in started + [scheduler]:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def _warm_up(fixes: bool | None) -> None:
@@ -277,36 +300,22 @@ def _ten_thousand() -> None:
     from sdt_build import SDTDask
     from sdt_build.clients import SchedulerClient
 
-    dask = str(Path(sys.executable).parent / "dask")
-    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"],
-                                 stderr=subprocess.PIPE, text=True)
-    address = None
-    while address is None:
-        match = re.search(r"Scheduler at:\s+(tcp://\S+)", scheduler.stderr.readline())
-        address = match.group(1) if match else None
-    workers = [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
-                                 "--no-dashboard"], stderr=subprocess.DEVNULL) for _ in range(2)]
-    try:
-        with tempfile.TemporaryDirectory(prefix="sdt-bench-10k-") as work:
-            runner = SDTDask(_project(Path(work)), client=SchedulerClient(address=address))
-            runner.execute([("instant", n) for n in range(200)], check_versions=False)  # warm up
-            process = psutil.Process(os.getpid())
-            samples: list[tuple[int, float]] = []
-            before = process.memory_info().rss
+    with dask_processes() as address, tempfile.TemporaryDirectory(prefix="sdt-bench-10k-") as work:
+        runner = SDTDask(_project(Path(work)), client=SchedulerClient(address=address))
+        runner.execute([("instant", n) for n in range(200)], check_versions=False)  # warm up
+        process = psutil.Process(os.getpid())
+        samples: list[tuple[int, float]] = []
+        before = process.memory_info().rss
 
-            def sample(row) -> None:
-                if (row.key[1] + 1) % 2500 == 0:
-                    samples.append((row.key[1] + 1, (process.memory_info().rss - before) / 2**20))
+        def sample(row) -> None:
+            if (row.key[1] + 1) % 2500 == 0:
+                samples.append((row.key[1] + 1, (process.memory_info().rss - before) / 2**20))
 
-            started = time.perf_counter()
-            big = runner.execute([("instant", n) for n in range(10_000)], check_versions=False,
-                                 max_in_flight=64, on_row=sample)
-            seconds = time.perf_counter() - started
-            growth = ", ".join(f"{n}: +{mib:.0f} MiB" for n, mib in samples)
-            print(f"   10,000 simulated keys: {seconds:.0f} s ({len(big.table)} rows, {10_000 / seconds:.0f} keys/s); "
-                  f"client memory during the run {growth}; with the 10,000-row table "
-                  f"+{(process.memory_info().rss - before) / 2**20:.0f} MiB")
-    finally:
-        for process in workers + [scheduler]:
-            process.terminate()
-            process.wait(timeout=30)
+        started = time.perf_counter()
+        big = runner.execute([("instant", n) for n in range(10_000)], check_versions=False,
+                             max_in_flight=64, on_row=sample)
+        seconds = time.perf_counter() - started
+        growth = ", ".join(f"{n}: +{mib:.0f} MiB" for n, mib in samples)
+        print(f"   10,000 simulated keys: {seconds:.0f} s ({len(big.table)} rows, {10_000 / seconds:.0f} keys/s); "
+              f"client memory during the run {growth}; with the 10,000-row table "
+              f"+{(process.memory_info().rss - before) / 2**20:.0f} MiB")

@@ -30,6 +30,7 @@ from sdt_build.redact import dumps, redact, shorten
 from sdt_build.resolve import BACKENDS
 from sdt_build.smoke import PIPELINE_DAYS
 
+TABLE_ROWS = 50  # rows a run prints (a fleet's rows are read in its output folder)
 REPORT_COLUMNS = {"capacity": "capacity", "quality score": "quality", "clearness score": "clearness",
                   "inverter clipping": "clipping", "clipped fraction": "clipped", "capacity change": "cap. change",
                   "time shift correction": "time shift", "time zone correction": "tz fix",
@@ -799,13 +800,14 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                             on_row=_row_finished(output) if output.verbose else None)
     table = result.table
     summary = result.summary()
-    output.emit({"ok": result.ok, "output": str(output_dir), "summary": summary,
-                 "problem": result.problem.to_dict() if result.problem else None,
-                 "upstream_fixes": result.record.get("upstream_fixes", []),
-                 "rows": json.loads(table.drop(columns=["traceback"], errors="ignore").to_json(orient="records"))})
-    if not output.as_json:
+    if output.as_json:  # every row as JSON is made only when it is printed
+        output.emit({"ok": result.ok, "output": str(output_dir), "summary": summary,
+                     "problem": result.problem.to_dict() if result.problem else None,
+                     "upstream_fixes": result.record.get("upstream_fixes", []),
+                     "rows": json.loads(table.drop(columns=["traceback"], errors="ignore").to_json(orient="records"))})
+    else:
         if output.shows:
-            _print_results(table)
+            _print_results(table, output_dir)
         for warning in result.record.get("warnings", []):
             output.warn(warning)
         for group in summary["failures"]:
@@ -881,15 +883,19 @@ def report_command(output: Output, folder: Path, keys: tuple[str, ...], target: 
     return 0
 
 
-def _print_results(table) -> None:
+def _print_results(table, output_dir: Path) -> None:
+    """The first TABLE_ROWS rows as a table; every row is in the output folder's files."""
     view = Table(title="SDT results", show_lines=False)
     columns = ["key", "status"] + (["stage"] if table["stage"].notna().any() else [])
     columns += [c for c in REPORT_COLUMNS if c in table.columns and table[c].notna().any()]
     for column in columns:
         view.add_column(REPORT_COLUMNS.get(column, column), overflow="fold")
-    for _, row in table.iterrows():
+    for _, row in table.head(TABLE_ROWS).iterrows():
         view.add_row(*[_cell(row.get(c)) for c in columns])
     out.print(view)
+    if len(table) > TABLE_ROWS:
+        out.print(f"… and {len(table) - TABLE_ROWS:,} more rows: every row is in {output_dir}/results.csv, and "
+                  f"the summary of them all in {output_dir}/report.html", highlight=False, markup=False)
 
 
 def _cell(value: Any) -> str:

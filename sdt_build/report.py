@@ -26,7 +26,7 @@ from sdt_build.redact import redact
 from sdt_build.resources import render_template
 from sdt_build.results import (PERFORMANCE, PLOTS, RECORD, REPORT, WARNINGS_LOG, discard, plot_folder,
                                 read_journal, results_table)
-from sdt_build.rows import SECONDS
+from sdt_build.rows import SECONDS, Row
 from sdt_build.task import PLOTS as FIGURES
 
 TOTAL = f"{SECONDS}total"
@@ -93,7 +93,7 @@ def load(folder: Path) -> tuple[pd.DataFrame, dict]:
         raise RunFailure("SDT-E540", f"{folder} holds no run results (no journal.jsonl)",
                          "pass the folder a run wrote (`sdt-build run DIR --output FOLDER`; default "
                          "sdt-results/<name>)")
-    rows, _ = read_journal(journal)
+    rows, _ = read_journal(journal, Row.flat)
     table = results_table(rows.values())
     record: dict = {}
     if (folder / RECORD).is_file():
@@ -334,12 +334,13 @@ def _figure_sections(folder: Path, table: pd.DataFrame, keys: list[tuple] | None
     """The chosen keys' figures, else those of the first keys that kept some (in the table's order)."""
     if not (folder / PLOTS).is_dir():
         return []
-    candidates = keys or list(table["key"]) if len(table) else (keys or [])
+    kept = {path.name for path in (folder / PLOTS).iterdir()}  # a few folders, however many keys
+    candidates = keys or (k for k in (table["key"] if len(table) else ()) if plot_folder(folder, k).name in kept)
     sections = []
-    for key in candidates:
+    for number, key in enumerate(candidates, 1):
         figures = _figures(folder, key)
         if figures:
             sections.append({"key": key_text(key), "figures": figures})
-        if len(sections) >= FIGURE_KEYS and not keys:
+        if not keys and (len(sections) >= FIGURE_KEYS or number >= len(kept)):
             break
     return sections

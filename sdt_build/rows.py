@@ -90,12 +90,36 @@ class Row:
     def from_record(cls, record: Mapping[str, Any]) -> "Row":
         from sdt_build.keys import normalize_key
 
-        known = {name: record.get(name) for name in FIELDS if name in record}
+        known: dict[str, Any] = {}
+        seconds: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        for name, value in record.items():  # one pass: a resume reads every row of a fleet's journal
+            if name in FIELDS:
+                known[name] = value
+            elif name.startswith(SECONDS):
+                seconds[name[len(SECONDS):]] = value
+            else:
+                values[name] = value
         known["key"] = normalize_key(record["key"])
         known["attempts"] = int(known.get("attempts") or 1)
-        seconds = {name[len(SECONDS):]: value for name, value in record.items() if name.startswith(SECONDS)}
-        values = {name: value for name, value in record.items() if name not in FIELDS and not name.startswith(SECONDS)}
         return cls(**known, seconds=seconds, values=values)
+
+    @staticmethod
+    def flat(record: Mapping[str, Any]) -> dict[str, Any]:
+        """A journaled record as ``from_record(record).to_record()`` gives it, without making the Row
+        (a table of a fleet's rows is made from these)."""
+        from sdt_build.keys import normalize_key
+
+        flat = {**dict.fromkeys(FIELDS), **record}
+        flat["key"] = list(normalize_key(record["key"]))
+        flat["attempts"] = int(record.get("attempts") or 1)
+        return flat
+
+    @staticmethod
+    def outcome(record: Mapping[str, Any]) -> tuple[bool, str | None]:
+        """Whether a journaled record is ok, and the digest of the plug's code that made it: all a
+        resume needs of a row."""
+        return record["status"] == "ok", record.get("plug")
 
     def but(self, **changes: Any) -> "Row":
         """This row with some fields changed."""

@@ -245,11 +245,11 @@ def remaining(chosen: list[tuple], output: OutputFolder, project: UserProject, d
     """The keys without an ``ok`` row in the journal, largest first when the plug can tell sizes
     (within --timeout, else SIZES_SECONDS: sizes are an estimate, never worth a stalled run).
     Finished rows that other code or settings made are kept, and named in the record's warnings."""
-    rows = output.rows()
-    done = {key for key, row in rows.items() if row.ok}
-    changed = sorted({row.plug for row in rows.values() if row.ok and row.plug and row.plug != code_digest(bundle)})
+    finished = output.finished()
+    done = {key for key, (ok, _) in finished.items() if ok}
+    changed = sorted({plug for ok, plug in finished.values() if ok and plug and plug != code_digest(bundle)})
     if changed:
-        count = sum(row.ok and row.plug in changed for row in rows.values())
+        count = sum(ok and plug in changed for ok, plug in finished.values())
         record["warnings"].append(
             f"{count} finished row(s) were made by other code of the plug (its .py files changed since: plug "
             f"{', '.join(changed)}, now {code_digest(bundle)}); they are kept as they are. Fix: --force runs every key "
@@ -334,7 +334,7 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
     if lost:
         record["lost_workers"] = lost
         record["warnings"].append(f"workers died during the run: {lost}")
-    rows = output.rows()
+    rows = output.rows(Row.flat)  # records, not Rows: a fleet's table is made once
     record["warnings"] += [note for note in output.notes if note not in record["warnings"]]
     asked = {key_id(k) for k in chosen}
     others = [row for ident, row in rows.items() if ident not in asked]
@@ -354,7 +354,7 @@ def conclude(output: OutputFolder, chosen: list[tuple], record: dict, stream: "S
     _memory_summary(record, [e for e in stream.worker_log if e.get("logger") == WORKER_LOGGERS[0]], table)
     if output.folder is not None:
         _write_outputs(output, table, record)
-    counts = dict(Counter(rows[key_id(k)].status for k in chosen if key_id(k) in rows).most_common())
+    counts = dict(Counter(rows[key_id(k)]["status"] for k in chosen if key_id(k) in rows).most_common())
     return RunResult(table, output.folder, wall, counts, record, problem)
 
 
@@ -416,9 +416,10 @@ class Stream:
                     done = set()
                 if self.client.status != "running":
                     continue  # the next check names the loss; no row comes from a cancelled future
+                results = self._gather(done)
                 for future in done:
                     key, attempt = futures.pop(future)
-                    outcome = self._outcome(future, key, attempt)
+                    outcome = self._outcome(future, key, attempt, results.get(future.key))
                     if isinstance(outcome, Resubmit):
                         pending.appendleft((key, outcome.attempt))
                     else:
@@ -501,11 +502,21 @@ class Stream:
         _, message = event
         self.started[message["key"]] = (time.monotonic(), message["worker"])
 
-    def _outcome(self, future, key: tuple, attempt: int) -> Row | Resubmit:
-        """The key's row; or, when its worker died and it may go again, the attempt to submit it as
-        (a key that had not started spends none: it was queued behind another key that killed it)."""
+    def _gather(self, done) -> dict[str, Row]:
+        """The rows of the finished futures, fetched together (one round trip, not one per key); a
+        future whose row cannot be fetched is left out (``_outcome`` asks it alone)."""
+        finished = {future.key: future for future in done if future.status == "finished"}
+        try:
+            return self.client.gather(finished, errors="skip") if finished else {}
+        except Exception:  # the scheduler went away: each future tells what became of it
+            return {}
+
+    def _outcome(self, future, key: tuple, attempt: int, row: Row | None = None) -> Row | Resubmit:
+        """The key's row (``row``, when gathered already); or, when its worker died and it may go
+        again, the attempt to submit it as (a key that had not started spends none: it was queued
+        behind another key that killed it)."""
         if future.status == "finished":
-            row: Row = future.result()
+            row = row if row is not None else future.result()
             row = row.but(key=key, attempts=attempt)
             dependency = row.values.get("dependency")
             if dependency:
@@ -757,19 +768,28 @@ class _Progress:
 
 
 def _write_outputs(output: OutputFolder, table: pd.DataFrame, record: dict) -> None:
-    """results.csv, results.parquet and run.json, each written whole."""
-    output.write("results.csv", lambda path: table.to_csv(path, index=False))
+    """results.csv, results.parquet, run.json and the report, each written whole; run.json ends with
+    how long each took and its size (``outputs``)."""
+    timed = record["outputs"] = {}
+
+    def write(name: str, writer: Callable[[], Any]) -> None:
+        began = time.perf_counter()
+        writer()
+        timed[name] = {"seconds": round(time.perf_counter() - began, 3), "bytes": (output.folder / name).stat().st_size}
+
+    write("results.csv", lambda: output.write("results.csv", lambda path: table.to_csv(path, index=False)))
     try:
         flat = table.assign(key=table["key"].map(key_id)).astype({c: "string" for c in table.columns
                                                                    if table[c].dtype == object and c != "key"})
-        output.write("results.parquet", lambda path: flat.to_parquet(path, index=False))
+        write("results.parquet",
+              lambda: output.write("results.parquet", lambda path: flat.to_parquet(path, index=False)))
     except ImportError:
         record["parquet"] = "skipped: pyarrow is not installed"
     record["report"] = str(output.folder / REPORT)
     output.write("run.json", lambda path: path.write_text(dumps(record, indent=1)))
     try:
-        write_report(output.folder, table, record)
+        write(REPORT, lambda: write_report(output.folder, table, record))
     except Exception as exc:  # the report is made from the files above; they are kept whatever happens here
         record["report"] = f"failed: {type(exc).__name__}: {exc} (make it again with `sdt-build report " \
                            f"{output.folder}`)"
-        output.write("run.json", lambda path: path.write_text(dumps(record, indent=1)))
+    output.write("run.json", lambda path: path.write_text(dumps(record, indent=1)))
