@@ -8,8 +8,6 @@ CLIENT_LOCK := sdt_build/constraints/py$(PYV)/client.txt
 SDT := $(BIN)/sdt-build
 EXAMPLE ?= examples/local-csv
 PYTEST_ARGS ?=
-# Two pytest workers: what tests share (Docker, SLURM) runs on one of them at a time (tests/conftest.py).
-TEST_WORKERS ?= 2
 
 .PHONY: install test test-services demo demo-hpc check build smoke run docker-up base-image bench clean constraints
 
@@ -31,7 +29,7 @@ test-services:
 	bash scripts/test-services.sh
 
 test: install base-image test-services
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install base-image
 	$(SDT) check $(EXAMPLE)

@@ -15,18 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SDT = str(Path(sys.executable).parent / "sdt-build")
 BASE_IMAGE = os.environ.get("SDT_TEST_BASE_IMAGE", "sdt-base:bookworm-py3.11")
-# What tests share, so that under pytest-xdist (`make test` runs two workers) they run one after
-# another on one worker: the Docker daemon and the single-node SLURM cluster, by the fixtures that
-# reach them; every other module stays whole on one worker (its module fixtures are made once).
-SHARED = {"docker": {"docker", "base_image", "fault_image", "local_csv_built", "registry"},
-          "slurm": {"slurm", "local_csv_venv"}}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        used = set(getattr(item, "fixturenames", ()))
-        group = next((name for name, fixtures in SHARED.items() if used & fixtures), item.nodeid.split("::")[0])
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -52,10 +52,16 @@ def sdt(*args: str, env: dict[str, str] | None = None, timeout: float = 600, **k
     return done
 
 
+# Starts a program with Ctrl-C at its default, as in a terminal: a test suite started in the
+# background of a shell ignores SIGINT, and its children would inherit that.
+INTERRUPTIBLE = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                 "os.execv(sys.argv[1], sys.argv[1:])")
+
+
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """The CLI in the background (to be interrupted)."""
-    return subprocess.Popen([SDT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, SDT, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
 def journal_rows(output: Path) -> list[dict]:

@@ -147,15 +147,19 @@ def test_a_ctrl_c_that_python_swallows_in_a_finalizer_still_stops_the_run():
         os.kill(os.getpid(), signal.SIGINT)
         sent.set()
 
-    with terminate_as_interrupt():
-        raise_if_lost()  # nothing yet
-        threading.Thread(target=send).start()
-        Dropped()  # dropped at once: the interrupt is raised inside __del__, and ignored there
-        with pytest.raises(Interrupted) as caught:
-            raise_if_lost()
-        assert caught.value.signal == "SIGINT" and caught.value.exit_code == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as it was
-    raise_if_lost()  # and nothing is left pending after the block
+    suite = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, however the suite started
+    try:
+        with terminate_as_interrupt():
+            raise_if_lost()  # nothing yet
+            threading.Thread(target=send).start()
+            Dropped()  # dropped at once: the interrupt is raised inside __del__, and ignored there
+            with pytest.raises(Interrupted) as caught:
+                raise_if_lost()
+            assert caught.value.signal == "SIGINT" and caught.value.exit_code == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as it was
+        raise_if_lost()  # and nothing is left pending after the block
+    finally:
+        signal.signal(signal.SIGINT, suite)
 
 
 def test_a_read_only_output_folder_is_named_with_a_fix_that_fits(trouble, small_disk):
