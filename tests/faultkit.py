@@ -120,7 +120,7 @@ def cluster_containers(docker, owner: int | None = None) -> list:
     from sdt_build.daemon import LABEL
     from sdt_build.owner import Owner
 
-    found = docker.containers.list(all=True, filters={"label": f"{LABEL}.cluster"})
+    found = docker.containers.list(all=True, filters={"label": f"{LABEL}.cluster"}, ignore_removed=True)
     return [c for c in found if owner is None or getattr(Owner.parse(c.labels.get(f"{LABEL}.owner")), "pid", None) == owner]
 
 
