@@ -27,6 +27,7 @@ from typing import Iterator
 import psutil
 
 from benchmarks import ROOT
+from sdt_build.rows import SDT_REPORT
 
 PLUG = '''
 import importlib.util
@@ -59,8 +60,6 @@ class Bench(DataPlug):
             return make_time_series(pd.read_csv(REAL / f"{{key[1]}}.csv"))[0]
         return _synthetic.SyntheticPV().get_data((key[1], key[2]))
 '''
-SHARED = ("length", "capacity", "sampling", "quality score", "clearness score", "inverter clipping", "clipped fraction",
-          "capacity change", "data quality warning", "time shift correction", "time zone correction")  # SDT's report
 # One site in a fresh process: its pipeline's seconds and the process's peak memory (the fixes on or off).
 ONE_SITE = '''
 import json, resource, sys, time
@@ -245,7 +244,7 @@ def run() -> None:
             print(f"     {label:32s} {seconds:7.1f} s   throughput ratio to upstream {theirs_seconds / seconds:5.2f}  "
                   f"{extra}")
         reports = _compare({"fixes off": _values("ours", off.table), "upstream": _values("upstream", theirs),
-                            "fixes on": _values("ours", on.table)}, SHARED)
+                            "fixes on": _values("ours", on.table)}, SDT_REPORT)
         loss = tuple(c for c in on.table.columns if c.startswith("loss ") and c != "loss_analysis")
         losses = _compare({"fixes off": _values("ours", off.table), "fixes on": _values("ours", on.table)}, loss)
         for what, differences in ((f"SDT's report, {len(keys)} keys, 3 sides", reports),

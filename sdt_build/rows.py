@@ -14,11 +14,13 @@ from sdt_build.redact import redact, shorten
 
 FIELDS = ("key", "status", "stage", "error_type", "message", "traceback", "worker", "attempts", "run_id", "plug",
           "warnings")
-# SDT's report (DataHandler.report's keys, in its order) and the days of data: columns of every results
-# table, empty where a key has none, so code that picks them works whatever the keys' outcomes
-REPORT_VALUES = ("length", "capacity", "sampling", "quality score", "clearness score", "inverter clipping",
-                 "clipped fraction", "capacity change", "data quality warning", "time shift correction",
-                 "time zone correction", "num_days")
+# SDT's report: DataHandler.report's keys, in its order
+SDT_REPORT = ("length", "capacity", "sampling", "quality score", "clearness score", "inverter clipping",
+              "clipped fraction", "capacity change", "data quality warning", "time shift correction",
+              "time zone correction")
+# it and the days of data: columns of every results table, empty where a key has none, so code that
+# picks them works whatever the keys' outcomes
+REPORT_VALUES = (*SDT_REPORT, "num_days")
 SECONDS = "seconds "  # the prefix of a duration column: "seconds get_data", …, "seconds total"
 WARNINGS = "{category}: {message} (×{count})"  # one line of a row's warnings
 
