@@ -197,12 +197,17 @@ def _probe(docker, image: str, args: dict, environment: dict, volumes: dict, tim
                    network_mode="host", environment=environment, volumes=volumes) as probe:
 
         def follow() -> None:  # where the probe is, as it gets there
+            from docker.errors import APIError
+
             done = 0
-            for raw in probe.logs(stream=True, follow=True):
-                for line in raw.decode(errors="replace").splitlines():
-                    if line.startswith(STEP_MARKER):
-                        on_event(Event("smoke", done, len(planned), detail=line[len(STEP_MARKER):]))
-                        done += 1
+            try:
+                for raw in probe.logs(stream=True, follow=True):
+                    for line in raw.decode(errors="replace").splitlines():
+                        if line.startswith(STEP_MARKER):
+                            on_event(Event("smoke", done, len(planned), detail=line[len(STEP_MARKER):]))
+                            done += 1
+            except APIError:  # the container went (a signal removed it): its log ends here
+                return
 
         probe.start()
         watcher = threading.Thread(target=follow, daemon=True)
