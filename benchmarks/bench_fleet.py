@@ -33,9 +33,9 @@ import psutil
 
 from benchmarks import ROOT, timed
 from benchmarks.bench_runner import _compare, _values
-from sdt_build.results import PLOTS, RESULTS, OutputFolder, read_journal
+from sdt_build.results import PLOTS, RESULTS, OutputFolder, read_journal, results_table
 from sdt_build.rows import SECONDS
-from sdt_build.runner import TOTAL, _table, _write_outputs
+from sdt_build.runner import TOTAL, _write_outputs
 from sdt_build.task import PEAK_MEMORY, MEMORY_AFTER
 
 EXAMPLE = ROOT / "examples" / "fleet"
@@ -163,7 +163,7 @@ def outputs(output: Path, name: str) -> list[str]:
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 2**20:.2f} MiB" for p in sorted(output.iterdir())
                       if p.is_file() and not p.name.startswith("."))
     scan, (rows, _) = timed(lambda: read_journal(output / "journal.jsonl"))
-    table = _table([row.to_record() for row in rows.values()])
+    table = results_table([row.to_record() for row in rows.values()])
     folder = TimedFolder(output.parent / f"{output.name}-written-again", False, project=name)
     folder.start()
     if (output / PLOTS).is_dir():  # the report embeds them

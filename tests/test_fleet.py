@@ -86,6 +86,39 @@ def test_broken_systems_fail_with_their_cause_and_rows_record_worker_memory(flee
     assert result.counts == {"ok": 3, "failed": 3}
 
 
+HEAP_PLUG = """
+from sdt_dask.dataplugs.dataplug import DataPlug
+
+KEPT = []
+
+
+class Heap(DataPlug):
+    def get_data(self, key):
+        chunks = [bytes(4000) for _ in range(50_000)]  # 200 MB in pieces glibc takes from its heap
+        KEPT.extend(chunks[::25])  # 8 MB kept among the freed 192: none of the heap can go back by itself
+        del chunks
+        raise ValueError("done with the heap")
+"""
+
+
+def test_a_worker_gives_back_the_memory_a_key_freed(tmp_path):
+    from pathlib import Path
+
+    from sdt_build import task
+
+    (tmp_path / "dataplug.py").write_text(HEAP_PLUG)
+    bundle = task.PlugBundle.from_folder(tmp_path, (Path("dataplug.py"),), "Heap")
+    task._installed[bundle.digest] = bundle
+    try:
+        rows = [task.run_key(bundle.digest, (n,), {}) for n in range(3)]
+    finally:
+        task._installed.pop(bundle.digest)
+    for row in rows:
+        assert (row.status, row.stage) == ("failed", "get_data"), row
+        # the 200 MB were freed inside the key: the process keeps none of them once it is done
+        assert row.values[task.MEMORY_AFTER] < row.values[task.PEAK_MEMORY] - 0.15, row.values
+
+
 def test_a_suite_gets_the_words_after_its_name():
     from benchmarks.__main__ import SUITES, suites
 
