@@ -309,6 +309,60 @@ def _sparse_is_diagonal(original: Callable) -> Callable:
     return is_diagonal
 
 
+def _solved_once(original: Callable) -> Callable:
+    """``original`` (one of SDT's signal decompositions: a fresh convex problem built and solved from
+    its arguments) that answers a call identical to one of this thread's recent calls (every array
+    and numpy number the same dtype, shape and bytes; every other argument the same value) with a copy of that
+    call's answer instead of solving the same problem again. Calls with other kinds of arguments,
+    ``return_all`` (the answer holds the problem) or ``verbose`` (the solver's output is wanted)
+    go to the original."""
+    import copy
+    from collections import OrderedDict
+
+    signature = inspect.signature(original)
+    recent = threading.local()
+
+    def solve(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return original(*args, **kwargs)
+        bound.apply_defaults()
+        call = _call_key(bound.arguments)
+        if call is None or bound.arguments.get("return_all") or bound.arguments.get("verbose"):
+            return original(*args, **kwargs)
+        answers = recent.__dict__.setdefault("answers", OrderedDict())
+        if call in answers:
+            answers.move_to_end(call)
+            return copy.deepcopy(answers[call])
+        answer = original(*args, **kwargs)
+        answers[call] = copy.deepcopy(answer)
+        while len(answers) > REMEMBERED_SOLVES:
+            answers.popitem(last=False)
+        return answer
+
+    return functools.wraps(original)(solve)
+
+
+REMEMBERED_SOLVES = 16  # per thread: a key's repeats come close together (one weight or threshold search)
+
+
+def _call_key(arguments: dict) -> tuple | None:
+    """A call's arguments as a hashable key, or None when one is of a kind not compared here."""
+    import numpy as np
+
+    parts = []
+    for name, value in arguments.items():
+        if isinstance(value, (np.ndarray, np.generic)) and not value.dtype.hasobject:  # arrays, numpy scalars
+            part = ("numpy", value.dtype.str, np.shape(value), hashlib.sha256(value.tobytes()).hexdigest())
+        elif value is None or type(value) in (bool, int, float, str):
+            part = (type(value).__name__, repr(value))
+        else:
+            return None
+        parts.append((name, part))
+    return tuple(parts)
+
+
 FIXES = (
     UpstreamFix(
         name="cvxpy-sparse-is-diagonal",
@@ -334,6 +388,33 @@ FIXES = (
             "which run_pipeline never calls: they are read when ShadeAnalysis first needs them",
         upstream="the module level of solardatatools/algorithms/shade.py "
                  "(https://github.com/slacgismo/solar-data-tools/blob/v2.1.5/solardatatools/algorithms/shade.py)"),
+    UpstreamFix(
+        name="sdt-quantile-fit-solved-once",
+        package="solar-data-tools",
+        module="solardatatools.signal_decompositions",
+        function="_osd_tl1_l2d2p365",
+        fingerprints=("1876c5f4cd327d8a",),  # solar-data-tools 2.1.5
+        replace=_solved_once,
+        why="the sunrise/sunset search fits the same seasonal quantile problem again for every threshold "
+            "that finds the same sunrise and sunset times (57 of 658 solves over 14 fleet sites); an "
+            "identical call gets the first answer",
+        upstream="_osd_tl1_l2d2p365 in solardatatools/_osd_signal_decompositions.py, called by "
+                 "run_optimizer in solardatatools/algorithms/sunrise_sunset_estimation.py "
+                 "(https://github.com/slacgismo/solar-data-tools/blob/v2.1.5/solardatatools/"
+                 "_osd_signal_decompositions.py)"),
+    UpstreamFix(
+        name="sdt-capacity-fit-solved-once",
+        package="solar-data-tools",
+        module="solardatatools.signal_decompositions",
+        function="_cvx_l1_pwc_smoothper_trend",
+        fingerprints=("ca21ecd3f9acae19",),  # solar-data-tools 2.1.5
+        replace=_solved_once,
+        why="capacity_clustering solves its chosen weight's problem a second time after the weight "
+            "search has solved it (its training mask is the whole filter): one of its 14 solves, the "
+            "largest step of a pipeline; an identical call gets the first answer",
+        upstream="CapacityChange.run in solardatatools/algorithms/capacity_change.py "
+                 "(https://github.com/slacgismo/solar-data-tools/blob/v2.1.5/solardatatools/algorithms/"
+                 "capacity_change.py)"),
 )
 
 

@@ -10,6 +10,7 @@ import textwrap
 import uuid
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
@@ -126,6 +127,71 @@ def test_each_named_release_is_the_code_its_fingerprint_says():
     assert fingerprint(CVXPY_1_7_5) in IS_DIAGONAL.fingerprints
     assert fingerprint(_installed()) in IS_DIAGONAL.fingerprints
     assert upstream_fixes.apply()[0].status == APPLIED and linalg.is_diagonal is not _installed()
+
+
+SOLVED_ONCE = [fix for fix in FIXES if getattr(fix, "replace", None) is upstream_fixes._solved_once]
+
+
+def _counted(original):
+    calls = []
+
+    def solve(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    solve.__signature__ = __import__("inspect").signature(original)
+    return solve, calls
+
+
+def _days(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 6 + np.sin(2 * np.pi * t / 365.2425) + 0.1 * rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("fix", SOLVED_ONCE, ids=lambda fix: fix.name)
+def test_an_identical_solve_gets_a_copy_of_the_first_answer_and_nothing_else_does(fix):
+    import importlib
+
+    upstream_fixes.apply(False)
+    original = getattr(importlib.import_module(fix.module), fix.function)
+    assert fingerprint(original) in fix.fingerprints
+    counted, calls = _counted(original)
+    replaced = fix.replace(counted)
+    signal, mask = _days(200, 1), np.ones(200, dtype=bool)
+    mask[::7] = False
+    first = replaced(signal, mask)
+    again = replaced(signal.copy(), mask.copy())  # equal content, other objects
+    assert len(calls) == 1
+    expected = original(signal, mask)  # the original, solving again: the same answer, bit for bit
+    for answer in (first, again):
+        for got, want in zip(np.atleast_1d(answer) if isinstance(answer, np.ndarray) else answer,
+                             np.atleast_1d(expected) if isinstance(expected, np.ndarray) else expected):
+            assert np.array_equal(got, want, equal_nan=True)
+    (again if isinstance(again, np.ndarray) else again[0])[:] = 0  # a caller changing its answer ...
+    third = replaced(signal, mask)
+    assert np.array_equal(third if isinstance(third, np.ndarray) else third[0],
+                          first if isinstance(first, np.ndarray) else first[0])  # ... changes no later one
+    other = mask.copy()
+    other[3] = False
+    replaced(signal, other)  # one entry of one argument differs: solved
+    replaced(signal, mask, **({"tau": 0.5} if "tl1" in fix.function else {"w3": 2}))  # another setting
+    replaced(signal.astype(np.float32), mask)  # same values, another dtype
+    replaced(signal, mask, verbose=True)  # the solver's output is wanted
+    weight = _weight(fix)
+    for _ in range(2):  # numpy's numbers (SDT's weight search passes them) are compared by dtype and bytes
+        replaced(signal, mask, **{weight: np.float64(_DEFAULTS[weight])})
+    assert len(calls) == 6
+    replaced(signal, mask, **{weight: np.float32(_DEFAULTS[weight])})  # another dtype: solved
+    replaced(signal, pd.Series(mask))  # an argument of a kind not compared: solved
+    assert len(calls) == 8
+
+
+_DEFAULTS = {"tau": 0.75, "w2": 2e1}
+
+
+def _weight(fix) -> str:
+    return "tau" if "tl1" in fix.function else "w2"
 
 
 def test_other_code_is_left_alone_and_off_puts_the_original_back():
