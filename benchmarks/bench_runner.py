@@ -229,8 +229,9 @@ def run() -> None:
         runner = SDTDask(folder)
 
         def ours(fixes: bool, name: str):
+            # profiled, as the upstream side is (Dask's default): each side's profile is printed below
             return lambda: runner.execute(keys, output_dir=Path(work) / name, dask_client=client, fix_shifts=True,
-                                          loss_analysis=True, upstream_fixes=fixes)
+                                          loss_analysis=True, upstream_fixes=fixes, worker_profile=True)
 
         off, off_seconds, off_profile = _side(client, ours(False, "off"), False)
         theirs, theirs_seconds, theirs_profile = _side(client, lambda: _upstream(client, module.Bench(), keys))
@@ -259,7 +260,8 @@ def run() -> None:
         short = [k for k in keys if k != ("real", "TAEFC1044741")]  # a year or less each: no loss analysis
         _, theirs_short, _ = _side(client, lambda: _upstream(client, module.Bench(), short))
         _, ours_short, _ = _side(client, lambda: runner.execute(short, output_dir=Path(work) / "short", fix_shifts=True,
-                                                                dask_client=client, loss_analysis=True), True)
+                                                                dask_client=client, loss_analysis=True,
+                                                                worker_profile=True), True)
         print(f"   the {len(short)} keys of a year or less (no loss analysis on either side, so no key's Monte Carlo "
               f"bounds the wall): upstream {theirs_short:.1f} s, sdt-build with the fixes {ours_short:.1f} s, "
               f"throughput ratio {theirs_short / ours_short:.2f}")

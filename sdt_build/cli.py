@@ -766,12 +766,16 @@ def doctor_command(output: Output, directory: Path | None) -> int:
 @click.option("--upstream-fixes/--no-upstream-fixes", default=None,
               help="Apply sdt-build's fixes to libraries SDT runs on, on every worker (default: sdt.toml's "
                    "upstream_fixes, on).")
+@click.option("--worker-profile", is_flag=True,
+              help="Run Dask's profiler on the workers, for the profile in dask-report.html (off: it costs about "
+                   "10% of a site's time).")
 @click.option("--image", default=None, help="Image the scheduler and workers run (default: the client's).")
 @click.option("--dry-run", is_flag=True, help="Print the cluster spec the client would create, and its problems.")
 def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_file: Path | None,
                 output_dir: Path | None, resume: bool, force: bool, timeout: float | None, retries: int,
                 loss_analysis: bool, max_in_flight: int | None, lost_cluster_timeout: float, plots: int,
-                plot_keys: tuple[str, ...], upstream_fixes: bool | None, image: str | None, dry_run: bool) -> int:
+                plot_keys: tuple[str, ...], upstream_fixes: bool | None, worker_profile: bool, image: str | None,
+                dry_run: bool) -> int:
     """Run SDT's pipeline for every key on the client from client.py."""
     from sdt_build.sdtdask import SDTDask
 
@@ -796,7 +800,7 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
                             lost_cluster_timeout=lost_cluster_timeout, plots=plots,
                             plot_keys=[parse_key(k) for k in plot_keys], upstream_fixes=upstream_fixes,
-                            progress=output.shows, on_start=_run_started(output, runner.client),
+                            worker_profile=worker_profile, progress=output.shows, on_start=_run_started(output, runner.client),
                             on_row=_row_finished(output) if output.verbose else None)
     table = result.table
     summary = result.summary()

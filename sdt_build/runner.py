@@ -35,7 +35,7 @@ from sdt_build.redact import dumps
 from sdt_build.report import failure_groups, write_report
 from sdt_build.results import PERFORMANCE, REPORT, OutputFolder, results_table
 from sdt_build.rows import SECONDS, Row
-from sdt_build.task import (PEAK_MEMORY, START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, PlugBundle,
+from sdt_build.task import (PEAK_MEMORY, START_TOPIC, WORKER_LOG_TOPIC, WORKER_LOGGERS, DaskProfiler, PlugBundle,
                             PlugCallFailed, PlugInstaller, module_version, plug_keys, plug_sizes, run_key)
 from sdt_build.userfiles import CLIENT_FILE
 
@@ -60,6 +60,7 @@ class RunOptions:
     plots: int = 3  # the first keys run keep SDT's own figures (for the report)
     plot_keys: tuple[tuple, ...] = ()  # and these keys too
     upstream_fixes: bool = True  # sdt_build.upstream_fixes on every worker (False: their originals)
+    worker_profile: bool = False  # Dask's profiler on the workers (task.use_profiler), for the performance report
 
     def __post_init__(self) -> None:
         """Every number in its range (SDT-E552), before anything starts."""
@@ -188,6 +189,7 @@ def prepare_cluster(dask_client, project: UserProject, options: RunOptions) -> t
     bundle = PlugBundle.from_folder(project.root, project.code_files, project.plug.name,
                                     tuple(var.name for var in project.env if var.secret))
     dask_client.register_plugin(PlugInstaller(bundle))
+    dask_client.register_plugin(DaskProfiler(options.worker_profile))
     return bundle, warnings
 
 

@@ -42,7 +42,7 @@ class SDTDask:
                 check_versions: bool = True, lost_cluster_timeout: float = 60, progress: bool = False, dask_client=None,
                 on_row: Callable[[Row], None] | None = None, plots: int = 3, plot_keys: Iterable[Any] = (),
                 on_start: Callable[[dict], None] | None = None, upstream_fixes: bool | None = None,
-                **run_pipeline_kwargs: Any) -> RunResult:
+                worker_profile: bool = False, **run_pipeline_kwargs: Any) -> RunResult:
         """Run every key. Keyword arguments not named here go to ``DataHandler.run_pipeline``.
 
         An ``output_dir`` that holds finished rows is refused unless ``resume`` (run only the keys
@@ -55,6 +55,8 @@ class SDTDask:
 
         ``upstream_fixes`` (default: sdt.toml's ``upstream_fixes``, on unless set false) applies
         ``sdt_build.upstream_fixes`` on every worker; the run record says what each did.
+        ``worker_profile`` turns Dask's profiler on the workers on (off by default: it costs ~10 % of a
+        site's time and holds an hour of samples) for the profile in dask-report.html.
 
         The first ``plots`` keys run, and ``plot_keys``, keep SDT's own figures for the report
         (report.html in ``output_dir``). A ``dask_client`` you pass is used and left open; otherwise
@@ -67,7 +69,8 @@ class SDTDask:
         options = RunOptions({"verbose": False, **self.project.settings.run_pipeline, **run_pipeline_kwargs},
                              loss_analysis, timeout, retries, max_in_flight, check_versions, lost_cluster_timeout,
                              plots, tuple(validate_key(k) for k in plot_keys),
-                             self.project.settings.upstream_fixes if upstream_fixes is None else upstream_fixes)
+                             self.project.settings.upstream_fixes if upstream_fixes is None else upstream_fixes,
+                             worker_profile)
         if isinstance(keys, (str, os.PathLike)):
             keys = read_keys_file(keys)
         keys = None if keys is None else [validate_key(k) for k in keys]

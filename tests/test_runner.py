@@ -116,3 +116,30 @@ def test_cli_run_exit_code_and_keys_file(short_project, tmp_path):
     assert said == {(fix.name, "applied", 2) for fix in FIXES}, said  # on both workers before the first key
     assert {tuple(r["key"]) for r in payload["rows"]} == {("missing", 5), ("missing", 6)}
     assert "Traceback" not in done.stderr
+
+
+def _profiling(dask_worker) -> list[bool]:
+    return [c.is_running() for n, c in dask_worker.periodic_callbacks.items() if n.startswith("profile")]
+
+
+def test_dask_profiler_is_off_on_every_worker_unless_asked_for(short_project, tmp_path):
+    from distributed import Client, LocalCluster
+
+    key = [("TAEFC1044741", 30)]
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        assert list(client.run(_profiling).values()) == [[True, True]]  # Dask's default
+        began = __import__("time").time()
+        assert SDTDask(short_project).execute(key, dask_client=client).ok
+        cluster.scale(2)
+        client.wait_for_workers(2)  # a worker that joins later gets the plugin, and no profiler either
+        assert list(client.run(_profiling).values()) == [[], []]
+        assert client.profile(start=began)["count"] == 0
+
+        began = __import__("time").time()
+        assert SDTDask(short_project).execute(key, dask_client=client, worker_profile=True).ok
+        assert list(client.run(_profiling).values()) == [[True, True], [True, True]]
+        assert client.profile(start=began)["count"] > 0  # the run's samples, for dask-report.html
+
+        assert SDTDask(short_project).execute(key, dask_client=client).ok  # the next run asks again: off
+        assert list(client.run(_profiling).values()) == [[], []]
