@@ -800,7 +800,8 @@ def run_command(output: Output, directory: Path, keys: tuple[str, ...], keys_fil
                             retries=retries, loss_analysis=loss_analysis, max_in_flight=max_in_flight,
                             lost_cluster_timeout=lost_cluster_timeout, plots=plots,
                             plot_keys=[parse_key(k) for k in plot_keys], upstream_fixes=upstream_fixes,
-                            worker_profile=worker_profile, progress=output.shows, on_start=_run_started(output, runner.client),
+                            worker_profile=worker_profile, progress=output.shows,
+                            on_start=_run_started(output, runner.client),
                             on_row=_row_finished(output) if output.verbose else None)
     table = result.table
     summary = result.summary()
