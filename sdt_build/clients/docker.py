@@ -16,6 +16,7 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
 
+import dask
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
 from sdt_build.clients.base import Client, quiet, scheduler_lost, startup_failure
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 _live: "weakref.WeakSet[DockerContainer]" = weakref.WeakSet()
 # Dask serves /health and /metrics even with --no-dashboard; by default on every interface.
 LOOPBACK_ANY_PORT = "127.0.0.1:0"
+STARTING_CONNECT_TIMEOUT = "5s"  # the client's connects to a scheduler container while the cluster starts
 MEMORY_RESTART = re.compile(r"exceeded \d+% memory budget")  # the nanny's line before it restarts a worker
 
 
@@ -76,6 +78,15 @@ class DockerContainer(ProcessInterface):
                 return
             if status in ("exited", "dead"):
                 break
+            stopped = await loop.run_in_executor(None, self._scheduler_stopped)
+            if stopped is not None:  # a worker would wait for it until Dask's connect timeout
+                await self.close()
+                raise RunFailure("SDT-E517", f"the scheduler container of {self.image} stopped while the "
+                                 f"{self.role} containers were starting",
+                                 "read its log below: a broken image (run `sdt-build smoke IMAGE`), too little memory, "
+                                 "or stopped from outside (e.g. `docker kill`); run again" if stopped.strip() else
+                                 "it left no log (stopped from outside, e.g. `docker kill`, or killed at once): run "
+                                 "again", detail=stopped[-3000:] or None)
             await asyncio.sleep(0.5)
         logs, status = await loop.run_in_executor(None, self._logs_and_status)
         await self.close()
@@ -85,6 +96,21 @@ class DockerContainer(ProcessInterface):
                          f"read its log below: {causes}" if logs.strip() else
                          f"it left no log (stopped from outside, e.g. `docker kill`, or killed at once): run again; "
                          f"if it happens again, look for {causes}", detail=logs[-3000:] or None)
+
+    def _scheduler_stopped(self) -> str | None:
+        """A worker's scheduler container's log once it has stopped or gone (else None)."""
+        if self.role != "worker":
+            return None
+        from docker.errors import APIError
+
+        try:
+            found = docker_client().containers.list(all=True, filters={"label": [
+                f"{LABEL}.cluster={self.cluster_id}", f"{LABEL}.role=scheduler"]})
+            if any(c.status not in ("exited", "dead") for c in found):
+                return None
+            return "".join(c.logs(tail=400).decode(errors="replace") for c in found)
+        except APIError:  # removed while it was read: gone
+            return ""
 
     def _logs_and_status(self) -> tuple[str, str]:
         self.container.reload()
@@ -190,6 +216,7 @@ class DockerClient(Client):
         self._check_parity(image)
         memory = parse_memory(self.memory_per_worker)
         cluster_id = self._cluster_id = uuid.uuid4().hex[:8]
+        cluster_name = f"sdt-docker-{cluster_id}"
         self._obituaries: list[str] = []
         volumes, bytecode = self._bytecode_cache(image)
         shared = {"image": image, "cluster_id": cluster_id, "environment": {**self.environment, **bytecode},
@@ -203,14 +230,22 @@ class DockerClient(Client):
             # tornado's tracebacks of a container that went away, and distributed's "Cluster closed without
             # starting up": the error below says it once
             with quiet("tornado", "distributed.deploy.spec"):
-                self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
-                                                       "options": {**shared, "environment": public,
-                                                                   "dashboard": self.dashboard_address()}},
-                                            workers={f"docker-{i}": worker for i in range(self.worker_count())},
-                                            worker=worker, name=f"sdt-docker-{cluster_id}")
+                # the cluster's calls to its own scheduler, on this machine: one that stopped while the cluster
+                # started is given up on in seconds when the cluster closes, not Dask's 30 s per call
+                with dask.config.set({"distributed.comm.timeouts.connect": STARTING_CONNECT_TIMEOUT}):
+                    self._cluster = SpecCluster(scheduler={"cls": DockerScheduler,
+                                                           "options": {**shared, "environment": public,
+                                                                       "dashboard": self.dashboard_address()}},
+                                                workers={f"docker-{i}": worker for i in range(self.worker_count())},
+                                                worker=worker, name=cluster_name)
                 self._dask_client = self.new_dask_client(self._cluster)
         except Exception as exc:  # the engine wraps what stopped it; the scheduler may have gone away
             failure = startup_failure(exc, self.explain_lost_worker())
+            # SpecCluster closed itself when it failed and its containers go below: Dask's exit hook would
+            # only call its stopped scheduler again
+            for cluster in list(SpecCluster._instances):
+                if cluster.name == cluster_name:
+                    cluster.shutdown_on_close = False
             self.close()  # no container of a cluster that did not start is left behind
             if failure is None:
                 raise
