@@ -109,8 +109,8 @@ class DockerContainer(ProcessInterface):
             if any(c.status not in ("exited", "dead") for c in found):
                 return None
             return "".join(c.logs(tail=400).decode(errors="replace") for c in found)
-        except APIError:  # removed while it was read: gone
-            return ""
+        except APIError:  # not known this time (removed while it was read, a busy daemon): asked again
+            return None
 
     def _logs_and_status(self) -> tuple[str, str]:
         self.container.reload()
