@@ -149,7 +149,8 @@ class DaskProfiler(WorkerPlugin):
         use_profiler(worker, self.enabled)
 
 
-PROFILER = {"profile": "interval", "profile-cycle": "cycle"}  # Dask's profiler: a worker's callbacks, their setting
+# Dask's profiler: a worker's periodic callbacks, each with its setting and the Worker method it calls
+PROFILER = {"profile": ("interval", "trigger_profile"), "profile-cycle": ("cycle", "cycle_profile")}
 
 
 def use_profiler(worker, enabled: bool) -> None:
@@ -174,11 +175,10 @@ def use_profiler(worker, enabled: bool) -> None:
         worker.profile_recent = profile.create()
         return
     running = any(callback.is_running() for callback in callbacks.values())
-    for name, setting in PROFILER.items():
+    for name, (setting, method) in PROFILER.items():
         if name not in callbacks:
             every = parse_timedelta(dask.config.get(f"distributed.worker.profile.{setting}"), default="ms")
-            method = worker.trigger_profile if name == "profile" else worker.cycle_profile
-            callbacks[name] = PeriodicCallback(method, every * 1000)
+            callbacks[name] = PeriodicCallback(getattr(worker, method), every * 1000)
             if running:
                 callbacks[name].start()
 

@@ -309,11 +309,14 @@ def _sparse_is_diagonal(original: Callable) -> Callable:
     return is_diagonal
 
 
+REMEMBERED_SOLVES = 16  # per thread: a key's repeats come close together (one weight or threshold search)
+
+
 def _solved_once(original: Callable) -> Callable:
     """``original`` (one of SDT's signal decompositions: a fresh convex problem built and solved from
     its arguments) that answers a call identical to one of this thread's recent calls (every array
-    and numpy number the same dtype, shape and bytes; every other argument the same value) with a copy of that
-    call's answer instead of solving the same problem again. Calls with other kinds of arguments,
+    and numpy number the same dtype, shape and bytes; every other argument the same value) with a
+    copy of that call's answer instead of solving the same problem again. Calls with other kinds of arguments,
     ``return_all`` (the answer holds the problem) or ``verbose`` (the solver's output is wanted)
     go to the original."""
     import copy
@@ -328,8 +331,10 @@ def _solved_once(original: Callable) -> Callable:
         except TypeError:
             return original(*args, **kwargs)
         bound.apply_defaults()
+        if bound.arguments.get("return_all") or bound.arguments.get("verbose"):
+            return original(*args, **kwargs)
         call = _call_key(bound.arguments)
-        if call is None or bound.arguments.get("return_all") or bound.arguments.get("verbose"):
+        if call is None:
             return original(*args, **kwargs)
         answers = recent.__dict__.setdefault("answers", OrderedDict())
         if call in answers:
@@ -342,9 +347,6 @@ def _solved_once(original: Callable) -> Callable:
         return answer
 
     return functools.wraps(original)(solve)
-
-
-REMEMBERED_SOLVES = 16  # per thread: a key's repeats come close together (one weight or threshold search)
 
 
 def _call_key(arguments: dict) -> tuple | None:

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import textwrap
+import time
 
 import pandas as pd
 import pytest
@@ -129,14 +130,14 @@ def test_dask_profiler_is_off_on_every_worker_unless_asked_for(short_project, tm
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         assert list(client.run(_profiling).values()) == [[True, True]]  # Dask's default
-        began = __import__("time").time()
+        began = time.time()
         assert SDTDask(short_project).execute(key, dask_client=client).ok
         cluster.scale(2)
         client.wait_for_workers(2)  # a worker that joins later gets the plugin, and no profiler either
         assert list(client.run(_profiling).values()) == [[], []]
         assert client.profile(start=began)["count"] == 0
 
-        began = __import__("time").time()
+        began = time.time()
         assert SDTDask(short_project).execute(key, dask_client=client, worker_profile=True).ok
         assert list(client.run(_profiling).values()) == [[True, True], [True, True]]
         assert client.profile(start=began)["count"] > 0  # the run's samples, for dask-report.html

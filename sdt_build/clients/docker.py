@@ -35,6 +35,14 @@ STARTING_CONNECT_TIMEOUT = "5s"  # the client's connects to a scheduler containe
 MEMORY_RESTART = re.compile(r"exceeded \d+% memory budget")  # the nanny's line before it restarts a worker
 
 
+def _not_up(cause: str, logs: str) -> RunFailure:
+    """SDT-E517: a container of the cluster did not come up, with the log it left."""
+    causes = "a broken image (run `sdt-build smoke IMAGE`), a port in use, or too little memory"
+    return RunFailure("SDT-E517", cause, f"read its log below: {causes}" if logs.strip() else
+                      f"it left no log (stopped from outside, e.g. `docker kill`, or killed at once): run again; "
+                      f"if it happens again, look for {causes}", detail=logs[-3000:] or None)
+
+
 class DockerContainer(ProcessInterface):
     """One container running a Dask scheduler or worker; ``address`` comes from its log."""
 
@@ -81,36 +89,18 @@ class DockerContainer(ProcessInterface):
             stopped = await loop.run_in_executor(None, self._scheduler_stopped)
             if stopped is not None:  # a worker would wait for it until Dask's connect timeout
                 await self.close()
-                raise RunFailure("SDT-E517", f"the scheduler container of {self.image} stopped while the "
-                                 f"{self.role} containers were starting",
-                                 "read its log below: a broken image (run `sdt-build smoke IMAGE`), too little memory, "
-                                 "or stopped from outside (e.g. `docker kill`); run again" if stopped.strip() else
-                                 "it left no log (stopped from outside, e.g. `docker kill`, or killed at once): run "
-                                 "again", detail=stopped[-3000:] or None)
+                raise _not_up(f"the scheduler container of {self.image} stopped while the {self.role} containers "
+                              "were starting", stopped)
             await asyncio.sleep(0.5)
         logs, status = await loop.run_in_executor(None, self._logs_and_status)
         await self.close()
-        causes = "a broken image (run `sdt-build smoke IMAGE`), a port in use, or too little memory"
-        raise RunFailure("SDT-E517", f"the {self.role} container of {self.image} did not come up "
-                         f"({'it exited' if status in ('exited', 'dead') else f'no address after {self.startup_timeout:g} s'})",
-                         f"read its log below: {causes}" if logs.strip() else
-                         f"it left no log (stopped from outside, e.g. `docker kill`, or killed at once): run again; "
-                         f"if it happens again, look for {causes}", detail=logs[-3000:] or None)
+        raise _not_up(f"the {self.role} container of {self.image} did not come up "
+                      f"({'it exited' if status in ('exited', 'dead') else f'no address after {self.startup_timeout:g} s'})",
+                      logs)
 
     def _scheduler_stopped(self) -> str | None:
-        """A worker's scheduler container's log once it has stopped or gone (else None)."""
-        if self.role != "worker":
-            return None
-        from docker.errors import APIError
-
-        try:
-            found = docker_client().containers.list(all=True, filters={"label": [
-                f"{LABEL}.cluster={self.cluster_id}", f"{LABEL}.role=scheduler"]})
-            if any(c.status not in ("exited", "dead") for c in found):
-                return None
-            return "".join(c.logs(tail=400).decode(errors="replace") for c in found)
-        except APIError:  # not known this time (removed while it was read, a busy daemon): asked again
-            return None
+        """The log of the scheduler container this one needs, once it has stopped or gone; else None."""
+        return None
 
     def _logs_and_status(self) -> tuple[str, str]:
         self.container.reload()
@@ -175,6 +165,18 @@ class DockerWorker(DockerContainer):
         self.worker_name = str(name)
         self.threads = threads
         self.memory = memory
+
+    def _scheduler_stopped(self) -> str | None:
+        from docker.errors import APIError
+
+        try:
+            found = docker_client().containers.list(all=True, filters={"label": [
+                f"{LABEL}.cluster={self.cluster_id}", f"{LABEL}.role=scheduler"]})
+            if any(c.status not in ("exited", "dead") for c in found):
+                return None
+            return "".join(c.logs(tail=400).decode(errors="replace") for c in found)
+        except APIError:  # not known this time (removed while it was read, a busy daemon): asked again
+            return None
 
     def command(self) -> list[str]:
         command = ["dask", "worker", self.scheduler, "--host", "127.0.0.1", "--nthreads", str(self.threads),
