@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import signal
+import socket
 import time
 import uuid
 
@@ -70,8 +71,10 @@ def test_clean_removes_only_what_an_owner_that_is_gone_left(docker, trouble, fau
                               labels={f"{LABEL}.role": "worker", f"{LABEL}.owner": "another-host:1:1.00"}),
         docker.containers.run(fault_image, ["sleep", "600"], detach=True, network_mode="host",
                               name=f"sdt-unowned-{uuid.uuid4().hex[:8]}", labels={f"{LABEL}.role": "smoke"})]
+    gate = socket.socket()  # the live run's key waits until this listens: after both cleans
+    gate.bind(("127.0.0.1", 0))
     live = start("run", str(folder), "--image", fault_image, "--output", str(tmp_path / "live"),
-                 *keys_arg(("sleep", 60)))  # outlasts the doomed run's start and both cleans
+                 *keys_arg(("until", gate.getsockname()[1])))
     doomed = None
     try:
         kept = wait_for(_cluster_up(docker, live.pid), timeout=180)
@@ -101,6 +104,7 @@ def test_clean_removes_only_what_an_owner_that_is_gone_left(docker, trouble, fau
         assert human.returncode == 0, human.stderr[-3000:]
         assert "another-host" in human.stderr and "--unowned" in human.stderr and "still running" in human.stderr
 
+        gate.listen()
         code, _, err = finished(live, timeout=300)
         assert code == 0, err[-3000:]
         no_traceback(err)
@@ -108,6 +112,7 @@ def test_clean_removes_only_what_an_owner_that_is_gone_left(docker, trouble, fau
         assert row["status"] == "ok", row
         assert not _owned_by(docker, live.pid)
     finally:
+        gate.close()
         for process in (live, doomed):
             if process is not None and process.poll() is None:
                 process.kill()

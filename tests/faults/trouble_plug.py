@@ -3,6 +3,7 @@ synthetic example as synthetic.py). Keys:
 
     ("ok", n)          30 days of synthetic data (n tells keys apart)
     ("sleep", s)       good data after s seconds
+    ("until", port)    good data once something listens on 127.0.0.1:port (up to 10 minutes)
     ("late", s)        ValueError after s seconds
     ("raises",)        ValueError in get_data
     ("dies",)          the worker process is killed (SIGKILL)
@@ -22,6 +23,7 @@ With SDT_FAULTS_FIXED set, every key gives good data (as a fixed plug would, for
 
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -50,6 +52,9 @@ class Trouble(DataPlug):
             raise KeyboardInterrupt
         good = SyntheticPV().get_data((3, 30))
         if os.environ.get("SDT_FAULTS_FIXED") or kind == "ok":
+            return good
+        if kind == "until":
+            _wait_for_listener(int(key[1]))
             return good
         if kind in ("sleep", "late"):
             time.sleep(float(key[1]))
@@ -85,3 +90,14 @@ class Trouble(DataPlug):
         if kind == "no-index":
             return good.reset_index(drop=True)
         raise KeyError(f"unknown trouble {kind!r}")
+
+
+def _wait_for_listener(port: int, limit: float = 600) -> None:
+    ends = time.monotonic() + limit
+    while time.monotonic() < ends:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} in {limit:.0f} s")
