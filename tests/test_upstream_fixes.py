@@ -3,6 +3,7 @@ answer equals the original's on generated inputs (property tests), for every rel
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,10 +19,12 @@ from hypothesis import strategies as st
 
 from sdt_build import upstream_fixes
 from sdt_build.task import PEAK_MEMORY, MEMORY_AFTER
-from sdt_build.upstream_fixes import APPLIED, FIXES, OFF, SKIPPED, DeferredLoad, UpstreamFix, fingerprint
+from sdt_build.upstream_fixes import (APPLIED, FIXES, OFF, SKIPPED, DefaultChoice, DeferredLoad, UpstreamFix,
+                                      fingerprint)
 
 IS_DIAGONAL = next(fix for fix in FIXES if fix.name == "cvxpy-sparse-is-diagonal")
 SHADE_DATA = next(fix for fix in FIXES if fix.name == "sdt-shade-data-on-first-use")
+COO_BACKEND = next(fix for fix in FIXES if fix.name == "cvxpy-coo-canon-backend")
 # cvxpy 1.7.5's is_diagonal, as its wheel has it (cvxpy/utilities/linalg.py): SDT's set on Python 3.10
 CVXPY_1_7_5 = textwrap.dedent('''\
     def is_diagonal(A):
@@ -208,6 +211,82 @@ def test_other_code_is_left_alone_and_off_puts_the_original_back():
     assert upstream_fixes.apply()[0].status == APPLIED  # again: nothing applied twice
     assert linalg.is_diagonal.__wrapped__ is original
     assert upstream_fixes.apply(False)[0].status == OFF and linalg.is_diagonal is original
+
+
+def _solver_inputs(monkeypatch, key: tuple) -> list[str]:
+    """The digest of every problem a pipeline hands Clarabel (P, c, A, b and the cones), in order."""
+    import hashlib
+
+    from conftest import EXAMPLES
+    from cvxpy.reductions.solvers.conic_solvers.clarabel_conif import CLARABEL
+    from solardatatools import DataHandler
+
+    seen = []
+    solve = CLARABEL.solve_via_data
+
+    def observed(self, data, *args, **kwargs):
+        digest = hashlib.sha256(repr(data["dims"]).encode())
+        for name in ("P", "c", "A", "b"):
+            value = data.get(name)
+            if value is not None and sp.issparse(value):
+                value = sp.csc_array(value)
+                value.sort_indices()
+                parts = (value.shape, value.data, value.indices, value.indptr)
+            else:
+                parts = (np.shape(value), np.ascontiguousarray(value))
+            for part in parts:
+                digest.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+        seen.append(digest.hexdigest())
+        return solve(self, data, *args, **kwargs)
+
+    spec = importlib.util.spec_from_file_location("synthetic_plug", EXAMPLES / "synthetic" / "dataplug.py")
+    plug = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plug)
+    with monkeypatch.context() as patched:
+        patched.setattr(CLARABEL, "solve_via_data", observed)
+        DataHandler(plug.SyntheticPV().get_data(key)).run_pipeline(verbose=False, fix_shifts=True)
+    return seen
+
+
+@pytest.mark.parametrize("key", [(5, 120), (13, 400)], ids=["capacity-change", "time-shift"])
+def test_the_coo_backend_hands_the_solver_the_same_problems_byte_for_byte(monkeypatch, key):
+    import cvxpy.settings
+
+    upstream_fixes.apply(False)
+    monkeypatch.delenv(COO_BACKEND.env, raising=False)
+    try:
+        default = _solver_inputs(monkeypatch, key)
+        assert upstream_fixes.apply(fixes=(COO_BACKEND,))[0].status == APPLIED
+        assert cvxpy.settings.DEFAULT_CANON_BACKEND == "COO"
+        chosen = _solver_inputs(monkeypatch, key)
+    finally:
+        upstream_fixes.apply(False)
+    assert cvxpy.settings.DEFAULT_CANON_BACKEND == "CPP"
+    assert len(default) > 20 and chosen == default
+
+
+def test_a_default_choice_keeps_the_users_own_and_leaves_other_code_alone(monkeypatch):
+    import cvxpy.settings
+
+    upstream_fixes.apply(False)
+    monkeypatch.setenv(COO_BACKEND.env, "SCIPY")
+    (outcome,) = upstream_fixes.apply(fixes=(COO_BACKEND,))
+    assert outcome.status == SKIPPED and "CVXPY_DEFAULT_CANON_BACKEND is set (to 'SCIPY')" in outcome.reason
+    assert cvxpy.settings.DEFAULT_CANON_BACKEND == "CPP"
+    monkeypatch.delenv(COO_BACKEND.env)
+    other = DefaultChoice(**{**COO_BACKEND.__dict__, "name": "cvxpy-other", "fingerprints": ("0" * 16,)})
+    (outcome,) = upstream_fixes.apply(fixes=(other,))
+    assert outcome.status == SKIPPED and "not the code this fix was made for" in outcome.reason
+    gone = DefaultChoice(**{**COO_BACKEND.__dict__, "name": "gone", "code": ("cvxpy.lin_ops.backends.nothing",)})
+    assert upstream_fixes.apply(fixes=(gone,))[0].status == SKIPPED
+    assert cvxpy.settings.DEFAULT_CANON_BACKEND == "CPP"
+    try:
+        assert upstream_fixes.apply(fixes=(COO_BACKEND,))[0].status == APPLIED
+        assert upstream_fixes.apply(fixes=(COO_BACKEND,))[0].status == APPLIED  # nothing applied twice
+        assert cvxpy.settings.DEFAULT_CANON_BACKEND == "COO"
+    finally:
+        assert upstream_fixes.apply(False, fixes=(COO_BACKEND,))[0].status == OFF
+    assert cvxpy.settings.DEFAULT_CANON_BACKEND == "CPP"
 
 
 # A module that reads "data files" at import, in a distribution of its own: where each way in to a
