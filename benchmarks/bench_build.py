@@ -21,19 +21,20 @@ import time
 from pathlib import Path
 
 from benchmarks import ROOT, timed
-from sdt_build.daemon import LABEL, docker_client
+
+from sdt_build.build.daemon import LABEL, docker_client
+from sdt_build.build.image import build, choose_base
+from sdt_build.build.smoke import PIPELINE_DAYS
 from sdt_build.doctor import HUGE_PAGES
-from sdt_build.image import build, choose_base
 from sdt_build.pipeline import build_project
 from sdt_build.resources import render_template
-from sdt_build.smoke import PIPELINE_DAYS
 
 # The goals the build suite is held to (ratios; both sides measured in the same run).
 GOALS = {"cold / upstream cold": 0.6, "edit dataplug.py / cold": 0.1,
          "add a requirement / cold": 0.2, "image size / upstream": 0.65}
 NOOP_SECONDS = 1.0
 # SDT's pipeline step of the smoke test, alone and timed after its imports
-PIPELINE_STEP = ("import time, pandas, sdt_dask, solardatatools; from sdt_build.probe import pipeline; "
+PIPELINE_STEP = ("import time, pandas, sdt_dask, solardatatools; from sdt_build.runtime.probe import pipeline; "
                  f"t = time.perf_counter(); pipeline({PIPELINE_DAYS}, True); print(time.perf_counter() - t)")
 
 HOST_CA = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))

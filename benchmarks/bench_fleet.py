@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psutil
-
 from benchmarks import ROOT, timed
 from benchmarks.bench_runner import _compare, _values
-from sdt_build.results import PLOTS, RESULTS, OutputFolder, read_journal, results_table
-from sdt_build.rows import SECONDS
-from sdt_build.runner import TOTAL, _write_outputs
-from sdt_build.task import PEAK_MEMORY, MEMORY_AFTER
+
+from sdt_build.run.results import PLOTS, RESULTS, OutputFolder, read_journal, results_table
+from sdt_build.run.runner import TOTAL, _write_outputs
+from sdt_build.runtime.rows import SECONDS
+from sdt_build.runtime.task import PEAK_MEMORY, MEMORY_AFTER
 
 EXAMPLE = ROOT / "examples" / "fleet"
 SDT = str(Path(sys.executable).parent / "sdt-build")

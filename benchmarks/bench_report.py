@@ -48,8 +48,8 @@ def _png(kind: str, rng: random.Random, days: int = 490) -> bytes:
 
 def make_folder(folder: Path, rows: int, seed: int = 7) -> None:
     """An output folder as a run leaves it (journal, run.json, warnings.log, plots/)."""
-    from sdt_build.results import OutputFolder
-    from sdt_build.rows import Row
+    from sdt_build.run.results import OutputFolder
+    from sdt_build.runtime.rows import Row
 
     rng = random.Random(seed)
     output = OutputFolder(folder, resume=False)
@@ -85,7 +85,7 @@ def make_folder(folder: Path, rows: int, seed: int = 7) -> None:
 
 
 def run() -> None:
-    from sdt_build.report import make_report
+    from sdt_build.run.report import make_report
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="sdt-bench-report-") as work:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from benchmarks import ROOT, timed
 from benchmarks.dependency_cases import cases, check, folder, resolver
-from sdt_build.project import load_project
-from sdt_build.resolve import lock
+
+from sdt_build.dependencies.resolve import lock
+from sdt_build.userfolder.project import load_project
 
 
 def run() -> None:

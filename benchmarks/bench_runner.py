@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Iterator
 
 import psutil
-
 from benchmarks import ROOT
-from sdt_build.rows import SDT_REPORT
+
+from sdt_build.runtime.rows import SDT_REPORT
 
 PLUG = '''
 import importlib.util
@@ -64,7 +64,7 @@ class Bench(DataPlug):
 ONE_SITE = '''
 import json, resource, sys, time
 sys.path.insert(0, {folder!r})
-from sdt_build import upstream_fixes
+from sdt_build.runtime import upstream_fixes
 fixes = upstream_fixes.apply({fixes!r})  # before SDT is first imported, as on workers
 from dataplug import Bench
 from solardatatools import DataHandler
@@ -117,7 +117,7 @@ def _warm_up(fixes: bool | None) -> None:
     """SDT imported on a worker (the first import takes seconds), after the side's upstream fixes
     (``None``: upstream's side, which has none), as sdt-build's workers do before their first key."""
     if fixes is not None:
-        from sdt_build import upstream_fixes
+        from sdt_build.runtime import upstream_fixes
 
         upstream_fixes.apply(fixes)
     import solardatatools  # noqa: F401

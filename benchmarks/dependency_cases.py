@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import ROOT
+
 from sdt_build import constraints
 from sdt_build.cache import cache_root
-from sdt_build.errors import DependencyConflict
-from sdt_build.precheck import Finding, precheck
-from sdt_build.project import load_project
-from sdt_build.resolve import lock
+from sdt_build.dependencies.precheck import Finding, precheck
+from sdt_build.dependencies.resolve import lock
+from sdt_build.runtime.errors import DependencyConflict
+from sdt_build.userfolder.project import load_project
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-
 from benchmarks import ROOT, timed
 from benchmarks.bench_report import make_folder
 from benchmarks.bench_runner import dask_processes
@@ -123,7 +122,7 @@ def _profile(function, count: int = 5) -> tuple[float, str]:
 
 def _scan(folder: Path) -> dict:
     """What a resume does with an output folder before its first key: open it, read its journal."""
-    from sdt_build.results import OutputFolder
+    from sdt_build.run.results import OutputFolder
 
     output = OutputFolder(folder, resume=True, project=PROJECT)
     try:
@@ -139,7 +138,7 @@ def _gib(value: int) -> str:
 
 def run_keys(n: int = 100_000) -> list[str]:
     """The lines to print for ``n`` keys."""
-    from sdt_build.report import make_report
+    from sdt_build.run.report import make_report
 
     lines = []
     with dask_processes() as address, tempfile.TemporaryDirectory(prefix="sdt-bench-keys-") as work:

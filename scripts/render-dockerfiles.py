@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from sdt_build.project import load_project
-from sdt_build.render import render_dockerfile
-from sdt_build.resolve import lock
+from sdt_build.build.render import render_dockerfile
+from sdt_build.dependencies.resolve import lock
+from sdt_build.userfolder.project import load_project
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,8 @@ plug contract is imported eagerly; ``SDTDask`` and the clients load on first use
 
 import importlib
 
-from sdt_build.errors import SdtBuildError
-from sdt_build.plug import DataPlug, EnvVar
+from sdt_build.runtime.errors import SdtBuildError
+from sdt_build.runtime.plug import DataPlug, EnvVar
 
 __version__ = "0.1.0"
 __all__ = ["DataPlug", "EnvVar", "Client", "SDTDask", "SdtBuildError", "__version__"]

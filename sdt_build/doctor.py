@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from sdt_build import pipconfig
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, SDT_PACKAGE, WORKER_MEMORY
-from sdt_build.errors import SdtBuildError, counted
+from sdt_build.runtime.errors import SdtBuildError, counted
+from sdt_build.sources import pipconfig
 
 FREE_BYTES = 5 * 1024**3  # the wheel cache and one build context of SDT's set fit in well under this
 THP_POLICY = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -58,13 +58,13 @@ def diagnose(directory: Path | None = None) -> list[Check]:
 
 
 def _project(directory: Path):
-    from sdt_build.project import load_project
+    from sdt_build.userfolder.project import load_project
 
     return load_project(directory, require_env=False)
 
 
 def _docker():
-    from sdt_build.daemon import docker_client
+    from sdt_build.build.daemon import docker_client
 
     try:
         client = docker_client()
@@ -75,8 +75,8 @@ def _docker():
 
 
 def _base_image(docker, python: str, wanted: str | None) -> Check:
-    from sdt_build.daemon import image_exists
-    from sdt_build.image import base_candidates, missing_base
+    from sdt_build.build.daemon import image_exists
+    from sdt_build.build.image import base_candidates, missing_base
 
     candidates = base_candidates(python, wanted)
     if docker is None:
@@ -90,7 +90,7 @@ def _base_image(docker, python: str, wanted: str | None) -> Check:
 
 
 def _index(url: str, sources: pipconfig.IndexSettings) -> Check:
-    from sdt_build.index import reach
+    from sdt_build.sources.index import reach
 
     where = pipconfig.host(url)
     problem = reach(url, sources)

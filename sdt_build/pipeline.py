@@ -8,16 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sdt_build.context import BuildContext, assemble, context_folder, environment, fill_environment
-from sdt_build.daemon import docker_client, image_exists
-from sdt_build.errors import EnvironmentProblem, ProjectError
-from sdt_build.image import (BaseChoice, Image, bootstrapped_base_tag, build_env_image, build_image, choose_base,
-                             mark, push_image)
+from sdt_build.build.context import BuildContext, assemble, context_folder, environment, fill_environment
+from sdt_build.build.daemon import docker_client, image_exists
+from sdt_build.build.image import (BaseChoice, Image, bootstrapped_base_tag, build_env_image, build_image, choose_base,
+                                   mark, push_image)
+from sdt_build.build.smoke import PIPELINE_DAYS, SmokeReport, smoke_image
+from sdt_build.build.workerenv import WorkerEnv, build_venv
+from sdt_build.dependencies.resolve import ResolvedLock, lock
 from sdt_build.progress import OnEvent, Timings, ignore
-from sdt_build.project import UserProject, load_project, runtime_env
-from sdt_build.resolve import ResolvedLock, lock
-from sdt_build.smoke import PIPELINE_DAYS, SmokeReport, smoke_image
-from sdt_build.workerenv import WorkerEnv, build_venv
+from sdt_build.runtime.errors import EnvironmentProblem, ProjectError
+from sdt_build.userfolder.project import UserProject, load_project, runtime_env
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from sdt_build.errors import ProblemList
+from sdt_build.runtime.errors import ProblemList
 from sdt_build.userfiles import confined, inside
 
 # -r/-c lines as pip writes them; after reading, a constraint file is kept as ``-c <relative path>``.

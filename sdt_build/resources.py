@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sdt_build.errors import EnvironmentProblem, ProjectError
-from sdt_build.redact import shorten
+from sdt_build.runtime.errors import EnvironmentProblem, ProjectError
+from sdt_build.runtime.redact import shorten
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable

@@ -11,18 +11,18 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from sdt_build.build.daemon import docker_client
+from sdt_build.build.image import untag_pushed
 from sdt_build.clients import Client, load_client
-from sdt_build.daemon import docker_client
-from sdt_build.errors import ProjectError, RunFailure
-from sdt_build.image import untag_pushed
 from sdt_build.interrupt import terminate_as_interrupt
-from sdt_build.keys import read_keys_file, validate_key
 from sdt_build.pipeline import build_project
-from sdt_build.project import load_project, runtime_env
-from sdt_build.results import OutputFolder
-from sdt_build.rows import Row
-from sdt_build.runner import RunOptions, RunResult, run
-from sdt_build.settings import pipeline_problems
+from sdt_build.run.results import OutputFolder
+from sdt_build.run.runner import RunOptions, RunResult, run
+from sdt_build.runtime.errors import ProjectError, RunFailure
+from sdt_build.runtime.keys import read_keys_file, validate_key
+from sdt_build.runtime.rows import Row
+from sdt_build.userfolder.project import load_project, runtime_env
+from sdt_build.userfolder.settings import pipeline_problems
 
 
 class SDTDask:
@@ -54,7 +54,7 @@ class SDTDask:
         keys of sdt.toml, else the plug's ``keys()``.
 
         ``upstream_fixes`` (default: sdt.toml's ``upstream_fixes``, on unless set false) applies
-        ``sdt_build.upstream_fixes`` on every worker; the run record says what each did.
+        ``sdt_build.runtime.upstream_fixes`` on every worker; the run record says what each did.
         ``worker_profile`` turns Dask's profiler on the workers on (off by default: it costs ~10 % of a
         site's time and holds an hour of samples) for the profile in dask-report.html.
 

@@ -14,8 +14,8 @@ import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdt_build.errors import ProblemList
-from sdt_build.redact import redact
+from sdt_build.runtime.errors import ProblemList
+from sdt_build.runtime.redact import redact
 
 PLUG_FILE = "dataplug.py"
 CLIENT_FILE = "client.py"

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from faultkit import fault_image, trouble  # noqa: F401  (fixtures of the fault probes)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,8 +18,8 @@ BASE_IMAGE = os.environ.get("SDT_TEST_BASE_IMAGE", "sdt-base:bookworm-py3.11")
 
 @pytest.fixture(scope="session")
 def docker():
-    from sdt_build.errors import EnvironmentProblem
-    from sdt_build.daemon import docker_client
+    from sdt_build.runtime.errors import EnvironmentProblem
+    from sdt_build.build.daemon import docker_client
 
     try:
         return docker_client()
@@ -30,7 +29,7 @@ def docker():
 
 @pytest.fixture(scope="session")
 def base_image(docker):
-    from sdt_build.daemon import image_exists
+    from sdt_build.build.daemon import image_exists
 
     if not image_exists(docker, BASE_IMAGE):
         pytest.fail(f"base image {BASE_IMAGE} is missing: run `make base-image` first")
@@ -109,8 +108,8 @@ def force_plug_layer(built, pins: dict[str, str], log: Path) -> None:
 
     from uv import find_uv_bin
 
-    from sdt_build.render import render_dockerfile
-    from sdt_build.wheels import download, link_into
+    from sdt_build.build.render import render_dockerfile
+    from sdt_build.sources.wheels import download, link_into
 
     context = built.context.directory
     link_into(list(download(pins, "3.11", log).values()), context / "wheels" / "plug")
@@ -123,8 +122,8 @@ def force_plug_layer(built, pins: dict[str, str], log: Path) -> None:
 def build_context(docker, built, tag: str, log: Path) -> str:
     """Build a context written by ``build_project(..., context_only=True)`` (and perhaps changed),
     making its SDT environment image first when it is missing."""
-    from sdt_build.daemon import image_exists
-    from sdt_build.image import build, build_env_image
+    from sdt_build.build.daemon import image_exists
+    from sdt_build.build.image import build, build_env_image
 
     if not image_exists(docker, built.context.env.tag):
         build_env_image(docker, built.context.env)
@@ -182,7 +181,7 @@ def direct_report():
 
     @functools.cache
     def report(site: str, kwargs: tuple, years: tuple | None = None, column: str | None = None) -> dict:
-        from sdt_build import upstream_fixes
+        from sdt_build.runtime import upstream_fixes
 
         upstream_fixes.apply(False)  # SDT as installed: the reference the fixed runs are held to
         series = site_series(site)
@@ -200,7 +199,7 @@ def direct_report():
 def assert_same_reports(table, expected: list[tuple[tuple, dict]]) -> None:
     """Each key's row carries exactly the values of its direct DataHandler report (key, report pairs:
     keys may hold lists, so they are not dict keys)."""
-    from sdt_build.keys import key_id
+    from sdt_build.runtime.keys import key_id
 
     rows = {key_id(row["key"]): row for row in table.to_dict("records")}
     assert set(rows) == {key_id(k) for k, _ in expected}, sorted(rows)

@@ -21,9 +21,9 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 
-from sdt_build.daemon import LABEL
-
 from services import free_port, wait_ready
+
+from sdt_build.build.daemon import LABEL
 
 
 @dataclass

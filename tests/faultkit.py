@@ -117,7 +117,7 @@ def rows_in(output: Path) -> int:
 def cluster_containers(docker, owner: int | None = None) -> list:
     """Cluster containers on the daemon; with ``owner``, only those that process started (the
     daemon may be shared with other work)."""
-    from sdt_build.daemon import LABEL
+    from sdt_build.build.daemon import LABEL
     from sdt_build.owner import Owner
 
     found = docker.containers.list(all=True, filters={"label": f"{LABEL}.cluster"}, ignore_removed=True)

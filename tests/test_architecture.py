@@ -11,21 +11,20 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES, ROOT
 
 PACKAGE = ROOT / "sdt_build"
-# Bottom to top. A module may import from its own floor and the floors below, never above.
+# Bottom to top, by top-level module or folder. A module may import from its own floor and the floors
+# below, never above.
 FLOORS = (
-    ("ground: data and shared names", {"errors", "parity", "target", "keys", "rows", "plug", "userfiles", "redact",
-                                       "resources", "cache", "constraints", "requirements", "progress", "owner",
-                                       "interrupt", "installer"}),
-    ("runtime: what runs in images and on workers", {"upstream_fixes", "task", "probe"}),
-    ("the user's folder", {"settings", "contracts", "project"}),
-    ("package sources", {"pipconfig", "index", "wheels"}),
-    ("dependencies", {"walk", "precheck", "resolve"}),
-    ("build", {"render", "context", "daemon", "image", "smoke", "workerenv"}),
-    ("run", {"results", "report", "clients", "runner"}),
+    ("runtime: what images and worker venvs hold", {"runtime"}),
+    ("ground: shared names", {"target", "resources", "cache", "constraints", "requirements", "progress", "owner",
+                              "interrupt", "installer", "userfiles"}),
+    ("the user's folder", {"userfolder"}),
+    ("package sources", {"sources"}),
+    ("dependencies", {"dependencies"}),
+    ("build", {"build"}),
+    ("run", {"run", "clients"}),
     ("composition", {"pipeline", "sdtdask", "doctor"}),
     ("shells and maintainer tools", {"cli", "__main__", "maintainer"}),
 )
@@ -82,7 +81,7 @@ def test_every_floor_is_documented():
 def test_the_parity_contract_covers_dasks_own_version_check():
     from distributed import versions
 
-    from sdt_build import parity
+    from sdt_build.runtime import parity
 
     assert set(versions.required_packages) <= set(parity.MUST_MATCH)
     assert set(versions.optional_packages) <= set(parity.SHOULD_MATCH)
@@ -91,7 +90,7 @@ def test_the_parity_contract_covers_dasks_own_version_check():
 
 def test_the_parity_module_runs_where_sdt_build_is_not_installed(tmp_path):
     """DockerClient lends the file to images that have no sdt_build: it must need nothing else."""
-    from sdt_build import parity
+    from sdt_build.runtime import parity
 
     copy = tmp_path / "parity.py"
     shutil.copy(parity.__file__, copy)
@@ -116,9 +115,9 @@ def _content_hash(package_root: Path, example: Path, context: Path) -> str:
 def test_editing_the_cli_leaves_every_image_hash_unchanged(docker, base_image, tmp_path, example):
     edited = tmp_path / "edited"
     shutil.copytree(PACKAGE, edited / "sdt_build", ignore=shutil.ignore_patterns("__pycache__"))
-    cli = edited / "sdt_build" / "cli.py"
+    cli = edited / "sdt_build" / "cli" / "shell.py"
     cli.write_text(cli.read_text().replace('"""Check, build, smoke-test and run', '"""Check, build, test and run'))
-    assert cli.read_text() != (PACKAGE / "cli.py").read_text()
+    assert cli.read_text() != (PACKAGE / "cli" / "shell.py").read_text()
     original = _content_hash(ROOT, EXAMPLES / example, tmp_path / "a" / "context")
     assert _content_hash(edited, EXAMPLES / example, tmp_path / "b" / "context") == original
 
@@ -126,15 +125,19 @@ def test_editing_the_cli_leaves_every_image_hash_unchanged(docker, base_image, t
 def test_the_runtime_part_stands_alone(tmp_path):
     """What an image holds of sdt_build imports nothing else of it: a worker can run a key, the probe
     can run, and a plug can import the contract."""
-    from sdt_build.context import RUNTIME
+    from sdt_build.build.context import runtime_files
 
-    for name in RUNTIME:
+    files = runtime_files()
+    assert "runtime/task.py" in files and "__init__.py" in files
+    for name in files:
         target = tmp_path / "sdt_build" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PACKAGE / name, target)
-    code = ("import sys; import sdt_build.task, sdt_build.probe, sdt_build.parity; from sdt_build import DataPlug, EnvVar; "
-            "assert all(m.split('.')[0] != 'sdt_build' or m.replace('.', '/') + '.py' in "
-            f"{[f'sdt_build/{n}' for n in RUNTIME]!r} or m == 'sdt_build' for m in sys.modules), sorted(sys.modules)")
+    code = ("import sys; import sdt_build.runtime.task, sdt_build.runtime.probe, sdt_build.runtime.parity; "
+            "from sdt_build import DataPlug, EnvVar; "
+            "assert all(m.split('.')[0] != 'sdt_build' or m in ('sdt_build', 'sdt_build.runtime') or "
+            f"m.replace('.', '/') + '.py' in {[f'sdt_build/{n}' for n in files]!r} for m in sys.modules), "
+            "sorted(sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -22,12 +22,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from sdt_build.errors import SmokeFailure
-from sdt_build.project import inspect_project
-
 from conftest import EXAMPLES, ROOT, SDT
 from mdlinks import broken_links
+
+from sdt_build.runtime.errors import SmokeFailure
+from sdt_build.userfolder.project import inspect_project
 
 BROKEN = sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and p.name.startswith("broken-"))
 EXPECT = re.compile(r"^Expect: (check|build) exit (\d+)((?: SDT-E\d{3})+)[ \t]*$", re.M)

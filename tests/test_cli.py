@@ -51,7 +51,7 @@ def test_debug_shows_traceback_only_when_asked(tmp_path):
 
 
 def test_keys_files_keep_what_was_written(tmp_path):
-    from sdt_build.keys import read_keys_file
+    from sdt_build.runtime.keys import read_keys_file
 
     csv_file = tmp_path / "keys.csv"
     csv_file.write_text('# site,year\n13,2011\n14,"[2011, 2012]"\n# a comment\n')

@@ -9,13 +9,12 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import EXAMPLES, SDT
+from engines import construct
 
 from sdt_build.clients import AzureClient, FargateClient, KubernetesClient
 from sdt_build.constraints import PIPELINE_PEAK_BYTES
-from sdt_build.errors import RunFailure
-
-from conftest import EXAMPLES, SDT
-from engines import construct
+from sdt_build.runtime.errors import RunFailure
 
 GOOD_FARGATE = dict(region="us-west-2", vpc="vpc-0123456789abcdef0", subnets=("subnet-0123456789abcdef0",),
                     security_groups=("sg-0123456789abcdef0",), worker_cpu=1024, worker_mem=8192, workers=3,

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, SDT
 
 UV = [sys.executable, "-m", "uv"]
@@ -22,7 +21,7 @@ UV = [sys.executable, "-m", "uv"]
 def test_brackets_in_messages_and_table_cells_print_as_written():
     from rich.table import Table
 
-    from sdt_build.cli import _console
+    from sdt_build.cli.shell import _console
 
     stream = io.StringIO()
     console = _console(stream)
@@ -137,8 +136,8 @@ def test_a_python_without_a_base_image_is_reported_by_check_with_a_fix_that_does
     scaffold's LocalClient) gets it as a warning: its run needs no base image."""
     from docker.errors import APIError
 
-    from sdt_build.daemon import image_exists
-    from sdt_build.image import base_candidates
+    from sdt_build.build.daemon import image_exists
+    from sdt_build.build.image import base_candidates
     from sdt_build.target import DEBIAN_SUITES
 
     base = subprocess.run([SDT, "base", "--python", python, "--json"], capture_output=True, text=True)

@@ -24,17 +24,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES, SDT
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from sdt_build import constraints
-from sdt_build.errors import DependencyConflict
 from sdt_build.constraints import SdtSet
-from sdt_build.precheck import Finding, precheck
-from sdt_build.project import load_project
-from sdt_build.resolve import compile_for_target, explain_failure, lock
-
-from conftest import EXAMPLES, SDT
+from sdt_build.dependencies.precheck import Finding, precheck
+from sdt_build.dependencies.resolve import compile_for_target, explain_failure, lock
+from sdt_build.runtime.errors import DependencyConflict
+from sdt_build.userfolder.project import load_project
 
 PY = "3.11"
 PINS = constraints.pins(PY)
@@ -229,7 +228,7 @@ def test_a_line_with_an_extra_is_shown_with_it(tmp_path):
 
 def test_a_wheel_url_is_locked_and_downloaded_from_its_url(tmp_path, monkeypatch):
     monkeypatch.setenv("SDT_CACHE_DIR", str(tmp_path / "cache"))
-    from sdt_build.wheels import download
+    from sdt_build.sources.wheels import download
 
     project = load_project(make_folder(tmp_path, PVANALYTICS_WHEEL + "\n"), require_env=False)
     assert [f for f in precheck(project) if f.severity == "error"] == []
@@ -495,7 +494,7 @@ def test_an_unchanged_lock_comes_from_the_cache_with_its_findings_and_no_prechec
         raise AssertionError("the pre-check ran for an unchanged lock")
 
     with monkeypatch.context() as patched:
-        patched.setattr("sdt_build.resolve.precheck", no_precheck)
+        patched.setattr("sdt_build.dependencies.resolve.precheck", no_precheck)
         again = lock(load_project(folder, require_env=False), log_dir=tmp_path / "logs")
     assert again.cached and again.text == first.text and again.findings == first.findings
     (folder / "requirements.txt").write_text("tabulate<0.9\n")

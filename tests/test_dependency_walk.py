@@ -13,14 +13,14 @@ import re
 from pathlib import Path
 
 import pytest
+from benchmarks.dependency_cases import cases, check, folder, resolver
 from packaging.version import Version
 
-from benchmarks.dependency_cases import cases, check, folder, resolver
 from sdt_build import constraints
 from sdt_build.constraints import SdtSet, catalog
-from sdt_build.precheck import precheck
-from sdt_build.project import load_project
-from sdt_build.resolve import lock
+from sdt_build.dependencies.precheck import precheck
+from sdt_build.dependencies.resolve import lock
+from sdt_build.userfolder.project import load_project
 
 CASES = cases()
 PLACEHOLDER = re.compile(r"\bNAME\b|\{\w*\}|\bNone\b|\ba package\b|\bPACKAGE\b|\bVERSION\b|\?\?")
@@ -79,7 +79,7 @@ def test_the_line_that_clashes_on_its_own_is_blamed_not_its_neighbour(tmp_path, 
 
 
 def test_check_resolve_confirms_a_clash_with_the_resolver_capped(tmp_path):
-    from sdt_build.errors import DependencyConflict
+    from sdt_build.runtime.errors import DependencyConflict
 
     plug = folder(type(CASES[0])("boto3", "boto3\n", "boto3"), tmp_path)
     project = load_project(plug, require_env=False)

@@ -8,12 +8,11 @@ import subprocess
 import uuid
 
 import pytest
-
-from sdt_build.errors import BuildError, EnvironmentProblem
-from sdt_build.daemon import classify_daemon_error, run_command
-from sdt_build.image import build, choose_base
-
 from conftest import SDT
+
+from sdt_build.build.daemon import classify_daemon_error, run_command
+from sdt_build.build.image import build, choose_base
+from sdt_build.runtime.errors import BuildError, EnvironmentProblem
 
 
 def _context(tmp_path, dockerfile: str):

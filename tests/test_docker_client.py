@@ -16,15 +16,14 @@ import uuid
 import warnings
 
 import pytest
-
-from sdt_build import SDTDask
-from sdt_build.clients import DockerClient
-from sdt_build.errors import RunFailure
-from sdt_build.daemon import LABEL
-from sdt_build.pipeline import build_project
-
 from conftest import FIX_SHIFTS, SDT, SITES, assert_same_reports, build_context, force_plug_layer
 from faultkit import cluster_containers
+
+from sdt_build import SDTDask
+from sdt_build.build.daemon import LABEL
+from sdt_build.clients import DockerClient
+from sdt_build.pipeline import build_project
+from sdt_build.runtime.errors import RunFailure
 
 pytestmark = pytest.mark.docker
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from sdt_build.errors import EXIT_CODES
-from sdt_build.resources import doc_text
-
 from conftest import ROOT
 from mdlinks import broken_links, doc_references, slugs
+
+from sdt_build.resources import doc_text
+from sdt_build.runtime.errors import EXIT_CODES
 
 CODE = re.compile(r"SDT-E\d{3}")
 

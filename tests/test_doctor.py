@@ -8,13 +8,12 @@ import re
 import subprocess
 
 import pytest
+from conftest import SDT
 
 from sdt_build.clients.local import machine_workers
 from sdt_build.constraints import PIPELINE_PEAK, WORKER_MEMORY
 from sdt_build.doctor import HUGE_PAGES, HUGE_PAGES_SLOWER, THP_POLICY
-from sdt_build.errors import counted
-
-from conftest import SDT
+from sdt_build.runtime.errors import counted
 
 pytestmark = pytest.mark.docker
 

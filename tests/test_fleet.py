@@ -9,7 +9,6 @@ import importlib.util
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import EXAMPLES
 
 FLEET = EXAMPLES / "fleet"
@@ -69,7 +68,7 @@ def test_the_truth_is_what_the_data_shows(fleet):
 def test_broken_systems_fail_with_their_cause_and_rows_record_worker_memory(fleet, tmp_path):
     from sdt_build import SDTDask
     from sdt_build.clients import LocalClient
-    from sdt_build.task import PEAK_MEMORY, MEMORY_AFTER
+    from sdt_build.runtime.task import PEAK_MEMORY, MEMORY_AFTER
 
     keys = [(3, 90), (5, 120), (0, 90), (7, 60), (77, 60), (147, 60)]
     result = SDTDask(FLEET, client=LocalClient(workers=2, threads_per_worker=1)).execute(
@@ -104,7 +103,7 @@ class Heap(DataPlug):
 def test_a_worker_gives_back_the_memory_a_key_freed(tmp_path):
     from pathlib import Path
 
-    from sdt_build import task
+    from sdt_build.runtime import task
 
     (tmp_path / "dataplug.py").write_text(HEAP_PLUG)
     bundle = task.PlugBundle.from_folder(tmp_path, (Path("dataplug.py"),), "Heap")

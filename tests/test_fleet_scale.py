@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from faultkit import keys_arg, sdt
 
 
@@ -21,9 +20,9 @@ def _journal(folder: Path, rows, tail: bytes = b"") -> Path:
 
 
 def test_a_resume_reads_each_keys_last_row_and_cuts_a_long_torn_line(tmp_path):
-    from sdt_build.errors import RunFailure
-    from sdt_build.results import OutputFolder
-    from sdt_build.rows import Row
+    from sdt_build.runtime.errors import RunFailure
+    from sdt_build.run.results import OutputFolder
+    from sdt_build.runtime.rows import Row
 
     done = Row.done(("a", 1), {"capacity": 5.0}, {"total": 1.0}, "w").but(plug="old")
     rows = [Row.done(("b",), {}, {"total": 1.0}, "w").but(plug="new"), done,
@@ -49,9 +48,9 @@ def test_a_resume_reads_each_keys_last_row_and_cuts_a_long_torn_line(tmp_path):
 
 def test_the_report_looks_only_at_the_figures_kept(tmp_path, monkeypatch):
     """Of 3,000 keys one kept SDT's figures: the page shows them, having looked at that key alone."""
-    from sdt_build import report
-    from sdt_build.results import plot_folder
-    from sdt_build.rows import Row
+    from sdt_build.run import report
+    from sdt_build.run.results import plot_folder
+    from sdt_build.runtime.rows import Row
 
     rows = [Row.done((f"site-{n}",), {"capacity": 1.0 + n % 7}, {"total": 1.0}, "w") for n in range(3000)]
     folder = _journal(tmp_path / "fleet", rows).parent
@@ -67,7 +66,7 @@ def test_the_report_looks_only_at_the_figures_kept(tmp_path, monkeypatch):
 
 
 def test_a_run_of_many_keys_prints_a_bounded_table_and_times_its_outputs(trouble, tmp_path):
-    from sdt_build.cli import TABLE_ROWS
+    from sdt_build.cli.run import TABLE_ROWS
 
     folder = trouble(workers=1)
     output = tmp_path / "out"

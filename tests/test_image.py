@@ -14,17 +14,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLES, ROOT, SDT, build_context
 from uv import find_uv_bin
 
-from sdt_build.errors import BuildError
-from sdt_build.daemon import BYTECODE_DIR, LABEL, run_command
+from sdt_build.build.daemon import BYTECODE_DIR, LABEL, run_command
+from sdt_build.build.render import render_dockerfile
+from sdt_build.dependencies.resolve import lock
 from sdt_build.pipeline import build_project
-from sdt_build.project import load_project
-from sdt_build.render import render_dockerfile
-from sdt_build.resolve import lock
-from sdt_build.wheels import link_into
-
-from conftest import EXAMPLES, ROOT, SDT, build_context
+from sdt_build.runtime.errors import BuildError
+from sdt_build.sources.wheels import link_into
+from sdt_build.userfolder.project import load_project
 
 pytestmark = pytest.mark.docker
 
@@ -289,7 +288,7 @@ def test_build_sdists_compiles_a_package_without_wheels_in_the_builder(docker, b
 
 
 def test_wheels_download_side_by_side_and_report_packages_and_bytes(tmp_path, monkeypatch):
-    from sdt_build.wheels import PARALLEL, download
+    from sdt_build.sources.wheels import PARALLEL, download
 
     monkeypatch.setenv("SDT_CACHE_DIR", str(tmp_path / "cache"))  # nothing cached: every wheel comes down
     pins = {"tabulate": "0.9.0", "six": "1.17.0", "toolz": "1.0.0"}

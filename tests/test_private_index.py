@@ -13,7 +13,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from conftest import SDT
 from services import make_wheel, start_private_index, stop
 
@@ -33,9 +32,9 @@ def private_index(tmp_path_factory):
 
 def _env(tmp_path: Path, index_url: str, **extra: str) -> dict[str, str]:
     """The private index first, the machine's own indexes as extras; caches and logs in tmp_path."""
-    from sdt_build.pipconfig import from_pip
+    from sdt_build.sources.pipconfig import from_pip
 
-    from sdt_build.wheels import cache_root
+    from sdt_build.sources.wheels import cache_root
 
     machine = from_pip()
     cache = tmp_path / "cache"

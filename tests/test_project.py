@@ -1,4 +1,4 @@
-"""The user-folder loader (sdt_build/project.py) and `sdt-build check`.
+"""The user-folder loader (sdt_build/userfolder/project.py) and `sdt-build check`.
 
 Static checks only: no Docker, no SDT pipeline. Every folder under fixtures/bad_projects/ is a
 valid project broken in exactly one way; its EXPECT file names the code it must produce, and
@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from sdt_build import constraints, contracts
-from sdt_build.errors import Problem, ProjectError
-from sdt_build.keys import normalize_key
-from sdt_build.project import inspect_project, load_project
+from sdt_build import constraints
 from sdt_build.requirements import requirement_names
+from sdt_build.runtime.errors import Problem, ProjectError
+from sdt_build.runtime.keys import normalize_key
+from sdt_build.userfolder import contracts
+from sdt_build.userfolder.project import inspect_project, load_project
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -687,7 +688,7 @@ def test_fixture_copy_keeps_its_code(tmp_path):
 
 
 def test_user_files_doc_lists_every_code_and_setting():
-    from sdt_build.settings import SETTINGS_KEYS
+    from sdt_build.userfolder.settings import SETTINGS_KEYS
 
     doc = (ROOT / "docs" / "user-files.md").read_text()
     emitted = loader_codes()

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, SDT
 
 README = (ROOT / "README.md").read_text()
@@ -29,7 +28,7 @@ def _rows(results: Path) -> list[dict]:
 def test_quick_start_uses_only_what_its_scaffold_runs():
     """A scaffold whose client runs no image is not sent through `build`, whose image it never uses."""
     from sdt_build.clients import load_client
-    from sdt_build.project import load_project
+    from sdt_build.userfolder.project import load_project
 
     quick = _block("bash")
     example = re.search(r"sdt-build init \S+ --example (\S+)", quick).group(1)

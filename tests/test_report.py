@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from benchmarks.browser import open_page
 from conftest import ROOT, SDT
 from test_runner import SHORT_PLUG
@@ -149,8 +148,8 @@ def _rows_folder(folder: Path, rows) -> Path:
 
 def _fleet(folder: Path) -> Path:
     """Five sites that finished with SDT's flags, two that failed with a long message."""
-    from sdt_build.report import FLAGS
-    from sdt_build.rows import Row
+    from sdt_build.run.report import FLAGS
+    from sdt_build.runtime.rows import Row
 
     rows = [Row.done((f"SITE-{n}", [2011, 2012]), {"capacity": 4.5 + n, "quality score": 0.8, "num_days": 300 + n,
                                                   **dict(zip(FLAGS, flags))},
@@ -178,8 +177,8 @@ def _count_labels(html: str) -> dict[str, list[str]]:
 def test_report_layout_counts_and_keys(tmp_path):
     """Axes that count keys show whole numbers; keys read as written; with every key lost (no stage
     timed) the page says so instead of drawing an empty plot."""
-    from sdt_build.report import make_report
-    from sdt_build.rows import Row
+    from sdt_build.run.report import make_report
+    from sdt_build.runtime.rows import Row
 
     html = make_report(_fleet(tmp_path / "fleet")).path.read_text()
     labels = _count_labels(html)
@@ -200,7 +199,7 @@ def test_report_layout_counts_and_keys(tmp_path):
 def test_report_warnings_show_keys_as_written(tmp_path):
     """The warnings table's example key reads as in every other table (``SITE-7, [2011, 2012]``), a
     worker as its address."""
-    from sdt_build.report import make_report
+    from sdt_build.run.report import make_report
 
     folder = _fleet(tmp_path / "fleet")
     (folder / "warnings.log").write_text('["SITE-7",[2011,2012]]\tUserWarning: slice (×2)\n'
@@ -215,7 +214,7 @@ def test_report_warnings_show_keys_as_written(tmp_path):
 def test_report_layout_in_chromium(tmp_path, width):
     """At a narrow and a wide window: nothing makes the page scroll sideways, and no plot's legend
     or number covers a bar or leaves its axes."""
-    from sdt_build.report import make_report
+    from sdt_build.run.report import make_report
 
     page = make_report(_fleet(tmp_path / "fleet")).path
     html = page.read_text()

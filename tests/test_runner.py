@@ -10,13 +10,12 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import EXAMPLES, FIX_SHIFTS, SDT, SITES, assert_same_reports
 
 from sdt_build import SDTDask
 from sdt_build.clients import LocalClient
-from sdt_build.errors import RunFailure
-from sdt_build.upstream_fixes import FIXES
-
-from conftest import EXAMPLES, FIX_SHIFTS, SDT, SITES, assert_same_reports
+from sdt_build.runtime.errors import RunFailure
+from sdt_build.runtime.upstream_fixes import FIXES
 
 SHORT_PLUG = '''
 import pandas as pd

@@ -9,12 +9,11 @@ import shutil
 import dask
 import distributed  # noqa: F401  (loads its config before dask.config.set touches it)
 import pytest
+from conftest import EXAMPLES
 
 from sdt_build import SDTDask
 from sdt_build.clients import LocalClient
-from sdt_build.keys import key_id
-
-from conftest import EXAMPLES
+from sdt_build.runtime.keys import key_id
 
 TROUBLE_PLUG = '''
 import os

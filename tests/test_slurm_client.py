@@ -16,17 +16,16 @@ import uuid
 
 import dask
 import pytest
+from conftest import FIX_SHIFTS, SDT, SITES, assert_same_reports
 
 from sdt_build import SDTDask
+from sdt_build.build.workerenv import read_manifest
 from sdt_build.clients import SlurmClient
 from sdt_build.clients.slurm import sdt_jobs
 from sdt_build.constraints import PIPELINE_PEAK_BYTES
-from sdt_build.errors import RunFailure
-from sdt_build.project import load_project
-from sdt_build.resolve import lock
-from sdt_build.workerenv import read_manifest
-
-from conftest import FIX_SHIFTS, SDT, SITES, assert_same_reports
+from sdt_build.dependencies.resolve import lock
+from sdt_build.runtime.errors import RunFailure
+from sdt_build.userfolder.project import load_project
 
 
 
@@ -133,7 +132,7 @@ def test_a_scancelled_job_becomes_a_row_with_its_id_and_resume_completes_it(slur
 
 
 def test_a_venv_with_another_dask_is_refused_before_any_job(slurm, tmp_path):
-    from sdt_build.wheels import download
+    from sdt_build.sources.wheels import download
 
     venv = tmp_path / "old-dask"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -9,13 +9,12 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
-
-from sdt_build.daemon import LABEL
-from sdt_build.pipeline import build_project
-from sdt_build.parity import compare, versions as client_versions
-from sdt_build.smoke import junit_xml, smoke_image
-
 from conftest import SDT, build_context, force_plug_layer
+
+from sdt_build.build.daemon import LABEL
+from sdt_build.build.smoke import junit_xml, smoke_image
+from sdt_build.pipeline import build_project
+from sdt_build.runtime.parity import compare, versions as client_versions
 
 pytestmark = pytest.mark.docker
 
@@ -154,7 +153,7 @@ def test_parity_rules():
 def test_preflight_against_a_live_cluster_is_clean_for_the_same_environment():
     from distributed import Client, LocalCluster
 
-    from sdt_build.runner import cluster_parity
+    from sdt_build.run.runner import cluster_parity
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
@@ -175,7 +174,7 @@ def own_image(docker, base_image, copy_example):
     emptied, with or without sdt_build."""
     import io
 
-    from sdt_build.project import load_project
+    from sdt_build.userfolder.project import load_project
 
     folder = _unique(copy_example())
     built = build_project(folder, smoke=False)

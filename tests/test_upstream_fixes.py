@@ -17,10 +17,10 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdt_build import upstream_fixes
-from sdt_build.task import PEAK_MEMORY, MEMORY_AFTER
-from sdt_build.upstream_fixes import (APPLIED, FIXES, OFF, SKIPPED, DefaultChoice, DeferredLoad, UpstreamFix,
-                                      fingerprint)
+from sdt_build.runtime import upstream_fixes
+from sdt_build.runtime.task import PEAK_MEMORY, MEMORY_AFTER
+from sdt_build.runtime.upstream_fixes import (APPLIED, FIXES, OFF, SKIPPED, DefaultChoice, DeferredLoad, UpstreamFix,
+                                              fingerprint)
 
 IS_DIAGONAL = next(fix for fix in FIXES if fix.name == "cvxpy-sparse-is-diagonal")
 SHADE_DATA = next(fix for fix in FIXES if fix.name == "sdt-shade-data-on-first-use")
@@ -420,7 +420,7 @@ def test_other_code_earlier_imports_and_off_are_each_said_and_leave_upstream_beh
 
 SHADE_VALUES = '''
 import hashlib, json, resource, sys
-from sdt_build import upstream_fixes
+from sdt_build.runtime import upstream_fixes
 outcomes = {o.name: o.status for o in upstream_fixes.apply(sys.argv[1] == "on")}
 import solardatatools
 from solardatatools.algorithms import shade
@@ -480,7 +480,7 @@ def test_every_field_of_a_row_is_the_same_with_the_fixes_on_and_off(tmp_path):
 
     from sdt_build import SDTDask
     from sdt_build.clients import LocalClient
-    from sdt_build.keys import key_id
+    from sdt_build.runtime.keys import key_id
 
     folder = tmp_path / "sites"
     folder.mkdir()

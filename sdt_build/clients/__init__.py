@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import LocalClient
-from sdt_build.errors import ProjectError
+from sdt_build.runtime.errors import ProjectError
 
 if TYPE_CHECKING:
-    from sdt_build.project import UserProject
+    from sdt_build.userfolder.project import UserProject
 
 __all__ = ["Client", "LocalClient", "DockerClient", "SchedulerClient", "FargateClient", "AzureClient",
            "KubernetesClient", "SlurmClient"]

@@ -9,9 +9,9 @@ import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sdt_build.constraints import WORKER_MEMORY
-from sdt_build.errors import RunFailure, SdtBuildError
 from sdt_build.installer import add_extra
-from sdt_build.plug import EnvVar
+from sdt_build.runtime.errors import RunFailure, SdtBuildError
+from sdt_build.runtime.plug import EnvVar
 
 if TYPE_CHECKING:  # distributed is imported only when a client connects
     import distributed

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from sdt_build.clients.base import Client
 from sdt_build.clients.local import parse_memory
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, WORKER_MEMORY
-from sdt_build.errors import RunFailure
 from sdt_build.installer import add_extra
-from sdt_build.plug import EnvVar
+from sdt_build.runtime.errors import RunFailure
+from sdt_build.runtime.plug import EnvVar
 
 if TYPE_CHECKING:
     import distributed

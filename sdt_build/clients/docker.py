@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import dask
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
+from sdt_build.build.daemon import (LABEL, bytecode_cache, container_name, docker_client, labels, remove, run_command,
+                                    sweep)
 from sdt_build.clients.base import Client, quiet, scheduler_lost, startup_failure
 from sdt_build.clients.local import machine_workers, parse_memory
-from sdt_build.daemon import LABEL, bytecode_cache, container_name, docker_client, labels, remove, run_command, sweep
-from sdt_build.errors import RunFailure
 from sdt_build.interrupt import shielded
+from sdt_build.runtime.errors import RunFailure
 
 if TYPE_CHECKING:
     import distributed
@@ -289,7 +290,8 @@ class DockerClient(Client):
     def _check_parity(self, image: str) -> None:
         """Refuse an image whose Dask cannot talk to this client, before any container starts. The
         image reports its versions with sdt-build's parity module lent to it (it needs only python3)."""
-        from sdt_build import constraints, parity
+        from sdt_build import constraints
+        from sdt_build.runtime import parity
 
         lent = "/tmp/sdt-build-parity.py"
         result = run_command(docker_client(), image, ["python3", lent], timeout=120,

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from sdt_build.clients.cloud import CloudClient
 from sdt_build.clients.local import parse_memory
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
-from sdt_build.errors import RunFailure
 from sdt_build.installer import add_extra
+from sdt_build.runtime.errors import RunFailure
 
 if TYPE_CHECKING:
     import distributed

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from sdt_build.clients.base import Client
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES
-from sdt_build.errors import EnvironmentProblem, RunFailure, counted
 from sdt_build.installer import add_extra
+from sdt_build.runtime.errors import EnvironmentProblem, RunFailure, counted
 
 if TYPE_CHECKING:
     import distributed

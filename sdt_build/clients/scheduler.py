@@ -6,8 +6,8 @@ import os
 from typing import TYPE_CHECKING
 
 from sdt_build.clients.base import Client
-from sdt_build.errors import RunFailure
-from sdt_build.plug import EnvVar
+from sdt_build.runtime.errors import RunFailure
+from sdt_build.runtime.plug import EnvVar
 
 if TYPE_CHECKING:
     import distributed

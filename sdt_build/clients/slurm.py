@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 from sdt_build.clients.base import Client, quiet
 from sdt_build.clients.local import parse_memory
 from sdt_build.constraints import PIPELINE_PEAK, PIPELINE_PEAK_BYTES, WORKER_MEMORY
-from sdt_build.errors import RunFailure
 from sdt_build.installer import add_extra
 from sdt_build.owner import Owned, me, standing
-from sdt_build.plug import EnvVar
+from sdt_build.runtime.errors import RunFailure
+from sdt_build.runtime.plug import EnvVar
 
 if TYPE_CHECKING:
     import distributed
@@ -354,7 +354,8 @@ class SlurmClient(Client):
     def _check_environment(self) -> None:
         """The venv's Python reports its versions (sdt-build's parity module lent as a file) and
         imports sdt-build's runtime part; a difference that breaks Dask stops here, before any job."""
-        from sdt_build import constraints, parity
+        from sdt_build import constraints
+        from sdt_build.runtime import parity
 
         python = self._python()
         venv = self.venv or os.environ.get("SDT_VENV")
@@ -378,7 +379,7 @@ class SlurmClient(Client):
         except RunFailure as exc:
             raise RunFailure(exc.code, exc.cause, f"{exc.fix}; or rebuild the venv from this folder's lock: "
                              f"sdt-build build DIR --venv {venv or 'PATH'}", detail=exc.detail) from None
-        done = subprocess.run([python, "-c", "import sdt_build.task"], capture_output=True, text=True, timeout=120,
+        done = subprocess.run([python, "-c", "import sdt_build.runtime.task"], capture_output=True, text=True, timeout=120,
                               cwd="/", env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
         if done.returncode != 0:
             raise RunFailure("SDT-E532", f"the workers' Python {python} has no sdt-build runtime: workers could "

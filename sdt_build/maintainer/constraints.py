@@ -33,11 +33,11 @@ from packaging.utils import canonicalize_name
 
 from sdt_build.constraints import (HERE, PIPELINE_SOURCE, SDT_PACKAGE, folder, local_extra, pipeline_parameters,
                                    read_lock)
+from sdt_build.dependencies.resolve import compile_for_target
 from sdt_build.maintainer import dependency_page
-from sdt_build.parity import PACKAGES as PARITY
+from sdt_build.runtime.parity import PACKAGES as PARITY
+from sdt_build.sources.wheels import download, read_wheel
 from sdt_build.target import SUPPORTED_PYTHONS
-from sdt_build.resolve import compile_for_target
-from sdt_build.wheels import download, read_wheel
 
 SDT_VERSION = "2.1.5"
 WORKER_INPUTS = [f"solar-data-tools=={SDT_VERSION}", "dask", "distributed"]

@@ -19,10 +19,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from sdt_build.constraints import HERE, available, folder, read_lock
-from sdt_build.index import Release
 from sdt_build.constraints import SDT_PACKAGE
-from sdt_build.parity import MUST_MATCH
 from sdt_build.requirements import combined_specs
+from sdt_build.runtime.parity import MUST_MATCH
+from sdt_build.sources.index import Release
 from sdt_build.target import target
 
 try:

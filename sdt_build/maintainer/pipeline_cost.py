@@ -24,7 +24,7 @@ ONE_SITE = '''
 import importlib.util, json, resource, sys, time
 from importlib import resources
 import pandas as pd
-from sdt_build import upstream_fixes
+from sdt_build.runtime import upstream_fixes
 site, fixes = json.loads(sys.argv[1]), sys.argv[2] == "on"
 outcomes = upstream_fixes.apply(fixes)
 if site[0] == "real":

@@ -11,11 +11,10 @@ import signal
 import pandas as pd
 import psutil
 import pytest
-
-from sdt_build.daemon import LABEL
-
 from faultkit import (cluster_containers, finished, journal_rows, keys_arg, listeners, no_traceback, rows_in, sdt,
                       start, wait_for)
+
+from sdt_build.build.daemon import LABEL
 
 pytestmark = pytest.mark.docker
 

@@ -11,13 +11,12 @@ import tempfile
 from pathlib import Path
 
 from click.testing import CliRunner
+from faultkit import trouble_folder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdt_build.cli import main
-from sdt_build.errors import INTERNAL_ERROR
-
-from faultkit import trouble_folder
+from sdt_build.runtime.errors import INTERNAL_ERROR
 
 FUZZ = settings(max_examples=600, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -8,13 +8,13 @@ import json
 import os
 from pathlib import Path
 
-from sdt_build import SDTDask
-from sdt_build.clients import LocalClient
-from sdt_build.daemon import run_command
-from sdt_build.pipeline import build_project
-from sdt_build.task import PlugBundle
-
 from faultkit import keys_arg, no_traceback, sdt
+
+from sdt_build import SDTDask
+from sdt_build.build.daemon import run_command
+from sdt_build.clients import LocalClient
+from sdt_build.pipeline import build_project
+from sdt_build.runtime.task import PlugBundle
 
 SECRET_FILE = Path("/etc/shadow")  # root-only on every Debian; its first line must never show up
 

@@ -10,11 +10,11 @@ import csv
 import json
 from pathlib import Path
 
+from faultkit import no_traceback, sdt
+
 from sdt_build import SDTDask
 from sdt_build.clients import LocalClient
-from sdt_build.errors import RunFailure
-
-from faultkit import no_traceback, sdt
+from sdt_build.runtime.errors import RunFailure
 
 # Each written as a CSV field after "echo,": what the plug must receive, character for character.
 WRITTEN = ["12E4", "1e5", "012345", "12345", "true", "NaN", "Infinity", "-Infinity", "null", " spaced ",
@@ -122,7 +122,7 @@ def test_nan_and_infinity_are_refused_with_a_code(trouble, tmp_path):
 
 
 def test_csv_rule_has_no_header_guess(tmp_path):
-    from sdt_build.keys import read_keys_file
+    from sdt_build.runtime.keys import read_keys_file
 
     keys = tmp_path / "keys.csv"
     keys.write_text('site,year\n13,2011\n14,"[2011, 2012]"\n"#5",x\n# a comment\n\n', encoding="utf-8")

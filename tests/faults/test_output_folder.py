@@ -11,10 +11,9 @@ import subprocess
 import pandas as pd
 import psutil
 import pytest
-
-from sdt_build.results import OutputFolder
-
 from faultkit import finished, journal_rows, keys_arg, listeners, no_traceback, rows_in, sdt, start, wait_for
+
+from sdt_build.run.results import OutputFolder
 
 OK_KEYS = [("ok", n) for n in range(8)]  # rows of about 600 bytes: more than a page
 

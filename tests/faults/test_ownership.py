@@ -13,10 +13,9 @@ import time
 import uuid
 
 import pytest
-
-from sdt_build.daemon import LABEL
-
 from faultkit import finished, journal_rows, keys_arg, no_traceback, sdt, start, wait_for
+
+from sdt_build.build.daemon import LABEL
 
 pytestmark = pytest.mark.docker
 

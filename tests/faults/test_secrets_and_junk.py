@@ -9,11 +9,11 @@ import tarfile
 import uuid
 from pathlib import Path
 
-from sdt_build.daemon import LABEL
-from sdt_build.pipeline import build_project
-from sdt_build.project import load_project
-
 from faultkit import cluster_containers, keys_arg, sdt
+
+from sdt_build.build.daemon import LABEL
+from sdt_build.pipeline import build_project
+from sdt_build.userfolder.project import load_project
 
 
 def _files_holding(folder: Path, marker: bytes) -> list[str]:

@@ -157,7 +157,7 @@ def test_an_unknown_run_pipeline_argument_is_named_before_any_key_runs(trouble, 
     from solardatatools import DataHandler
 
     from sdt_build import SDTDask
-    from sdt_build.errors import ProjectError
+    from sdt_build.runtime.errors import ProjectError
 
     known = [name for name in inspect.signature(DataHandler.run_pipeline).parameters if name != "self"]
     folder = trouble(name="pipeline-args")

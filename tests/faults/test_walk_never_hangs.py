@@ -23,13 +23,14 @@ import traceback
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-
 from conftest import EXAMPLES, SDT
+from packaging.requirements import Requirement
 from services import start_synthetic_index
-from sdt_build import index, walk
+
 from sdt_build.constraints import SdtSet
-from sdt_build.pipconfig import IndexSettings
+from sdt_build.dependencies import walk
+from sdt_build.sources import index
+from sdt_build.sources.pipconfig import IndexSettings
 
 GRACE = 3.0  # seconds a cut walk or look-up may take past its budget
 THREADS = ("sdt-walk", "sdt-index")  # the names of the look-up pools' threads
