@@ -62,73 +62,56 @@ def _installed(package: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class UpstreamFix:
-    """One fix: ``module.function`` of the distribution ``package``, replaced by ``replace(original)``
-    where the original's source has one of ``fingerprints`` (each release whose code was proven to
-    behave as the replacement does)."""
+class Fix:
+    """What every fix names: itself, the distribution ``package`` and the ``module`` it changes, the
+    fingerprints of the code it was proven on, why, and where the upstream code is."""
 
     name: str
     package: str
     module: str
-    function: str
     fingerprints: tuple[str, ...]
-    replace: Callable[[Callable], Callable]
     why: str
-    upstream: str  # where the upstream code is
-
-    def apply(self, enabled: bool) -> Outcome:
-        installed = _installed(self.package)
-
-        def outcome(status: str, reason: str) -> Outcome:
-            return Outcome(self.name, self.package, installed, status, reason, self.upstream)
-
-        try:
-            module = importlib.import_module(self.module)
-            current = getattr(module, self.function)
-        except Exception as exc:  # not installed, or an install broken enough that importing it fails
-            return outcome(SKIPPED, f"{self.module}.{self.function} is not there ({type(exc).__name__}: {exc})")
-        if not enabled:
-            if self.name in _originals:
-                setattr(module, self.function, _originals.pop(self.name))
-            return outcome(OFF, "turned off (upstream_fixes = false)")
-        if self.name in _originals:
-            return outcome(APPLIED, self.why)
-        try:
-            found = fingerprint(current)
-        except (OSError, TypeError) as exc:
-            return outcome(SKIPPED, f"the source of {self.module}.{self.function} cannot be read ({exc}), so it "
-                                    "cannot be shown to be the code this fix was made for")
-        if found not in self.fingerprints:
-            return outcome(SKIPPED, f"{self.module}.{self.function} in {self.package} {installed} is not the code "
-                                    f"this fix was made for (fingerprint {found}, known "
-                                    f"{', '.join(self.fingerprints)}): left as it is")
-        _originals[self.name] = current
-        setattr(module, self.function, self.replace(current))
-        return outcome(APPLIED, self.why)
+    upstream: str
 
 
 @dataclass(frozen=True)
-class DeferredLoad:
+class UpstreamFix(Fix):
+    """One fix: ``module.function`` of the distribution ``package``, replaced by ``replace(original)``
+    where the original's source has one of ``fingerprints`` (each release whose code was proven to
+    behave as the replacement does)."""
+
+    function: str
+    replace: Callable[[Callable], Callable]
+
+    def apply(self, enabled: bool) -> Outcome:
+        return _set_attribute(self, self.function, enabled, self._unproven, self.replace)
+
+    def _unproven(self, current: Callable, installed: str | None) -> str | None:
+        """Why ``current`` is not shown to be the code this fix was made for (None: it is)."""
+        try:
+            found = fingerprint(current)
+        except (OSError, TypeError) as exc:
+            return (f"the source of {self.module}.{self.function} cannot be read ({exc}), so it cannot be shown "
+                    "to be the code this fix was made for")
+        if found not in self.fingerprints:
+            return (f"{self.module}.{self.function} in {self.package} {installed} is not the code this fix was "
+                    f"made for (fingerprint {found}, known {', '.join(self.fingerprints)}): left as it is")
+        return None
+
+
+@dataclass(frozen=True)
+class DeferredLoad(Fix):
     """One fix: the top-level assignments of ``module`` to ``names`` (data files it reads at import)
     run on first use instead: when a function of the module that reads one of them is first called,
     or the module is asked for one. Made where the module's whole source has one of
     ``fingerprints``, by a loader for that one file; it must be applied before the module is first
     imported, and anywhere the module's top level reads one of the names it is not made at all."""
 
-    name: str
-    package: str
-    module: str
     names: tuple[str, ...]
-    fingerprints: tuple[str, ...]
-    why: str
-    upstream: str
 
     def apply(self, enabled: bool) -> Outcome:
         installed = _installed(self.package)
-
-        def outcome(status: str, reason: str) -> Outcome:
-            return Outcome(self.name, self.package, installed, status, reason, self.upstream)
-
+        outcome = functools.partial(Outcome, self.name, self.package, installed, upstream=self.upstream)
         loaded = sys.modules.get(self.module)
         deferred = getattr(loaded, _LOAD, None)
         if not enabled:
@@ -180,53 +163,58 @@ class DeferredLoad:
 
 
 @dataclass(frozen=True)
-class DefaultChoice:
+class DefaultChoice(Fix):
     """One fix: the default ``setting`` of ``module`` (in the distribution ``package``) made ``value``,
     another of the library's own choices, where the code that choice runs (the whole source of each
     module of ``code``, together) has one of ``fingerprints``: each release whose code was proven to
     give the same results as the default's. Where the user chose through ``env``, theirs is kept."""
 
-    name: str
-    package: str
-    module: str
     setting: str
     value: object
     code: tuple[str, ...]
-    fingerprints: tuple[str, ...]
     env: str
-    why: str
-    upstream: str
 
     def apply(self, enabled: bool) -> Outcome:
-        installed = _installed(self.package)
+        return _set_attribute(self, self.setting, enabled, self._unproven, lambda current: self.value)
 
-        def outcome(status: str, reason: str) -> Outcome:
-            return Outcome(self.name, self.package, installed, status, reason, self.upstream)
-
-        try:
-            module = importlib.import_module(self.module)
-            getattr(module, self.setting)
-        except Exception as exc:  # not installed, or an install broken enough that importing it fails
-            return outcome(SKIPPED, f"{self.module}.{self.setting} is not there ({type(exc).__name__}: {exc})")
-        if not enabled:
-            if self.name in _originals:
-                setattr(module, self.setting, _originals.pop(self.name))
-            return outcome(OFF, "turned off (upstream_fixes = false)")
-        if self.name in _originals:
-            return outcome(APPLIED, self.why)
+    def _unproven(self, current: object, installed: str | None) -> str | None:
+        """Why this choice is not to be made here (None: it is)."""
         if self.env in os.environ:
-            return outcome(SKIPPED, f"{self.env} is set (to {os.environ[self.env]!r}): your choice is kept")
+            return f"{self.env} is set (to {os.environ[self.env]!r}): your choice is kept"
         files = [_module_file(self.package, name) for name in self.code]
         if None in files:
-            return outcome(SKIPPED, f"{', '.join(self.code)} is not all in the installed {self.package} ({installed})")
+            return f"{', '.join(self.code)} is not all in the installed {self.package} ({installed})"
         found = fingerprint("\n".join(path.read_text(encoding="utf-8", errors="replace") for path in files))
         if found not in self.fingerprints:
-            return outcome(SKIPPED, f"{', '.join(self.code)} in {self.package} {installed} is not the code this "
-                                    f"fix was made for (fingerprint {found}, known {', '.join(self.fingerprints)}): "
-                                    "left as it is")
-        _originals[self.name] = getattr(module, self.setting)
-        setattr(module, self.setting, self.value)
-        return outcome(APPLIED, self.why)
+            return (f"{', '.join(self.code)} in {self.package} {installed} is not the code this fix was made for "
+                    f"(fingerprint {found}, known {', '.join(self.fingerprints)}): left as it is")
+        return None
+
+
+def _set_attribute(fix: Fix, attribute: str, enabled: bool,
+                   unproven: Callable[[object, str | None], str | None],
+                   value: Callable[[object], object]) -> Outcome:
+    """``fix.module``'s ``attribute`` set to ``value(original)`` where ``unproven`` finds no reason
+    not to, once; with ``enabled`` False, the original put back."""
+    installed = _installed(fix.package)
+    outcome = functools.partial(Outcome, fix.name, fix.package, installed, upstream=fix.upstream)
+    try:
+        module = importlib.import_module(fix.module)
+        current = getattr(module, attribute)
+    except Exception as exc:  # not installed, or an install broken enough that importing it fails
+        return outcome(SKIPPED, f"{fix.module}.{attribute} is not there ({type(exc).__name__}: {exc})")
+    if not enabled:
+        if fix.name in _originals:
+            setattr(module, attribute, _originals.pop(fix.name))
+        return outcome(OFF, "turned off (upstream_fixes = false)")
+    if fix.name in _originals:
+        return outcome(APPLIED, fix.why)
+    reason = unproven(current, installed)
+    if reason is not None:
+        return outcome(SKIPPED, reason)
+    _originals[fix.name] = current
+    setattr(module, attribute, value(current))
+    return outcome(APPLIED, fix.why)
 
 
 def _module_file(package: str, module: str) -> Path | None:
@@ -495,7 +483,7 @@ _originals: dict[str, Callable] = {}  # fix name → the function it replaced, w
 _last: dict[tuple, tuple] = {}  # (enabled, fixes) → what the last call did, while nothing changed since
 
 
-def apply(enabled: bool = True, fixes: tuple[UpstreamFix | DeferredLoad | DefaultChoice, ...] = FIXES) -> tuple[Outcome, ...]:
+def apply(enabled: bool = True, fixes: tuple[Fix, ...] = FIXES) -> tuple[Outcome, ...]:
     """Apply every fix whose target is the code it was made for (or, with ``enabled`` False, put the
     originals back) and say what became of each. Cheap to call again (every key does): nothing is
     applied twice, and the same call as the last one returns its outcome."""
