@@ -81,19 +81,21 @@ def inspect_project(path: str | os.PathLike, *, require_env: bool = True
     check_shadowing(files, lines, settings.python, found)
     check_left_out(root, files, found)
 
+    def read(name: str, missing_code: str, missing_fix: str):
+        tree = parse(root, name, found, missing_code=missing_code, missing_fix=missing_fix)
+        if tree is not None:
+            check_names(tree, name, found)
+        return tree
+
     plug = client = None
-    plug_tree = parse(root, PLUG_FILE, found, missing_code="SDT-E102",
-                       missing_fix="add dataplug.py with one class that has get_data(self, key) "
-                                   "(`sdt-build init DIR` writes a starting point)")
+    plug_tree = read(PLUG_FILE, "SDT-E102", "add dataplug.py with one class that has get_data(self, key) "
+                                            "(`sdt-build init DIR` writes a starting point)")
     if plug_tree is not None:
-        check_names(plug_tree, PLUG_FILE, found)
         plug = find_plug(plug_tree, root / PLUG_FILE, settings, found)
         check_imports(plug_tree, root, PLUG_FILE, lines, settings.python, found)
-    client_tree = parse(root, CLIENT_FILE, found, missing_code="SDT-E109",
-                         missing_fix="add client.py with one class that subclasses a sdt_build client, "
-                                     "e.g. `class Laptop(LocalClient): workers = 2`")
+    client_tree = read(CLIENT_FILE, "SDT-E109", "add client.py with one class that subclasses a sdt_build "
+                                                "client, e.g. `class Laptop(LocalClient): workers = 2`")
     if client_tree is not None:
-        check_names(client_tree, CLIENT_FILE, found)
         client = find_client(client_tree, root / CLIENT_FILE, settings, found)
 
     if plug is not None and client is not None:
