@@ -434,33 +434,22 @@ FIXES = (
             "which run_pipeline never calls: they are read when ShadeAnalysis first needs them",
         upstream="the module level of solardatatools/algorithms/shade.py "
                  "(https://github.com/slacgismo/solar-data-tools/blob/v2.1.5/solardatatools/algorithms/shade.py)"),
-    UpstreamFix(
-        name="sdt-quantile-fit-solved-once",
-        package="solar-data-tools",
-        module="solardatatools.signal_decompositions",
-        function="_osd_tl1_l2d2p365",
-        fingerprints=("1876c5f4cd327d8a",),  # solar-data-tools 2.1.5
-        replace=_solved_once,
-        why="the sunrise/sunset search fits the same seasonal quantile problem again for every threshold "
-            "that finds the same sunrise and sunset times (57 of 658 solves over 14 fleet sites); an "
-            "identical call gets the first answer",
-        upstream="_osd_tl1_l2d2p365 in solardatatools/_osd_signal_decompositions.py, called by "
-                 "run_optimizer in solardatatools/algorithms/sunrise_sunset_estimation.py "
-                 "(https://github.com/slacgismo/solar-data-tools/blob/v2.1.5/solardatatools/"
-                 "_osd_signal_decompositions.py)"),
-    UpstreamFix(
-        name="sdt-capacity-fit-solved-once",
-        package="solar-data-tools",
-        module="solardatatools.signal_decompositions",
-        function="_cvx_l1_pwc_smoothper_trend",
-        fingerprints=("ca21ecd3f9acae19",),  # solar-data-tools 2.1.5
-        replace=_solved_once,
-        why="capacity_clustering solves its chosen weight's problem a second time after the weight "
-            "search has solved it (its training mask is the whole filter): one of its 14 solves, the "
-            "largest step of a pipeline; an identical call gets the first answer",
-        upstream="CapacityChange.run in solardatatools/algorithms/capacity_change.py "
-                 "(https://github.com/slacgismo/solar-data-tools/blob/v2.1.5/solardatatools/algorithms/"
-                 "capacity_change.py)"),
+    *(UpstreamFix(name=name, package="solar-data-tools", module="solardatatools.signal_decompositions",
+                  function=function, fingerprints=(proven,), replace=_solved_once, why=why,
+                  upstream=f"{caller} (https://github.com/slacgismo/solar-data-tools/blob/v2.1.5/{source})")
+      for name, function, proven, why, caller, source in (  # fingerprints: solar-data-tools 2.1.5
+          ("sdt-quantile-fit-solved-once", "_osd_tl1_l2d2p365", "1876c5f4cd327d8a",
+           "the sunrise/sunset search fits the same seasonal quantile problem again for every threshold that "
+           "finds the same sunrise and sunset times (57 of 658 solves over 14 fleet sites); an identical call "
+           "gets the first answer",
+           "_osd_tl1_l2d2p365 in solardatatools/_osd_signal_decompositions.py, called by run_optimizer in "
+           "solardatatools/algorithms/sunrise_sunset_estimation.py", "solardatatools/_osd_signal_decompositions.py"),
+          ("sdt-capacity-fit-solved-once", "_cvx_l1_pwc_smoothper_trend", "ca21ecd3f9acae19",
+           "capacity_clustering solves its chosen weight's problem a second time after the weight search has "
+           "solved it (its training mask is the whole filter): one of its 14 solves, the largest step of a "
+           "pipeline; an identical call gets the first answer",
+           "CapacityChange.run in solardatatools/algorithms/capacity_change.py",
+           "solardatatools/algorithms/capacity_change.py"))),
     DefaultChoice(
         name="cvxpy-coo-canon-backend",
         package="cvxpy",
