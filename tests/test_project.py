@@ -146,7 +146,9 @@ def run_check(directory: Path, *args: str, env: dict[str, str] | None = None) ->
 
 # --- the bad fixtures -------------------------------------------------------------------------
 
-LOADER = ("project.py", "settings.py", "contracts.py", "requirements.py", "userfiles.py")  # what `check` reads with
+# what `check` reads with
+LOADER = ("userfolder/project.py", "userfolder/settings.py", "userfolder/contracts.py", "requirements.py",
+          "userfiles.py")
 
 
 def loader_codes() -> set[str]:

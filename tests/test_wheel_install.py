@@ -36,6 +36,9 @@ def test_wheel_and_sdist_carry_templates_examples_and_license(dists):
                    "sdt_build/examples/clients/fargate/client.py", "sdt_build/py.typed",
                    "sdt_build/constraints/py3.11/worker.txt"):
         assert needed in names, needed
+    code = {p.relative_to(ROOT).as_posix() for p in (ROOT / "sdt_build").rglob("*.py")
+            if "maintainer" not in p.parts and "__pycache__" not in p.parts}
+    assert code <= set(names), sorted(code - set(names))  # every floor's folder is a package of the wheel
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not [n for n in names if "__pycache__" in n]
     members = {m.split("/", 1)[1] for m in tarfile.open(sdist).getnames() if "/" in m}
