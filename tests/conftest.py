@@ -18,8 +18,8 @@ BASE_IMAGE = os.environ.get("SDT_TEST_BASE_IMAGE", "sdt-base:bookworm-py3.11")
 
 @pytest.fixture(scope="session")
 def docker():
-    from sdt_build.runtime.errors import EnvironmentProblem
     from sdt_build.build.daemon import docker_client
+    from sdt_build.runtime.errors import EnvironmentProblem
 
     try:
         return docker_client()

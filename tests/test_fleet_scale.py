@@ -20,8 +20,8 @@ def _journal(folder: Path, rows, tail: bytes = b"") -> Path:
 
 
 def test_a_resume_reads_each_keys_last_row_and_cuts_a_long_torn_line(tmp_path):
-    from sdt_build.runtime.errors import RunFailure
     from sdt_build.run.results import OutputFolder
+    from sdt_build.runtime.errors import RunFailure
     from sdt_build.runtime.rows import Row
 
     done = Row.done(("a", 1), {"capacity": 5.0}, {"total": 1.0}, "w").but(plug="old")

@@ -14,6 +14,7 @@ from sdt_build.dependencies.resolve import BACKENDS
 from sdt_build.runtime.errors import BuildError, DependencyConflict, Problem, SdtBuildError
 from sdt_build.runtime.redact import shorten
 
+
 def _examples() -> list[str]:
     from sdt_build.resources import example_names
 
@@ -35,8 +36,8 @@ def _clients() -> list[str]:
 @click.option("--force", is_flag=True, help="Write into a folder that already has files.")
 def init_command(output: Output, directory: Path, example: str, client_example: str | None, force: bool) -> int:
     """Scaffold a user folder from an example."""
-    from sdt_build.runtime.errors import ProjectError
     from sdt_build.resources import copy_example
+    from sdt_build.runtime.errors import ProjectError
     from sdt_build.userfolder.settings import name_project, project_name
 
     for kind, name, available in (("example", example, _examples()),
@@ -93,8 +94,8 @@ def docs_command(output: Output, topic: str | None) -> int:
 def check_command(output: Output, directory: Path, resolve: bool, offline: bool, resolver: str) -> int:
     """Validate the folder's contract, then its requirements against SDT's pinned set."""
     from sdt_build.dependencies.precheck import precheck
-    from sdt_build.userfolder.project import inspect_project
     from sdt_build.dependencies.resolve import lock
+    from sdt_build.userfolder.project import inspect_project
 
     project, problems = inspect_project(directory)
     payload: dict[str, Any] = {"ok": False, "directory": str(directory),
@@ -156,10 +157,10 @@ def _missing_base(project, offline: bool) -> Problem | None:
     """What stops the build from finding a base image, when a Docker daemon is here to ask (check
     runs without one too); ``offline``: without asking the registry. A warning only, when the
     folder's client runs no image (a LocalClient): only `build` would need one."""
-    from sdt_build.clients import load_client
     from sdt_build.build.daemon import docker_client
-    from sdt_build.runtime.errors import EnvironmentProblem
     from sdt_build.build.image import missing_base
+    from sdt_build.clients import load_client
+    from sdt_build.runtime.errors import EnvironmentProblem
 
     try:
         client = docker_client()
@@ -187,8 +188,8 @@ def _missing_base(project, offline: bool) -> Problem | None:
 @click.option("--no-cache", is_flag=True, help="Resolve again even when the inputs are unchanged.")
 def lock_command(output: Output, directory: Path, output_file: Path | None, resolver: str, no_cache: bool) -> int:
     """Resolve the plug's requirements with SDT's pinned set and write the lock the image installs."""
-    from sdt_build.userfolder.project import load_project
     from sdt_build.dependencies.resolve import lock
+    from sdt_build.userfolder.project import load_project
 
     project = load_project(directory, require_env=False)
     result = lock(project, backend=resolver, use_cache=not no_cache)

@@ -17,6 +17,7 @@ from sdt_build.runtime.errors import SmokeFailure
 from sdt_build.runtime.keys import parse_key
 from sdt_build.runtime.redact import shorten
 
+
 def smoke_options(func: Callable) -> Callable:
     """The smoke test's options, the same on `build` and `smoke`."""
     for option in reversed((
@@ -177,11 +178,11 @@ def _pull(docker, image: str) -> None:
 def smoke_command(output: Output, target: str, sample_key: str | None, pipeline_days: int, junit: Path | None,
                   project_dir: Path | None, full: bool) -> int:
     """Prove an image works and matches this client: TARGET is a project folder (its image) or an image."""
-    from sdt_build.runtime.errors import ProjectError
     from sdt_build.build.daemon import docker_client, image_exists
-    from sdt_build.pipeline import build_project
-    from sdt_build.userfolder.project import load_project, runtime_env
     from sdt_build.build.smoke import smoke_image
+    from sdt_build.pipeline import build_project
+    from sdt_build.runtime.errors import ProjectError
+    from sdt_build.userfolder.project import load_project, runtime_env
 
     key = parse_key(sample_key) if sample_key else None
     if project_dir is not None and Path(target).is_dir():
@@ -219,8 +220,6 @@ def smoke_command(output: Output, target: str, sample_key: str | None, pipeline_
         raise report.failure()
     output.say(f"[green]smoke test passed[/] for {report.image} in {report.seconds:.0f} s")
     return 0
-
-
 
 
 def _report_smoke(output: Output, junit: Path | None, report) -> None:

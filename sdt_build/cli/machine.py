@@ -9,6 +9,7 @@ import click
 
 from sdt_build.cli.shell import Output, command, main, out
 
+
 @command(main, "clean")
 @click.option("--images", is_flag=True, help="Also remove every image sdt-build built (and its bytecode volumes).")
 @click.option("--cache", is_flag=True, help="Also empty sdt-build's cache (wheels, locks, contexts, logs).")
@@ -18,12 +19,12 @@ def clean_command(output: Output, images: bool, cache: bool, unowned: bool) -> i
     """Remove what sdt-build left behind: containers and SLURM jobs whose owner process on this
     machine is gone (never those of a run, build or smoke test still going, nor another host's), and
     optionally images and caches."""
+    from sdt_build.build.daemon import docker_client
+    from sdt_build.build.image import clean
     from sdt_build.cache import cache_root
     from sdt_build.clients.slurm import cancel_leftovers, slurm_command
-    from sdt_build.build.daemon import docker_client
-    from sdt_build.runtime.errors import EnvironmentProblem
-    from sdt_build.build.image import clean
     from sdt_build.owner import UNOWNED
+    from sdt_build.runtime.errors import EnvironmentProblem
 
     slurm = slurm_command("squeue", "--version") is not None
     found = cancel_leftovers() if slurm else []

@@ -211,6 +211,7 @@ def completing(names: Callable[[], list[str]]) -> Callable[..., list[str]]:
     """Shell completion (click's) from the names the installed package ships."""
     return lambda ctx, param, incomplete: [n for n in names() if n.startswith(incomplete)]
 
+
 def lookup_progress(output: Output) -> Callable[[int, int], None]:
     """Index look-ups as they finish: a line when they start, then one per tenth done."""
     from sdt_build.sources.index import budget_seconds
