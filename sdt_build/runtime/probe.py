@@ -100,11 +100,12 @@ def own_runtime(pythonpath: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    done = subprocess.run([sys.executable, "-c", "import sdt_build; print(sdt_build.__version__)"],
+    done = subprocess.run([sys.executable, "-c", "import sdt_build, sdt_build.runtime.task; print(sdt_build.__version__)"],
                           capture_output=True, text=True, env=env, cwd="/", timeout=120)
     if done.returncode != 0:
-        raise ModuleNotFoundError("the image has no sdt_build of its own; Dask workers import it to run "
-                                  "the plug: " + (done.stderr.strip().splitlines() or ["?"])[-1])
+        raise ModuleNotFoundError("the image has no sdt_build of its own, or one without this sdt-build's runtime "
+                                  "part; Dask workers import it to run the plug: "
+                                  + (done.stderr.strip().splitlines() or ["?"])[-1])
     return f"sdt_build {done.stdout.strip()}"
 
 
