@@ -180,10 +180,11 @@ def own_image(docker, base_image, copy_example):
     built = build_project(folder, smoke=False)
     made = []
 
-    def make(keep_runtime: bool) -> str:
+    def make(remove: str | None = None) -> str:
+        """The image, with ``remove`` (a path under /opt/sdt/lib/sdt_build, "" for all of it) taken out."""
         labels = " ".join(f'{name}=""' for name in docker.images.get(built.image.tag).labels)
         dockerfile = (f"FROM {built.image.tag}\nLABEL {labels}\n"
-                      + ("" if keep_runtime else "USER root\nRUN rm -rf /opt/sdt/lib/sdt_build\nUSER sdt\n"))
+                      + ("" if remove is None else f"USER root\nRUN rm -rf /opt/sdt/lib/sdt_build/{remove}\nUSER sdt\n"))
         tag = f"own-pv-worker:{uuid.uuid4().hex[:8]}"
         docker.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="host", rm=True)
         made.append(tag)
@@ -197,12 +198,13 @@ def own_image(docker, base_image, copy_example):
 
 def test_own_image_is_checked_for_its_own_sdt_build(docker, own_image):
     make, project = own_image
-    good = smoke_image(docker, make(keep_runtime=True), project, sample_key=("ZT162185000441C1203",),
-                       pipeline_days=0)
+    good = smoke_image(docker, make(), project, sample_key=("ZT162185000441C1203",), pipeline_days=0)
     assert not docker.images.get(good.image).labels[f"{LABEL}.content-hash"]
     steps = {s.name: s for s in good.steps}
     assert good.ok and steps["sdt_build in image"].ok and steps["get_data sample key"].ok, good.steps
-    bad = smoke_image(docker, make(keep_runtime=False), project, pipeline_days=0)
-    failing = [s.name for s in bad.steps if not s.ok]
-    assert failing == ["sdt_build in image"], bad.steps  # the lent copy kept every other step running
-    assert bad.failure().code == "SDT-E411"
+    # no sdt_build at all; one without this sdt-build's runtime part (as an earlier sdt-build made it)
+    for remove in ("", "runtime/task.py"):
+        bad = smoke_image(docker, make(remove), project, pipeline_days=0)
+        failing = [s.name for s in bad.steps if not s.ok]
+        assert failing == ["sdt_build in image"], bad.steps  # the lent copy kept every other step running
+        assert bad.failure().code == "SDT-E411"
