@@ -73,6 +73,14 @@ class Fix:
     why: str
     upstream: str
 
+    def _unknown(self, what: str, source: str, installed: str | None) -> str | None:
+        """Why ``source`` (the text of ``what``) is not the code this fix was made for (None: it is)."""
+        found = fingerprint(source)
+        if found in self.fingerprints:
+            return None
+        return (f"{what} in {self.package} {installed} is not the code this fix was made for (fingerprint "
+                f"{found}, known {', '.join(self.fingerprints)}): left as it is")
+
 
 @dataclass(frozen=True)
 class UpstreamFix(Fix):
@@ -89,14 +97,11 @@ class UpstreamFix(Fix):
     def _unproven(self, current: Callable, installed: str | None) -> str | None:
         """Why ``current`` is not shown to be the code this fix was made for (None: it is)."""
         try:
-            found = fingerprint(current)
+            source = inspect.getsource(current)
         except (OSError, TypeError) as exc:
             return (f"the source of {self.module}.{self.function} cannot be read ({exc}), so it cannot be shown "
                     "to be the code this fix was made for")
-        if found not in self.fingerprints:
-            return (f"{self.module}.{self.function} in {self.package} {installed} is not the code this fix was "
-                    f"made for (fingerprint {found}, known {', '.join(self.fingerprints)}): left as it is")
-        return None
+        return self._unknown(f"{self.module}.{self.function}", source, installed)
 
 
 @dataclass(frozen=True)
@@ -124,14 +129,12 @@ class DeferredLoad(Fix):
         if loaded is not None:
             return outcome(SKIPPED, f"{self.module} was imported before the fix could apply: it loaded its data "
                                     "at import, as upstream does")
-        path = self._source()
+        path = _module_file(self.package, self.module)
         if path is None:
             return outcome(SKIPPED, f"{self.module} is not in the installed {self.package} ({installed})")
         source = path.read_text(encoding="utf-8", errors="replace")
-        found = fingerprint(source)
-        if found not in self.fingerprints:
-            return outcome(SKIPPED, f"{self.module} in {self.package} {installed} is not the code this fix was made "
-                                    f"for (fingerprint {found}, known {', '.join(self.fingerprints)}): left as it is")
+        if (unknown := self._unknown(self.module, source, installed)) is not None:
+            return outcome(SKIPPED, unknown)
         if isinstance(plan := self.plan(source, str(path)), str):
             return outcome(SKIPPED, f"{self.module}: {plan}; left as it is")
         _DeferringFinder.loads[self.module] = (self, path)
@@ -158,9 +161,6 @@ class DeferredLoad(Fix):
             return f"its top level reads {', '.join(sorted(read))} at import"
         return now, later
 
-    def _source(self) -> Path | None:
-        return _module_file(self.package, self.module)
-
 
 @dataclass(frozen=True)
 class DefaultChoice(Fix):
@@ -184,11 +184,8 @@ class DefaultChoice(Fix):
         files = [_module_file(self.package, name) for name in self.code]
         if None in files:
             return f"{', '.join(self.code)} is not all in the installed {self.package} ({installed})"
-        found = fingerprint("\n".join(path.read_text(encoding="utf-8", errors="replace") for path in files))
-        if found not in self.fingerprints:
-            return (f"{', '.join(self.code)} in {self.package} {installed} is not the code this fix was made for "
-                    f"(fingerprint {found}, known {', '.join(self.fingerprints)}): left as it is")
-        return None
+        return self._unknown(", ".join(self.code), "\n".join(path.read_text(encoding="utf-8", errors="replace")
+                                                          for path in files), installed)
 
 
 def _set_attribute(fix: Fix, attribute: str, enabled: bool,
